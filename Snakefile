@@ -1,0 +1,21 @@
+# normscape: how the normalisation layer of a transfer-learning head shapes optimisation.
+# Run the whole study:   snakemake --cores 4 all
+# One figure only:       snakemake --cores 2 results/figures/<name>.pdf
+# On SLURM:              snakemake --profile profiles/slurm all
+from snakemake.utils import min_version
+
+min_version("8.0")
+
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/features.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

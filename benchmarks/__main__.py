@@ -1,0 +1,105 @@
+"""Run every benchmark and write benchmarks/results.json (see benchmarks/README.md).
+
+    python -m benchmarks            # full run, writes benchmarks/results.json and the README table
+    python -m benchmarks --quick    # small sizes, CI smoke test; writes benchmarks/.cache/results-quick.json
+    python -m benchmarks --only train    # just benchmarks/bench_train*.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib
+import json
+import os
+import platform
+import sys
+import traceback
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+TABLE_START = "<!-- results-table:start -->"
+TABLE_END = "<!-- results-table:end -->"
+
+
+def machine_info() -> dict:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu,
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def modules() -> list[str]:
+    return sorted(p.stem for p in HERE.glob("bench_*.py"))
+
+
+def render_table(doc: dict) -> str:
+    lines = [f"Measured {doc['date']} on {doc['machine']['cpu']} ({doc['machine']['cpu_count']} cores), "
+             f"torch {doc['torch']}.", "",
+             "| benchmark | ours | naive | ratio vs naive | target |", "|---|---|---|---|---|"]
+    for r in doc["results"]:
+        fmt = lambda v: "—" if v is None else (f"{v:.3g}" if isinstance(v, float) else str(v))  # noqa: E731
+        ratio = "—" if r["ratio_vs_naive"] is None else f"{r['ratio_vs_naive']:.2f}x"
+        lines.append(f"| `{r['name']}` | {fmt(r['value'])} {r['unit']} | {fmt(r['naive_value'])} {r['unit'] if r['naive_value'] is not None else ''} "
+                     f"| {ratio} | {r['target']} |")
+    return "\n".join(lines)
+
+
+def update_readme(doc: dict) -> None:
+    readme = HERE / "README.md"
+    text = readme.read_text() if readme.exists() else ""
+    if TABLE_START in text and TABLE_END in text:
+        head, rest = text.split(TABLE_START, 1)
+        _, tail = rest.split(TABLE_END, 1)
+        readme.write_text(f"{head}{TABLE_START}\n{render_table(doc)}\n{TABLE_END}{tail}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="tiny sizes for a CI smoke test (timings meaningless)")
+    ap.add_argument("--only", nargs="*", default=None, help="run only the bench_*.py modules whose name contains one of these")
+    ap.add_argument("--output", type=Path, default=None, help="where to write the JSON (default depends on --quick)")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    sys.path.insert(0, str(HERE.parent))
+    rows, failed = [], []
+    for name in modules():
+        if args.only and not any(sel in name for sel in args.only):
+            continue
+        print(f"== {name}", flush=True)
+        try:
+            module = importlib.import_module(f"benchmarks.{name}")
+            for row in module.run(quick=args.quick):
+                print(f"   {row['name']}: {row['value']:.4g} {row['unit']} (naive {row['naive_value']}, "
+                      f"ratio {row['ratio_vs_naive']})", flush=True)
+                rows.append(row)
+        except Exception:  # a broken benchmark is reported, the others still run
+            traceback.print_exc()
+            failed.append(name)
+    doc = {"machine": machine_info(), "torch": torch.__version__,
+           "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+           "quick": args.quick, "results": rows}
+    out = args.output or (HERE / ".cache" / "results-quick.json" if args.quick else HERE / "results.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=2) + "\n")
+    if not args.quick and not args.only:
+        update_readme(doc)
+    print(f"wrote {out}")
+    if failed:
+        print(f"FAILED benchmarks: {failed}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,177 @@
+"""Configuration: validation against the JSON schema (with defaults) and the study's run matrix.
+
+The Snakefile calls :func:`validate_config` before any job is scheduled, so a bad value fails at once with
+a message that names the key, the value and what is allowed. :func:`enumerate_runs` expands the
+``experiments`` section into one :class:`RunSpec` per (experiment, head, swept value, seed); each run
+carries only its own slice of the config, which is what the train rule passes through ``params:``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from pathlib import Path
+from typing import Any, Iterable
+
+import jsonschema
+import yaml
+
+from normscape.errors import ConfigError
+
+#: Training keys an experiment may override or sweep, with the default-section they come from.
+TRAINING_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "clip_grad_norm")
+
+#: Short names used for swept keys in run directory names (``lr-0.01``, ``bs-32``).
+SWEEP_ABBREV = {"lr": "lr", "batch_size": "bs", "weight_decay": "wd", "clip_grad_norm": "clip"}
+
+BASE_VARIANT = "base"
+
+
+def default_schema_path() -> Path:
+    """The schema shipped with the workflow (repository checkout layout)."""
+    return Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def load_yaml(path: str | Path) -> Any:
+    path = Path(path)
+    try:
+        with open(path) as fh:
+            return yaml.safe_load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}. Fix the syntax at the position shown.") from None
+
+
+def _fill_defaults(instance: Any, schema: dict, root: dict) -> None:
+    """Recursively insert schema ``default`` values for missing object properties (in place)."""
+    if "$ref" in schema:
+        ref = schema["$ref"].lstrip("#/").split("/")
+        target = root
+        for part in ref:
+            target = target[part]
+        schema = {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
+    if not isinstance(instance, dict):
+        return
+    for key, sub in schema.get("properties", {}).items():
+        if key not in instance and "default" in sub:
+            instance[key] = copy.deepcopy(sub["default"])
+        if key in instance:
+            _fill_defaults(instance[key], sub, root)
+    extra = schema.get("additionalProperties")
+    if isinstance(extra, dict):
+        for key, value in instance.items():
+            if key not in schema.get("properties", {}):
+                _fill_defaults(value, extra, root)
+
+
+def _format_error(err: jsonschema.ValidationError) -> str:
+    key = ".".join(str(p) for p in err.absolute_path) or "<top level>"
+    if err.validator == "additionalProperties":
+        allowed = sorted(err.schema.get("properties", {}))
+        unknown = sorted(set(err.instance) - set(allowed))
+        return (f"config key '{key}': unknown key(s) {unknown}; allowed keys here are {allowed}. "
+                "Check the spelling or remove the key.")
+    if err.validator == "enum":
+        return f"config key '{key}': value {err.instance!r} is not allowed; choose one of {err.validator_value}."
+    if err.validator == "type":
+        return f"config key '{key}': value {err.instance!r} has the wrong type; expected {err.validator_value}."
+    if err.validator in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
+        op = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}[err.validator]
+        return f"config key '{key}': value {err.instance!r} is out of range; it must be {op} {err.validator_value}."
+    if err.validator == "minItems":
+        return f"config key '{key}': the list is empty (or too short); give at least {err.validator_value} item(s)."
+    if err.validator == "required":
+        return f"config key '{key}': {err.message}."
+    return f"config key '{key}': value {err.instance!r} is invalid: {err.message}."
+
+
+def _cross_checks(cfg: dict) -> list[str]:
+    problems = []
+    gh = cfg["grad_hist"]
+    if gh["min"] >= gh["max"]:
+        problems.append(f"config key 'grad_hist': min ({gh['min']}) must be smaller than max ({gh['max']}).")
+    for name in cfg["landscape"]["experiments"]:
+        if name not in cfg["experiments"]:
+            problems.append(f"config key 'landscape.experiments': experiment {name!r} is not defined under "
+                            f"'experiments' (defined: {sorted(cfg['experiments'])}).")
+    return problems
+
+
+def validate_config(config: dict, schema_path: str | Path | None = None) -> dict:
+    """Validate ``config`` (in place: defaults are filled in) and return it.
+
+    Raises :class:`ConfigError` listing every problem, each naming key, value and what is allowed.
+    """
+    if not isinstance(config, dict):
+        raise ConfigError(f"the config must be a mapping of keys to values, got {type(config).__name__}.")
+    schema = load_yaml(schema_path or default_schema_path())
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
+    if errors:
+        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(_format_error(e) for e in errors))
+    _fill_defaults(config, schema, schema)
+    problems = _cross_checks(config)
+    if problems:
+        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+    return config
+
+
+def load_config(path: str | Path, schema_path: str | Path | None = None) -> dict:
+    """Read a YAML config file and validate it (for use outside Snakemake)."""
+    return validate_config(load_yaml(path) or {}, schema_path)
+
+
+def format_value(value: float | int) -> str:
+    """Compact, path-safe text for a swept value: 0.001 -> '0.001', 1e-05 -> '1e-05', 32 -> '32'."""
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """One training run of the study: where it lives and exactly the settings it depends on."""
+
+    experiment: str
+    head: str
+    variant: str
+    seed: int
+    training: dict  # epochs, batch_size, lr, weight_decay, clip_grad_norm
+
+    @property
+    def run_id(self) -> str:
+        return f"{self.experiment}/{self.head}/{self.variant}/seed{self.seed}"
+
+    def run_dir(self, results_dir: str | Path) -> Path:
+        return Path(results_dir) / "runs" / self.run_id
+
+
+def experiment_runs(cfg: dict, experiment: str) -> list[RunSpec]:
+    """Every run of one experiment, in a stable order (head, swept value, seed)."""
+    exp = cfg["experiments"][experiment]
+    base = {k: exp.get(k, cfg["training"][k]) for k in TRAINING_KEYS}
+    seeds = exp.get("seeds", cfg["seeds"])
+    sweep = exp.get("sweep")
+    if sweep:
+        (key, values), = sweep.items()
+        variants = [(f"{SWEEP_ABBREV[key]}-{format_value(v)}", {**base, key: v}) for v in values]
+    else:
+        variants = [(BASE_VARIANT, base)]
+    return [RunSpec(experiment, head, variant, int(seed), dict(training))
+            for head in exp["heads"] for variant, training in variants for seed in seeds]
+
+
+def enumerate_runs(cfg: dict, experiments: Iterable[str] | None = None) -> list[RunSpec]:
+    """All runs of the study (or of the named experiments)."""
+    names = list(cfg["experiments"]) if experiments is None else list(experiments)
+    return [run for name in names for run in experiment_runs(cfg, name)]
+
+
+def find_run(cfg: dict, experiment: str, head: str, variant: str, seed: int | str) -> RunSpec:
+    """The run matching Snakemake wildcards; a clear error when the config does not define it."""
+    if experiment not in cfg["experiments"]:
+        raise ConfigError(f"experiment {experiment!r} is not defined in the config (defined: {sorted(cfg['experiments'])}).")
+    for run in experiment_runs(cfg, experiment):
+        if (run.head, run.variant, run.seed) == (head, variant, int(seed)):
+            return run
+    raise ConfigError(f"run {experiment}/{head}/{variant}/seed{seed} is not part of the config's experiment "
+                      f"{experiment!r}; check its heads, sweep values and seeds.")

@@ -1,0 +1,60 @@
+"""Shared fixtures: tiny synthetic data so no test needs the network or ../shared."""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
+TINY_CONFIG = REPO / "tests" / "config" / "tiny.yaml"
+
+# Tests never talk to W&B servers and never touch the user's W&B settings.
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+
+@pytest.fixture(scope="session")
+def synthetic_archive(tmp_path_factory) -> Path:
+    """A CIFAR-10-layout archive: 5 x 40 training images, 100 test images."""
+    from normscape.synthetic import make_cifar_archive
+
+    return make_cifar_archive(tmp_path_factory.mktemp("archive") / "cifar-10-python.tar.gz")
+
+
+@pytest.fixture(scope="session")
+def features_file(tmp_path_factory) -> Path:
+    """A feature cache (2000/500/500 x 1280, 10 separable classes) in the featurestore format."""
+    from normscape.synthetic import make_features_file
+
+    return make_features_file(tmp_path_factory.mktemp("features") / "features.h5")
+
+
+@pytest.fixture
+def tiny_config(tmp_path, synthetic_archive) -> dict:
+    """The tiny pipeline config (tests/config/tiny.yaml) pointing at the synthetic archive and tmp results."""
+    cfg = yaml.safe_load(TINY_CONFIG.read_text())
+    cfg = copy.deepcopy(cfg)
+    cfg["data"]["archive"] = str(synthetic_archive)
+    cfg["results_dir"] = str(tmp_path / "results")
+    return cfg
+
+
+def write_config(cfg: dict, path: Path) -> Path:
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def run_snakemake(args: list[str], cwd: Path = REPO, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
+    """Run the real Snakemake CLI of this environment on the repository's Snakefile."""
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(cwd), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc

@@ -1,0 +1,2 @@
+# placeholder: owned by the data/features stage
+STAGE_TARGETS["data"] = []
