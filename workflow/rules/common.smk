@@ -7,7 +7,7 @@ from pathlib import Path
 SRC_DIR = Path(workflow.basedir) / "src"
 # Scripts import the `normscape` package from src/ even when it is not pip-installed (conda envs, clusters).
 sys.path.insert(0, str(SRC_DIR))
-os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(SRC_DIR), os.environ.get("PYTHONPATH")) if p)
+os.environ.update(PYTHONPATH=os.pathsep.join(p for p in (str(SRC_DIR), os.environ.get("PYTHONPATH")) if p))
 
 from normscape.config import enumerate_runs, experiment_runs, find_run, validate_config  # noqa: E402
 from normscape.errors import ConfigError  # noqa: E402
