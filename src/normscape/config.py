@@ -45,12 +45,7 @@ def load_yaml(path: str | Path) -> Any:
 
 def _fill_defaults(instance: Any, schema: dict, root: dict) -> None:
     """Recursively insert schema ``default`` values for missing object properties (in place)."""
-    if "$ref" in schema:
-        ref = schema["$ref"].lstrip("#/").split("/")
-        target = root
-        for part in ref:
-            target = target[part]
-        schema = {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
+    schema = _resolve(schema, root)
     if not isinstance(instance, dict):
         return
     for key, sub in schema.get("properties", {}).items():
@@ -63,6 +58,55 @@ def _fill_defaults(instance: Any, schema: dict, root: dict) -> None:
         for key, value in instance.items():
             if key not in schema.get("properties", {}):
                 _fill_defaults(value, extra, root)
+
+
+_JSON_TYPES = {"integer": int, "number": (int, float), "boolean": bool, "null": type(None),
+               "array": list, "object": dict}
+
+
+def _resolve(schema: dict, root: dict) -> dict:
+    if "$ref" not in schema:
+        return schema
+    target = root
+    for part in schema["$ref"].lstrip("#/").split("/"):
+        target = target[part]
+    return {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
+
+
+def _coerce_cli_strings(instance: Any, schema: dict, root: dict) -> Any:
+    """Turn strings such as ``'16'``/``'1e-3'``/``'null'`` into numbers/None where the schema wants no string.
+
+    ``snakemake --config backbone='{batch_size: 16}'`` delivers nested values as strings; reading them as YAML
+    scalars where the schema expects a number, boolean or null makes such overrides behave as users expect.
+    """
+    schema = _resolve(schema, root)
+    types = schema.get("type")
+    types = [types] if isinstance(types, str) else (types or [])
+    if isinstance(instance, str) and types and "string" not in types:
+        try:
+            parsed = yaml.safe_load(instance)
+        except yaml.YAMLError:
+            return instance
+        wanted = tuple(t for name in types for t in _as_tuple(_JSON_TYPES.get(name)))
+        if wanted and isinstance(parsed, wanted) and not (isinstance(parsed, bool) and bool not in wanted):
+            return parsed
+        return instance
+    if isinstance(instance, dict):
+        props = schema.get("properties", {})
+        extra = schema.get("additionalProperties")
+        for key, value in instance.items():
+            sub = props.get(key, extra if isinstance(extra, dict) else None)
+            if sub is not None:
+                instance[key] = _coerce_cli_strings(value, sub, root)
+    elif isinstance(instance, list) and isinstance(schema.get("items"), dict):
+        return [_coerce_cli_strings(v, schema["items"], root) for v in instance]
+    return instance
+
+
+def _as_tuple(t: Any) -> tuple:
+    if t is None:
+        return ()
+    return t if isinstance(t, tuple) else (t,)
 
 
 def _format_error(err: jsonschema.ValidationError) -> str:
@@ -106,6 +150,7 @@ def validate_config(config: dict, schema_path: str | Path | None = None) -> dict
     if not isinstance(config, dict):
         raise ConfigError(f"the config must be a mapping of keys to values, got {type(config).__name__}.")
     schema = load_yaml(schema_path or default_schema_path())
+    _coerce_cli_strings(config, schema, schema)
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
     if errors:

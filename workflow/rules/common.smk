@@ -24,6 +24,16 @@ ENV = "../../envs/normscape.yaml"
 STAGE_TARGETS = {}
 
 
+def canonical(obj):
+    """A config slice with keys sorted recursively: Snakemake compares params by their text, so the key order
+    (which depends on how the config was merged) must not make an unchanged slice look changed."""
+    if isinstance(obj, dict):
+        return {key: canonical(obj[key]) for key in sorted(obj)}
+    if isinstance(obj, list):
+        return [canonical(value) for value in obj]
+    return obj
+
+
 def all_targets():
     return [path for stage in STAGE_TARGETS.values() for path in stage]
 
@@ -31,6 +41,41 @@ def all_targets():
 def run_dir(run):
     """Directory of one training run (a normscape.config.RunSpec)."""
     return f"{RESULTS}/runs/{run.run_id}"
+
+
+def run_identity(wildcards):
+    """The identity of the run a job's wildcards name (fails clearly if the config does not define it)."""
+    run = find_run(config, wildcards.experiment, wildcards.head, wildcards.variant, wildcards.seed)
+    return {"experiment": run.experiment, "head": run.head, "seed": run.seed, "variant": run.variant}
+
+
+# ---- data and features stages
+def cifar_archive():
+    """The local archive when data.archive is set (checked to exist at parse time), else the download."""
+    local = config["data"]["archive"]
+    if local:
+        if not Path(local).is_file():
+            sys.exit(
+                f"normscape: data.archive = {local!r} does not exist. Fix the path, or set data.archive to "
+                "null to download the official archive."
+            )
+        return local
+    return f"{RESULTS}/data/cifar-10-python.tar.gz"
+
+
+def backbone_weights_file():
+    """The weights file extraction needs: downloaded torchvision weights, a local file, or none (random)."""
+    weights = config["backbone"]["weights"]
+    if weights == "random":
+        return []
+    if weights == "IMAGENET1K_V1":
+        return rules.download_weights.output[0]
+    if not Path(weights).is_file():
+        sys.exit(
+            f"normscape: backbone.weights = {weights!r} is neither 'IMAGENET1K_V1', 'random' nor an existing "
+            "file. Fix the path to a torchvision mobilenet_v2 state_dict."
+        )
+    return weights
 
 
 wildcard_constraints:

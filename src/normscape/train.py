@@ -1,0 +1,325 @@
+"""The training engine: one head, one condition, one seed, from cached features.
+
+Why it is fast (benchmarks/bench_train.py compares it with the usual DataLoader loop in one process):
+  * the features live in memory as one tensor; each epoch does ONE gather with a seeded permutation and then
+    slices contiguous batches — no per-sample DataLoader, no collate;
+  * all gradients live in one flat buffer: the global norm (needed anyway for the statistics), clipping (one
+    in-place multiply by min(1, c / norm)), zeroing and the histograms are single ops; Adam is ``fused``;
+  * train loss/accuracy and the per-step gradient norms are accumulated in tensors: no ``.item()`` host sync
+    per step; gradient histograms cost an integer shift + bincount per parameter (normscape.gradhist).
+
+Trustworthy runs: the same config + seed gives identical metrics on CPU; a checkpoint with model, optimiser,
+RNG state, histograms and metrics is written atomically after every epoch, and a restarted run resumes from it
+and ends with exactly the metrics of an uninterrupted run; a NaN/inf loss marks the run ``diverged`` at that
+epoch and the run still writes all its outputs.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import hashlib
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from normscape import featurestore
+from normscape.atomic import atomic_path, write_json
+from normscape.checkpoint import load_checkpoint, save_checkpoint
+from normscape.gradhist import GradHistogram
+from normscape.heads import build_head
+
+log = logging.getLogger(__name__)
+
+METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "grad_norm_mean",
+                  "grad_norm_median", "grad_norm_p99", "grad_norm_max", "clipped_fraction", "epoch_time_s", "diverged"]
+ACC_THRESHOLDS = (0.80, 0.85)
+EVAL_CHUNK = 8192
+CLIP_EPS = 1e-6  # as in torch.nn.utils.clip_grad_norm_
+
+
+def config_hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """Seed of epoch ``epoch``'s shuffle: independent of how many epochs ran before (resume-safe)."""
+    return seed * 1_000_003 + epoch
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of ``model`` in eval mode on (x, y)."""
+    was_training = model.training
+    model.eval()
+    loss_sum, correct = torch.zeros((), dtype=torch.float64), torch.zeros((), dtype=torch.int64)
+    for start in range(0, len(x), EVAL_CHUNK):
+        logits = model(x[start:start + EVAL_CHUNK])
+        yb = y[start:start + EVAL_CHUNK]
+        loss_sum += F.cross_entropy(logits, yb, reduction="sum").double()
+        correct += (logits.argmax(1) == yb).sum()
+    model.train(was_training)
+    n = max(len(x), 1)
+    return float(loss_sum) / n, float(correct) / n
+
+
+def flat_params(model: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().flatten() for p in model.parameters()]).clone()
+
+
+class Trainer:
+    """Trains one head; see :func:`train_run` for the file outputs."""
+
+    def __init__(self, data: dict[str, tuple[torch.Tensor, torch.Tensor]], norm: str, seed: int, epochs: int,
+                 batch_size: int, lr: float, weight_decay: float = 0.0, clip_grad_norm: float | None = None,
+                 hidden: int = 256, dropout: float = 0.0, grad_hist: dict | None = None, tracker: Any = None):
+        self.data = data
+        self.seed, self.epochs, self.batch_size = seed, epochs, batch_size
+        self.lr, self.weight_decay, self.clip = lr, weight_decay, clip_grad_norm
+        x_train = data["train"][0]
+        self.head_config = {"norm": norm, "in_features": int(x_train.shape[1]), "hidden": hidden,
+                            "num_classes": int(max(int(data["train"][1].max()) + 1, 10)), "dropout": dropout}
+        torch.manual_seed(seed)
+        self.model = build_head(**self.head_config)
+        self.names = [n for n, _ in self.model.named_parameters()]
+        self.params = [p for _, p in self.model.named_parameters()]
+        # All gradients live in one flat buffer (each p.grad is a view): the global norm, clipping, zeroing and
+        # the histograms are then single ops over it instead of one small op per parameter.
+        self.flat_grad = torch.zeros(sum(p.numel() for p in self.params))
+        offset = 0
+        for p in self.params:
+            p.grad = self.flat_grad[offset:offset + p.numel()].view_as(p)
+            offset += p.numel()
+        # fused Adam: one kernel for all parameters (~1.7x faster than foreach on a CPU here, same update rule).
+        self.opt = torch.optim.Adam(self.params, lr=lr, weight_decay=weight_decay, fused=True)
+        gh = grad_hist or {"min": 1e-9, "max": 10.0, "bins_per_octave": 4}
+        self.hist = GradHistogram(self.names, [p.numel() for p in self.params], gh["min"], gh["max"],
+                                  gh["bins_per_octave"])
+        self.tracker = tracker
+        self.metrics: list[dict] = []
+        self.step_norms: list[np.ndarray] = []      # per epoch: pre-clip global norms of each step
+        self.step_norms_post: list[np.ndarray] = []
+        self.trajectory = [flat_params(self.model)]  # parameters after each epoch; row 0 = init
+        self.init_state = copy.deepcopy(self.model.state_dict())
+        self.best = {"epoch": 0, "val_acc": -1.0, "val_loss": math.inf, "state": self.init_state}
+        self.diverged_epoch: int | None = None
+        self.wall_time_s = 0.0
+        self.start_epoch = 1
+
+    # ------------------------------------------------------------------------------------------- epochs
+    def train_epoch(self, epoch: int) -> dict:
+        t0 = time.perf_counter()
+        x, y = self.data["train"]
+        n = len(x)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(self.seed, epoch)))
+        xp, yp = x[perm], y[perm]
+        bs = self.batch_size
+        n_batches = n // bs + (1 if n % bs > 1 else 0)  # a last batch of one sample would break BatchNorm
+        pre = torch.empty(n_batches)
+        post = torch.empty(n_batches)
+        loss_sum = torch.zeros((), dtype=torch.float64)
+        correct = torch.zeros((), dtype=torch.int64)
+        seen = 0
+        self.model.train()
+        for i in range(n_batches):
+            xb, yb = xp[i * bs:(i + 1) * bs], yp[i * bs:(i + 1) * bs]
+            logits = self.model(xb)
+            loss = F.cross_entropy(logits, yb)
+            self.flat_grad.zero_()
+            loss.backward()  # accumulates in place into the views of flat_grad
+            norm = torch.linalg.vector_norm(self.flat_grad)
+            pre[i] = norm
+            if self.clip is not None:
+                coef = torch.clamp(self.clip / (norm + CLIP_EPS), max=1.0)  # as clip_grad_norm_
+                self.flat_grad.mul_(coef)
+                post[i] = norm * coef
+            else:
+                post[i] = norm
+            self.hist.update(self.flat_grad)  # the gradient Adam receives (after clipping)
+            self.opt.step()
+            loss_sum += loss.detach().double() * len(yb)
+            correct += (logits.detach().argmax(1) == yb).sum()
+            seen += len(yb)
+        hist = self.hist.close_epoch()
+        del hist
+        pre_np, post_np = pre.numpy().copy(), post.numpy().copy()
+        self.step_norms.append(pre_np)
+        self.step_norms_post.append(post_np)
+        train_loss = float(loss_sum) / seen
+        val_loss, val_acc = evaluate(self.model, *self.data["val"])
+        finite_norms = pre_np[np.isfinite(pre_np)]
+        diverged = not (math.isfinite(train_loss) and math.isfinite(val_loss))
+        row = {"epoch": epoch, "train_loss": train_loss, "train_acc": float(correct) / seen, "val_loss": val_loss,
+               "val_acc": val_acc, "lr": self.lr,
+               "grad_norm_mean": float(finite_norms.mean()) if finite_norms.size else math.nan,
+               "grad_norm_median": float(np.median(finite_norms)) if finite_norms.size else math.nan,
+               "grad_norm_p99": float(np.percentile(finite_norms, 99)) if finite_norms.size else math.nan,
+               "grad_norm_max": float(finite_norms.max()) if finite_norms.size else math.nan,
+               "clipped_fraction": float((pre_np > self.clip).mean()) if self.clip is not None else 0.0,
+               "epoch_time_s": time.perf_counter() - t0, "diverged": int(diverged)}
+        return row
+
+    def fit(self, checkpoint_path: Path | None = None, config_id: str = "") -> None:
+        for epoch in range(self.start_epoch, self.epochs + 1):
+            t0 = time.perf_counter()
+            row = self.train_epoch(epoch)
+            self.metrics.append(row)
+            self.trajectory.append(flat_params(self.model))
+            if row["diverged"]:
+                self.diverged_epoch = epoch
+                log.warning("run diverged in epoch %d (train loss %s, val loss %s): stopping, outputs are still "
+                            "written with the metrics up to here", epoch, row["train_loss"], row["val_loss"])
+            elif row["val_acc"] > self.best["val_acc"]:
+                self.best = {"epoch": epoch, "val_acc": row["val_acc"], "val_loss": row["val_loss"],
+                             "state": copy.deepcopy(self.model.state_dict())}
+            self.wall_time_s += time.perf_counter() - t0
+            log.info("epoch %d/%d  train loss %.4f acc %.4f  val loss %.4f acc %.4f  |g| median %.3g  %.1f s",
+                     epoch, self.epochs, row["train_loss"], row["train_acc"], row["val_loss"], row["val_acc"],
+                     row["grad_norm_median"], row["epoch_time_s"])
+            if self.tracker is not None:
+                self.tracker.log_epoch(row, self.hist.epochs[-1], self.hist.edges)
+            if checkpoint_path is not None:
+                save_checkpoint(checkpoint_path, self.state_dict(config_id))
+            if self.diverged_epoch is not None:
+                break
+
+    # ------------------------------------------------------------------------------------------- resume
+    def state_dict(self, config_id: str) -> dict:
+        return {"config_id": config_id, "epoch": len(self.metrics), "model": self.model.state_dict(),
+                "optimizer": self.opt.state_dict(), "torch_rng": torch.get_rng_state(),
+                "metrics": self.metrics, "hist": self.hist.state_dict(), "step_norms": self.step_norms,
+                "step_norms_post": self.step_norms_post, "trajectory": self.trajectory, "best": self.best,
+                "init_state": self.init_state, "diverged_epoch": self.diverged_epoch, "wall_time_s": self.wall_time_s}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        self.metrics = list(state["metrics"])
+        self.hist.load_state_dict(state["hist"])
+        self.step_norms, self.step_norms_post = list(state["step_norms"]), list(state["step_norms_post"])
+        self.trajectory = list(state["trajectory"])
+        self.best, self.init_state = state["best"], state["init_state"]
+        self.diverged_epoch, self.wall_time_s = state["diverged_epoch"], state["wall_time_s"]
+        self.start_epoch = state["epoch"] + 1
+
+    # ------------------------------------------------------------------------------------------- results
+    def summary(self) -> dict:
+        test = self.data["test"]
+        final_state = self.model.state_dict()
+        if self.diverged_epoch is None:
+            final_train = evaluate(self.model, *self.data["train"])
+            final_test = evaluate(self.model, *test)
+        else:
+            final_train = final_test = (math.nan, math.nan)
+        best_model = build_head(**self.head_config)
+        best_model.load_state_dict(self.best["state"])
+        best_test = evaluate(best_model, *test)
+        self.model.load_state_dict(final_state)
+        last = self.metrics[-1] if self.metrics else {}
+        norms = np.concatenate(self.step_norms) if self.step_norms else np.zeros(0)
+        norms = norms[np.isfinite(norms)]
+        epochs_to = {}
+        for thr in ACC_THRESHOLDS:
+            hit = [m["epoch"] for m in self.metrics if m["val_acc"] >= thr]
+            epochs_to[f"{thr:.2f}"] = hit[0] if hit else None
+        return {
+            "head_config": self.head_config,
+            "final": {"train_loss": final_train[0], "train_acc": final_train[1], "val_loss": last.get("val_loss"),
+                      "val_acc": last.get("val_acc"), "test_loss": final_test[0], "test_acc": final_test[1]},
+            "best": {"epoch": self.best["epoch"], "val_loss": self.best["val_loss"], "val_acc": self.best["val_acc"],
+                     "test_loss": best_test[0], "test_acc": best_test[1]},
+            "epochs_to_val_acc": epochs_to,
+            "diverged": self.diverged_epoch is not None, "diverged_epoch": self.diverged_epoch,
+            "grad_norm": {"median": float(np.median(norms)) if norms.size else None,
+                          "p99": float(np.percentile(norms, 99)) if norms.size else None,
+                          "max": float(norms.max()) if norms.size else None,
+                          "clipped_fraction": float((norms > self.clip).mean()) if self.clip and norms.size else 0.0},
+            "wall_time_s": self.wall_time_s, "epochs_completed": len(self.metrics),
+        }
+
+
+def load_features(path: str | Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    out = {}
+    for split in ("train", "val", "test"):
+        x, y = featurestore.load_split(path, split)
+        out[split] = (torch.from_numpy(x), torch.from_numpy(y).long())
+    return out
+
+
+def write_grads_h5(path: Path, trainer: Trainer) -> None:
+    with atomic_path(path, suffix=".h5") as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset("edges", data=trainer.hist.edges)
+        f.attrs["binning"] = "octaves split into equal-width bins; counts of |grad| after clipping, all steps"
+        for name in trainer.names:
+            g = f.create_group(f"layers/{name}")
+            for key, arr in trainer.hist.stacked(name).items():
+                g.create_dataset(key, data=arr)
+        pre = np.concatenate(trainer.step_norms) if trainer.step_norms else np.zeros(0)
+        post = np.concatenate(trainer.step_norms_post) if trainer.step_norms_post else np.zeros(0)
+        epochs = np.concatenate([np.full(len(s), i + 1) for i, s in enumerate(trainer.step_norms)]) \
+            if trainer.step_norms else np.zeros(0)
+        f.create_dataset("steps/grad_norm_pre_clip", data=pre.astype(np.float32))
+        f.create_dataset("steps/grad_norm_post_clip", data=post.astype(np.float32))
+        f.create_dataset("steps/epoch", data=epochs.astype(np.int32))
+
+
+def write_metrics_csv(path: Path, metrics: list[dict]) -> None:
+    with atomic_path(path, suffix=".csv") as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=METRIC_COLUMNS)
+        writer.writeheader()
+        for row in metrics:
+            writer.writerow({k: row[k] for k in METRIC_COLUMNS})
+
+
+def _save_model(path: Path, state: dict, head_config: dict, epoch: int, metrics: dict | None = None) -> None:
+    with atomic_path(path, suffix=".pt") as tmp:
+        torch.save({"state_dict": state, "head_config": head_config, "epoch": epoch, "metrics": metrics or {}}, tmp)
+
+
+def train_run(features: str | Path, run_dir: str | Path, run: dict, training: dict, head: dict,
+              grad_hist: dict, tracker_factory: Any = None) -> dict:
+    """Train one run into ``run_dir`` (resuming from ``checkpoints/last.pt`` when it matches) and write
+    metrics.csv, summary.json, grads.h5, model_{init,final,best}.pt and trajectory.pt. Returns the summary."""
+    run_dir = Path(run_dir)
+    resolved = {"run": run, "training": training, "head": head, "grad_hist": grad_hist}
+    config_id = config_hash(resolved)
+    data = load_features(features)
+    trainer = Trainer(data, norm=run["head"], seed=int(run["seed"]), hidden=head["hidden"], dropout=head["dropout"],
+                      grad_hist=grad_hist, **training)
+    ckpt_path = run_dir / "checkpoints" / "last.pt"
+    state = load_checkpoint(ckpt_path, config_id)
+    if state is not None:
+        trainer.load_state_dict(state)
+        log.info("resuming %s after epoch %d from %s", run_dir, state["epoch"], ckpt_path)
+    tracker = tracker_factory(resolved, trainer) if tracker_factory else None
+    trainer.tracker = tracker
+    try:
+        if trainer.diverged_epoch is None:
+            trainer.fit(ckpt_path, config_id)
+        summary = {**run, "training": training, **trainer.summary(), "config": resolved,
+                   "versions": {"torch": torch.__version__, "numpy": np.__version__}}
+        write_metrics_csv(run_dir / "metrics.csv", trainer.metrics)
+        write_grads_h5(run_dir / "grads.h5", trainer)
+        hc = trainer.head_config
+        _save_model(run_dir / "model_init.pt", trainer.init_state, hc, 0)
+        _save_model(run_dir / "model_final.pt", trainer.model.state_dict(), hc, len(trainer.metrics), summary["final"])
+        _save_model(run_dir / "model_best.pt", trainer.best["state"], hc, trainer.best["epoch"], summary["best"])
+        with atomic_path(run_dir / "trajectory.pt", suffix=".pt") as tmp:
+            torch.save({"names": trainer.names, "shapes": [list(p.shape) for p in trainer.params],
+                        "epochs": list(range(len(trainer.trajectory))), "flat": torch.stack(trainer.trajectory)}, tmp)
+        if tracker is not None:
+            tracker.log_summary(summary, [run_dir / "model_final.pt", run_dir / "model_best.pt"])
+        write_json(run_dir / "summary.json", summary)
+    finally:
+        if tracker is not None:
+            tracker.finish()
+    return summary

@@ -1,0 +1,125 @@
+"""Feature cache: the fast extractor equals the reference math, HDF5 layout/attrs, weights errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from normscape import featurestore
+from normscape.backbone import build_backbone, reference_extractor
+from normscape.cifar import prepare_dataset
+from normscape.errors import DataError, WeightsError
+from normscape.features import FeatureExtractor, extract_features, preprocess
+from normscape.synthetic import synthetic_images
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    return build_backbone("random")
+
+
+@pytest.fixture(scope="module")
+def images():
+    return synthetic_images(6, np.random.default_rng(0))[0]
+
+
+def reference_features(model, images, size):
+    """The loop the fast path replaces: one image at a time, NCHW, BN unfused, fp32."""
+    net = reference_extractor(model)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    out = []
+    with torch.no_grad():
+        for img in images:
+            x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255.0
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+            out.append(net((x - mean) / std)[0].numpy())
+    return np.stack(out)
+
+
+def test_fast_path_equals_reference_loop_fp32(backbone, images):
+    fast = FeatureExtractor(backbone, input_size=64, device="cpu", precision="fp32", batch_size=4)(images)
+    ref = reference_features(backbone, images, 64)
+    assert fast.shape == (6, 1280)
+    # BN folding and channels_last reorder float sums: agreement to float32 rounding, relative to the scale.
+    scale = np.abs(ref).max()
+    np.testing.assert_allclose(fast, ref, rtol=0, atol=1e-4 * scale)
+
+
+def test_fast_path_close_to_naive_pil_path(backbone, images):
+    # The naive path resizes each uint8 PIL image (rounding to uint8 after resizing): close, not identical.
+    from PIL import Image
+    from torchvision import transforms
+
+    tf = transforms.Compose([transforms.Resize((64, 64), interpolation=transforms.InterpolationMode.BILINEAR),
+                             transforms.ToTensor(),
+                             transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+    x = torch.stack([tf(Image.fromarray(img)) for img in images])
+    with torch.no_grad():
+        naive = reference_extractor(backbone)(x).numpy()
+    fast = FeatureExtractor(backbone, 64, "cpu", "fp32", 4)(images)
+    cos = (fast * naive).sum(1) / (np.linalg.norm(fast, axis=1) * np.linalg.norm(naive, axis=1))
+    assert cos.min() > 0.99
+
+
+def test_preprocess_normalises_like_imagenet():
+    img = np.full((1, 32, 32, 3), 255, dtype=np.uint8)
+    x = preprocess(img, 48, torch.device("cpu"))
+    assert x.shape == (1, 3, 48, 48) and x.is_contiguous(memory_format=torch.channels_last)
+    expected = (1 - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor([0.229, 0.224, 0.225])
+    torch.testing.assert_close(x[0, :, 10, 10], expected)
+
+
+def test_bf16_features_stay_close_to_fp32(backbone, images):
+    fp32 = FeatureExtractor(backbone, 64, "cpu", "fp32", 6)(images)
+    bf16 = FeatureExtractor(backbone, 64, "cpu", "bf16", 6)(images)
+    cos = (fp32 * bf16).sum(1) / (np.linalg.norm(fp32, axis=1) * np.linalg.norm(bf16, axis=1))
+    assert cos.min() > 0.99  # real-weight fidelity (>= 0.999) is measured in benchmarks/bench_features.py
+
+
+def test_extract_features_writes_the_cache(tmp_path, synthetic_archive):
+    dataset = tmp_path / "cifar10.h5"
+    prepare_dataset(synthetic_archive, dataset, None, 60, 40, 0)
+    out = tmp_path / "features.h5"
+    extract_features(dataset, out, weights="random", weights_file=None, weights_sha256=None, input_size=64,
+                     precision="auto", batch_size=50, device="cpu")
+    attrs = featurestore.read_attrs(out)
+    for key in ("backbone", "weights_id", "weights_sha256", "input_size", "precision", "normalization",
+                "versions", "created", "class_names", "data_checksum"):
+        assert key in attrs, key
+    assert attrs["input_size"] == 64 and attrs["weights_id"] == "random" and attrs["precision"] in ("fp32", "bf16")
+    for split, n in (("train", 200), ("val", 60), ("test", 40)):
+        x, y = featurestore.load_split(out, split)
+        assert x.shape == (n, 1280) and x.dtype == np.float32 and y.shape == (n,)
+        assert np.isfinite(x).all()
+    assert featurestore.check_attrs(out, {"input_size": 64, "backbone": "mobilenet_v2"}) == []
+    assert featurestore.check_attrs(out, {"input_size": 224}) != []
+
+
+def test_truncated_feature_file_is_reported(tmp_path, features_file):
+    bad = tmp_path / "trunc.h5"
+    bad.write_bytes(features_file.read_bytes()[:4096])
+    with pytest.raises(DataError, match="rerun"):
+        featurestore.load_split(bad, "train")
+
+
+def test_missing_weights_file(tmp_path):
+    with pytest.raises(WeightsError, match="does not exist"):
+        build_backbone(str(tmp_path / "nope.pth"), tmp_path / "nope.pth")
+
+
+def test_wrong_state_dict_is_reported(tmp_path):
+    path = tmp_path / "resnet.pth"
+    torch.save({"conv1.weight": torch.zeros(3)}, path)
+    with pytest.raises(WeightsError, match="do not fit"):
+        build_backbone(str(path), path)
+
+
+def test_weights_sha256_mismatch(tmp_path):
+    path = tmp_path / "w.pth"
+    torch.save(build_backbone("random").state_dict(), path)
+    with pytest.raises(WeightsError, match="sha256 mismatch"):
+        build_backbone(str(path), path, sha256="0" * 64)
+    build_backbone(str(path), path)  # without the check the file loads

@@ -1,0 +1,39 @@
+# Training stage: one job per (experiment, head, swept value, seed) from the cached features.
+# Each job's params hold only its own slice of the config, so editing one experiment reruns only its runs.
+
+RUN_DIR = f"{RESULTS}/runs/{{experiment}}/{{head}}/{{variant}}/seed{{seed}}"
+
+
+rule train:
+    input:
+        features=rules.extract_features.output[0],
+    output:
+        summary=f"{RUN_DIR}/summary.json",
+        metrics=f"{RUN_DIR}/metrics.csv",
+        grads=f"{RUN_DIR}/grads.h5",
+        model_init=f"{RUN_DIR}/model_init.pt",
+        model_final=f"{RUN_DIR}/model_final.pt",
+        model_best=f"{RUN_DIR}/model_best.pt",
+        trajectory=f"{RUN_DIR}/trajectory.pt",
+    params:
+        run=lambda wc: run_identity(wc),
+        training=lambda wc: canonical(find_run(config, wc.experiment, wc.head, wc.variant, wc.seed).training),
+        head=canonical(config["head"]),
+        grad_hist=canonical(config["grad_hist"]),
+        wandb=canonical(config["tracking"]["wandb"]),
+        wandb_dir=f"{RESULTS}/wandb",
+    log:
+        f"{RESULTS}/logs/train/{{experiment}}/{{head}}/{{variant}}/seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train/{{experiment}}/{{head}}/{{variant}}/seed{{seed}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=60,
+    conda:
+        ENV
+    script:
+        "../scripts/train.py"
+
+
+STAGE_TARGETS["train"] = [f"{run_dir(run)}/summary.json" for run in enumerate_runs(config)]

@@ -1,0 +1,10 @@
+"""Download the CIFAR-10 archive and verify its checksum (rule download_cifar10)."""
+from normscape.cifar import download
+from normscape.runtime import script_main
+
+
+def main(smk):
+    download(smk.params.url, smk.output[0], smk.params.checksum, config_key="data.checksum")
+
+
+script_main(snakemake, main)  # noqa: F821

@@ -1,0 +1,21 @@
+"""Train one head under one condition and seed (rule train)."""
+from pathlib import Path
+
+from normscape.runtime import script_main
+from normscape.tracking import WandbTracker
+from normscape.train import train_run
+
+
+def main(smk):
+    p = smk.params
+    run = dict(p.run)
+    name = f"{run['experiment']}/{run['head']}/{run['variant']}/seed{run['seed']}"
+
+    def tracker(resolved, trainer):
+        return WandbTracker(dict(p.wandb), p.wandb_dir, run_name=name, group=run["experiment"], config=resolved)
+
+    train_run(smk.input.features, Path(smk.output.summary).parent, run, dict(p.training), dict(p.head),
+              dict(p.grad_hist), tracker_factory=tracker)
+
+
+script_main(snakemake, main)  # noqa: F821
