@@ -36,6 +36,18 @@ def features_file(tmp_path_factory) -> Path:
     return make_features_file(tmp_path_factory.mktemp("features") / "features.h5")
 
 
+@pytest.fixture(scope="session")
+def tiny_workflow(tmp_path_factory, synthetic_archive):
+    """The tiny config's whole workflow (`all`) run once per session: (config path, config dict, results dir)."""
+    root = tmp_path_factory.mktemp("tiny")
+    cfg = yaml.safe_load(TINY_CONFIG.read_text())
+    cfg["data"]["archive"] = str(synthetic_archive)
+    cfg["results_dir"] = str(root / "results")
+    path = write_config(cfg, root / "config.yaml")
+    run_snakemake(["all", "--cores", "2"], configfile=path)
+    return path, cfg, root / "results"
+
+
 @pytest.fixture
 def tiny_config(tmp_path, synthetic_archive) -> dict:
     """The tiny pipeline config (tests/config/tiny.yaml) pointing at the synthetic archive and tmp results."""
@@ -51,9 +63,16 @@ def write_config(cfg: dict, path: Path) -> Path:
     return path
 
 
-def run_snakemake(args: list[str], cwd: Path = REPO, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
-    """Run the real Snakemake CLI of this environment on the repository's Snakefile."""
+def run_snakemake(args: list[str], cwd: Path = REPO, check: bool = True, timeout: float = 900,
+                  configfile: Path | None = None) -> subprocess.CompletedProcess:
+    """Run the real Snakemake CLI of this environment on the repository's Snakefile.
+
+    With ``configfile`` the test config *replaces* config.yaml (``--replace-workflow-config``) instead of being
+    merged into it, so the tiny config's experiments are the only ones.
+    """
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(cwd), *args]
+    if configfile is not None:
+        cmd += ["--configfile", str(configfile), "--replace-workflow-config"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")

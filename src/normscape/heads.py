@@ -13,11 +13,12 @@
 
 Why FRN collapses on a vector: FRN normalises each channel by its mean square *over spatial positions*,
 nu2 = mean_{h,w} x^2. The head's hidden activations are (N, C) vectors, i.e. (N, C, 1, 1) feature maps with
-a single position, so nu2 = x^2 and x / sqrt(x^2 + eps) ~ sign(x) for |x| >> sqrt(eps). Its derivative,
-eps / (x^2 + eps)^{3/2}, is ~0 except in a band of width ~sqrt(eps) around 0: with eps = 1e-6 almost no
-gradient reaches fc1, so the head trains only its last layer (and gamma/beta/tau). A learnable eps lets
-the optimiser widen that band, which is exactly the "needs precise tuning (e.g. learnable epsilon)" remark
-of the study. ``tests/test_heads.py`` measures the gradient that reaches fc1 for both variants.
+a single position, so nu2 = x^2 and x / sqrt(x^2 + eps) ~ sign(x) for |x| >> sqrt(eps): the hidden layer
+becomes binary. Its derivative, eps / (x^2 + eps)^{3/2}, is ~0 for |x| >> sqrt(eps) = 1e-3 and ~1/sqrt(eps)
+= 1000 for the rare |x| << sqrt(eps): almost every unit passes no gradient to fc1 and the few near zero pass
+huge, erratic ones (spiky gradient norms, heavy clipping). A learnable eps lets the optimiser widen that band —
+the "needs precise tuning (e.g. learnable epsilon)" remark of the study. ``tests/test_heads.py`` measures the
+gradient that reaches fc1's output for both variants.
 """
 
 from __future__ import annotations

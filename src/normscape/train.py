@@ -87,8 +87,12 @@ class Trainer:
         x_train = data["train"][0]
         self.head_config = {"norm": norm, "in_features": int(x_train.shape[1]), "hidden": hidden,
                             "num_classes": int(max(int(data["train"][1].max()) + 1, 10)), "dropout": dropout}
-        torch.manual_seed(seed)
-        self.model = build_head(**self.head_config)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.model = build_head(**self.head_config)
+            # The run's own RNG stream (dropout): restored before and saved after every epoch, so runs in one
+            # process do not disturb each other and a resumed run continues the exact stream.
+            self.rng_state = torch.get_rng_state()
         self.names = [n for n, _ in self.model.named_parameters()]
         self.params = [p for _, p in self.model.named_parameters()]
         # All gradients live in one flat buffer (each p.grad is a view): the global norm, clipping, zeroing and
@@ -116,6 +120,13 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------- epochs
     def train_epoch(self, epoch: int) -> dict:
+        with torch.random.fork_rng(devices=[]):
+            torch.set_rng_state(self.rng_state)
+            row = self._train_epoch(epoch)
+            self.rng_state = torch.get_rng_state()
+        return row
+
+    def _train_epoch(self, epoch: int) -> dict:
         t0 = time.perf_counter()
         x, y = self.data["train"]
         n = len(x)
@@ -194,7 +205,7 @@ class Trainer:
     # ------------------------------------------------------------------------------------------- resume
     def state_dict(self, config_id: str) -> dict:
         return {"config_id": config_id, "epoch": len(self.metrics), "model": self.model.state_dict(),
-                "optimizer": self.opt.state_dict(), "torch_rng": torch.get_rng_state(),
+                "optimizer": self.opt.state_dict(), "torch_rng": self.rng_state,
                 "metrics": self.metrics, "hist": self.hist.state_dict(), "step_norms": self.step_norms,
                 "step_norms_post": self.step_norms_post, "trajectory": self.trajectory, "best": self.best,
                 "init_state": self.init_state, "diverged_epoch": self.diverged_epoch, "wall_time_s": self.wall_time_s}
@@ -202,7 +213,7 @@ class Trainer:
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["torch_rng"])
+        self.rng_state = state["torch_rng"]
         self.metrics = list(state["metrics"])
         self.hist.load_state_dict(state["hist"])
         self.step_norms, self.step_norms_post = list(state["step_norms"]), list(state["step_norms_post"])

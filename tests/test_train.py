@@ -1,0 +1,160 @@
+"""Training engine: clipping, determinism, resume == uninterrupted, divergence, outputs."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from normscape import train as train_mod
+from normscape.train import Trainer, load_features, train_run
+
+RUN = {"experiment": "t", "head": "batch", "variant": "base", "seed": 0}
+HEAD = {"hidden": 32, "dropout": 0.1}
+GH = {"min": 1e-9, "max": 10.0, "bins_per_octave": 4}
+
+
+def training(**kw):
+    return {"epochs": 3, "batch_size": 64, "lr": 1e-3, "weight_decay": 0.0, "clip_grad_norm": None, **kw}
+
+
+@pytest.fixture(scope="module")
+def data(features_file):
+    full = load_features(features_file)
+    return {k: (x[:600], y[:600]) for k, (x, y) in full.items()}
+
+
+def test_clipping_bounds_the_global_norm(data):
+    tr = Trainer(data, "none", 0, 1, 32, 1e-2, clip_grad_norm=0.05, hidden=32)
+    seen = []
+    orig = tr.hist.update
+
+    def spy(flat):
+        seen.append(float(flat.norm()))
+        orig(flat)
+
+    tr.hist.update = spy
+    tr.fit()
+    pre = tr.step_norms[0]
+    assert (pre > 0.05).any()                           # clipping had something to do
+    assert max(seen) <= 0.05 * (1 + 1e-5)               # the gradient Adam received is bounded
+    np.testing.assert_allclose(np.array(seen), np.minimum(pre, 0.05), rtol=1e-4)
+    assert tr.metrics[0]["clipped_fraction"] == pytest.approx(float((pre > 0.05).mean()))
+
+
+def test_clipping_matches_torch_clip_grad_norm(data):
+    # Our one-multiply clipping equals torch.nn.utils.clip_grad_norm_ on the same gradients.
+    tr = Trainer(data, "layer", 0, 1, 64, 1e-3, clip_grad_norm=0.1, hidden=32)
+    x, y = data["train"]
+    torch.nn.functional.cross_entropy(tr.model(x[:64]), y[:64]).backward()
+    ref = [p.grad.clone() for p in tr.params]
+    norm = torch.linalg.vector_norm(tr.flat_grad)
+    tr.flat_grad.mul_(torch.clamp(0.1 / (norm + train_mod.CLIP_EPS), max=1.0))
+    torch.nn.utils.clip_grad_norm_([torch.nn.Parameter(g) for g in ref], 0.1)
+    params_ref = [torch.nn.Parameter(torch.zeros_like(g)) for g in ref]
+    for p, g in zip(params_ref, ref):
+        p.grad = g
+    torch.nn.utils.clip_grad_norm_(params_ref, 0.1)
+    for p, q in zip(tr.params, params_ref):
+        torch.testing.assert_close(p.grad, q.grad)
+
+
+def test_same_seed_same_metrics(data):
+    a = Trainer(data, "batch", 3, 2, 64, 1e-3, hidden=32, dropout=0.1)
+    b = Trainer(data, "batch", 3, 2, 64, 1e-3, hidden=32, dropout=0.1)
+    a.fit()
+    b.fit()
+    strip = lambda ms: [{k: v for k, v in m.items() if k != "epoch_time_s"} for m in ms]  # noqa: E731
+    assert strip(a.metrics) == strip(b.metrics)
+    c = Trainer(data, "batch", 4, 2, 64, 1e-3, hidden=32, dropout=0.1)
+    c.fit()
+    assert strip(c.metrics) != strip(a.metrics)
+
+
+def read_metrics(path):
+    with open(path) as fh:
+        return [{k: v for k, v in row.items() if k != "epoch_time_s"} for row in csv.DictReader(fh)]
+
+
+def test_resume_after_kill_equals_uninterrupted(features_file, tmp_path, monkeypatch):
+    full = tmp_path / "full"
+    train_run(features_file, full, RUN, training(), HEAD, GH)
+    killed = tmp_path / "killed"
+    original = Trainer.train_epoch
+
+    def dying(self, epoch):
+        if epoch == 3:
+            raise KeyboardInterrupt("killed in epoch 3")
+        return original(self, epoch)
+
+    monkeypatch.setattr(Trainer, "train_epoch", dying)
+    with pytest.raises(KeyboardInterrupt):
+        train_run(features_file, killed, RUN, training(), HEAD, GH)
+    assert (killed / "checkpoints" / "last.pt").exists() and not (killed / "summary.json").exists()
+    monkeypatch.setattr(Trainer, "train_epoch", original)
+    train_run(features_file, killed, RUN, training(), HEAD, GH)
+    assert read_metrics(killed / "metrics.csv") == read_metrics(full / "metrics.csv")
+    with h5py.File(full / "grads.h5") as a, h5py.File(killed / "grads.h5") as b:
+        np.testing.assert_array_equal(a["layers/fc2.weight/counts"][()], b["layers/fc2.weight/counts"][()])
+        np.testing.assert_array_equal(a["steps/grad_norm_pre_clip"][()], b["steps/grad_norm_pre_clip"][()])
+    ta, tb = torch.load(full / "trajectory.pt"), torch.load(killed / "trajectory.pt")
+    torch.testing.assert_close(ta["flat"], tb["flat"], rtol=0, atol=0)
+
+
+def test_checkpoint_of_another_config_is_not_resumed(features_file, tmp_path):
+    run_dir = tmp_path / "r"
+    train_run(features_file, run_dir, RUN, training(epochs=2), HEAD, GH)
+    summary = train_run(features_file, run_dir, RUN, training(epochs=2, lr=5e-3), HEAD, GH)
+    assert summary["epochs_completed"] == 2 and summary["training"]["lr"] == 5e-3
+
+
+def test_failed_checkpoint_write_keeps_the_previous_one(features_file, tmp_path, monkeypatch):
+    run_dir = tmp_path / "r"
+    train_run(features_file, run_dir, RUN, training(epochs=1), HEAD, GH)
+    ckpt = run_dir / "checkpoints" / "last.pt"
+    before = ckpt.read_bytes()
+
+    def disk_full(obj, f, *a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(OSError):
+        train_run(features_file, run_dir, RUN, training(epochs=2), HEAD, GH)
+    assert ckpt.read_bytes() == before
+    assert not [p for p in ckpt.parent.iterdir() if p.name != "last.pt"]  # no temp file left
+
+
+def test_nan_divergence_is_recorded_and_outputs_written(features_file, tmp_path):
+    run_dir = tmp_path / "div"
+    summary = train_run(features_file, run_dir, {**RUN, "head": "none"}, training(epochs=4, lr=1e36), HEAD, GH)
+    assert summary["diverged"] is True and summary["diverged_epoch"] is not None
+    for name in ("metrics.csv", "summary.json", "grads.h5", "model_final.pt", "model_best.pt", "trajectory.pt"):
+        assert (run_dir / name).exists(), name
+    rows = read_metrics(run_dir / "metrics.csv")
+    assert len(rows) == summary["diverged_epoch"] and rows[-1]["diverged"] == "1"
+    json.loads((run_dir / "summary.json").read_text())  # strict JSON (NaN written as null)
+
+
+def test_outputs_follow_the_contract(features_file, tmp_path):
+    run_dir = tmp_path / "c"
+    summary = train_run(features_file, run_dir, RUN, training(epochs=2, clip_grad_norm=1.0), HEAD, GH)
+    assert set(summary["final"]) == {"train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc"}
+    assert summary["final"]["test_acc"] > 0.5  # separable synthetic classes are learned
+    assert set(summary["epochs_to_val_acc"]) == {"0.80", "0.85"}
+    with open(run_dir / "metrics.csv") as fh:
+        assert next(csv.reader(fh)) == train_mod.METRIC_COLUMNS
+    with h5py.File(run_dir / "grads.h5") as f:
+        n_steps = len(f["steps/epoch"])
+        assert f["layers/fc1.weight/counts"].shape == (2, len(f["edges"]) - 1)
+        total = f["layers/fc1.weight/counts"][()].sum(1) + f["layers/fc1.weight/underflow"][()] \
+            + f["layers/fc1.weight/overflow"][()]
+        assert (total == 32 * 1280 * n_steps // 2).all()  # every element of every step counted
+    traj = torch.load(run_dir / "trajectory.pt")
+    assert traj["flat"].shape[0] == 3 and traj["names"][0] == "fc1.weight"
+    final = torch.load(run_dir / "model_final.pt")
+    torch.testing.assert_close(torch.cat([v.flatten() for k, v in final["state_dict"].items()
+                                          if k in traj["names"]]), traj["flat"][-1])
