@@ -1,0 +1,80 @@
+"""Landscapes: the blocked fast evaluator equals the per-point loop for every head; directions; PCA."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from normscape.heads import NORM_NAMES, build_head
+from normscape.landscape import (FastLandscape, filter_normalized_direction, flatten, loop_evaluate,
+                                 random_directions, trajectory_pca, unflatten)
+
+
+def trained_like_head(norm: str, x: torch.Tensor) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = build_head(norm, hidden=32)
+    if norm == "batch":  # non-trivial running statistics
+        model.train()
+        model(x)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model.eval()
+
+
+@pytest.mark.parametrize("norm", NORM_NAMES)
+@pytest.mark.parametrize("ignore", ["biasbn", "none"])
+def test_fast_path_equals_per_point_loop(norm, ignore):
+    torch.manual_seed(1)
+    x, y = torch.relu(torch.randn(300, 1280)), torch.randint(0, 10, (300,))
+    model = trained_like_head(norm, x)
+    d1, d2 = random_directions(model, seed=0, ignore=ignore)
+    alphas, betas = np.linspace(-1, 1, 4), np.linspace(-0.5, 1.5, 3)
+    loss_ref, acc_ref = loop_evaluate(model, x, y, d1, d2, alphas, betas)
+    # odd block sizes so that sample and point blocks end mid-grid
+    loss, acc = FastLandscape(model, d1, d2, sample_block=128, point_block=5).evaluate(x, y, alphas, betas)
+    np.testing.assert_allclose(loss, loss_ref, rtol=1e-5)
+    np.testing.assert_allclose(acc, acc_ref, atol=1e-6)
+
+
+def test_filter_normalisation():
+    model = build_head("layer", hidden=16)
+    d = filter_normalized_direction(model, torch.Generator().manual_seed(0), ignore="biasbn")
+    for name, theta in model.named_parameters():
+        if theta.dim() == 2:
+            torch.testing.assert_close(d[name].norm(dim=1), theta.detach().norm(dim=1))
+        else:
+            assert torch.count_nonzero(d[name]) == 0, name
+    d_all = filter_normalized_direction(model, torch.Generator().manual_seed(0), ignore="none")
+    torch.testing.assert_close(d_all["fc1.bias"].norm(), model.fc1.bias.detach().norm())
+
+
+def test_same_seed_same_directions_for_every_head():
+    a = random_directions(build_head("none", hidden=16), seed=3)[0]
+    b = random_directions(build_head("frn", hidden=16), seed=3)[0]
+    # same Gaussian draws for fc1 (filter-normalised to each head's own weights: compare the unit rows)
+    ua = a["fc1.weight"] / a["fc1.weight"].norm(dim=1, keepdim=True)
+    ub = b["fc1.weight"] / b["fc1.weight"].norm(dim=1, keepdim=True)
+    torch.testing.assert_close(ua, ub)
+
+
+def test_trajectory_pca_recovers_a_planar_path():
+    torch.manual_seed(0)
+    e1, e2 = torch.zeros(50), torch.zeros(50)
+    e1[3], e2[7] = 1.0, 1.0
+    ts = torch.linspace(0, 1, 8)
+    path = torch.stack([torch.ones(50) + 2 * (1 - t) * e1 + (1 - t) ** 2 * e2 for t in ts])
+    dirs, coords, ratio = trajectory_pca(path)
+    recon = path[-1] + coords @ dirs
+    torch.testing.assert_close(recon, path, atol=1e-5, rtol=0)
+    assert ratio.sum() == pytest.approx(1.0, abs=1e-6)
+    torch.testing.assert_close(dirs @ dirs.t(), torch.eye(2), atol=1e-5, rtol=0)
+
+
+def test_flatten_round_trip():
+    model = build_head("frn_learned_eps", hidden=8)
+    d = random_directions(model, 0, "none")[0]
+    back = unflatten(flatten(d, model), model)
+    for k in d:
+        torch.testing.assert_close(back[k], d[k])

@@ -1,0 +1,35 @@
+# Landscape stage: loss landscapes (plane, line, interpolation, trajectory PCA) and sharpness of each run of
+# the experiments listed in landscape.experiments. Params hold only the landscape slice: editing landscape.*
+# reruns these jobs and their figures, never training.
+
+
+rule landscape:
+    input:
+        features=rules.extract_features.output[0],
+        model_final=f"{RUN_DIR}/model_final.pt",
+        model_init=f"{RUN_DIR}/model_init.pt",
+        trajectory=f"{RUN_DIR}/trajectory.pt",
+    output:
+        landscape=f"{RESULTS}/landscapes/{{experiment}}/{{head}}/{{variant}}/seed{{seed}}/landscape.h5",
+        sharpness=f"{RESULTS}/landscapes/{{experiment}}/{{head}}/{{variant}}/seed{{seed}}/sharpness.json",
+    params:
+        settings=canonical({k: v for k, v in config["landscape"].items() if k != "experiments"}),
+    log:
+        f"{RESULTS}/logs/landscape/{{experiment}}/{{head}}/{{variant}}/seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/landscape/{{experiment}}/{{head}}/{{variant}}/seed{{seed}}.tsv"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        ENV
+    script:
+        "../scripts/landscape.py"
+
+
+STAGE_TARGETS["landscape"] = [
+    f"{RESULTS}/landscapes/{run.run_id}/{name}"
+    for run in enumerate_runs(config, config["landscape"]["experiments"])
+    for name in ("landscape.h5", "sharpness.json")
+]
