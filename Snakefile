@@ -15,6 +15,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/landscape.smk"
+include: "workflow/rules/figures.smk"
 
 
 rule all:

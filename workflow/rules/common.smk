@@ -78,6 +78,61 @@ def backbone_weights_file():
     return weights
 
 
+# ---- figures: which run files each figure reads (experiment, file, heads or None for all of them)
+FIGURE_SPECS = {
+    "fig4_convergence_accuracy": {"metrics": [("convergence", "metrics.csv", None)], "category": "experiments"},
+    "fig5_landscape_surface": {"landscapes": [("convergence", "landscape.h5", None)], "category": "landscapes"},
+    "fig5_landscape_contour": {"landscapes": [("convergence", "landscape.h5", None)], "category": "landscapes"},
+    "fig5_trajectory_pca": {"landscapes": [("convergence", "landscape.h5", None)], "category": "landscapes"},
+    "fig_landscape_1d": {"landscapes": [("convergence", "landscape.h5", None)], "category": "landscapes"},
+    "fig6_grad_hist_fc2": {"grads": [("convergence", "grads.h5", None)], "category": "gradients"},
+    "fig7_layernorm_clipping_val_loss": {
+        "metrics": [("convergence", "metrics.csv", ["layer"]), ("clipping", "metrics.csv", ["layer"])],
+        "category": "experiments",
+    },
+    "fig8_layernorm_clipping_grads": {
+        "grads": [("convergence", "grads.h5", ["layer"]), ("clipping", "grads.h5", ["layer"])],
+        "category": "gradients",
+    },
+    "fig9_clipping_val_loss": {
+        "metrics": [
+            ("convergence", "metrics.csv", ["batch", "frn", "none"]),
+            ("clipping", "metrics.csv", ["batch", "frn", "none"]),
+        ],
+        "category": "experiments",
+    },
+    "fig10_high_lr": {"metrics": [("high_lr", "metrics.csv", None)], "category": "experiments"},
+    "fig11_lr_sweep_grads": {"grads": [("lr_sweep", "grads.h5", None)], "category": "appendix"},
+    "figA_batch_size": {"summaries": [("batch_size", "summary.json", None)], "category": "appendix"},
+}
+FIGURE_INPUT_KINDS = ("metrics", "grads", "landscapes", "summaries")
+
+
+def run_files(experiment, filename, heads=None):
+    """The files ``filename`` of every run of ``experiment`` (optionally only some heads)."""
+    runs = [r for r in experiment_runs(config, experiment) if heads is None or r.head in heads]
+    if filename in ("landscape.h5", "sharpness.json"):
+        return [f"{RESULTS}/landscapes/{r.run_id}/{filename}" for r in runs]
+    return [f"{run_dir(r)}/{filename}" for r in runs]
+
+
+def figure_inputs(name):
+    """Named input lists of a figure, or None when the config lacks an experiment (or a head) it needs."""
+    spec = FIGURE_SPECS[name]
+    inputs = {}
+    for kind in FIGURE_INPUT_KINDS:
+        for experiment, filename, heads in spec.get(kind, []):
+            if experiment not in config["experiments"]:
+                return None
+            if filename == "landscape.h5" and experiment not in config["landscape"]["experiments"]:
+                return None
+            files = run_files(experiment, filename, heads)
+            if not files:
+                return None
+            inputs.setdefault(kind, []).extend(files)
+    return inputs
+
+
 wildcard_constraints:
     experiment="[A-Za-z][A-Za-z0-9_]*",
     head="[a-z_]+",

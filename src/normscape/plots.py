@@ -1,0 +1,280 @@
+"""The study's figures, paper-ready: one function per figure, each from the run files Snakemake hands it.
+
+Curves show the mean over seeds as a line and mean +- one standard deviation as a band; smoothed curves use
+a trailing running average (``smoothing_window`` epochs, as the study's Fig. 4) with the raw mean drawn faint.
+Gradient histograms are epoch x log10|grad| heatmaps of the fraction of gradient elements per bin. Landscapes
+of different heads share one colour scale. Every figure is written as PDF (vector) and PNG (300 dpi).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib import colors  # noqa: E402
+
+from normscape.results import (HEAD_LABELS, head_sort_key, load_grad_hist, load_landscape, load_metrics,  # noqa: E402
+                               load_summaries, run_key, variant_value)
+
+PALETTE = {"none": "#4d4d4d", "batch": "#1f77b4", "layer": "#d62728", "group": "#9467bd", "frn": "#2ca02c",
+           "frn_learned_eps": "#ff7f0e"}
+METRIC_LABELS = {"val_acc": "validation accuracy", "train_acc": "training accuracy", "val_loss": "validation loss",
+                 "train_loss": "training loss"}
+
+plt.rcParams.update({"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
+                     "figure.dpi": 100, "savefig.bbox": "tight", "axes.spines.top": False,
+                     "axes.spines.right": False})
+
+
+def save(fig: plt.Figure, pdf: str | Path, png: str | Path) -> None:
+    Path(pdf).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(pdf)
+    fig.savefig(png, dpi=300)
+    plt.close(fig)
+
+
+def running_average(values: np.ndarray, window: int) -> np.ndarray:
+    """Trailing mean over the last ``window`` values (shorter at the start), NaN-aware."""
+    out = np.empty_like(values, dtype=float)
+    for i in range(len(values)):
+        chunk = values[max(0, i - window + 1):i + 1]
+        out[i] = np.nanmean(chunk) if np.isfinite(chunk).any() else np.nan
+    return out
+
+
+def _seed_stats(df: pd.DataFrame, metric: str) -> pd.DataFrame:
+    return df.groupby("epoch")[metric].agg(["mean", "std", "count"]).reset_index()
+
+
+def plot_curves(ax, df: pd.DataFrame, metric: str, group: str, window: int, styles: dict | None = None,
+                label_of: Callable[[str], str] | None = None) -> None:
+    """Mean over seeds (smoothed, raw faint) and +-1 std band, one curve per value of ``group``."""
+    keys = sorted(df[group].unique(), key=lambda k: (head_sort_key(k) if group == "head" else 0, str(k)))
+    for key in keys:
+        sub = df[df[group] == key]
+        stats = _seed_stats(sub, metric)
+        style = (styles or {}).get(key, {"color": PALETTE.get(key)})
+        label = label_of(key) if label_of else HEAD_LABELS.get(key, key)
+        mean = stats["mean"].to_numpy()
+        std = np.nan_to_num(stats["std"].to_numpy())
+        smooth = running_average(mean, window)
+        ax.plot(stats["epoch"], mean, alpha=0.3, lw=0.8, **{k: v for k, v in style.items() if k != "ls"})
+        ax.plot(stats["epoch"], smooth, lw=1.8, label=f"{label} (n={int(stats['count'].max())})", **style)
+        ax.fill_between(stats["epoch"], mean - std, mean + std, alpha=0.15, color=style.get("color"), lw=0)
+        diverged = sub[sub["diverged"] == 1]
+        if len(diverged):
+            ax.scatter(diverged["epoch"], np.nan_to_num(diverged[metric], nan=ax.get_ylim()[1]), marker="x",
+                       color=style.get("color"), zorder=5)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+    ax.grid(alpha=0.3)
+
+
+def curves_figure(metrics: list[str], experiment: str, panels: list[str], window: int, title: str) -> plt.Figure:
+    df = load_metrics(metrics)
+    df = df[df["experiment"] == experiment]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.0), squeeze=False)
+    for ax, metric in zip(axes[0], panels):
+        plot_curves(ax, df, metric, "head", window)
+        ax.set_title(METRIC_LABELS.get(metric, metric).capitalize())
+    axes[0][0].legend(loc="best")
+    fig.suptitle(title, y=1.02)
+    return fig
+
+
+def clipping_figure(metrics: list[str], heads: list[str], window: int, metric: str = "val_loss") -> plt.Figure:
+    df = load_metrics(metrics)
+    df = df[df["head"].isin(heads)]
+    fig, axes = plt.subplots(1, len(heads), figsize=(3.4 * len(heads), 2.9), squeeze=False)
+    styles = {"convergence": {"color": "#1f77b4"}, "clipping": {"color": "#d62728", "ls": "--"}}
+    labels = {"convergence": "no clipping", "clipping": "clipping at norm 1.0"}
+    for ax, head in zip(axes[0], sorted(heads, key=head_sort_key)):
+        plot_curves(ax, df[df["head"] == head], metric, "experiment", window, styles, labels.get)
+        ax.set_title(HEAD_LABELS.get(head, head))
+    axes[0][0].legend(loc="best")
+    return fig
+
+
+def grad_heatmaps(grads: list[str], group: str, layer: str = "fc2.weight", title: str = "",
+                  label_of: Callable[[str], str] | None = None) -> plt.Figure:
+    """One epoch x log10|grad| heatmap per run (first seed of each group value), shared colour scale."""
+    chosen: dict[str, str] = {}
+    for path in sorted(grads, key=lambda p: run_key(p)["seed"]):
+        chosen.setdefault(run_key(path)[group], path)
+    keys = sorted(chosen, key=lambda k: (head_sort_key(k) if group == "head" else (variant_value(k) or 0)))
+    fig, axes = plt.subplots(1, len(keys), figsize=(2.9 * len(keys), 2.8), squeeze=False, sharey=True)
+    norm = colors.LogNorm(vmin=1e-4, vmax=1.0)
+    image = None
+    for ax, key in zip(axes[0], keys):
+        h = load_grad_hist(chosen[key], layer)
+        counts = h["counts"].astype(float)
+        frac = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+        log_edges = np.log10(h["edges"])
+        used = np.flatnonzero(counts.sum(0))
+        lo, hi = (used[0], used[-1] + 1) if used.size else (0, len(log_edges) - 1)
+        lo, hi = max(lo - 2, 0), min(hi + 2, len(log_edges) - 1)
+        epochs = np.arange(1, counts.shape[0] + 2) - 0.5
+        image = ax.pcolormesh(log_edges[lo:hi + 1], epochs, np.ma.masked_equal(frac[:, lo:hi], 0), norm=norm,
+                              cmap="viridis", shading="flat")
+        ax.plot(np.log10(np.maximum(h["mean_abs"], 1e-30)), np.arange(1, counts.shape[0] + 1), "w.-", lw=0.8,
+                ms=3, label="mean |g|")
+        ax.set_title(label_of(key) if label_of else HEAD_LABELS.get(key, key))
+        ax.set_xlabel(f"log10 |grad| of {layer}")
+    axes[0][0].set_ylabel("epoch")
+    axes[0][0].legend(loc="lower left", fontsize=7)
+    if image is not None:
+        fig.colorbar(image, ax=axes[0].tolist(), label="fraction of gradient elements", shrink=0.9)
+    if title:
+        fig.suptitle(title, y=1.02)
+    return fig
+
+
+def _first_seed(paths: list[str]) -> dict[str, str]:
+    chosen: dict[str, str] = {}
+    for path in sorted(paths, key=lambda p: run_key(p)["seed"]):
+        chosen.setdefault(run_key(path)["head"], path)
+    return dict(sorted(chosen.items(), key=lambda kv: head_sort_key(kv[0])))
+
+
+def landscape_surfaces(landscapes: list[str]) -> plt.Figure:
+    chosen = {h: load_landscape(p) for h, p in _first_seed(landscapes).items()}
+    zmax = max(float(np.nanmax(ls["plane"]["loss"])) for ls in chosen.values())
+    fig = plt.figure(figsize=(3.2 * len(chosen), 3.2))
+    for i, (head, ls) in enumerate(chosen.items(), 1):
+        ax = fig.add_subplot(1, len(chosen), i, projection="3d")
+        a, b = np.meshgrid(ls["plane"]["alphas"], ls["plane"]["betas"], indexing="ij")
+        ax.plot_surface(a, b, ls["plane"]["loss"], cmap="viridis", vmin=0, vmax=zmax, linewidth=0, antialiased=True)
+        ax.set_zlim(0, zmax)
+        ax.set_title(HEAD_LABELS.get(head, head))
+        ax.set_xlabel("α (d1)")
+        ax.set_ylabel("β (d2)")
+        ax.set_zlabel("loss")
+    return fig
+
+
+def landscape_contours(landscapes: list[str]) -> plt.Figure:
+    chosen = {h: load_landscape(p) for h, p in _first_seed(landscapes).items()}
+    lo = min(float(np.nanmin(ls["plane"]["loss"])) for ls in chosen.values())
+    hi = max(float(np.nanmax(ls["plane"]["loss"])) for ls in chosen.values())
+    levels = np.geomspace(max(lo, 1e-3), max(hi, lo * 1.01 + 1e-3), 25)
+    norm = colors.LogNorm(vmin=levels[0], vmax=levels[-1])
+    fig, axes = plt.subplots(1, len(chosen), figsize=(3.0 * len(chosen), 2.9), squeeze=False)
+    cs = None
+    for ax, (head, ls) in zip(axes[0], chosen.items()):
+        p = ls["plane"]
+        cs = ax.contourf(p["alphas"], p["betas"], np.clip(p["loss"].T, levels[0], levels[-1]), levels=levels,
+                         norm=norm, cmap="viridis")
+        ax.contour(p["alphas"], p["betas"], p["loss"].T, levels=levels[::3], colors="white", linewidths=0.4)
+        ax.plot(0, 0, "r*", ms=8)
+        ax.set_title(HEAD_LABELS.get(head, head))
+        ax.set_xlabel("α (d1)")
+        ax.set_aspect("equal")
+    axes[0][0].set_ylabel("β (d2)")
+    if cs is not None:
+        fig.colorbar(cs, ax=axes[0].tolist(), label="loss (shared log scale)", shrink=0.9, format="%.2g")
+    return fig
+
+
+def landscape_pca(landscapes: list[str]) -> plt.Figure:
+    chosen = {h: load_landscape(p) for h, p in _first_seed(landscapes).items()}
+    fig, axes = plt.subplots(1, len(chosen), figsize=(3.0 * len(chosen), 2.9), squeeze=False)
+    for ax, (head, ls) in zip(axes[0], chosen.items()):
+        p = ls["pca"]
+        loss = p["loss"].T
+        levels = np.geomspace(max(np.nanmin(loss), 1e-3), max(np.nanmax(loss), np.nanmin(loss) * 1.01 + 1e-3), 20)
+        ax.contourf(p["alphas"], p["betas"], np.clip(loss, levels[0], levels[-1]), levels=levels,
+                    norm=colors.LogNorm(levels[0], levels[-1]), cmap="viridis")
+        tr = p["trajectory"]
+        ax.plot(tr[:, 0], tr[:, 1], "w.-", lw=1.2, ms=4)
+        ax.plot(tr[0, 0], tr[0, 1], "o", color="orange", ms=5, label="init")
+        ax.plot(tr[-1, 0], tr[-1, 1], "r*", ms=8, label="final")
+        ev = p["explained_variance_ratio"]
+        ax.set_xlabel(f"PC1 ({100 * ev[0]:.0f}% var.)")
+        ax.set_ylabel(f"PC2 ({100 * ev[1]:.0f}% var.)")
+        ax.set_title(HEAD_LABELS.get(head, head))
+    axes[0][0].legend(loc="best", fontsize=7)
+    return fig
+
+
+def landscape_1d(landscapes: list[str]) -> plt.Figure:
+    chosen = {h: load_landscape(p) for h, p in _first_seed(landscapes).items()}
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(7.2, 2.9))
+    for head, ls in chosen.items():
+        c = PALETTE.get(head)
+        ax1.plot(ls["interpolation"]["t"], ls["interpolation"]["loss"], color=c, label=HEAD_LABELS.get(head, head))
+        ax2.plot(ls["line"]["alphas"], ls["line"]["loss"], color=c)
+    for x in (0, 1):
+        ax1.axvline(x, color="k", lw=0.5, ls=":")
+    ax1.set_xlabel("t  (0 = initialisation, 1 = trained)")
+    ax1.set_ylabel("loss")
+    ax1.set_yscale("log")
+    ax1.set_title("Linear interpolation init → final")
+    ax2.set_xlabel("α along filter-normalised d1")
+    ax2.set_ylabel("loss")
+    ax2.set_yscale("log")
+    ax2.set_title("Random direction through the minimum")
+    ax1.legend(loc="best")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+    return fig
+
+
+def batch_size_figure(summaries: list[str]) -> plt.Figure:
+    rows = [{"head": s["head"], "batch_size": variant_value(s["variant"]), "test_acc": s["final"]["test_acc"]}
+            for s in load_summaries(summaries)]
+    df = pd.DataFrame(rows)
+    fig, ax = plt.subplots(figsize=(4.2, 3.0))
+    for head in sorted(df["head"].unique(), key=head_sort_key):
+        stats = df[df["head"] == head].groupby("batch_size")["test_acc"].agg(["mean", "std"]).reset_index()
+        ax.errorbar(stats["batch_size"], stats["mean"], yerr=np.nan_to_num(stats["std"]), marker="o", capsize=3,
+                    color=PALETTE.get(head), label=HEAD_LABELS.get(head, head))
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("final test accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best")
+    return fig
+
+
+def draw(name: str, inputs: dict[str, list[str]], settings: dict) -> plt.Figure:
+    """The figure called ``name`` (see FIGURES.md) from its input files."""
+    w = settings.get("smoothing_window", 3)
+    if name == "fig4_convergence_accuracy":
+        return curves_figure(inputs["metrics"], "convergence", ["val_acc", "train_acc"], w,
+                             "Exp. 1 (lr 1e-3): accuracy per epoch")
+    if name == "fig5_landscape_surface":
+        return landscape_surfaces(inputs["landscapes"])
+    if name == "fig5_landscape_contour":
+        return landscape_contours(inputs["landscapes"])
+    if name == "fig5_trajectory_pca":
+        return landscape_pca(inputs["landscapes"])
+    if name == "fig6_grad_hist_fc2":
+        return grad_heatmaps(inputs["grads"], "head", title="Exp. 1: |grad| of the second FC layer per epoch")
+    if name == "fig7_layernorm_clipping_val_loss":
+        return clipping_figure(inputs["metrics"], ["layer"], w)
+    if name == "fig8_layernorm_clipping_grads":
+        return grad_heatmaps(inputs["grads"], "experiment", title="LayerNorm: |grad| of fc2 without / with clipping",
+                             label_of=lambda e: {"convergence": "no clipping", "clipping": "clipping at 1.0"}[e])
+    if name == "fig9_clipping_val_loss":
+        return clipping_figure(inputs["metrics"], ["batch", "frn", "none"], w)
+    if name == "fig10_high_lr":
+        return curves_figure(inputs["metrics"], "high_lr", ["val_acc", "val_loss"], w,
+                             "Exp. 3 (lr 1e-2): accuracy and loss per epoch")
+    if name == "fig11_lr_sweep_grads":
+        return grad_heatmaps(inputs["grads"], "variant", title="Baseline head: |grad| of fc2 at each learning rate",
+                             label_of=lambda v: f"lr = {variant_value(v):g}")
+    if name == "figA_batch_size":
+        return batch_size_figure(inputs["summaries"])
+    if name == "fig_landscape_1d":
+        return landscape_1d(inputs["landscapes"])
+    raise ValueError(f"unknown figure {name!r}")
+
+
+def render(name: str, inputs: dict[str, list[str]], settings: dict, pdf: str | Path, png: str | Path) -> None:
+    save(draw(name, inputs, settings), pdf, png)

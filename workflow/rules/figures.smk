@@ -1,0 +1,59 @@
+# Figures and tables: one rule per figure, each reading exactly the run files it shows, so
+# `snakemake results/figures/<name>.pdf` runs only what that figure needs. A figure whose experiment is not in
+# the config is not defined. Outputs are registered for `snakemake --report`.
+
+FIGURES = {name: inputs for name in FIGURE_SPECS if (inputs := figure_inputs(name)) is not None}
+
+for fig_name, fig_inputs in FIGURES.items():
+
+    rule:
+        name:
+            f"figure_{fig_name}"
+        input:
+            **fig_inputs,
+        output:
+            pdf=f"{RESULTS}/figures/{fig_name}.pdf",
+            png=report(
+                f"{RESULTS}/figures/{fig_name}.png",
+                caption=f"../report/{fig_name}.rst",
+                category=FIGURE_SPECS[fig_name]["category"],
+            ),
+        params:
+            figure=fig_name,
+            settings=canonical(config["figures"]),
+        log:
+            f"{RESULTS}/logs/figures/{fig_name}.log",
+        threads: 1
+        resources:
+            mem_mb=2000,
+            runtime=15,
+        conda:
+            ENV
+        script:
+            "../scripts/figure.py"
+
+
+rule summary_table:
+    input:
+        summaries=[f"{run_dir(r)}/summary.json" for r in enumerate_runs(config)],
+        sharpness=[
+            f"{RESULTS}/landscapes/{r.run_id}/sharpness.json"
+            for r in enumerate_runs(config, config["landscape"]["experiments"])
+        ],
+    output:
+        csv=f"{RESULTS}/tables/summary.csv",
+        md=report(f"{RESULTS}/tables/summary.md", caption="../report/summary_table.rst", category="tables"),
+    log:
+        f"{RESULTS}/logs/tables/summary.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        ENV
+    script:
+        "../scripts/summary_table.py"
+
+
+STAGE_TARGETS["figures"] = [f"{RESULTS}/figures/{name}.{ext}" for name in FIGURES for ext in ("pdf", "png")]
+STAGE_TARGETS["tables"] = rules.summary_table.output
