@@ -1,0 +1,65 @@
+"""Figures and tables from the tiny workflow's real runs: files exist, are valid images; table math."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import run_snakemake, write_config
+from normscape import tables
+
+pytestmark = pytest.mark.slow
+
+TINY_FIGURES = ["fig4_convergence_accuracy", "fig5_landscape_surface", "fig5_landscape_contour",
+                "fig5_trajectory_pca", "fig_landscape_1d", "fig6_grad_hist_fc2", "fig11_lr_sweep_grads"]
+
+
+def test_every_figure_of_the_tiny_config_is_a_valid_image(tiny_workflow):
+    _, _, results = tiny_workflow
+    for name in TINY_FIGURES:
+        pdf, png = results / "figures" / f"{name}.pdf", results / "figures" / f"{name}.png"
+        assert pdf.read_bytes()[:5] == b"%PDF-", name
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        assert png.stat().st_size > 10_000, name
+    # experiments missing from the config give no figure rather than an error
+    assert not (results / "figures" / "fig10_high_lr.pdf").exists()
+
+
+def test_summary_table_is_written(tiny_workflow):
+    _, _, results = tiny_workflow
+    df = pd.read_csv(results / "tables" / "summary.csv")
+    assert set(df["experiment"]) == {"convergence", "lr_sweep"} and len(df) == 4
+    md = (results / "tables" / "summary.md").read_text()
+    assert md.startswith("| experiment | head |") and "BatchNorm" in md
+
+
+def test_targeting_one_figure_schedules_only_what_it_needs(tiny_config, tmp_path):
+    path = write_config(tiny_config, tmp_path / "c.yaml")
+    proc = run_snakemake(["-n", f"{tiny_config['results_dir']}/figures/fig4_convergence_accuracy.pdf"],
+                         configfile=path)
+    jobs = {line.split()[0]: int(line.split()[1]) for line in proc.stdout.splitlines()
+            if len(line.split()) == 2 and line.split()[1].isdigit()}
+    assert jobs.get("train") == 2 and "landscape" not in jobs and jobs.get("total") == 5
+
+
+def test_table_aggregates_mean_and_std_over_seeds(tmp_path):
+    paths = []
+    for seed, acc in enumerate([0.80, 0.84, 0.86]):
+        d = tmp_path / "runs" / "convergence" / "layer" / "base" / f"seed{seed}"
+        d.mkdir(parents=True)
+        summary = {"final": {"test_acc": acc, "val_loss": 0.5 + seed}, "best": {"test_acc": acc + 0.01},
+                   "epochs_to_val_acc": {"0.80": 3 + seed, "0.85": None if seed < 2 else 9},
+                   "grad_norm": {"median": 1.0, "p99": 2.0, "clipped_fraction": 0.0}, "diverged": seed == 0,
+                   "wall_time_s": 10.0}
+        (d / "summary.json").write_text(json.dumps(summary))
+        paths.append(str(d / "summary.json"))
+    table = tables.write_summary_table(paths, [], tmp_path / "t.csv", tmp_path / "t.md")
+    row = table.iloc[0]
+    assert row["final_test_acc_mean"] == pytest.approx(np.mean([0.80, 0.84, 0.86]))
+    assert row["final_test_acc_std"] == pytest.approx(np.std([0.80, 0.84, 0.86], ddof=1))
+    assert row["epochs_to_80_mean"] == pytest.approx(4.0) and row["epochs_to_85_n"] == 1
+    assert row["diverged"] == "1/3"
+    assert "83.3 ± 3.1%" in (tmp_path / "t.md").read_text()

@@ -1,0 +1,174 @@
+"""The tiny pipeline through profiles/slurm on a real single-node SLURM cluster (tests/cluster/slurm_cluster.py).
+
+Checks that every job of the tiny config's `all` is submitted with sbatch and runs as a SLURM job (job ids in
+snakemake's log, the same jobs in `squeue -t all`, one SLURM log per job), that the outputs equal a local run's
+(same files; HDF5 datasets, metrics.csv and summary.json compared numerically), and that a second invocation
+submits nothing. Skips (with the reason) only where a cluster cannot exist: not root, or no apt to install SLURM.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from conftest import REPO, run_snakemake, write_config
+
+sys.path.insert(0, str(Path(__file__).parent / "cluster"))
+import slurm_cluster  # noqa: E402
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+# Wall-clock limit of one snakemake-on-SLURM invocation: a lost job hangs the plugin forever, fail instead.
+SLURM_RUN_TIMEOUT_S = 420
+SUBMITTED = re.compile(r"Job (\d+) has been submitted with SLURM jobid (\d+) \(log: (\S+)\)\.")
+# Timing fields legitimately differ between two runs; everything else must match.
+TIMING_COLUMNS = {"epoch_time_s"}
+TIMING_KEYS = {"wall_time_s", "versions"}
+
+
+@pytest.fixture(scope="session")
+def slurm(tmp_path_factory):
+    """A running single-node SLURM cluster for the session; its daemons are stopped (by PID) afterwards."""
+    try:
+        cluster = slurm_cluster.up(tmp_path_factory.mktemp("slurm"))
+    except slurm_cluster.ClusterUnavailable as exc:
+        pytest.skip(f"no SLURM test cluster here: {exc}")
+    yield cluster
+    slurm_cluster.down(cluster)
+
+
+def slurm_snakemake(cluster, configfile: Path, logdir: Path, *targets: str) -> subprocess.CompletedProcess:
+    """snakemake --profile profiles/slurm with test-only overrides (fast polling, tiny resources, no GPU)."""
+    cmd = [
+        sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(REPO),
+        "--configfile", str(configfile), "--replace-workflow-config",
+        "--profile", str(REPO / "profiles" / "slurm"),
+        # no slurmdbd on the test cluster: sacct cannot answer, squeue can (MinJobAge=300 >= 3 x 2 s)
+        "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "2",
+        "--slurm-no-account", "--slurm-keep-successful-logs", "--slurm-logdir", str(logdir),
+        # the test node has no GPU and 2 real cores: replaces the profile's set-resources/set-threads
+        "--set-resources", "extract_features:gpu=0", "extract_features:mem_mb=2000",
+        "--set-threads", "extract_features=2",
+        "--latency-wait", "5", "--retries", "0", "--jobs", "8",
+        *targets,
+    ]
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=SLURM_RUN_TIMEOUT_S, env=cluster.env)
+    except subprocess.TimeoutExpired as exc:
+        out = (exc.stdout or b"")[-3000:] if isinstance(exc.stdout, bytes) else (exc.stdout or "")[-3000:]
+        err = (exc.stderr or b"")[-3000:] if isinstance(exc.stderr, bytes) else (exc.stderr or "")[-3000:]
+        subprocess.run(["scancel", "--name", "*"], env=cluster.env, capture_output=True)
+        pytest.fail(f"snakemake on SLURM hung for {SLURM_RUN_TIMEOUT_S} s:\n{out}\n{err}")
+
+
+def squeue_all(cluster) -> dict[str, str]:
+    """SLURM job id -> comment (the plugin writes `rule_<name>[_wildcards_...]`) of every job the cluster knows."""
+    out = subprocess.run(["squeue", "-t", "all", "-h", "-o", "%i|%k|%T"], env=cluster.env, capture_output=True,
+                         text=True, timeout=30, check=True).stdout
+    return {jid: comment for jid, comment, _ in (line.split("|") for line in out.splitlines() if line)}
+
+
+def tree(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+
+
+def compare_h5(a: Path, b: Path) -> None:
+    with h5py.File(a, "r") as fa, h5py.File(b, "r") as fb:
+        names_a, names_b = [], []
+        fa.visit(names_a.append)
+        fb.visit(names_b.append)
+        assert sorted(names_a) == sorted(names_b), f"{a.name}: different HDF5 layout"
+        for name in names_a:
+            if isinstance(fa[name], h5py.Dataset):
+                x, y = fa[name][()], fb[name][()]
+                assert x.dtype == y.dtype and x.shape == y.shape, f"{a}:{name}"
+                if np.issubdtype(x.dtype, np.number):
+                    np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6, err_msg=f"{a}:{name}")
+                else:
+                    assert np.array_equal(x, y), f"{a}:{name}"
+
+
+def compare_csv(a: Path, b: Path) -> None:
+    ra, rb = list(csv.DictReader(a.open())), list(csv.DictReader(b.open()))
+    assert len(ra) == len(rb) and ra and ra[0].keys() == rb[0].keys(), a
+    for row_a, row_b in zip(ra, rb):
+        for key in row_a.keys() - TIMING_COLUMNS:
+            np.testing.assert_allclose(float(row_a[key]), float(row_b[key]), rtol=1e-4, atol=1e-6,
+                                       err_msg=f"{a}:{key}")
+
+
+def compare_json(x, y, where: str) -> None:
+    if isinstance(x, dict):
+        assert x.keys() == y.keys(), where
+        for key in x.keys() - TIMING_KEYS:
+            compare_json(x[key], y[key], f"{where}.{key}")
+    elif isinstance(x, list):
+        assert len(x) == len(y), where
+        for i, (u, v) in enumerate(zip(x, y)):
+            compare_json(u, v, f"{where}[{i}]")
+    elif isinstance(x, float) or isinstance(y, float):
+        assert x is not None and y is not None, where
+        np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6, err_msg=where)
+    else:
+        assert x == y, where
+
+
+def test_tiny_pipeline_on_slurm_matches_local_run(slurm, tiny_workflow, tmp_path):
+    _, cfg, local_results = tiny_workflow
+    cfg = dict(cfg, results_dir=str(tmp_path / "results"))
+    configfile = write_config(cfg, tmp_path / "config.yaml")
+    logdir = tmp_path / "slurm_logs"
+    known_before = squeue_all(slurm)
+
+    proc = slurm_snakemake(slurm, configfile, logdir, "all")
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-6000:]
+
+    # every job of the DAG (all but the input-only target rule `all`) was submitted with sbatch ...
+    submitted = {int(job): (jid, Path(path)) for job, jid, path in SUBMITTED.findall(log)}
+    total = int(re.search(r"^total\s+(\d+)", log, re.M).group(1))
+    assert len(submitted) == total - 1 >= 10, log[-4000:]
+    # ... is known to the cluster as a job of one of our rules, finished, with its own SLURM log
+    jobs = squeue_all(slurm)
+    rules_run = set()
+    for jid, path in submitted.values():
+        assert jid in jobs and jid not in known_before, jid
+        assert jobs[jid].startswith("rule_"), jobs[jid]
+        rules_run.add(jobs[jid].removeprefix("rule_").split("_wildcards_")[0])
+        assert path.is_file() and str(path).startswith(str(logdir)), path
+    assert {"prepare_cifar10", "extract_features", "train", "landscape", "summary_table"} <= rules_run, rules_run
+    out = subprocess.run(["squeue", "-t", "all", "-h", "-o", "%i %T"], env=slurm.env, capture_output=True,
+                         text=True, timeout=30).stdout
+    states = dict(line.split() for line in out.splitlines())
+    assert all(states[jid] == "COMPLETED" for jid, _ in submitted.values()), states
+
+    # the outputs equal the local run's
+    remote_results = Path(cfg["results_dir"])
+    compared = tree(local_results) - {p for p in tree(local_results) if p.startswith(("logs/", "benchmarks/"))}
+    assert compared <= tree(remote_results), compared - tree(remote_results)
+    n_h5 = 0
+    for rel in sorted(compared):
+        a, b = local_results / rel, remote_results / rel
+        if rel.endswith(".h5"):
+            compare_h5(a, b)
+            n_h5 += 1
+        elif rel.endswith("metrics.csv"):
+            compare_csv(a, b)
+        elif rel.endswith("summary.json"):
+            compare_json(json.loads(a.read_text()), json.loads(b.read_text()), rel)
+    assert n_h5 >= 5  # data, features, grads per run, landscapes
+
+    # a second invocation finds everything up to date and submits nothing
+    again = slurm_snakemake(slurm, configfile, logdir, "all")
+    log2 = again.stdout + again.stderr
+    assert again.returncode == 0, log2[-4000:]
+    assert not SUBMITTED.search(log2) and "Nothing to be done" in log2, log2[-4000:]
+    assert squeue_all(slurm).keys() == jobs.keys()
