@@ -123,3 +123,10 @@ def test_weights_sha256_mismatch(tmp_path):
     with pytest.raises(WeightsError, match="sha256 mismatch"):
         build_backbone(str(path), path, sha256="0" * 64)
     build_backbone(str(path), path)  # without the check the file loads
+
+
+def test_linear_probe_learns_separable_features(features_file):
+    from normscape.probe import linear_probe
+
+    result = linear_probe(str(features_file), train_samples=1000)
+    assert result["train_samples"] == 1000 and result["test_acc"] > 0.9

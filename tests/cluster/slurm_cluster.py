@@ -14,6 +14,9 @@ Settings that matter (learnt the hard way):
 - CommunicationParameters=NoCtldInAddrAny,NoInAddrAny + NodeAddr=127.0.0.1: everything stays on loopback.
 - No slurmdbd, so `sacct` cannot answer: snakemake-executor-plugin-slurm must use `squeue` for job status,
   which needs MinJobAge (here 300 s) >= 3 x its `init-seconds-before-status-checks`.
+- The config is also installed as /etc/slurm/slurm.conf (only when that file is absent or ours; removed again
+  by `down`): inside a job, snakemake's slurm-jobstep executor runs `srun` with the SLURM_* environment
+  (SLURM_CONF included) stripped, so srun only finds the cluster through the default config path.
 - DefMemPerCPU: without it a job takes the whole node's memory and jobs run one at a time.
 - SlurmdParameters=config_overrides: the node may claim more CPUs/memory than the machine has, so jobs that ask
   for a few CPUs are scheduled on a 2-core CI runner (nothing is enforced: proctrack/linuxproc, no cgroups).
@@ -40,6 +43,8 @@ BINARIES = ["slurmctld", "slurmd", "sbatch", "squeue", "scontrol", "sinfo", "mun
 NODE_CPUS = 8
 NODE_MEMORY_MB = 16000
 DEF_MEM_PER_CPU_MB = 500
+SYSTEM_CONF = Path("/etc/slurm/slurm.conf")
+MARKER = "# single-node test cluster written by tests/cluster/slurm_cluster.py"
 
 
 class ClusterUnavailable(RuntimeError):
@@ -112,7 +117,7 @@ def write_config(root: Path, hostname: str, munge_dir: Path) -> Path:
         (root / sub).mkdir(parents=True, exist_ok=True)
     conf = root / "etc" / "slurm.conf"
     conf.write_text(f"""\
-# single-node test cluster written by tests/cluster/slurm_cluster.py
+{MARKER}
 ClusterName=normscape
 SlurmctldHost={hostname}(127.0.0.1)
 SlurmUser=root
@@ -192,7 +197,12 @@ def up(root: Path | None = None, timeout_s: float = 60) -> Cluster:
     munge_dir = Path(tempfile.mkdtemp(prefix="normscape-munge-"))  # under /tmp: reachable by user munge
     (root / "munge_dir").write_text(str(munge_dir))
     cluster = Cluster(root=root, hostname=_resolvable_hostname(), munge_dir=munge_dir)
-    write_config(root, cluster.hostname, munge_dir)
+    conf = write_config(root, cluster.hostname, munge_dir)
+    if SYSTEM_CONF.exists() and MARKER not in SYSTEM_CONF.read_text():
+        raise ClusterUnavailable(f"{SYSTEM_CONF} exists and is not ours: this machine has a real SLURM config, "
+                                 "not overwriting it")
+    SYSTEM_CONF.parent.mkdir(parents=True, exist_ok=True)
+    SYSTEM_CONF.write_text(conf.read_text())
     try:
         _start_munge(cluster, timeout_s)
         _start(cluster, "slurmctld", [_binary("slurmctld"), "-D", "-i", "-f", str(cluster.conf)])
@@ -270,6 +280,8 @@ def down(cluster: Cluster, timeout_s: float = 20) -> None:
     cluster.pids.clear()
     if cluster.munge_dir is not None:
         shutil.rmtree(cluster.munge_dir, ignore_errors=True)
+    if SYSTEM_CONF.exists() and MARKER in SYSTEM_CONF.read_text():
+        SYSTEM_CONF.unlink()
 
 
 def main(argv: list[str] | None = None) -> int:
