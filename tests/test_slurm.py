@@ -19,12 +19,12 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import REPO, run_snakemake, write_config
+from conftest import REPO, write_config
 
 sys.path.insert(0, str(Path(__file__).parent / "cluster"))
 import slurm_cluster  # noqa: E402
 
-pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+PROFILES = ["default", "slurm"]
 
 # Wall-clock limit of one snakemake-on-SLURM invocation: a lost job hangs the plugin forever, fail instead.
 SLURM_RUN_TIMEOUT_S = 420
@@ -45,12 +45,18 @@ def slurm(tmp_path_factory):
     slurm_cluster.down(cluster)
 
 
-def slurm_snakemake(cluster, configfile: Path, logdir: Path, *targets: str) -> subprocess.CompletedProcess:
-    """snakemake --profile profiles/slurm with test-only overrides (fast polling, tiny resources, no GPU)."""
+def slurm_snakemake(cluster, workdir: Path, logdir: Path, *targets: str) -> subprocess.CompletedProcess:
+    """snakemake --profile profiles/slurm in ``workdir`` (whose config.yaml is the tiny config), with test-only
+    overrides (fast polling, tiny resources, no GPU).
+
+    Why a work directory with its own config.yaml rather than `--configfile X --replace-workflow-config`:
+    snakemake 9.27 does not pass --replace-workflow-config on to the jobs it submits, so inside a SLURM job the
+    study's config.yaml would be merged under the tiny config (jobs then see other experiments and params).
+    """
     cmd = [
-        sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(REPO),
-        "--configfile", str(configfile), "--replace-workflow-config",
+        sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
         "--profile", str(REPO / "profiles" / "slurm"),
+        "--workflow-profile", str(REPO / "profiles" / "default"),
         # no slurmdbd on the test cluster: sacct cannot answer, squeue can (MinJobAge=300 >= 3 x 2 s)
         "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "2",
         "--slurm-no-account", "--slurm-keep-successful-logs", "--slurm-logdir", str(logdir),
@@ -65,7 +71,7 @@ def slurm_snakemake(cluster, configfile: Path, logdir: Path, *targets: str) -> s
     except subprocess.TimeoutExpired as exc:
         out = (exc.stdout or b"")[-3000:] if isinstance(exc.stdout, bytes) else (exc.stdout or "")[-3000:]
         err = (exc.stderr or b"")[-3000:] if isinstance(exc.stderr, bytes) else (exc.stderr or "")[-3000:]
-        subprocess.run(["scancel", "--name", "*"], env=cluster.env, capture_output=True)
+        subprocess.run(["scancel", "--partition", cluster.partition], env=cluster.env, capture_output=True)
         pytest.fail(f"snakemake on SLURM hung for {SLURM_RUN_TIMEOUT_S} s:\n{out}\n{err}")
 
 
@@ -121,14 +127,51 @@ def compare_json(x, y, where: str) -> None:
         assert x == y, where
 
 
+@pytest.mark.parametrize("name", PROFILES)
+def test_profile_entries_are_commented(name):
+    """Every top-level setting of a profile is explained by a comment right above it (or its block)."""
+    lines = (REPO / "profiles" / name / "config.yaml").read_text().splitlines()
+    keys = [i for i, line in enumerate(lines) if re.match(r"^[a-z][a-z0-9-]*:", line)]
+    assert keys
+    # `cores` in the workflow profile would cap SLURM jobs' threads at the login node's core count
+    assert not any(lines[i].startswith("cores:") for i in keys)
+    for i in keys:
+        assert lines[i - 1].startswith("#"), f"profiles/{name}: {lines[i]!r} has no comment above it"
+
+
+def test_slurm_profile_maps_rule_resources(tiny_config, tmp_path):
+    """The slurm profile (+ the workflow profile on top) parses and gives each rule the intended resources."""
+    write_config(tiny_config, tmp_path / "config.yaml")
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path),
+           "--profile", str(REPO / "profiles" / "slurm"), "-n", "all",
+           # a dry run caps threads at --cores (default 1); a real SLURM run has no cap (profiles/default must
+           # not set `cores`, or it caps them at the login node's core count)
+           "--cores", "64"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    log = proc.stdout + proc.stderr
+    resources = {}
+    for rule, res in re.findall(r"^(?:local)?rule (\w+):.*?^\s+resources: (.*?)$", log, re.M | re.S):
+        resources[rule] = dict(kv.split("=", 1) for kv in res.split(", "))
+    ext = resources["extract_features"]
+    assert (ext["cpus_per_task"], ext["mem_mb"], ext["runtime"], ext["gpu"]) == ("8", "16000", "120", "1")
+    assert "threads: 8" in log.split("rule extract_features:")[1].split("\n\n")[0]
+    train, land = resources["train"], resources["landscape"]
+    assert (train["cpus_per_task"], train["mem_mb"]) == ("1", "3000") and "gpu" not in train
+    assert (land["cpus_per_task"], land["mem_mb"]) == ("2", "4000") and "gpu" not in land
+    assert resources["prepare_cifar10"]["cpus_per_task"] == "1"
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
 def test_tiny_pipeline_on_slurm_matches_local_run(slurm, tiny_workflow, tmp_path):
     _, cfg, local_results = tiny_workflow
     cfg = dict(cfg, results_dir=str(tmp_path / "results"))
-    configfile = write_config(cfg, tmp_path / "config.yaml")
+    write_config(cfg, tmp_path / "config.yaml")  # the Snakefile's `configfile: "config.yaml"`, in the workdir
     logdir = tmp_path / "slurm_logs"
     known_before = squeue_all(slurm)
 
-    proc = slurm_snakemake(slurm, configfile, logdir, "all")
+    proc = slurm_snakemake(slurm, tmp_path, logdir, "all")
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-6000:]
 
@@ -149,6 +192,14 @@ def test_tiny_pipeline_on_slurm_matches_local_run(slurm, tiny_workflow, tmp_path
                          text=True, timeout=30).stdout
     states = dict(line.split() for line in out.splitlines())
     assert all(states[jid] == "COMPLETED" for jid, _ in submitted.values()), states
+    # the allocation follows the rule's threads (cpus_per_task: threads in the profile)
+    out = subprocess.run(["squeue", "-t", "all", "-h", "-o", "%i %C"], env=slurm.env, capture_output=True,
+                         text=True, timeout=30).stdout
+    cpus = dict(line.split() for line in out.splitlines())
+    expected_cpus = {"extract_features": "2", "landscape": "2", "train": "1", "prepare_cifar10": "1"}
+    for jid, _ in submitted.values():
+        rule = jobs[jid].removeprefix("rule_").split("_wildcards_")[0]
+        assert cpus[jid] == expected_cpus.get(rule, "1"), (rule, cpus[jid])
 
     # the outputs equal the local run's
     remote_results = Path(cfg["results_dir"])
@@ -167,7 +218,7 @@ def test_tiny_pipeline_on_slurm_matches_local_run(slurm, tiny_workflow, tmp_path
     assert n_h5 >= 5  # data, features, grads per run, landscapes
 
     # a second invocation finds everything up to date and submits nothing
-    again = slurm_snakemake(slurm, configfile, logdir, "all")
+    again = slurm_snakemake(slurm, tmp_path, logdir, "all")
     log2 = again.stdout + again.stderr
     assert again.returncode == 0, log2[-4000:]
     assert not SUBMITTED.search(log2) and "Nothing to be done" in log2, log2[-4000:]

@@ -49,3 +49,8 @@ def script_main(smk: Any, main: Callable[[Any], None]) -> None:
     except NormscapeError as exc:
         log.error("%s", exc)
         sys.exit(1)
+    except Exception:
+        # A bug, not a user error: keep the traceback, and put it in the rule's log too (on a cluster the
+        # job's stderr goes to a separate scheduler log that users look at last).
+        log.exception("unexpected error")
+        raise
