@@ -88,6 +88,11 @@ def _coerce_cli_strings(instance: Any, schema: dict, root: dict) -> Any:
             parsed = yaml.safe_load(instance)
         except yaml.YAMLError:
             return instance
+        if isinstance(parsed, str) and "number" in types:  # YAML 1.1 reads '1e-3' as a string
+            try:
+                parsed = float(parsed)
+            except ValueError:
+                return instance
         wanted = tuple(t for name in types for t in _as_tuple(_JSON_TYPES.get(name)))
         if wanted and isinstance(parsed, wanted) and not (isinstance(parsed, bool) and bool not in wanted):
             return parsed

@@ -1,0 +1,73 @@
+"""Config validation (defaults, coercion of --config strings, messages) and the run matrix."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from conftest import REPO, SCHEMA
+from normscape.config import enumerate_runs, experiment_runs, find_run, validate_config
+from normscape.errors import ConfigError
+
+
+@pytest.fixture
+def cfg():
+    return yaml.safe_load((REPO / "config.yaml").read_text())
+
+
+def test_defaults_fill_missing_sections():
+    cfg = validate_config({"experiments": {"convergence": {"heads": ["none"]}}}, SCHEMA)
+    assert cfg["training"]["epochs"] == 15 and cfg["backbone"]["input_size"] == 224
+    assert cfg["tracking"]["wandb"]["mode"] == "offline" and cfg["landscape"]["resolution"] == 51
+
+
+def test_command_line_strings_become_numbers(cfg):
+    cfg["backbone"]["batch_size"] = "32"
+    cfg["training"]["clip_grad_norm"] = "null"
+    cfg["seeds"] = ["0", "1"]
+    cfg["experiments"]["convergence"]["lr"] = "1e-2"
+    validate_config(cfg, SCHEMA)
+    assert cfg["backbone"]["batch_size"] == 32 and cfg["training"]["clip_grad_norm"] is None
+    assert cfg["seeds"] == [0, 1] and cfg["experiments"]["convergence"]["lr"] == 0.01
+
+
+def test_every_problem_is_listed(cfg):
+    cfg["training"]["epochs"] = 0
+    cfg["head"]["dropout"] = 1.5
+    with pytest.raises(ConfigError) as err:
+        validate_config(cfg, SCHEMA)
+    text = str(err.value)
+    assert "'training.epochs'" in text and "'head.dropout'" in text
+
+
+def test_sweep_variants_and_seed_override(cfg):
+    validate_config(cfg, SCHEMA)
+    lr = experiment_runs(cfg, "lr_sweep")
+    assert sorted({r.variant for r in lr}) == ["lr-0.001", "lr-0.01", "lr-0.2"]
+    assert {r.training["lr"] for r in lr} == {1e-3, 1e-2, 0.2}
+    bs = experiment_runs(cfg, "batch_size")
+    assert {r.seed for r in bs} == {0} and {r.training["epochs"] for r in bs} == {3}
+    assert {r.variant for r in bs} == {"bs-8", "bs-32", "bs-128", "bs-256"}
+    clip = experiment_runs(cfg, "clipping")
+    assert all(r.training["clip_grad_norm"] == 1.0 and r.variant == "base" for r in clip)
+
+
+def test_runs_only_carry_their_own_slice(cfg):
+    validate_config(cfg, SCHEMA)
+    before = {r.run_id: r.training for r in enumerate_runs(cfg)}
+    edited = copy.deepcopy(cfg)
+    edited["experiments"]["high_lr"]["lr"] = 0.05
+    after = {r.run_id: r.training for r in enumerate_runs(edited)}
+    changed = {k for k in before if before[k] != after[k]}
+    assert changed and all(k.startswith("high_lr/") for k in changed)
+
+
+def test_find_run_errors_name_the_problem(cfg):
+    validate_config(cfg, SCHEMA)
+    assert find_run(cfg, "lr_sweep", "none", "lr-0.01", "1").training["lr"] == 0.01
+    with pytest.raises(ConfigError, match="not defined"):
+        find_run(cfg, "nope", "none", "base", 0)
+    with pytest.raises(ConfigError, match="not part of"):
+        find_run(cfg, "convergence", "group", "base", 0)

@@ -1,0 +1,74 @@
+"""The `train` rule inside the real workflow: contract outputs per run, and params slices that isolate experiments.
+
+Uses the session's tiny workflow (tests/config/tiny.yaml, run once by the `tiny_workflow` fixture).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import h5py
+import pytest
+
+from conftest import run_snakemake, write_config
+
+pytestmark = pytest.mark.slow
+
+RUN_FILES = ["summary.json", "metrics.csv", "grads.h5", "model_init.pt", "model_final.pt", "model_best.pt",
+             "trajectory.pt"]
+
+
+def changed_params(path) -> set[str]:
+    """Output files whose params changed since creation (`snakemake --list-changes params`)."""
+    proc = run_snakemake(["--list-changes", "params"], configfile=path)
+    return {line.strip() for line in proc.stdout.splitlines() if line.strip().endswith((".json", ".csv", ".h5", ".pt"))}
+
+
+def test_every_run_has_the_contract_outputs_log_and_benchmark(tiny_workflow):
+    _, cfg, results = tiny_workflow
+    run = results / "runs" / "lr_sweep" / "none" / "lr-0.01" / "seed0"
+    for name in RUN_FILES:
+        assert (run / name).is_file(), name
+    assert (results / "logs" / "train" / "lr_sweep" / "none" / "lr-0.01" / "seed0.log").is_file()
+    assert (results / "benchmarks" / "train" / "lr_sweep" / "none" / "lr-0.01" / "seed0.tsv").is_file()
+    summary = json.loads((run / "summary.json").read_text())
+    # the job saw only its own slice: the swept lr, the tiny defaults, this head
+    assert (summary["experiment"], summary["head"], summary["variant"], summary["seed"]) == ("lr_sweep", "none",
+                                                                                             "lr-0.01", 0)
+    assert summary["training"]["lr"] == pytest.approx(0.01)
+    assert summary["training"]["epochs"] == cfg["training"]["epochs"] == summary["epochs_completed"]
+    assert summary["head_config"]["norm"] == "none" and summary["head_config"]["hidden"] == cfg["head"]["hidden"]
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == list(range(1, cfg["training"]["epochs"] + 1))
+    with h5py.File(run / "grads.h5") as f:
+        assert f["layers/fc1.weight/counts"].shape[0] == cfg["training"]["epochs"]
+
+
+def test_unchanged_config_lists_no_param_changes(tiny_workflow):
+    path, _, _ = tiny_workflow
+    assert changed_params(path) == set()
+
+
+def test_editing_one_experiments_lr_changes_only_its_params(tiny_workflow, tmp_path):
+    path, cfg, results = tiny_workflow
+    exps = dict(cfg["experiments"])
+    exps["lr_sweep"] = {**exps["lr_sweep"], "sweep": {"lr": [1.0e-3, 2.0e-2]}}
+    exps["convergence"] = {**exps["convergence"], "lr": 3.0e-3}
+    edited = write_config({**cfg, "experiments": exps}, tmp_path / "edited.yaml")
+    changed = changed_params(edited)
+    assert changed, "an lr edit must be visible as a params change"
+    assert all("/runs/convergence/" in p for p in changed), changed
+    assert {p.split("/runs/")[1].split("/")[1] for p in changed} == {"none", "batch"}
+    # the lr_sweep runs are untouched (the changed sweep value is a new run, not a changed one)
+    assert not any("lr_sweep" in p for p in changed)
+
+
+def test_editing_grad_hist_changes_every_train_job_but_not_features(tiny_workflow, tmp_path):
+    path, cfg, _ = tiny_workflow
+    edited = write_config({**cfg, "grad_hist": {"min": 1e-8, "max": 1.0, "bins_per_octave": 2}}, tmp_path / "g.yaml")
+    changed = changed_params(edited)
+    runs = {p.split("/runs/")[1].rsplit("/", 1)[0] for p in changed if "/runs/" in p}
+    assert runs == {"convergence/batch/base/seed0", "convergence/none/base/seed0",
+                    "lr_sweep/none/lr-0.001/seed0", "lr_sweep/none/lr-0.01/seed0"}
+    assert not any("features.h5" in p for p in changed)
