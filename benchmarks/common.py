@@ -1,4 +1,3 @@
-# LEAD-NOTE: already implemented and tested by the lead engineer (00:55 UTC). Helpers: do NOT rewrite or restructure this file; your task is superseded here. Stop and report 'superseded' unless your task is the SLURM one.
 """Helpers shared by the benchmark modules: repeated timing with medians and the result-row format."""
 
 from __future__ import annotations

@@ -1,4 +1,3 @@
-# LEAD-NOTE: already implemented and tested by the lead engineer (00:55 UTC). Helpers: do NOT rewrite or restructure this file; your task is superseded here. Stop and report 'superseded' unless your task is the SLURM one.
 """Figures and tables from the tiny workflow's real runs: files exist, are valid images; table math."""
 
 from __future__ import annotations

@@ -1,4 +1,3 @@
-# LEAD-NOTE: already implemented and tested by the lead engineer (00:55 UTC). Helpers: do NOT rewrite or restructure this file; your task is superseded here. Stop and report 'superseded' unless your task is the SLURM one.
 """Landscapes: the blocked fast evaluator equals the per-point loop for every head; directions; PCA."""
 
 from __future__ import annotations

@@ -1,4 +1,3 @@
-# LEAD-NOTE: already implemented and tested by the lead engineer (00:55 UTC). Helpers: do NOT rewrite or restructure this file; your task is superseded here. Stop and report 'superseded' unless your task is the SLURM one.
 """Loss landscapes of a trained head: exact, and fast because the head's first layer is affine in the grid.
 
 Around trained parameters theta* the loss is evaluated on theta* + a*d1 + b*d2 (a 2D plane), theta* + a*d1

@@ -1,4 +1,3 @@
-# LEAD-NOTE: already implemented and tested by the lead engineer (00:55 UTC). Helpers: do NOT rewrite or restructure this file; your task is superseded here. Stop and report 'superseded' unless your task is the SLURM one.
 """The quantitative comparison table (replaces the study's qualitative Table 5): one row per experiment x head
 x variant, mean +- std over seeds, as CSV (all numbers) and paste-ready Markdown."""
 

@@ -1,4 +1,3 @@
-# LEAD-NOTE: already implemented and tested by the lead engineer (00:55 UTC). Helpers: do NOT rewrite or restructure this file; your task is superseded here. Stop and report 'superseded' unless your task is the SLURM one.
 # Shared helpers: config validation, the run matrix, output paths and input functions.
 # Every stage file registers its final outputs in STAGE_TARGETS; `rule all` asks for all of them.
 import os

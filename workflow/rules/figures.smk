@@ -1,4 +1,3 @@
-# LEAD-NOTE: already implemented and tested by the lead engineer (00:55 UTC). Helpers: do NOT rewrite or restructure this file; your task is superseded here. Stop and report 'superseded' unless your task is the SLURM one.
 # Figures and tables: one rule per figure, each reading exactly the run files it shows, so
 # `snakemake results/figures/<name>.pdf` runs only what that figure needs. A figure whose experiment is not in
 # the config is not defined. Outputs are registered for `snakemake --report`.

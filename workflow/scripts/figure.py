@@ -1,4 +1,3 @@
-# LEAD-NOTE: already implemented and tested by the lead engineer (00:55 UTC). Helpers: do NOT rewrite or restructure this file; your task is superseded here. Stop and report 'superseded' unless your task is the SLURM one.
 """Render one figure of the study to PDF + PNG (rules figure_*)."""
 from normscape.plots import render
 from normscape.runtime import script_main

@@ -1,4 +1,3 @@
-# LEAD-NOTE: already implemented and tested by the lead engineer (00:55 UTC). Helpers: do NOT rewrite or restructure this file; your task is superseded here. Stop and report 'superseded' unless your task is the SLURM one.
 """The summary table of every run: CSV + Markdown (rule summary_table)."""
 from normscape.runtime import script_main
 from normscape.tables import write_summary_table
