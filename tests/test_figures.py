@@ -63,3 +63,12 @@ def test_table_aggregates_mean_and_std_over_seeds(tmp_path):
     assert row["epochs_to_80_mean"] == pytest.approx(4.0) and row["epochs_to_85_n"] == 1
     assert row["diverged"] == "1/3"
     assert "83.3 ± 3.1%" in (tmp_path / "t.md").read_text()
+
+
+def test_snakemake_report_builds_with_every_caption(tiny_workflow, tmp_path):
+    path, _, _ = tiny_workflow
+    report = tmp_path / "report.html"
+    proc = run_snakemake(["--report", str(report)], configfile=path)
+    out = proc.stdout + proc.stderr
+    assert report.stat().st_size > 100_000
+    assert "ERROR" not in out, out[-2000:]  # e.g. reStructuredText errors in a caption

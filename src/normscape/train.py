@@ -1,8 +1,8 @@
 """The training engine: one head, one condition, one seed, from cached features.
 
 Why it is fast (benchmarks/bench_train.py compares it with the usual DataLoader loop in one process):
-  * the features live in memory as one tensor; each epoch does ONE gather with a seeded permutation and then
-    slices contiguous batches — no per-sample DataLoader, no collate;
+  * the features live in memory as one tensor; each epoch draws a seeded permutation and each batch is one
+    ``index_select`` of its rows — no per-sample DataLoader, no collate, no copy of the whole set;
   * all gradients live in one flat buffer: the global norm (needed anyway for the statistics), clipping (one
     in-place multiply by min(1, c / norm)), zeroing and the histograms are single ops; Adam is ``fused``;
   * train loss/accuracy and the per-step gradient norms are accumulated in tensors: no ``.item()`` host sync
@@ -131,7 +131,7 @@ class Trainer:
         x, y = self.data["train"]
         n = len(x)
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(self.seed, epoch)))
-        xp, yp = x[perm], y[perm]
+        yp = y[perm]
         bs = self.batch_size
         n_batches = n // bs + (1 if n % bs > 1 else 0)  # a last batch of one sample would break BatchNorm
         pre = torch.empty(n_batches)
@@ -141,7 +141,8 @@ class Trainer:
         seen = 0
         self.model.train()
         for i in range(n_batches):
-            xb, yb = xp[i * bs:(i + 1) * bs], yp[i * bs:(i + 1) * bs]
+            # rows gathered per batch: no 250 MB copy of the whole shuffled training set per epoch
+            xb, yb = x.index_select(0, perm[i * bs:(i + 1) * bs]), yp[i * bs:(i + 1) * bs]
             logits = self.model(xb)
             loss = F.cross_entropy(logits, yb)
             self.flat_grad.zero_()
