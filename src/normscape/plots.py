@@ -162,6 +162,7 @@ def landscape_surfaces(landscapes: list[str]) -> plt.Figure:
         a, b = np.meshgrid(ls["plane"]["alphas"], ls["plane"]["betas"], indexing="ij")
         ax.plot_surface(a, b, ls["plane"]["loss"], cmap="viridis", vmin=0, vmax=zmax, linewidth=0, antialiased=True)
         ax.set_zlim(0, zmax)
+        ax.set_box_aspect(None, zoom=0.8)  # leave room for the axis labels inside each panel
         ax.set_title(HEAD_LABELS.get(head, head))
         ax.set_xlabel("α (d1)")
         ax.set_ylabel("β (d2)")

@@ -160,8 +160,7 @@ class Trainer:
             loss_sum += loss.detach().double() * len(yb)
             correct += (logits.detach().argmax(1) == yb).sum()
             seen += len(yb)
-        hist = self.hist.close_epoch()
-        del hist
+        self.hist.close_epoch()
         pre_np, post_np = pre.numpy().copy(), post.numpy().copy()
         self.step_norms.append(pre_np)
         self.step_norms_post.append(post_np)
