@@ -99,11 +99,6 @@ def load_split(path: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
                             "the workflow to rebuild it.") from None
 
 
-def load_indices(path: str | Path, split: str) -> np.ndarray:
-    with _open(path) as f:
-        return f[split]["indices"][()]
-
-
 def check_attrs(path: str | Path, expected: Mapping[str, Any]) -> list[str]:
     """Names of attributes whose stored value differs from ``expected`` (empty list: compatible)."""
     stored = read_attrs(path)

@@ -110,9 +110,6 @@ class ClassifierHead(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.fc2 = nn.Linear(hidden, num_classes)
 
-    def hidden_pre_activation(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.fc1(x))
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.drop(self.act(self.norm(self.fc1(x)))))
 

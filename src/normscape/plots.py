@@ -106,9 +106,7 @@ def clipping_figure(metrics: list[str], heads: list[str], window: int, metric: s
 def grad_heatmaps(grads: list[str], group: str, layer: str = "fc2.weight", title: str = "",
                   label_of: Callable[[str], str] | None = None) -> plt.Figure:
     """One epoch x log10|grad| heatmap per run (first seed of each group value), shared colour scale."""
-    chosen: dict[str, str] = {}
-    for path in sorted(grads, key=lambda p: run_key(p)["seed"]):
-        chosen.setdefault(run_key(path)[group], path)
+    chosen = first_seed(grads, group)
     keys = sorted(chosen, key=lambda k: (head_sort_key(k) if group == "head" else (variant_value(k) or 0)))
     fig, axes = plt.subplots(1, len(keys), figsize=(2.9 * len(keys), 2.8), squeeze=False, sharey=True,
                              sharex=True, layout="constrained")
@@ -146,15 +144,16 @@ def grad_heatmaps(grads: list[str], group: str, layer: str = "fc2.weight", title
     return fig
 
 
-def _first_seed(paths: list[str]) -> dict[str, str]:
+def first_seed(paths: list[str], group: str = "head") -> dict[str, str]:
+    """The lowest-seed file for each value of ``group`` (heads in the usual order)."""
     chosen: dict[str, str] = {}
     for path in sorted(paths, key=lambda p: run_key(p)["seed"]):
-        chosen.setdefault(run_key(path)["head"], path)
+        chosen.setdefault(run_key(path)[group], path)
     return dict(sorted(chosen.items(), key=lambda kv: head_sort_key(kv[0])))
 
 
 def landscape_surfaces(landscapes: list[str]) -> plt.Figure:
-    chosen = {h: load_landscape(p) for h, p in _first_seed(landscapes).items()}
+    chosen = {h: load_landscape(p) for h, p in first_seed(landscapes).items()}
     zmax = max(float(np.nanmax(ls["plane"]["loss"])) for ls in chosen.values())
     fig = plt.figure(figsize=(3.2 * len(chosen), 3.2), layout="constrained")
     for i, (head, ls) in enumerate(chosen.items(), 1):
@@ -171,7 +170,7 @@ def landscape_surfaces(landscapes: list[str]) -> plt.Figure:
 
 
 def landscape_contours(landscapes: list[str]) -> plt.Figure:
-    chosen = {h: load_landscape(p) for h, p in _first_seed(landscapes).items()}
+    chosen = {h: load_landscape(p) for h, p in first_seed(landscapes).items()}
     lo = min(float(np.nanmin(ls["plane"]["loss"])) for ls in chosen.values())
     hi = max(float(np.nanmax(ls["plane"]["loss"])) for ls in chosen.values())
     levels = np.geomspace(max(lo, 1e-3), max(hi, lo * 1.01 + 1e-3), 25)
@@ -194,7 +193,7 @@ def landscape_contours(landscapes: list[str]) -> plt.Figure:
 
 
 def landscape_pca(landscapes: list[str]) -> plt.Figure:
-    chosen = {h: load_landscape(p) for h, p in _first_seed(landscapes).items()}
+    chosen = {h: load_landscape(p) for h, p in first_seed(landscapes).items()}
     fig, axes = plt.subplots(1, len(chosen), figsize=(3.0 * len(chosen), 2.9), squeeze=False, layout="constrained")
     for ax, (head, ls) in zip(axes[0], chosen.items()):
         p = ls["pca"]
@@ -215,7 +214,7 @@ def landscape_pca(landscapes: list[str]) -> plt.Figure:
 
 
 def landscape_1d(landscapes: list[str]) -> plt.Figure:
-    chosen = {h: load_landscape(p) for h, p in _first_seed(landscapes).items()}
+    chosen = {h: load_landscape(p) for h, p in first_seed(landscapes).items()}
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(7.2, 2.9), layout="constrained")
     for head, ls in chosen.items():
         c = PALETTE.get(head)

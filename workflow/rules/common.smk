@@ -43,6 +43,11 @@ def run_dir(run):
     return f"{RESULTS}/runs/{run.run_id}"
 
 
+def landscape_dir(run):
+    """Directory of one run's landscape and sharpness outputs."""
+    return f"{RESULTS}/landscapes/{run.run_id}"
+
+
 def run_identity(wildcards):
     """The identity of the run a job's wildcards name (fails clearly if the config does not define it)."""
     run = find_run(config, wildcards.experiment, wildcards.head, wildcards.variant, wildcards.seed)
@@ -112,7 +117,7 @@ def run_files(experiment, filename, heads=None):
     """The files ``filename`` of every run of ``experiment`` (optionally only some heads)."""
     runs = [r for r in experiment_runs(config, experiment) if heads is None or r.head in heads]
     if filename in ("landscape.h5", "sharpness.json"):
-        return [f"{RESULTS}/landscapes/{r.run_id}/{filename}" for r in runs]
+        return [f"{landscape_dir(r)}/{filename}" for r in runs]
     return [f"{run_dir(r)}/{filename}" for r in runs]
 
 

@@ -37,7 +37,7 @@ rule summary_table:
     input:
         summaries=[f"{run_dir(r)}/summary.json" for r in enumerate_runs(config)],
         sharpness=[
-            f"{RESULTS}/landscapes/{r.run_id}/sharpness.json"
+            f"{landscape_dir(r)}/sharpness.json"
             for r in enumerate_runs(config, config["landscape"]["experiments"])
         ],
     output:

@@ -29,7 +29,7 @@ rule landscape:
 
 
 STAGE_TARGETS["landscape"] = [
-    f"{RESULTS}/landscapes/{run.run_id}/{name}"
+    f"{landscape_dir(run)}/{name}"
     for run in enumerate_runs(config, config["landscape"]["experiments"])
     for name in ("landscape.h5", "sharpness.json")
 ]
