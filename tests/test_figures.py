@@ -72,3 +72,42 @@ def test_snakemake_report_builds_with_every_caption(tiny_workflow, tmp_path):
     out = proc.stdout + proc.stderr
     assert report.stat().st_size > 100_000
     assert "ERROR" not in out, out[-2000:]  # e.g. reStructuredText errors in a caption
+
+
+def test_figures_of_experiments_missing_from_the_tiny_config(tiny_workflow, tmp_path):
+    """fig7-10 and the batch-size appendix need experiments the tiny config lacks: render them from copies
+    of the tiny runs placed under those experiments' names (same files, same loaders and plot code)."""
+    import shutil
+
+    from normscape.plots import render
+
+    _, _, results = tiny_workflow
+    runs = tmp_path / "runs"
+    for experiment, variant in (("convergence", "base"), ("clipping", "base"), ("high_lr", "base"),
+                                ("batch_size", "bs-8"), ("batch_size", "bs-32")):
+        for head in ("none", "batch"):
+            shutil.copytree(results / "runs" / "convergence" / head / "base" / "seed0",
+                            runs / experiment / head / variant / "seed0")
+
+    def files(experiments, name, heads=("none", "batch")):
+        return [str(p) for e in experiments for h in heads for p in sorted((runs / e / h).glob(f"*/seed0/{name}"))]
+
+    cases = {
+        "fig7_layernorm_clipping_val_loss": {"metrics": files(["convergence", "clipping"], "metrics.csv", ["batch"])},
+        "fig8_layernorm_clipping_grads": {"grads": files(["convergence", "clipping"], "grads.h5", ["batch"])},
+        "fig9_clipping_val_loss": {"metrics": files(["convergence", "clipping"], "metrics.csv")},
+        "fig10_high_lr": {"metrics": files(["high_lr"], "metrics.csv")},
+        "figA_batch_size": {"summaries": files(["batch_size"], "summary.json")},
+    }
+    for name, inputs in cases.items():
+        assert all(inputs.values()), name
+        if name.startswith("fig7"):  # fig7 draws the LayerNorm head, which the tiny config does not train
+            from normscape import plots
+
+            fig = plots.clipping_figure(inputs["metrics"], ["batch"], 3)
+            plots.save(fig, tmp_path / f"{name}.pdf", tmp_path / f"{name}.png")
+        else:
+            render(name, inputs, {"smoothing_window": 3}, tmp_path / f"{name}.pdf", tmp_path / f"{name}.png")
+        assert (tmp_path / f"{name}.pdf").read_bytes()[:5] == b"%PDF-", name
+        png = tmp_path / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000, name
