@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from normscape.heads import NORM_NAMES, build_head
-from normscape.landscape import (FastLandscape, filter_normalized_direction, flatten, loop_evaluate,
-                                 random_directions, trajectory_pca, unflatten)
+from normscape.landscape import filter_normalized_direction, flatten, random_directions, trajectory_pca, unflatten
+from normscape.planeeval import PlaneEvaluator, loop_evaluate
 
 
 def trained_like_head(norm: str, x: torch.Tensor) -> torch.nn.Module:
@@ -33,7 +33,7 @@ def test_fast_path_equals_per_point_loop(norm, ignore):
     alphas, betas = np.linspace(-1, 1, 4), np.linspace(-0.5, 1.5, 3)
     loss_ref, acc_ref = loop_evaluate(model, x, y, d1, d2, alphas, betas)
     # odd block sizes so that sample and point blocks end mid-grid
-    loss, acc = FastLandscape(model, d1, d2, sample_block=128, point_block=5).evaluate(x, y, alphas, betas)
+    loss, acc = PlaneEvaluator(model, d1, d2, sample_block=128, point_block=5).evaluate(x, y, alphas, betas)
     np.testing.assert_allclose(loss, loss_ref, rtol=1e-5)
     np.testing.assert_allclose(acc, acc_ref, atol=1e-6)
 

@@ -1,4 +1,4 @@
-"""Loss landscapes of a trained head: exact, and fast because the head's first layer is affine in the grid.
+"""Loss landscapes of a trained head: directions, planes, lines, the trajectory's PCA plane, and sharpness.
 
 Around trained parameters theta* the loss is evaluated on theta* + a*d1 + b*d2 (a 2D plane), theta* + a*d1
 (a line), the init -> final interpolation, and the PCA plane of the optimisation trajectory. Directions are
@@ -6,39 +6,26 @@ seeded Gaussians with *filter normalisation* (Li et al. 2018): every row of ever
 to the norm of the same row of theta*; with ``ignore="biasbn"`` biases and normalisation parameters get a
 zero direction.
 
-The naive way (the reference tool's) loads each grid point's weights into the model and runs a full forward
-pass. Here, for a block of samples X, fc1's pre-activation is affine in (a, b):
-
-    Z(a, b) = X (W + a D1 + b D2)^T + (c + a e1 + b e2) = Z0 + a Z1 + b Z2,
-
-so Z0, Z1, Z2 are computed once per sample block; each grid point then costs two fused multiply-adds, its
-norm (BatchNorm in eval is a per-unit affine map; LayerNorm/GroupNorm/FRN are computed per point), the ReLU,
-and the second layer, which is ONE matrix product of the stacked hidden activations with [W2; D2_1; D2_2].
-Points and samples are processed in blocks small enough for the temporaries to stay in cache. The result
-equals the per-point loop to float rounding (tests/test_landscape.py checks every head type).
+Every surface is evaluated exactly with :class:`normscape.planeeval.PlaneEvaluator` (the first layer is affine
+in the plane's coordinates, so a grid point costs a fraction of a forward pass; it equals the per-point loop
+:func:`normscape.planeeval.loop_evaluate` to float rounding). Sharpness numbers (top Hessian eigenvalue,
+Hutchinson trace, loss increase at fixed radius) come from :mod:`normscape.hessian`.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from normscape.heads import ClassifierHead, build_head, is_norm_parameter
+from normscape.heads import ClassifierHead, build_head
+from normscape.planeeval import Direction, PlaneEvaluator, parameters_of
 
 log = logging.getLogger(__name__)
 
-Direction = dict[str, torch.Tensor]  # parameter name -> tensor shaped like the parameter
-
 
 # --------------------------------------------------------------------------------------------- directions
-def parameters_of(model: ClassifierHead) -> dict[str, torch.Tensor]:
-    return {name: p.detach().clone() for name, p in model.named_parameters()}
-
-
 def filter_normalized_direction(model: ClassifierHead, generator: torch.Generator, ignore: str = "biasbn") -> Direction:
     """A Gaussian direction, each weight row rescaled to the norm of theta*'s row (Li et al. 2018).
 
@@ -83,156 +70,14 @@ def flatten(direction: Direction, model: ClassifierHead) -> torch.Tensor:
     return torch.cat([direction[name].flatten() for name, _ in model.named_parameters()])
 
 
-# --------------------------------------------------------------------------------------------- the naive loop
-@torch.no_grad()
-def loop_evaluate(model: ClassifierHead, x: torch.Tensor, y: torch.Tensor, d1: Direction, d2: Direction,
-                  alphas: np.ndarray, betas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Reference: set the weights of every grid point and run a full forward pass (what the reference tool does)."""
-    base = parameters_of(model)
-    probe = build_head(model.norm_name, model.fc1.in_features, model.fc1.out_features, model.fc2.out_features)
-    probe.load_state_dict(model.state_dict())
-    probe.eval()
-    loss = np.zeros((len(alphas), len(betas)))
-    acc = np.zeros_like(loss)
-    params = dict(probe.named_parameters())
-    for i, a in enumerate(alphas):
-        for j, b in enumerate(betas):
-            for name, theta in base.items():
-                params[name].copy_(theta + float(a) * d1[name] + float(b) * d2[name])
-            logits = probe(x)
-            loss[i, j] = F.cross_entropy(logits, y).item()
-            acc[i, j] = (logits.argmax(1) == y).float().mean().item()
-    return loss, acc
-
-
-# --------------------------------------------------------------------------------------------- the fast path
-@dataclass
-class _NormTerms:
-    """Norm parameters along the plane: value = base + a*d1 + b*d2 for each named tensor."""
-
-    base: dict[str, torch.Tensor]
-    d1: dict[str, torch.Tensor]
-    d2: dict[str, torch.Tensor]
-
-    def at(self, name: str, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        # a, b: (P, 1, 1); result (P, 1, C) or (P, 1, 1) broadcastable over (P, n, C)
-        return self.base[name] + a * self.d1[name] + b * self.d2[name]
-
-
-class FastLandscape:
-    """Exact loss/accuracy of a head on a plane theta* + a d1 + b d2, blocked over samples and grid points."""
-
-    def __init__(self, model: ClassifierHead, d1: Direction, d2: Direction, sample_block: int = 1024,
-                 point_block: int = 16):
-        self.model = model.eval()
-        self.norm_name = model.norm_name
-        self.d1, self.d2 = d1, d2
-        self.sample_block, self.point_block = sample_block, point_block
-        p = parameters_of(model)
-        # second layer for all points at once: logits = H [W2; D2_1; D2_2]^T combined per point with (1, a, b)
-        self.w2_stack = torch.cat([p["fc2.weight"], d1["fc2.weight"], d2["fc2.weight"]]).t().contiguous()
-        self.c2 = (p["fc2.bias"], d1["fc2.bias"], d2["fc2.bias"])
-        self.fc1 = (p["fc1.weight"], p["fc1.bias"], d1["fc1.weight"], d1["fc1.bias"], d2["fc1.weight"], d2["fc1.bias"])
-        norm_params = {n[len("norm."):]: v for n, v in p.items() if is_norm_parameter(n)}
-        self.norm_terms = _NormTerms(norm_params, {k: d1[f"norm.{k}"] for k in norm_params},
-                                     {k: d2[f"norm.{k}"] for k in norm_params})
-        self.norm_module = model.norm
-        self.num_classes = p["fc2.weight"].shape[0]
-
-    def _norm(self, z: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """Apply the head's norm to pre-activations z (P, n, C) at the points (a, b) (shape (P, 1, 1))."""
-        name, m, t = self.norm_name, self.norm_module, self.norm_terms
-        if name == "none":
-            return z
-        if name == "batch":  # eval mode: running statistics, a per-unit affine map
-            inv_std = torch.rsqrt(m.running_var + m.eps)
-            scale = t.at("weight", a, b) * inv_std
-            shift = t.at("bias", a, b) - m.running_mean * scale
-            return torch.addcmul(shift, z, scale)
-        if name in ("layer", "group"):
-            # Mean and variance of z over each normalisation group are quadratic in (a, b): computed from the
-            # per-sample moments of z0, z1, z2 (precomputed in float64) instead of reducing over (P, n, C).
-            mean, var = self._moments(a, b)                  # (P, n, G)
-            rstd = torch.rsqrt(var + m.eps)
-            P, n, C = z.shape
-            groups = mean.shape[-1]
-            zn = torch.addcmul((-mean * rstd).unsqueeze(-1), z.view(P, n, groups, C // groups), rstd.unsqueeze(-1))
-            return torch.addcmul(t.at("bias", a, b), zn.view(P, n, C), t.at("weight", a, b))
-        if name in ("frn", "frn_learned_eps"):
-            eps = m.eps + t.at("eps_l", a, b).abs() if m.learnable_eps else m.eps
-            zn = z * torch.rsqrt(z * z + eps)
-            y = torch.addcmul(t.at("bias", a, b), zn, t.at("weight", a, b))
-            return torch.maximum(y, t.at("tau", a, b))
-        raise ValueError(f"no fast landscape path for norm {name!r}")
-
-    def _prepare_moments(self, z0: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor) -> None:
-        """Per-sample, per-group means of z_i and z_i * z_j (i, j in 0..2) for LayerNorm/GroupNorm."""
-        if self.norm_name not in ("layer", "group"):
-            return
-        groups = 1 if self.norm_name == "layer" else self.norm_module.num_groups
-        zs = [z.double().view(z.shape[0], groups, -1) for z in (z0, z1, z2)]
-        self._m = [zi.mean(-1) for zi in zs]
-        self._q = {(i, j): (zs[i] * zs[j]).mean(-1) for i in range(3) for j in range(i, 3)}
-
-    def _moments(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        a, b = a.double(), b.double()
-        m0, m1, m2 = self._m
-        q = self._q
-        mean = m0 + a * m1 + b * m2
-        second = (q[0, 0] + 2 * a * q[0, 1] + 2 * b * q[0, 2] + a * a * q[1, 1] + 2 * a * b * q[1, 2]
-                  + b * b * q[2, 2])
-        var = (second - mean * mean).clamp_(min=0.0)
-        return mean.float(), var.float()
-
-    @torch.no_grad()
-    def evaluate(self, x: torch.Tensor, y: torch.Tensor, alphas: np.ndarray, betas: np.ndarray,
-                 progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        from tqdm import tqdm
-
-        aa, bb = np.meshgrid(np.asarray(alphas, dtype=np.float64), np.asarray(betas, dtype=np.float64), indexing="ij")
-        a_all = torch.from_numpy(aa.ravel()).float()
-        b_all = torch.from_numpy(bb.ravel()).float()
-        n_points = len(a_all)
-        loss_sum = torch.zeros(n_points, dtype=torch.float64)
-        correct = torch.zeros(n_points, dtype=torch.int64)
-        w1, c1, w1a, c1a, w1b, c1b = self.fc1
-        c2, c2a, c2b = self.c2
-        k = self.num_classes
-        bar = tqdm(total=len(x), unit="sample", desc="landscape", disable=not progress, mininterval=5)
-        for s in range(0, len(x), self.sample_block):
-            xs, ys = x[s:s + self.sample_block], y[s:s + self.sample_block]
-            n = len(xs)
-            z0 = torch.addmm(c1, xs, w1.t())
-            z1 = torch.addmm(c1a, xs, w1a.t())
-            z2 = torch.addmm(c1b, xs, w1b.t())
-            self._prepare_moments(z0, z1, z2)
-            for p0 in range(0, n_points, self.point_block):
-                a = a_all[p0:p0 + self.point_block].view(-1, 1, 1)
-                b = b_all[p0:p0 + self.point_block].view(-1, 1, 1)
-                z = torch.addcmul(z0, a, z1)          # (P, n, C)
-                z.addcmul_(b, z2)
-                h = self._norm(z, a, b).relu_()
-                out = (h.view(-1, h.shape[-1]) @ self.w2_stack).view(len(a), n, 3, k)
-                logits = out[:, :, 0] + a * out[:, :, 1] + b * out[:, :, 2]
-                logits += (c2 + a * c2a + b * c2b)
-                lse = torch.logsumexp(logits, dim=-1)
-                picked = logits.gather(-1, ys.view(1, n, 1).expand(len(a), n, 1)).squeeze(-1)
-                loss_sum[p0:p0 + len(a)] += (lse - picked).sum(1).double()
-                correct[p0:p0 + len(a)] += (logits.argmax(-1) == ys.view(1, n)).sum(1)
-            bar.update(n)
-        bar.close()
-        shape = (len(alphas), len(betas))
-        return (loss_sum / len(x)).view(shape).numpy(), (correct.double() / len(x)).view(shape).numpy()
-
-
 def evaluate_plane(model: ClassifierHead, x: torch.Tensor, y: torch.Tensor, d1: Direction, d2: Direction,
                    alphas: np.ndarray, betas: np.ndarray, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    return FastLandscape(model, d1, d2).evaluate(x, y, alphas, betas, progress)
+    return PlaneEvaluator(model, d1, d2).evaluate(x, y, alphas, betas, progress)
 
 
 def evaluate_line(model: ClassifierHead, x: torch.Tensor, y: torch.Tensor, d: Direction,
                   alphas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    loss, acc = FastLandscape(model, d, zero_direction(model)).evaluate(x, y, alphas, np.zeros(1))
+    loss, acc = PlaneEvaluator(model, d, zero_direction(model)).evaluate(x, y, alphas, np.zeros(1))
     return loss[:, 0], acc[:, 0]
 
 
