@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.common import result
-from normscape.gradhist import GradHistogram
+from normscape.gradhist import GradHistogram, default_backend
 from normscape.heads import build_head
 from normscape.train import Trainer
 
@@ -103,7 +103,7 @@ def run(quick: bool) -> list[dict]:
                rows=n, batch_size=64, hidden=256, clipping=1.0, ours_epochs_s=ours_s, naive_epochs_s=naive_s,
                timing="ours: sum of its epochs; naive: median epoch x epochs, measured between ours"),
         result("grad_histogram_overhead", overhead, "fraction", None, "<= 0.15 of training time", False,
-               backend=GradHistogram(["w"], [1], 1e-9, 10.0, 4).backend, epochs_with_s=with_h,
+               backend=default_backend(), epochs_with_s=with_h,
                epochs_without_s=without_h, torch_bincount_backend_overhead=overhead_torch,
                note="(median epoch with histograms - median without) / median with; epochs alternate in one run"),
     ]

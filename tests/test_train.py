@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from normscape import train as train_mod
+from normscape.heads import NORM_NAMES, build_head
 from normscape.train import Trainer, load_features, train_run
 
 RUN = {"experiment": "t", "head": "batch", "variant": "base", "seed": 0}
@@ -26,6 +27,25 @@ def training(**kw):
 def data(features_file):
     full = load_features(features_file)
     return {k: (x[:600], y[:600]) for k, (x, y) in full.items()}
+
+
+@pytest.mark.parametrize("norm", NORM_NAMES)
+def test_flat_gradient_equals_autograd(data, norm):
+    # The first layer's gradient is written straight into the flat buffer (LinearGradInto), the rest
+    # accumulates there through autograd: both must equal a plain model's .grad, batch after batch.
+    tr = Trainer(data, norm, 0, 1, 64, 1e-3, hidden=32)
+    ref = build_head(**tr.head_config)
+    ref.load_state_dict(tr.model.state_dict())
+    x, y = data["train"]
+    for batch in (slice(0, 64), slice(64, 128)):  # the second batch's gradient must not include the first's
+        _, loss = tr.compute_gradient(x[batch], y[batch])
+        ref.zero_grad(set_to_none=True)
+        ref_loss = torch.nn.functional.cross_entropy(ref(x[batch]), y[batch])
+        ref_loss.backward()
+        assert torch.equal(loss, ref_loss)
+        expected = torch.cat([p.grad.flatten() for p in ref.parameters()])
+        torch.testing.assert_close(tr.flat_grad, expected, rtol=0, atol=0)
+    assert tr.model.fc1.weight.grad.data_ptr() == tr.flat_grad.data_ptr()  # views of the buffer, not replaced
 
 
 def test_clipping_bounds_the_global_norm(data):

@@ -34,6 +34,11 @@ MANTISSA_BITS = 23
 BACKENDS = ("auto", "native", "torch")
 
 
+def default_backend() -> str:
+    """``native`` where the C kernel is built, else ``torch``."""
+    return "native" if _native is not None else "torch"
+
+
 def octave_edges(min_value: float, max_value: float, bins_per_octave: int) -> np.ndarray:
     """Bin edges: octaves 2^e .. 2^E (covering [min, max]) each split into ``bins_per_octave`` equal parts."""
     if bins_per_octave < 1 or bins_per_octave & (bins_per_octave - 1):
@@ -52,8 +57,8 @@ class GradHistogram:
         if backend not in BACKENDS:
             raise ValueError(f"unknown histogram backend {backend!r}; choose one of {BACKENDS}")
         if backend == "auto":
-            backend = "native" if _native is not None else "torch"
-            if _native is None:
+            backend = default_backend()
+            if backend == "torch":
                 log.info("native histogram kernel not built: counting with torch.bincount (same counts, slower)")
         elif backend == "native" and _native is None:
             raise RuntimeError("the native histogram kernel normscape._gradhist is not built: reinstall with a C "

@@ -111,7 +111,11 @@ class ClassifierHead(nn.Module):
         self.fc2 = nn.Linear(hidden, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.drop(self.act(self.norm(self.fc1(x)))))
+        return self.after_fc1(self.fc1(x))
+
+    def after_fc1(self, z: torch.Tensor) -> torch.Tensor:
+        """Everything after the first layer, from its pre-activations ``z`` (the trainer computes ``fc1`` itself)."""
+        return self.fc2(self.drop(self.act(self.norm(z))))
 
 
 def build_head(norm: str, in_features: int = 1280, hidden: int = 256, num_classes: int = 10,

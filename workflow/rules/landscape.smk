@@ -18,7 +18,11 @@ rule landscape:
         f"{RESULTS}/logs/landscape/{{experiment}}/{{head}}/{{variant}}/seed{{seed}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/landscape/{{experiment}}/{{head}}/{{variant}}/seed{{seed}}.tsv"
-    threads: 2
+    # One thread: the evaluator runs thousands of small ops, and two-thread jobs side by side on a machine with
+    # fewer cores than `--cores` (the README's `--cores 4` on 2 cores) stall on each other's OpenMP barriers
+    # (measured: a 51x51 plane ~35x slower). Four single-thread jobs just share the cores. On SLURM, where
+    # each job owns its CPUs, profiles/slurm gives it 2.
+    threads: 1
     resources:
         mem_mb=4000,
         runtime=60,
