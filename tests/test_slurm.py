@@ -62,7 +62,7 @@ def slurm_snakemake(cluster, workdir: Path, logdir: Path, *targets: str) -> subp
         "--slurm-no-account", "--slurm-keep-successful-logs", "--slurm-logdir", str(logdir),
         # the test node has no GPU and 2 real cores: replaces the profile's set-resources/set-threads
         "--set-resources", "extract_features:gpu=0", "extract_features:mem_mb=2000",
-        "--set-threads", "extract_features=2",
+        "--set-threads", "extract_features=2", "landscape=2",
         "--latency-wait", "5", "--retries", "0", "--jobs", "8",
         *targets,
     ]
