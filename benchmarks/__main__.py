@@ -2,7 +2,8 @@
 
     python -m benchmarks            # full run, writes benchmarks/results.json and the README table
     python -m benchmarks --quick    # small sizes, CI smoke test; writes benchmarks/.cache/results-quick.json
-    python -m benchmarks --only train    # just benchmarks/bench_train*.py
+    python -m benchmarks --only train    # just benchmarks/bench_train*.py; its rows replace theirs in
+                                         # benchmarks/results.json, the other rows stay
 """
 
 from __future__ import annotations
@@ -41,8 +42,8 @@ def modules() -> list[str]:
 
 
 def render_table(doc: dict) -> str:
-    lines = [f"Measured {doc['date']} on {doc['machine']['cpu']} ({doc['machine']['cpu_count']} cores), "
-             f"torch {doc['torch']}.", "",
+    lines = [f"Measured on {doc['machine']['cpu']} ({doc['machine']['cpu_count']} cores), torch {doc['torch']}; "
+             f"latest run {doc['date']} (each row's time: `details.measured_at` in results.json).", "",
              "| benchmark | ours | naive | ratio vs naive | target |", "|---|---|---|---|---|"]
     for r in doc["results"]:
         fmt = lambda v: "—" if v is None else (f"{v:.3g}" if isinstance(v, float) else str(v))  # noqa: E731
@@ -86,13 +87,22 @@ def main(argv: list[str] | None = None) -> int:
         except Exception:  # a broken benchmark is reported, the others still run
             traceback.print_exc()
             failed.append(name)
-    doc = {"machine": machine_info(), "torch": torch.__version__,
-           "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-           "quick": args.quick, "results": rows}
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    for row in rows:
+        row.setdefault("details", {})["measured_at"] = now
+    doc = {"machine": machine_info(), "torch": torch.__version__, "date": now, "quick": args.quick, "results": rows}
     out = args.output or (HERE / ".cache" / "results-quick.json" if args.quick else HERE / "results.json")
+    official = out == HERE / "results.json"
+    if official and args.only and out.exists():
+        # a partial rerun updates its own rows of the full results and keeps the others (each row says when)
+        previous = json.loads(out.read_text())
+        for row in previous["results"]:
+            row.setdefault("details", {}).setdefault("measured_at", previous["date"])
+        fresh = {row["name"]: row for row in rows}
+        doc["results"] = [fresh.pop(row["name"], row) for row in previous["results"]] + list(fresh.values())
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=2) + "\n")
-    if not args.quick and not args.only:
+    if official:
         update_readme(doc)
     print(f"wrote {out}")
     if failed:
