@@ -94,7 +94,7 @@ def histogram_overhead(data: dict, backend: str, pairs: int) -> tuple[float, lis
 
 def run(quick: bool) -> list[dict]:
     torch.set_num_threads(2)
-    n, epochs, naive_every, pairs = (4000, 1, 1, 1) if quick else (50000, 15, 2, 4)
+    n, epochs, naive_every, pairs = (4000, 1, 1, 1) if quick else (50000, 15, 2, 6)
     data = make_data(n)
     ours_s, naive_s = interleaved(data, epochs, naive_every)
     # Per-epoch cost is flat, so a 15-epoch run costs 15 x an epoch. Best of the epochs on each side (timeit's
