@@ -128,7 +128,7 @@ class PlaneEvaluator:
 
     # ------------------------------------------------------------------------------------ per point block
     def _hidden(self, zs: list[torch.Tensor], a: torch.Tensor, b: torch.Tensor, out: torch.Tensor,
-                statistics: tuple[torch.Tensor, torch.Tensor] | None, scratch: torch.Tensor) -> torch.Tensor:
+                statistics: tuple[torch.Tensor, torch.Tensor] | None, scratch: torch.Tensor | None) -> torch.Tensor:
         """ReLU(norm(Z(a, b))) for the points (a, b) of shape (P, 1, 1): (P, hidden, samples), computed in place
         in ``out`` (reused buffers: no fresh pages to fault in per block). ``statistics``: LayerNorm/GroupNorm's
         (-mean/std, 1/std) of these points; ``scratch``: a second buffer like ``out`` (FRN)."""
@@ -182,7 +182,7 @@ class PlaneEvaluator:
         # instead of per point block (their fixed costs were ~a quarter of the time).
         chunk = self.point_block * LOSS_CHUNK_BLOCKS
         hidden_buffer = torch.empty(self.point_block * hidden * block_samples)
-        scratch_buffer = torch.empty_like(hidden_buffer) if self.norm_name.startswith("frn") else hidden_buffer
+        scratch_buffer = torch.empty_like(hidden_buffer) if self.norm_name.startswith("frn") else None
         logits_buffer = torch.empty(min(chunk, n_points) * classes * block_samples)
         for s in range(0, len(x), self.sample_block):
             xs, ys = x[s:s + self.sample_block], y[s:s + self.sample_block]
@@ -200,8 +200,9 @@ class PlaneEvaluator:
                     a, b = a_all[p0:p1].view(-1, 1, 1), b_all[p0:p1].view(-1, 1, 1)
                     size = (p1 - p0) * hidden * n
                     stats = None if chunk_stats is None else tuple(t[p0 - c0:p1 - c0] for t in chunk_stats)
-                    h = self._hidden(zs, a, b, hidden_buffer[:size].view(p1 - p0, hidden, n), stats,
-                                     scratch_buffer[:size].view(p1 - p0, hidden, n))
+                    shape = (p1 - p0, hidden, n)
+                    scratch = None if scratch_buffer is None else scratch_buffer[:size].view(shape)
+                    h = self._hidden(zs, a, b, hidden_buffer[:size].view(shape), stats, scratch)
                     torch.baddbmm(c2_all[p0:p1], w2_all[p0:p1], h, out=logits[p0 - c0:p1 - c0])  # (P, classes, S)
                 picked = logits.gather(1, labels.expand(c1 - c0, 1, n)).squeeze(1)
                 nll = torch.logsumexp(logits, dim=1) - picked                                      # (points, S)
