@@ -1,9 +1,9 @@
 """Run every benchmark and write benchmarks/results.json (see benchmarks/README.md).
 
-    python -m benchmarks            # full run, writes benchmarks/results.json and the README table
-    python -m benchmarks --quick    # small sizes, CI smoke test; writes benchmarks/.cache/results-quick.json
-    python -m benchmarks --only train    # just benchmarks/bench_train*.py; its rows replace theirs in
-                                         # benchmarks/results.json, the other rows stay
+python -m benchmarks            # full run, writes benchmarks/results.json and the README table
+python -m benchmarks --quick    # small sizes, CI smoke test; writes benchmarks/.cache/results-quick.json
+python -m benchmarks --only train    # just benchmarks/bench_train*.py; its rows replace theirs in
+                                     # benchmarks/results.json, the other rows stay
 """
 
 from __future__ import annotations
@@ -32,9 +32,14 @@ def machine_info() -> dict:
             cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu,
-            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
 
 
 def modules() -> list[str]:
@@ -42,14 +47,21 @@ def modules() -> list[str]:
 
 
 def render_table(doc: dict) -> str:
-    lines = [f"Measured on {doc['machine']['cpu']} ({doc['machine']['cpu_count']} cores), torch {doc['torch']}; "
-             f"latest run {doc['date']} (each row's time: `details.measured_at` in results.json).", "",
-             "| benchmark | ours | naive | ratio vs naive | target |", "|---|---|---|---|---|"]
+    lines = [
+        f"Measured on {doc['machine']['cpu']} ({doc['machine']['cpu_count']} cores), torch {doc['torch']}; "
+        f"latest run {doc['date']} (each row's time: `details.measured_at` in results.json).",
+        "",
+        "| benchmark | ours | naive | ratio vs naive | target |",
+        "|---|---|---|---|---|",
+    ]
     for r in doc["results"]:
         fmt = lambda v: "—" if v is None else (f"{v:.3g}" if isinstance(v, float) else str(v))  # noqa: E731
+        naive_unit = r["unit"] if r["naive_value"] is not None else ""
         ratio = "—" if r["ratio_vs_naive"] is None else f"{r['ratio_vs_naive']:.2f}x"
-        lines.append(f"| `{r['name']}` | {fmt(r['value'])} {r['unit']} | {fmt(r['naive_value'])} {r['unit'] if r['naive_value'] is not None else ''} "
-                     f"| {ratio} | {r['target']} |")
+        lines.append(
+            f"| `{r['name']}` | {fmt(r['value'])} {r['unit']} | {fmt(r['naive_value'])} {naive_unit} "
+            f"| {ratio} | {r['target']} |"
+        )
     return "\n".join(lines)
 
 
@@ -63,10 +75,13 @@ def update_readme(doc: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--quick", action="store_true", help="tiny sizes for a CI smoke test (timings meaningless)")
-    ap.add_argument("--only", nargs="*", default=None, help="run only the bench_*.py modules whose name contains one of these")
+    ap.add_argument(
+        "--only", nargs="*", default=None, help="run only the bench_*.py modules whose name contains one of these"
+    )
     ap.add_argument("--output", type=Path, default=None, help="where to write the JSON (default depends on --quick)")
     args = ap.parse_args(argv)
 
@@ -81,8 +96,11 @@ def main(argv: list[str] | None = None) -> int:
         try:
             module = importlib.import_module(f"benchmarks.{name}")
             for row in module.run(quick=args.quick):
-                print(f"   {row['name']}: {row['value']:.4g} {row['unit']} (naive {row['naive_value']}, "
-                      f"ratio {row['ratio_vs_naive']})", flush=True)
+                print(
+                    f"   {row['name']}: {row['value']:.4g} {row['unit']} (naive {row['naive_value']}, "
+                    f"ratio {row['ratio_vs_naive']})",
+                    flush=True,
+                )
                 rows.append(row)
         except Exception:  # a broken benchmark is reported, the others still run
             traceback.print_exc()

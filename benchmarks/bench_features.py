@@ -23,8 +23,13 @@ def naive_extract(model, images: np.ndarray, size: int, batch_size: int = 64) ->
     from torch.utils.data import DataLoader, Dataset
     from torchvision import transforms
 
-    tf = transforms.Compose([transforms.Resize((size, size)), transforms.ToTensor(),
-                             transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+    tf = transforms.Compose(
+        [
+            transforms.Resize((size, size)),
+            transforms.ToTensor(),
+            transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+        ]
+    )
 
     class Images(Dataset):
         def __len__(self):
@@ -64,9 +69,26 @@ def run(quick: bool) -> list[dict]:
     bf16 = FeatureExtractor(real, size, "cpu", "bf16", 16)(images[:64])
     cos_bf16 = float(np.min((fp32 * bf16).sum(1) / (np.linalg.norm(fp32, axis=1) * np.linalg.norm(bf16, axis=1))))
     return [
-        result("feature_extraction_224", n / t_fast, "images/s", n / t_naive, ">= 100 images/s and >= 3x naive", True,
-               images=n, input_px=size, device=str(fast.device), precision=fast.precision,
-               min_cosine_vs_naive=cos_naive),
-        result("feature_bf16_fidelity", cos_bf16, "min cosine", None, ">= 0.999 (bf16 vs fp32 features)", True,
-               weights="real (NORMSCAPE_BENCH_WEIGHTS)" if weights else "random init"),
+        result(
+            "feature_extraction_224",
+            n / t_fast,
+            "images/s",
+            n / t_naive,
+            ">= 100 images/s and >= 3x naive",
+            True,
+            images=n,
+            input_px=size,
+            device=str(fast.device),
+            precision=fast.precision,
+            min_cosine_vs_naive=cos_naive,
+        ),
+        result(
+            "feature_bf16_fidelity",
+            cos_bf16,
+            "min cosine",
+            None,
+            ">= 0.999 (bf16 vs fp32 features)",
+            True,
+            weights="real (NORMSCAPE_BENCH_WEIGHTS)" if weights else "random init",
+        ),
     ]

@@ -41,10 +41,24 @@ def run(quick: bool) -> list[dict]:
         t_loop = (t_loop + time.perf_counter() - t0) / (len(pick) * 2) * res * res
         loop_loss = np.concatenate([loop_before, loop_after], 1)
         rel = float(np.max(np.abs(loop_loss - fast_loss[np.ix_(pick, [pick[0], pick[-1]])]) / np.abs(loop_loss)))
-        per_head[norm] = {"fast_s": t_fast, "loop_s_extrapolated": t_loop, "ratio": t_loop / t_fast,
-                          "max_rel_diff": rel}
+        per_head[norm] = {
+            "fast_s": t_fast,
+            "loop_s_extrapolated": t_loop,
+            "ratio": t_loop / t_fast,
+            "max_rel_diff": rel,
+        }
     b = per_head["batch"]
-    rows.append(result("landscape_51x51", b["fast_s"], "s", b["loop_s_extrapolated"],
-                       "<= 15 s and >= 20x naive (BatchNorm head)", False, samples=n, grid=f"{res}x{res}",
-                       per_head=per_head))
+    rows.append(
+        result(
+            "landscape_51x51",
+            b["fast_s"],
+            "s",
+            b["loop_s_extrapolated"],
+            "<= 15 s and >= 20x naive (BatchNorm head)",
+            False,
+            samples=n,
+            grid=f"{res}x{res}",
+            per_head=per_head,
+        )
+    )
     return rows

@@ -21,9 +21,24 @@ REPO = Path(__file__).resolve().parents[1]
 
 def snakemake(args: list[str], config: Path) -> float:
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory",
-                    str(REPO), "--configfile", str(config), "--replace-workflow-config", *args],
-                   check=True, capture_output=True, text=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--snakefile",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(REPO),
+            "--configfile",
+            str(config),
+            "--replace-workflow-config",
+            *args,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return time.perf_counter() - t0
 
 
@@ -41,5 +56,14 @@ def run(quick: bool) -> list[dict]:
         reps = 1 if quick else 3
         ours = sorted(snakemake(["-n", "all"], config) for _ in range(reps))[reps // 2]
         naive = sorted(snakemake(["-n", "all", "--rerun-triggers", "mtime"], config) for _ in range(reps))[reps // 2]
-    return [result("snakemake_noop_dryrun", ours, "s", naive, "informational (no target)", False,
-                   note="naive = --rerun-triggers mtime only")]
+    return [
+        result(
+            "snakemake_noop_dryrun",
+            ours,
+            "s",
+            naive,
+            "informational (no target)",
+            False,
+            note="naive = --rerun-triggers mtime only",
+        )
+    ]

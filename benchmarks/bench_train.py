@@ -109,9 +109,12 @@ def histogram_overhead(data: dict, backend: str, pairs: int) -> dict:
             direct.append(inside[0] / elapsed)
         else:
             without_h.append(elapsed)
-    return {"direct": statistics.median(direct),
-            "difference": statistics.median((w - wo) / w for w, wo in zip(with_h, without_h)),
-            "epochs_with_s": with_h, "epochs_without_s": without_h}
+    return {
+        "direct": statistics.median(direct),
+        "difference": statistics.median((w - wo) / w for w, wo in zip(with_h, without_h)),
+        "epochs_with_s": with_h,
+        "epochs_without_s": without_h,
+    }
 
 
 def run(quick: bool) -> list[dict]:
@@ -127,14 +130,37 @@ def run(quick: bool) -> list[dict]:
     native = histogram_overhead(data, "auto", pairs)
     fallback = histogram_overhead(data, "torch", pairs)
     return [
-        result("train_15_epochs", t_ours, "s", t_naive, "<= 20 s and >= 2x naive", False, epochs=epochs,
-               rows=n, batch_size=64, hidden=256, clipping=1.0, ours_epochs_s=ours_s, naive_epochs_s=naive_s,
-               ours_sum_s=sum(ours_s), median_ratio=statistics.median(naive_s) / statistics.median(ours_s),
-               timing="fastest epoch x epochs on each side; epochs interleaved (one naive after every 2nd of ours)"),
-        result("grad_histogram_overhead", native["direct"], "fraction", None, "<= 0.15 of training time", False,
-               backend=default_backend(), difference_estimate=native["difference"],
-               epochs_with_s=native["epochs_with_s"], epochs_without_s=native["epochs_without_s"],
-               torch_bincount_backend={k: fallback[k] for k in ("direct", "difference")},
-               note="time inside the histogram update / epoch time (median over epochs); difference_estimate: "
-                    "(epoch with - without) / with, median over adjacent pairs of alternating epochs"),
+        result(
+            "train_15_epochs",
+            t_ours,
+            "s",
+            t_naive,
+            "<= 20 s and >= 2x naive",
+            False,
+            epochs=epochs,
+            rows=n,
+            batch_size=64,
+            hidden=256,
+            clipping=1.0,
+            ours_epochs_s=ours_s,
+            naive_epochs_s=naive_s,
+            ours_sum_s=sum(ours_s),
+            median_ratio=statistics.median(naive_s) / statistics.median(ours_s),
+            timing="fastest epoch x epochs on each side; epochs interleaved (one naive after every 2nd of ours)",
+        ),
+        result(
+            "grad_histogram_overhead",
+            native["direct"],
+            "fraction",
+            None,
+            "<= 0.15 of training time",
+            False,
+            backend=default_backend(),
+            difference_estimate=native["difference"],
+            epochs_with_s=native["epochs_with_s"],
+            epochs_without_s=native["epochs_without_s"],
+            torch_bincount_backend={k: fallback[k] for k in ("direct", "difference")},
+            note="time inside the histogram update / epoch time (median over epochs); difference_estimate: "
+            "(epoch with - without) / with, median over adjacent pairs of alternating epochs",
+        ),
     ]

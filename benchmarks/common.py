@@ -5,7 +5,8 @@ from __future__ import annotations
 import gc
 import statistics
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 def time_median(fn: Callable[[], Any], repeats: int = 3, warmup: int = 1) -> tuple[float, list[float]]:
@@ -21,15 +22,22 @@ def time_median(fn: Callable[[], Any], repeats: int = 3, warmup: int = 1) -> tup
     return statistics.median(times), times
 
 
-def result(name: str, value: float, unit: str, naive_value: float | None, target: str,
-           higher_is_better: bool, **details: Any) -> dict:
+def result(
+    name: str, value: float, unit: str, naive_value: float | None, target: str, higher_is_better: bool, **details: Any
+) -> dict:
     """One row of results.json. ``ratio_vs_naive`` > 1 always means "ours is better than naive"."""
     if naive_value is None or naive_value == 0 or value == 0:
         ratio = None
     else:
         ratio = value / naive_value if higher_is_better else naive_value / value
-    row = {"name": name, "value": value, "unit": unit, "naive_value": naive_value,
-           "ratio_vs_naive": ratio, "target": target}
+    row = {
+        "name": name,
+        "value": value,
+        "unit": unit,
+        "naive_value": naive_value,
+        "ratio_vs_naive": ratio,
+        "target": target,
+    }
     if details:
         row["details"] = details
     return row

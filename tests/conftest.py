@@ -63,8 +63,9 @@ def write_config(cfg: dict, path: Path) -> Path:
     return path
 
 
-def run_snakemake(args: list[str], cwd: Path = REPO, check: bool = True, timeout: float = 900,
-                  configfile: Path | None = None) -> subprocess.CompletedProcess:
+def run_snakemake(
+    args: list[str], cwd: Path = REPO, check: bool = True, timeout: float = 900, configfile: Path | None = None
+) -> subprocess.CompletedProcess:
     """Run the real Snakemake CLI of this environment on the repository's Snakefile.
 
     With ``configfile`` the test config *replaces* config.yaml (``--replace-workflow-config``) instead of being
@@ -75,5 +76,7 @@ def run_snakemake(args: list[str], cwd: Path = REPO, check: bool = True, timeout
         cmd += ["--configfile", str(configfile), "--replace-workflow-config"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+        raise AssertionError(
+            f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+        )
     return proc

@@ -7,18 +7,27 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO
 
-REQUIRED = {"feature_extraction_224", "train_15_epochs", "grad_histogram_overhead", "landscape_51x51",
-            "snakemake_noop_dryrun"}
+REQUIRED = {
+    "feature_extraction_224",
+    "train_15_epochs",
+    "grad_histogram_overhead",
+    "landscape_51x51",
+    "snakemake_noop_dryrun",
+}
 
 
 @pytest.mark.slow
 def test_quick_benchmarks_write_results_json(tmp_path):
     out = tmp_path / "results.json"
-    proc = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--output", str(out)], cwd=REPO,
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--output", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     doc = json.loads(out.read_text())
     assert {"machine", "torch", "date", "results"} <= set(doc)

@@ -6,8 +6,8 @@ import copy
 
 import pytest
 import yaml
-
 from conftest import REPO, SCHEMA
+
 from normscape.config import enumerate_runs, experiment_runs, find_run, validate_config
 from normscape.errors import ConfigError
 

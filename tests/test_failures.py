@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 
 import pytest
-
 from conftest import run_snakemake, write_config
 
 
@@ -34,16 +33,19 @@ def edit(cfg, dotted, value):
     return cfg
 
 
-@pytest.mark.parametrize("dotted,value,expect", [
-    ("training.lrate", 0.1, "unknown key(s) ['lrate']"),
-    ("experiments.convergence.lr", "fast", "'experiments.convergence.lr'"),
-    ("experiments.convergence.lr", -0.001, "must be > 0"),
-    ("training.batch_size", 0, "'training.batch_size': value 0 is out of range"),
-    ("experiments.convergence.heads", ["none", "weightnorm"], "'weightnorm' is not allowed"),
-    ("experiments.convergence.heads", [], "'experiments.convergence.heads': the list is empty"),
-    ("landscape.experiments", ["nope"], "experiment 'nope' is not defined"),
-    ("backbone.precision", "fp8", "choose one of ['auto', 'fp32', 'bf16']"),
-])
+@pytest.mark.parametrize(
+    "dotted,value,expect",
+    [
+        ("training.lrate", 0.1, "unknown key(s) ['lrate']"),
+        ("experiments.convergence.lr", "fast", "'experiments.convergence.lr'"),
+        ("experiments.convergence.lr", -0.001, "must be > 0"),
+        ("training.batch_size", 0, "'training.batch_size': value 0 is out of range"),
+        ("experiments.convergence.heads", ["none", "weightnorm"], "'weightnorm' is not allowed"),
+        ("experiments.convergence.heads", [], "'experiments.convergence.heads': the list is empty"),
+        ("landscape.experiments", ["nope"], "experiment 'nope' is not defined"),
+        ("backbone.precision", "fp8", "choose one of ['auto', 'fp32', 'bf16']"),
+    ],
+)
 def test_invalid_config_is_rejected_before_any_job(tiny_config, tmp_path, dotted, value, expect):
     out = failing(edit(tiny_config, dotted, value), tmp_path)
     assert expect in out and "Traceback" not in out

@@ -53,9 +53,13 @@ def test_fast_path_close_to_naive_pil_path(backbone, images):
     from PIL import Image
     from torchvision import transforms
 
-    tf = transforms.Compose([transforms.Resize((64, 64), interpolation=transforms.InterpolationMode.BILINEAR),
-                             transforms.ToTensor(),
-                             transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+    tf = transforms.Compose(
+        [
+            transforms.Resize((64, 64), interpolation=transforms.InterpolationMode.BILINEAR),
+            transforms.ToTensor(),
+            transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+        ]
+    )
     x = torch.stack([tf(Image.fromarray(img)) for img in images])
     with torch.no_grad():
         naive = reference_extractor(backbone)(x).numpy()
@@ -83,11 +87,30 @@ def test_extract_features_writes_the_cache(tmp_path, synthetic_archive):
     dataset = tmp_path / "cifar10.h5"
     prepare_dataset(synthetic_archive, dataset, None, 60, 40, 0)
     out = tmp_path / "features.h5"
-    extract_features(dataset, out, weights="random", weights_file=None, weights_sha256=None, input_size=64,
-                     precision="auto", batch_size=50, device="cpu")
+    extract_features(
+        dataset,
+        out,
+        weights="random",
+        weights_file=None,
+        weights_sha256=None,
+        input_size=64,
+        precision="auto",
+        batch_size=50,
+        device="cpu",
+    )
     attrs = featurestore.read_attrs(out)
-    for key in ("backbone", "weights_id", "weights_sha256", "input_size", "precision", "normalization",
-                "versions", "created", "class_names", "data_checksum"):
+    for key in (
+        "backbone",
+        "weights_id",
+        "weights_sha256",
+        "input_size",
+        "precision",
+        "normalization",
+        "versions",
+        "created",
+        "class_names",
+        "data_checksum",
+    ):
         assert key in attrs, key
     assert attrs["input_size"] == 64 and attrs["weights_id"] == "random" and attrs["precision"] in ("fp32", "bf16")
     for split, n in (("train", 200), ("val", 60), ("test", 40)):

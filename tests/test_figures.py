@@ -7,14 +7,21 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import run_snakemake, write_config
+
 from normscape import tables
 
 pytestmark = pytest.mark.slow
 
-TINY_FIGURES = ["fig4_convergence_accuracy", "fig5_landscape_surface", "fig5_landscape_contour",
-                "fig5_trajectory_pca", "fig_landscape_1d", "fig6_grad_hist_fc2", "fig11_lr_sweep_grads"]
+TINY_FIGURES = [
+    "fig4_convergence_accuracy",
+    "fig5_landscape_surface",
+    "fig5_landscape_contour",
+    "fig5_trajectory_pca",
+    "fig_landscape_1d",
+    "fig6_grad_hist_fc2",
+    "fig11_lr_sweep_grads",
+]
 
 
 def test_every_figure_of_the_tiny_config_is_a_valid_image(tiny_workflow):
@@ -38,10 +45,12 @@ def test_summary_table_is_written(tiny_workflow):
 
 def test_targeting_one_figure_schedules_only_what_it_needs(tiny_config, tmp_path):
     path = write_config(tiny_config, tmp_path / "c.yaml")
-    proc = run_snakemake(["-n", f"{tiny_config['results_dir']}/figures/fig4_convergence_accuracy.pdf"],
-                         configfile=path)
-    jobs = {line.split()[0]: int(line.split()[1]) for line in proc.stdout.splitlines()
-            if len(line.split()) == 2 and line.split()[1].isdigit()}
+    proc = run_snakemake(["-n", f"{tiny_config['results_dir']}/figures/fig4_convergence_accuracy.pdf"], configfile=path)
+    jobs = {
+        line.split()[0]: int(line.split()[1])
+        for line in proc.stdout.splitlines()
+        if len(line.split()) == 2 and line.split()[1].isdigit()
+    }
     assert jobs.get("train") == 2 and "landscape" not in jobs and jobs.get("total") == 5
 
 
@@ -50,10 +59,14 @@ def test_table_aggregates_mean_and_std_over_seeds(tmp_path):
     for seed, acc in enumerate([0.80, 0.84, 0.86]):
         d = tmp_path / "runs" / "convergence" / "layer" / "base" / f"seed{seed}"
         d.mkdir(parents=True)
-        summary = {"final": {"test_acc": acc, "val_loss": 0.5 + seed}, "best": {"test_acc": acc + 0.01},
-                   "epochs_to_val_acc": {"0.80": 3 + seed, "0.85": None if seed < 2 else 9},
-                   "grad_norm": {"median": 1.0, "p99": 2.0, "clipped_fraction": 0.0}, "diverged": seed == 0,
-                   "wall_time_s": 10.0}
+        summary = {
+            "final": {"test_acc": acc, "val_loss": 0.5 + seed},
+            "best": {"test_acc": acc + 0.01},
+            "epochs_to_val_acc": {"0.80": 3 + seed, "0.85": None if seed < 2 else 9},
+            "grad_norm": {"median": 1.0, "p99": 2.0, "clipped_fraction": 0.0},
+            "diverged": seed == 0,
+            "wall_time_s": 10.0,
+        }
         (d / "summary.json").write_text(json.dumps(summary))
         paths.append(str(d / "summary.json"))
     table = tables.write_summary_table(paths, [], tmp_path / "t.csv", tmp_path / "t.md")
@@ -83,11 +96,17 @@ def test_figures_of_experiments_missing_from_the_tiny_config(tiny_workflow, tmp_
 
     _, _, results = tiny_workflow
     runs = tmp_path / "runs"
-    for experiment, variant in (("convergence", "base"), ("clipping", "base"), ("high_lr", "base"),
-                                ("batch_size", "bs-8"), ("batch_size", "bs-32")):
+    for experiment, variant in (
+        ("convergence", "base"),
+        ("clipping", "base"),
+        ("high_lr", "base"),
+        ("batch_size", "bs-8"),
+        ("batch_size", "bs-32"),
+    ):
         for head in ("none", "batch"):
-            shutil.copytree(results / "runs" / "convergence" / head / "base" / "seed0",
-                            runs / experiment / head / variant / "seed0")
+            shutil.copytree(
+                results / "runs" / "convergence" / head / "base" / "seed0", runs / experiment / head / variant / "seed0"
+            )
 
     def files(experiments, name, heads=("none", "batch")):
         return [str(p) for e in experiments for h in heads for p in sorted((runs / e / h).glob(f"*/seed0/{name}"))]

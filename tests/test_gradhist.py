@@ -14,8 +14,8 @@ BACKENDS = ["native", "torch"]
 
 def test_edges_are_octaves_split_evenly():
     edges = octave_edges(1e-3, 1.0, 4)
-    assert edges[0] == 2.0 ** -10 and edges[-1] == 1.0
-    np.testing.assert_allclose(edges[:5], 2.0 ** -10 * np.array([1, 1.25, 1.5, 1.75, 2]))
+    assert edges[0] == 2.0**-10 and edges[-1] == 1.0
+    np.testing.assert_allclose(edges[:5], 2.0**-10 * np.array([1, 1.25, 1.5, 1.75, 2]))
     assert len(edges) == 10 * 4 + 1
 
 
@@ -31,8 +31,9 @@ def test_counts_equal_numpy_histogram(backend):
     hist = GradHistogram(["a", "b", "c", "d", "e"], sizes, 1e-6, 10.0, 4, backend=backend)
     steps = []
     for _ in range(3):
-        flat = torch.from_numpy((rng.standard_normal(sum(sizes)) * 10.0 ** rng.uniform(-8, 1.5, sum(sizes)))
-                                .astype(np.float32))
+        flat = torch.from_numpy(
+            (rng.standard_normal(sum(sizes)) * 10.0 ** rng.uniform(-8, 1.5, sum(sizes))).astype(np.float32)
+        )
         flat[::97] = 0.0  # zeros -> underflow
         flat[5], flat[11], flat[-1] = float("nan"), -float("inf"), -0.0  # non-finite -> overflow
         steps.append(flat.numpy().copy())
@@ -41,7 +42,7 @@ def test_counts_equal_numpy_histogram(backend):
     all_steps = np.stack(steps)
     start = 0
     for name, n in zip(["a", "b", "c", "d", "e"], sizes):
-        values = np.abs(all_steps[:, start:start + n].astype(np.float64)).ravel()
+        values = np.abs(all_steps[:, start : start + n].astype(np.float64)).ravel()
         start += n
         finite = values[np.isfinite(values)]
         expected, _ = np.histogram(finite, hist.edges)

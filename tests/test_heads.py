@@ -50,7 +50,7 @@ def test_frn_formula_on_feature_maps():
         frn.bias.copy_(torch.tensor([0.0, 0.1, -0.2]))
         frn.tau.copy_(torch.tensor([-1.0, 0.0, 0.3]))
     x = torch.randn(2, 3, 4, 5)
-    nu2 = (x ** 2).mean(dim=(2, 3), keepdim=True)
+    nu2 = (x**2).mean(dim=(2, 3), keepdim=True)
     y = frn.weight.view(1, 3, 1, 1) * x / torch.sqrt(nu2 + 1e-6) + frn.bias.view(1, 3, 1, 1)
     torch.testing.assert_close(frn(x), torch.maximum(y, frn.tau.view(1, 3, 1, 1)))
 
@@ -59,7 +59,7 @@ def test_frn_on_vectors_is_a_sign_function():
     # (N, C) == (N, C, 1, 1): nu2 = x^2, so x / sqrt(x^2 + eps) ~ sign(x) away from 0.
     frn = FilterResponseNorm(4)
     x = torch.tensor([[3.0, -2.0, 0.5, -0.01]])
-    torch.testing.assert_close(frn(x), torch.maximum(x / torch.sqrt(x ** 2 + 1e-6), torch.zeros(1)))
+    torch.testing.assert_close(frn(x), torch.maximum(x / torch.sqrt(x**2 + 1e-6), torch.zeros(1)))
     assert torch.allclose(frn(x)[0, :3], torch.tensor([1.0, 0.0, 1.0]), atol=1e-5)
 
 
@@ -69,7 +69,7 @@ def test_learned_eps_is_a_parameter_and_used():
     assert {"weight", "bias", "tau", "eps_l"} <= set(names)
     assert frn.effective_eps().item() == pytest.approx(1e-6 + 1e-4)
     x = torch.tensor([[0.01, -0.02, 0.5, 1.0]])
-    torch.testing.assert_close(frn(x), torch.clamp(x / torch.sqrt(x ** 2 + 1e-6 + 1e-4), min=0.0))
+    torch.testing.assert_close(frn(x), torch.clamp(x / torch.sqrt(x**2 + 1e-6 + 1e-4), min=0.0))
 
 
 def preactivation_grads(norm: str) -> torch.Tensor:
@@ -91,8 +91,8 @@ def test_frn_collapse_on_vectors():
     base = preactivation_grads("none")
     frn = preactivation_grads("frn")
     learned = preactivation_grads("frn_learned_eps")
-    assert frn.median() < 1e-3 * base[base > 0].median()      # the typical unit is starved
-    assert frn.max() > 1e3 * frn.median()                      # ... while a few spike
-    assert (frn > 1e-6).float().mean() < 0.1                   # < 10% of units carry any gradient
+    assert frn.median() < 1e-3 * base[base > 0].median()  # the typical unit is starved
+    assert frn.max() > 1e3 * frn.median()  # ... while a few spike
+    assert (frn > 1e-6).float().mean() < 0.1  # < 10% of units carry any gradient
     # learnable eps (1e-6 + 1e-4 at init) widens the band 10x: more units pass gradient
     assert (learned > 1e-6).float().mean() > 2 * (frn > 1e-6).float().mean()

@@ -47,5 +47,6 @@ def test_eigenvalue_and_trace_match_the_explicit_hessian(norm):
     # the HVP itself is exact
     v = {k: torch.randn_like(p) for k, p in model.named_parameters()}
     hv = torch.cat([t.flatten() for t in op(v).values()]).double()
-    np.testing.assert_allclose(hv.numpy(), (h @ torch.cat([t.flatten() for t in v.values()]).double()).numpy(),
-                               rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        hv.numpy(), (h @ torch.cat([t.flatten() for t in v.values()]).double()).numpy(), rtol=1e-4, atol=1e-6
+    )

@@ -6,7 +6,6 @@ import re
 
 import h5py
 import pytest
-
 from conftest import run_snakemake, write_config
 
 pytestmark = pytest.mark.slow
@@ -28,8 +27,12 @@ def test_tiny_workflow_produces_every_stage(tiny_workflow):
         assert f["train/features"].shape == (200, 1280)
         assert f["val/features"].shape == (60, 1280) and f["test/features"].shape == (40, 1280)
     runs = sorted(p.parent.relative_to(results / "runs").as_posix() for p in (results / "runs").rglob("summary.json"))
-    assert runs == ["convergence/batch/base/seed0", "convergence/none/base/seed0",
-                    "lr_sweep/none/lr-0.001/seed0", "lr_sweep/none/lr-0.01/seed0"]
+    assert runs == [
+        "convergence/batch/base/seed0",
+        "convergence/none/base/seed0",
+        "lr_sweep/none/lr-0.001/seed0",
+        "lr_sweep/none/lr-0.01/seed0",
+    ]
 
 
 def test_completed_workflow_has_nothing_to_do(tiny_workflow):
@@ -40,14 +43,16 @@ def test_completed_workflow_has_nothing_to_do(tiny_workflow):
 
 def test_editing_one_experiment_reruns_only_its_jobs(tiny_workflow, tmp_path):
     path, cfg, _ = tiny_workflow
-    cfg = {**cfg, "experiments": {**cfg["experiments"],
-                                  "convergence": {**cfg["experiments"]["convergence"], "lr": 5e-3}}}
+    cfg = {
+        **cfg,
+        "experiments": {**cfg["experiments"], "convergence": {**cfg["experiments"]["convergence"], "lr": 5e-3}},
+    }
     edited = write_config(cfg, tmp_path / "edited.yaml")
     proc = run_snakemake(["-n", "all"], configfile=edited)
     jobs = planned_jobs(proc)
     assert jobs.get("train") == 2, proc.stdout  # the two convergence runs, not the lr_sweep runs
     assert "extract_features" not in jobs and "prepare_cifar10" not in jobs
-    assert "lr_sweep" not in " ".join(l for l in proc.stdout.splitlines() if "output:" in l)
+    assert "lr_sweep" not in " ".join(line for line in proc.stdout.splitlines() if "output:" in line)
 
 
 def test_editing_backbone_rebuilds_features_and_everything_after(tiny_workflow, tmp_path):

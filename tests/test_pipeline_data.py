@@ -10,8 +10,8 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
-
 from conftest import run_snakemake, write_config
+
 from normscape import featurestore
 from normscape.cifar import read_archive
 
@@ -53,4 +53,3 @@ def test_data_and_features_stage_produce_the_cache(tiny_config, tmp_path, synthe
     # A second invocation has nothing to do.
     proc = run_snakemake([str(target), "--cores", "2", "-n"], configfile=path)
     assert "Nothing to be done" in proc.stdout + proc.stderr
-

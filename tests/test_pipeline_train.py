@@ -10,13 +10,19 @@ import json
 
 import h5py
 import pytest
-
 from conftest import run_snakemake, write_config
 
 pytestmark = pytest.mark.slow
 
-RUN_FILES = ["summary.json", "metrics.csv", "grads.h5", "model_init.pt", "model_final.pt", "model_best.pt",
-             "trajectory.pt"]
+RUN_FILES = [
+    "summary.json",
+    "metrics.csv",
+    "grads.h5",
+    "model_init.pt",
+    "model_final.pt",
+    "model_best.pt",
+    "trajectory.pt",
+]
 
 
 def changed_params(path) -> set[str]:
@@ -42,8 +48,12 @@ def test_every_run_has_the_contract_outputs_log_and_benchmark(tiny_workflow):
     assert (results / "benchmarks" / "train" / "lr_sweep" / "none" / "lr-0.01" / "seed0.tsv").is_file()
     summary = json.loads((run / "summary.json").read_text())
     # the job saw only its own slice: the swept lr, the tiny defaults, this head
-    assert (summary["experiment"], summary["head"], summary["variant"], summary["seed"]) == ("lr_sweep", "none",
-                                                                                             "lr-0.01", 0)
+    assert (summary["experiment"], summary["head"], summary["variant"], summary["seed"]) == (
+        "lr_sweep",
+        "none",
+        "lr-0.01",
+        0,
+    )
     assert summary["training"]["lr"] == pytest.approx(0.01)
     assert summary["training"]["epochs"] == cfg["training"]["epochs"] == summary["epochs_completed"]
     assert summary["head_config"]["norm"] == "none" and summary["head_config"]["hidden"] == cfg["head"]["hidden"]
@@ -58,6 +68,10 @@ def test_editing_grad_hist_changes_every_train_job_but_not_features(tiny_workflo
     edited = write_config({**cfg, "grad_hist": {"min": 1e-8, "max": 1.0, "bins_per_octave": 2}}, tmp_path / "g.yaml")
     changed = changed_params(edited)
     runs = {p.split("/runs/")[1].rsplit("/", 1)[0] for p in changed if "/runs/" in p}
-    assert runs == {"convergence/batch/base/seed0", "convergence/none/base/seed0",
-                    "lr_sweep/none/lr-0.001/seed0", "lr_sweep/none/lr-0.01/seed0"}
+    assert runs == {
+        "convergence/batch/base/seed0",
+        "convergence/none/base/seed0",
+        "lr_sweep/none/lr-0.001/seed0",
+        "lr_sweep/none/lr-0.01/seed0",
+    }
     assert not any("features.h5" in p for p in changed)

@@ -6,8 +6,8 @@ import re
 import subprocess
 
 import yaml
-
 from conftest import REPO, SCHEMA
+
 from normscape.config import enumerate_runs, validate_config
 
 
@@ -28,8 +28,16 @@ def test_ci_runs_the_readme_test_command():
     script = (REPO / ".ci" / "run").read_text()
     # .ci/run extracts the tagged README line; check the extraction picks the pytest line.
     extracted = subprocess.run(
-        ["bash", "-c", "grep -E '^[^#].*# run the tests$' README.md | head -n 1 | sed 's/[[:space:]]*# run the tests$//'"],
-        cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+        [
+            "bash",
+            "-c",
+            "grep -E '^[^#].*# run the tests$' README.md | head -n 1 | sed 's/[[:space:]]*# run the tests$//'",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     assert extracted == re.sub(r"\s*# run the tests$", "", quick_start_lines()[1])
     assert "exit 5" in script or "-eq 5" in script  # pytest's "no tests collected" must fail CI
 

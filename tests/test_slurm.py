@@ -18,7 +18,6 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-
 from conftest import REPO, write_config
 
 sys.path.insert(0, str(Path(__file__).parent / "cluster"))
@@ -54,16 +53,39 @@ def slurm_snakemake(cluster, workdir: Path, logdir: Path, *targets: str) -> subp
     study's config.yaml would be merged under the tiny config (jobs then see other experiments and params).
     """
     cmd = [
-        sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-        "--profile", str(REPO / "profiles" / "slurm"),
-        "--workflow-profile", str(REPO / "profiles" / "default"),
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--profile",
+        str(REPO / "profiles" / "slurm"),
+        "--workflow-profile",
+        str(REPO / "profiles" / "default"),
         # no slurmdbd on the test cluster: sacct cannot answer, squeue can (MinJobAge=300 >= 3 x 2 s)
-        "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "2",
-        "--slurm-no-account", "--slurm-keep-successful-logs", "--slurm-logdir", str(logdir),
+        "--slurm-status-command",
+        "squeue",
+        "--slurm-init-seconds-before-status-checks",
+        "2",
+        "--slurm-no-account",
+        "--slurm-keep-successful-logs",
+        "--slurm-logdir",
+        str(logdir),
         # the test node has no GPU and 2 real cores: replaces the profile's set-resources/set-threads
-        "--set-resources", "extract_features:gpu=0", "extract_features:mem_mb=2000",
-        "--set-threads", "extract_features=2", "landscape=2",
-        "--latency-wait", "5", "--retries", "0", "--jobs", "8",
+        "--set-resources",
+        "extract_features:gpu=0",
+        "extract_features:mem_mb=2000",
+        "--set-threads",
+        "extract_features=2",
+        "landscape=2",
+        "--latency-wait",
+        "5",
+        "--retries",
+        "0",
+        "--jobs",
+        "8",
         *targets,
     ]
     try:
@@ -77,8 +99,14 @@ def slurm_snakemake(cluster, workdir: Path, logdir: Path, *targets: str) -> subp
 
 def squeue_all(cluster) -> dict[str, str]:
     """SLURM job id -> comment (the plugin writes `rule_<name>[_wildcards_...]`) of every job the cluster knows."""
-    out = subprocess.run(["squeue", "-t", "all", "-h", "-o", "%i|%k|%T"], env=cluster.env, capture_output=True,
-                         text=True, timeout=30, check=True).stdout
+    out = subprocess.run(
+        ["squeue", "-t", "all", "-h", "-o", "%i|%k|%T"],
+        env=cluster.env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
     return {jid: comment for jid, comment, _ in (line.split("|") for line in out.splitlines() if line)}
 
 
@@ -107,8 +135,7 @@ def compare_csv(a: Path, b: Path) -> None:
     assert len(ra) == len(rb) and ra and ra[0].keys() == rb[0].keys(), a
     for row_a, row_b in zip(ra, rb):
         for key in row_a.keys() - TIMING_COLUMNS:
-            np.testing.assert_allclose(float(row_a[key]), float(row_b[key]), rtol=1e-4, atol=1e-6,
-                                       err_msg=f"{a}:{key}")
+            np.testing.assert_allclose(float(row_a[key]), float(row_b[key]), rtol=1e-4, atol=1e-6, err_msg=f"{a}:{key}")
 
 
 def compare_json(x, y, where: str) -> None:
@@ -142,11 +169,23 @@ def test_profile_entries_are_commented(name):
 def test_slurm_profile_maps_rule_resources(tiny_config, tmp_path):
     """The slurm profile (+ the workflow profile on top) parses and gives each rule the intended resources."""
     write_config(tiny_config, tmp_path / "config.yaml")
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path),
-           "--profile", str(REPO / "profiles" / "slurm"), "-n", "all",
-           # a dry run caps threads at --cores (default 1); a real SLURM run has no cap (profiles/default must
-           # not set `cores`, or it caps them at the login node's core count)
-           "--cores", "64"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(tmp_path),
+        "--profile",
+        str(REPO / "profiles" / "slurm"),
+        "-n",
+        "all",
+        # a dry run caps threads at --cores (default 1); a real SLURM run has no cap (profiles/default must
+        # not set `cores`, or it caps them at the login node's core count)
+        "--cores",
+        "64",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     log = proc.stdout + proc.stderr
@@ -188,13 +227,15 @@ def test_tiny_pipeline_on_slurm_matches_local_run(slurm, tiny_workflow, tmp_path
         rules_run.add(jobs[jid].removeprefix("rule_").split("_wildcards_")[0])
         assert path.is_file() and str(path).startswith(str(logdir)), path
     assert {"prepare_cifar10", "extract_features", "train", "landscape", "summary_table"} <= rules_run, rules_run
-    out = subprocess.run(["squeue", "-t", "all", "-h", "-o", "%i %T"], env=slurm.env, capture_output=True,
-                         text=True, timeout=30).stdout
+    out = subprocess.run(
+        ["squeue", "-t", "all", "-h", "-o", "%i %T"], env=slurm.env, capture_output=True, text=True, timeout=30
+    ).stdout
     states = dict(line.split() for line in out.splitlines())
     assert all(states[jid] == "COMPLETED" for jid, _ in submitted.values()), states
     # the allocation follows the rule's threads (cpus_per_task: threads in the profile)
-    out = subprocess.run(["squeue", "-t", "all", "-h", "-o", "%i %C"], env=slurm.env, capture_output=True,
-                         text=True, timeout=30).stdout
+    out = subprocess.run(
+        ["squeue", "-t", "all", "-h", "-o", "%i %C"], env=slurm.env, capture_output=True, text=True, timeout=30
+    ).stdout
     cpus = dict(line.split() for line in out.splitlines())
     expected_cpus = {"extract_features": "2", "landscape": "2", "train": "1", "prepare_cifar10": "1"}
     for jid, _ in submitted.values():

@@ -17,16 +17,29 @@ GH = {"min": 1e-9, "max": 10.0, "bins_per_octave": 4}
 def tracker_factory(settings, wandb_dir):
     def make(resolved, trainer):
         return WandbTracker(settings, wandb_dir, run_name="t/layer/base/seed0", group="t", config=resolved)
+
     return make
 
 
 @pytest.mark.slow
 def test_offline_run_is_logged_and_readable(features_file, tmp_path):
-    settings = {"mode": "offline", "project": "normscape-test", "entity": None, "log_checkpoints": True,
-                "timeout_s": 60}
+    settings = {
+        "mode": "offline",
+        "project": "normscape-test",
+        "entity": None,
+        "log_checkpoints": True,
+        "timeout_s": 60,
+    }
     wandb_dir = tmp_path / "wandb"
-    summary = train_run(features_file, tmp_path / "run", RUN, TRAINING, {"hidden": 16, "dropout": 0.0}, GH,
-                        tracker_factory(settings, wandb_dir))
+    summary = train_run(
+        features_file,
+        tmp_path / "run",
+        RUN,
+        TRAINING,
+        {"hidden": 16, "dropout": 0.0},
+        GH,
+        tracker_factory(settings, wandb_dir),
+    )
     files = find_run_files(wandb_dir)
     assert len(files) == 1
     history = read_history(files[0])
@@ -69,7 +82,14 @@ def test_a_broken_wandb_never_fails_the_run(features_file, tmp_path, monkeypatch
     monkeypatch.setattr(wandb, "init", broken_init)
     settings = {"mode": "offline", "project": "p", "entity": None, "log_checkpoints": True, "timeout_s": 5}
     with caplog.at_level("WARNING"):
-        summary = train_run(features_file, tmp_path / "run", RUN, {**TRAINING, "epochs": 1},
-                            {"hidden": 16, "dropout": 0.0}, GH, tracker_factory(settings, tmp_path / "wandb"))
+        summary = train_run(
+            features_file,
+            tmp_path / "run",
+            RUN,
+            {**TRAINING, "epochs": 1},
+            {"hidden": 16, "dropout": 0.0},
+            GH,
+            tracker_factory(settings, tmp_path / "wandb"),
+        )
     assert "W&B init failed" in caplog.text
     assert (tmp_path / "run" / "summary.json").exists() and summary["epochs_completed"] == 1

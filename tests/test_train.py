@@ -60,8 +60,8 @@ def test_clipping_bounds_the_global_norm(data):
     tr.hist.update = spy
     tr.fit()
     pre = tr.step_norms[0]
-    assert (pre > 0.05).any()                           # clipping had something to do
-    assert max(seen) <= 0.05 * (1 + 1e-5)               # the gradient Adam received is bounded
+    assert (pre > 0.05).any()  # clipping had something to do
+    assert max(seen) <= 0.05 * (1 + 1e-5)  # the gradient Adam received is bounded
     np.testing.assert_allclose(np.array(seen), np.minimum(pre, 0.05), rtol=1e-4)
     assert tr.metrics[0]["clipped_fraction"] == pytest.approx(float((pre > 0.05).mean()))
 
@@ -170,11 +170,15 @@ def test_outputs_follow_the_contract(features_file, tmp_path):
     with h5py.File(run_dir / "grads.h5") as f:
         n_steps = len(f["steps/epoch"])
         assert f["layers/fc1.weight/counts"].shape == (2, len(f["edges"]) - 1)
-        total = f["layers/fc1.weight/counts"][()].sum(1) + f["layers/fc1.weight/underflow"][()] \
+        total = (
+            f["layers/fc1.weight/counts"][()].sum(1)
+            + f["layers/fc1.weight/underflow"][()]
             + f["layers/fc1.weight/overflow"][()]
+        )
         assert (total == 32 * 1280 * n_steps // 2).all()  # every element of every step counted
     traj = torch.load(run_dir / "trajectory.pt")
     assert traj["flat"].shape[0] == 3 and traj["names"][0] == "fc1.weight"
     final = torch.load(run_dir / "model_final.pt")
-    torch.testing.assert_close(torch.cat([v.flatten() for k, v in final["state_dict"].items()
-                                          if k in traj["names"]]), traj["flat"][-1])
+    torch.testing.assert_close(
+        torch.cat([v.flatten() for k, v in final["state_dict"].items() if k in traj["names"]]), traj["flat"][-1]
+    )

@@ -49,18 +49,24 @@ def load_state_dict(path: str | Path, sha256: str | None = None) -> dict:
     """Read a local mobilenet_v2 state_dict with clear errors for a missing, corrupt or mismatching file."""
     path = Path(path)
     if not path.is_file():
-        raise WeightsError(f"backbone weights file {path} does not exist; fix backbone.weights (a path to a "
-                           f"torchvision mobilenet_v2 state_dict, '{TORCHVISION_WEIGHTS}' or '{RANDOM_WEIGHTS}').")
+        raise WeightsError(
+            f"backbone weights file {path} does not exist; fix backbone.weights (a path to a "
+            f"torchvision mobilenet_v2 state_dict, '{TORCHVISION_WEIGHTS}' or '{RANDOM_WEIGHTS}')."
+        )
     if sha256:
         have = file_digest(path, "sha256")
         if have.lower() != sha256.lower():
-            raise WeightsError(f"sha256 mismatch for backbone weights {path}: expected {sha256}, got {have}. "
-                               "Use the right file or update backbone.weights_sha256.")
+            raise WeightsError(
+                f"sha256 mismatch for backbone weights {path}: expected {sha256}, got {have}. "
+                "Use the right file or update backbone.weights_sha256."
+            )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt files
-        raise WeightsError(f"backbone weights {path} cannot be read ({type(exc).__name__}: {exc}); the file is "
-                           "corrupt or not a PyTorch state_dict.") from None
+        raise WeightsError(
+            f"backbone weights {path} cannot be read ({type(exc).__name__}: {exc}); the file is "
+            "corrupt or not a PyTorch state_dict."
+        ) from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
@@ -84,7 +90,8 @@ def build_backbone(weights: str, weights_file: str | Path | None = None, sha256:
             raise WeightsError(
                 f"backbone weights {weights_file or weights} do not fit torchvision's mobilenet_v2: "
                 f"{len(missing)} missing keys {missing[:3]}, {len(unexpected)} unexpected keys {unexpected[:3]}, "
-                f"{len(wrong)} with wrong shapes {wrong[:3]}. Use a mobilenet_v2 state_dict.")
+                f"{len(wrong)} with wrong shapes {wrong[:3]}. Use a mobilenet_v2 state_dict."
+            )
         model.load_state_dict(state)
     model.eval()
     for p in model.parameters():

@@ -72,12 +72,14 @@ def verify_checksum(path: str | Path, spec: str | None, config_key: str = "data.
         raise ChecksumError(
             f"checksum mismatch for {path}: expected {algo}:{want}, got {algo}:{have}. The file is corrupt or a "
             f"different release. Re-download it, or if you trust this file set {config_key} to "
-            f"'{algo}:{have}' (null skips the check).")
+            f"'{algo}:{have}' (null skips the check)."
+        )
 
 
 # --------------------------------------------------------------------------------------------- download
-def download(url: str, dest: str | Path, checksum: str | None, timeout_s: float = 60.0,
-             config_key: str = "data.checksum") -> Path:
+def download(
+    url: str, dest: str | Path, checksum: str | None, timeout_s: float = 60.0, config_key: str = "data.checksum"
+) -> Path:
     """Download ``url`` to ``dest`` with a progress bar; verify ``checksum``; atomic (no partial file left)."""
     from tqdm import tqdm
 
@@ -91,14 +93,17 @@ def download(url: str, dest: str | Path, checksum: str | None, timeout_s: float 
                         out.write(block)
                         bar.update(len(block))
                 if total is not None and out.tell() != total:
-                    raise DownloadError(f"download of {url} was cut off after {out.tell()} of {total} bytes; "
-                                        "run the workflow again to retry.")
+                    raise DownloadError(
+                        f"download of {url} was cut off after {out.tell()} of {total} bytes; "
+                        "run the workflow again to retry."
+                    )
         except (urllib.error.URLError, OSError, ValueError) as exc:
             reason = getattr(exc, "reason", exc)
             raise DownloadError(
                 f"could not download {url}: {reason}. No network here? Download the file on a machine with "
                 "network access, then point the config at the local copy (data.archive for CIFAR-10, "
-                "backbone.weights for the backbone) and set its checksum.") from None
+                "backbone.weights for the backbone) and set its checksum."
+            ) from None
         verify_checksum(tmp, checksum, config_key)
     return dest
 
@@ -107,9 +112,15 @@ def download(url: str, dest: str | Path, checksum: str | None, timeout_s: float 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
     """Unpickles plain containers and numpy arrays only; anything else in a batch file is refused."""
 
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
-               ("numpy._core.multiarray", "scalar"), ("_codecs", "encode")}
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("_codecs", "encode"),
+    }
 
     def find_class(self, module: str, name: str):
         if (module, name) in self.ALLOWED:
@@ -123,8 +134,10 @@ def _load_member(tf: tarfile.TarFile, archive: Path, name: str) -> dict:
         fh = tf.extractfile(member)
     except KeyError:
         found = sorted(m.name for m in tf.getmembers())[:12]
-        raise DataError(f"{archive} is not a CIFAR-10 python archive: member {member!r} is missing (found "
-                        f"{found}). Use the 'python version' cifar-10-python.tar.gz.") from None
+        raise DataError(
+            f"{archive} is not a CIFAR-10 python archive: member {member!r} is missing (found "
+            f"{found}). Use the 'python version' cifar-10-python.tar.gz."
+        ) from None
     if fh is None:
         raise DataError(f"{archive}: {member!r} is not a regular file; the archive has the wrong layout.")
     try:
@@ -140,8 +153,10 @@ def _batch_arrays(batch: dict, archive: Path, name: str) -> tuple[np.ndarray, np
     data = np.asarray(batch[b"data"])
     labels = np.asarray(batch[b"labels"], dtype=np.int64)
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
-        raise DataError(f"{archive}: batch {name!r} has data {data.dtype}{data.shape} and {len(labels)} labels; "
-                        "expected uint8 (N, 3072) and N labels.")
+        raise DataError(
+            f"{archive}: batch {name!r} has data {data.dtype}{data.shape} and {len(labels)} labels; "
+            "expected uint8 (N, 3072) and N labels."
+        )
     if labels.size and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
         raise DataError(f"{archive}: batch {name!r} has labels outside 0..9.")
     # Rows are 1024 red, 1024 green, 1024 blue values, each a 32x32 row-major plane -> (N, 32, 32, 3).
@@ -155,16 +170,20 @@ def read_archive(path: str | Path) -> dict:
     """
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"CIFAR-10 archive {path} does not exist; check data.archive (or set it to null to "
-                        "download the official archive).")
+        raise DataError(
+            f"CIFAR-10 archive {path} does not exist; check data.archive (or set it to null to "
+            "download the official archive)."
+        )
     try:
         with tarfile.open(path, "r:gz") as tf:
             meta = _load_member(tf, path, META)
-            parts = {name: _batch_arrays(_load_member(tf, path, name), path, name)
-                     for name in (*TRAIN_BATCHES, TEST_BATCH)}
+            parts = {
+                name: _batch_arrays(_load_member(tf, path, name), path, name) for name in (*TRAIN_BATCHES, TEST_BATCH)
+            }
     except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
-        raise DataError(f"{path} is truncated or corrupt ({exc}). Delete it and download it again "
-                        "(or check data.archive).") from None
+        raise DataError(
+            f"{path} is truncated or corrupt ({exc}). Delete it and download it again (or check data.archive)."
+        ) from None
     names = [n.decode() if isinstance(n, bytes) else str(n) for n in meta.get(b"label_names", [])]
     if len(names) != NUM_CLASSES:
         raise DataError(f"{path}: batches.meta lists {len(names)} class names, expected {NUM_CLASSES}.")
@@ -177,14 +196,17 @@ def read_archive(path: str | Path) -> dict:
 def split_test_set(n_test: int, val_size: int, test_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Disjoint, sorted indices into the official test set for validation and test."""
     if val_size + test_size > n_test:
-        raise DataError(f"data.val_size ({val_size}) + data.test_size ({test_size}) exceed the {n_test} images "
-                        "of the official test set; lower them.")
+        raise DataError(
+            f"data.val_size ({val_size}) + data.test_size ({test_size}) exceed the {n_test} images "
+            "of the official test set; lower them."
+        )
     perm = np.random.default_rng(seed).permutation(n_test)
-    return np.sort(perm[:val_size]), np.sort(perm[val_size:val_size + test_size])
+    return np.sort(perm[:val_size]), np.sort(perm[val_size : val_size + test_size])
 
 
-def prepare_dataset(archive: str | Path, out_path: str | Path, checksum: str | None, val_size: int,
-                    test_size: int, split_seed: int) -> dict:
+def prepare_dataset(
+    archive: str | Path, out_path: str | Path, checksum: str | None, val_size: int, test_size: int, split_seed: int
+) -> dict:
     """Verify, read and split the archive into ``out_path`` (HDF5: /<split>/{images, labels, indices})."""
     if not Path(archive).is_file():
         raise DataError(f"CIFAR-10 archive {archive} does not exist; check data.archive.")
@@ -193,9 +215,11 @@ def prepare_dataset(archive: str | Path, out_path: str | Path, checksum: str | N
     test_x, test_y = data["test"]
     val_idx, test_idx = split_test_set(len(test_x), val_size, test_size, split_seed)
     train_x, train_y = data["train"]
-    splits = {"train": (train_x, train_y, np.arange(len(train_x))),
-              "val": (test_x[val_idx], test_y[val_idx], val_idx),
-              "test": (test_x[test_idx], test_y[test_idx], test_idx)}
+    splits = {
+        "train": (train_x, train_y, np.arange(len(train_x))),
+        "val": (test_x[val_idx], test_y[val_idx], val_idx),
+        "test": (test_x[test_idx], test_y[test_idx], test_idx),
+    }
     with atomic_path(out_path, suffix=".h5") as tmp, h5py.File(tmp, "w") as f:
         f.attrs["class_names"] = np.array(data["class_names"], dtype=h5py.string_dtype())
         f.attrs["archive_sha256"] = file_digest(archive, "sha256")

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import jsonschema
 import yaml
@@ -40,7 +41,9 @@ def load_yaml(path: str | Path) -> Any:
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}. Fix the syntax at the position shown.") from None
+        raise ConfigError(
+            f"config file {path} is not valid YAML: {exc}. Fix the syntax at the position shown."
+        ) from None
 
 
 def _fill_defaults(instance: Any, schema: dict, root: dict) -> None:
@@ -60,8 +63,14 @@ def _fill_defaults(instance: Any, schema: dict, root: dict) -> None:
                 _fill_defaults(value, extra, root)
 
 
-_JSON_TYPES = {"integer": int, "number": (int, float), "boolean": bool, "null": type(None),
-               "array": list, "object": dict}
+_JSON_TYPES = {
+    "integer": int,
+    "number": (int, float),
+    "boolean": bool,
+    "null": type(None),
+    "array": list,
+    "object": dict,
+}
 
 
 def _resolve(schema: dict, root: dict) -> dict:
@@ -119,8 +128,10 @@ def _format_error(err: jsonschema.ValidationError) -> str:
     if err.validator == "additionalProperties":
         allowed = sorted(err.schema.get("properties", {}))
         unknown = sorted(set(err.instance) - set(allowed))
-        return (f"config key '{key}': unknown key(s) {unknown}; allowed keys here are {allowed}. "
-                "Check the spelling or remove the key.")
+        return (
+            f"config key '{key}': unknown key(s) {unknown}; allowed keys here are {allowed}. "
+            "Check the spelling or remove the key."
+        )
     if err.validator == "enum":
         return f"config key '{key}': value {err.instance!r} is not allowed; choose one of {err.validator_value}."
     if err.validator == "type":
@@ -142,8 +153,10 @@ def _cross_checks(cfg: dict) -> list[str]:
         problems.append(f"config key 'grad_hist': min ({gh['min']}) must be smaller than max ({gh['max']}).")
     for name in cfg["landscape"]["experiments"]:
         if name not in cfg["experiments"]:
-            problems.append(f"config key 'landscape.experiments': experiment {name!r} is not defined under "
-                            f"'experiments' (defined: {sorted(cfg['experiments'])}).")
+            problems.append(
+                f"config key 'landscape.experiments': experiment {name!r} is not defined under "
+                f"'experiments' (defined: {sorted(cfg['experiments'])})."
+            )
     return problems
 
 
@@ -202,12 +215,16 @@ def experiment_runs(cfg: dict, experiment: str) -> list[RunSpec]:
     seeds = exp.get("seeds", cfg["seeds"])
     sweep = exp.get("sweep")
     if sweep:
-        (key, values), = sweep.items()
+        ((key, values),) = sweep.items()
         variants = [(f"{SWEEP_ABBREV[key]}-{format_value(v)}", {**base, key: v}) for v in values]
     else:
         variants = [(BASE_VARIANT, base)]
-    return [RunSpec(experiment, head, variant, int(seed), dict(training))
-            for head in exp["heads"] for variant, training in variants for seed in seeds]
+    return [
+        RunSpec(experiment, head, variant, int(seed), dict(training))
+        for head in exp["heads"]
+        for variant, training in variants
+        for seed in seeds
+    ]
 
 
 def enumerate_runs(cfg: dict, experiments: Iterable[str] | None = None) -> list[RunSpec]:
@@ -219,9 +236,13 @@ def enumerate_runs(cfg: dict, experiments: Iterable[str] | None = None) -> list[
 def find_run(cfg: dict, experiment: str, head: str, variant: str, seed: int | str) -> RunSpec:
     """The run matching Snakemake wildcards; a clear error when the config does not define it."""
     if experiment not in cfg["experiments"]:
-        raise ConfigError(f"experiment {experiment!r} is not defined in the config (defined: {sorted(cfg['experiments'])}).")
+        raise ConfigError(
+            f"experiment {experiment!r} is not defined in the config (defined: {sorted(cfg['experiments'])})."
+        )
     for run in experiment_runs(cfg, experiment):
         if (run.head, run.variant, run.seed) == (head, variant, int(seed)):
             return run
-    raise ConfigError(f"run {experiment}/{head}/{variant}/seed{seed} is not part of the config's experiment "
-                      f"{experiment!r}; check its heads, sweep values and seeds.")
+    raise ConfigError(
+        f"run {experiment}/{head}/{variant}/seed{seed} is not part of the config's experiment "
+        f"{experiment!r}; check its heads, sweep values and seeds."
+    )

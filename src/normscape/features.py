@@ -14,16 +14,24 @@ from __future__ import annotations
 import datetime
 import logging
 import platform
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from normscape import featurestore
-from normscape.backbone import (FEATURE_DIM, IMAGENET_MEAN, IMAGENET_STD, RANDOM_WEIGHTS, TORCHVISION_WEIGHTS,
-                                build_backbone, fast_extractor, reference_extractor)
+from normscape.backbone import (
+    FEATURE_DIM,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    RANDOM_WEIGHTS,
+    TORCHVISION_WEIGHTS,
+    build_backbone,
+    fast_extractor,
+    reference_extractor,
+)
 from normscape.cifar import file_digest, load_prepared
 
 log = logging.getLogger(__name__)
@@ -66,8 +74,15 @@ def preprocess(images_uint8: np.ndarray, input_size: int, device: torch.device) 
 class FeatureExtractor:
     """Batched, fused, channels_last feature extraction (see module docstring)."""
 
-    def __init__(self, model: torch.nn.Module, input_size: int, device: str = "auto", precision: str = "auto",
-                 batch_size: int = 16, fast: bool = True):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        input_size: int,
+        device: str = "auto",
+        precision: str = "auto",
+        batch_size: int = 16,
+        fast: bool = True,
+    ):
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision)
         self.input_size = input_size
@@ -83,9 +98,9 @@ class FeatureExtractor:
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
         with torch.inference_mode(), autocast, bar:
             for start in starts:
-                batch = images_uint8[start:start + self.batch_size]
+                batch = images_uint8[start : start + self.batch_size]
                 feats = self.net(preprocess(batch, self.input_size, self.device))
-                out[start:start + len(batch)] = feats.float().cpu().numpy()
+                out[start : start + len(batch)] = feats.float().cpu().numpy()
                 bar.update(len(batch))
         return out
 
@@ -94,13 +109,28 @@ def versions() -> dict:
     import h5py
     import torchvision
 
-    return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
-            "numpy": np.__version__, "h5py": h5py.__version__}
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "numpy": np.__version__,
+        "h5py": h5py.__version__,
+    }
 
 
-def extract_features(dataset_path: str | Path, out_path: str | Path, weights: str, weights_file: str | Path | None,
-                     weights_sha256: str | None, input_size: int, precision: str, batch_size: int, device: str,
-                     arch: str = "mobilenet_v2", splits: Iterable[str] = SPLITS) -> dict:
+def extract_features(
+    dataset_path: str | Path,
+    out_path: str | Path,
+    weights: str,
+    weights_file: str | Path | None,
+    weights_sha256: str | None,
+    input_size: int,
+    precision: str,
+    batch_size: int,
+    device: str,
+    arch: str = "mobilenet_v2",
+    splits: Iterable[str] = SPLITS,
+) -> dict:
     """Extract features of every split of a prepared dataset into ``out_path`` (atomic). Returns the attrs."""
     data = load_prepared(dataset_path)
     model = build_backbone(weights, weights_file, weights_sha256)
@@ -118,13 +148,26 @@ def extract_features(dataset_path: str | Path, out_path: str | Path, weights: st
         arrays[split] = {"features": feats, "labels": labels, "indices": indices}
     weights_sha = file_digest(weights_file, "sha256") if weights_file else ""
     named = weights in (TORCHVISION_WEIGHTS, RANDOM_WEIGHTS)
-    attrs = {"backbone": arch, "weights_id": weights if named else f"file:{Path(weights).name}",
-             "weights_file": str(weights_file or ""), "weights_sha256": weights_sha, "input_size": input_size,
-             "precision": extractor.precision, "device": str(extractor.device),
-             "normalization": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "resize": "bilinear",
-                               "pool": "global average"},
-             "feature_dim": FEATURE_DIM, "num_classes": 10, "class_names": data["class_names"],
-             "data_checksum": f"sha256:{data['archive_sha256']}", "versions": versions(),
-             "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    attrs = {
+        "backbone": arch,
+        "weights_id": weights if named else f"file:{Path(weights).name}",
+        "weights_file": str(weights_file or ""),
+        "weights_sha256": weights_sha,
+        "input_size": input_size,
+        "precision": extractor.precision,
+        "device": str(extractor.device),
+        "normalization": {
+            "mean": list(IMAGENET_MEAN),
+            "std": list(IMAGENET_STD),
+            "resize": "bilinear",
+            "pool": "global average",
+        },
+        "feature_dim": FEATURE_DIM,
+        "num_classes": 10,
+        "class_names": data["class_names"],
+        "data_checksum": f"sha256:{data['archive_sha256']}",
+        "versions": versions(),
+        "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
     featurestore.write_features(out_path, arrays, attrs)
     return attrs

@@ -18,8 +18,9 @@ different backbone or input size is detected and rebuilt instead of silently reu
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import h5py
 import numpy as np
@@ -64,8 +65,9 @@ def _open(path: str | Path) -> h5py.File:
         # locking=False: read-only readers must not block each other (or fail on NFS without flock).
         return h5py.File(path, "r", locking=False)
     except OSError as exc:
-        raise DataError(f"feature file {path} is unreadable or truncated ({exc}); delete it and rerun the "
-                        "workflow to rebuild it.") from None
+        raise DataError(
+            f"feature file {path} is unreadable or truncated ({exc}); delete it and rerun the workflow to rebuild it."
+        ) from None
 
 
 def read_attrs(path: str | Path) -> dict[str, Any]:
@@ -90,13 +92,17 @@ def load_split(path: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     """``(features float32 (N, D), labels int64 (N,))`` of one split, read fully into memory."""
     with _open(path) as f:
         if split not in f:
-            raise DataError(f"feature file {path} has no split {split!r} (has {sorted(f.keys())}); "
-                            "delete it and rerun the workflow to rebuild it.")
+            raise DataError(
+                f"feature file {path} has no split {split!r} (has {sorted(f.keys())}); "
+                "delete it and rerun the workflow to rebuild it."
+            )
         try:
             return f[split]["features"][()], f[split]["labels"][()]
         except (OSError, KeyError) as exc:
-            raise DataError(f"feature file {path} is corrupt in split {split!r} ({exc}); delete it and rerun "
-                            "the workflow to rebuild it.") from None
+            raise DataError(
+                f"feature file {path} is corrupt in split {split!r} ({exc}); delete it and rerun "
+                "the workflow to rebuild it."
+            ) from None
 
 
 def check_attrs(path: str | Path, expected: Mapping[str, Any]) -> list[str]:

@@ -45,15 +45,22 @@ def octave_edges(min_value: float, max_value: float, bins_per_octave: int) -> np
         raise ValueError(f"bins_per_octave must be a power of two, got {bins_per_octave}")
     lo = math.floor(math.log2(min_value))
     hi = math.ceil(math.log2(max_value))
-    edges = [2.0 ** e * (1 + j / bins_per_octave) for e in range(lo, hi) for j in range(bins_per_octave)]
-    return np.array(edges + [2.0 ** hi], dtype=np.float64)
+    edges = [2.0**e * (1 + j / bins_per_octave) for e in range(lo, hi) for j in range(bins_per_octave)]
+    return np.array(edges + [2.0**hi], dtype=np.float64)
 
 
 class GradHistogram:
     """Per-parameter |grad| histograms; call :meth:`update` after each backward, :meth:`close_epoch` per epoch."""
 
-    def __init__(self, names: list[str], sizes: list[int], min_value: float, max_value: float,
-                 bins_per_octave: int, backend: str = "auto"):
+    def __init__(
+        self,
+        names: list[str],
+        sizes: list[int],
+        min_value: float,
+        max_value: float,
+        bins_per_octave: int,
+        backend: str = "auto",
+    ):
         if backend not in BACKENDS:
             raise ValueError(f"unknown histogram backend {backend!r}; choose one of {BACKENDS}")
         if backend == "auto":
@@ -61,8 +68,10 @@ class GradHistogram:
             if backend == "torch":
                 log.info("native histogram kernel not built: counting with torch.bincount (same counts, slower)")
         elif backend == "native" and _native is None:
-            raise RuntimeError("the native histogram kernel normscape._gradhist is not built: reinstall with a C "
-                               "compiler (pip install -e .) or use backend='torch'")
+            raise RuntimeError(
+                "the native histogram kernel normscape._gradhist is not built: reinstall with a C "
+                "compiler (pip install -e .) or use backend='torch'"
+            )
         self.backend = backend
         self.names = list(names)
         self.sizes = [int(n) for n in sizes]
@@ -81,7 +90,8 @@ class GradHistogram:
             # Element i of the flat gradient belongs to parameter k: its codes are offset by k * n_codes, so ONE
             # bincount over the whole flat gradient fills every parameter's histogram.
             self._offsets = torch.repeat_interleave(
-                torch.arange(len(self.names), dtype=torch.int32) * self.n_codes, torch.tensor(self.sizes))
+                torch.arange(len(self.names), dtype=torch.int32) * self.n_codes, torch.tensor(self.sizes)
+            )
         self.epochs: list[dict] = []
 
     def _code(self, value: float) -> int:
@@ -107,12 +117,12 @@ class GradHistogram:
         running = self._running.view(len(self.names), self.n_codes)
         centers = np.sqrt(self.edges[:-1] * self.edges[1:])  # geometric bin centres
         for i, name in enumerate(self.names):
-            counts = running[i, self.lo_code:self.hi_code].numpy().copy()
+            counts = running[i, self.lo_code : self.hi_code].numpy().copy()
             nonzero = np.flatnonzero(counts)
             epoch[name] = {
                 "counts": counts,
-                "underflow": int(running[i, :self.lo_code].sum()),
-                "overflow": int(running[i, self.hi_code:].sum()),
+                "underflow": int(running[i, : self.lo_code].sum()),
+                "overflow": int(running[i, self.hi_code :].sum()),
                 # Summary statistics estimated from the histogram (exact to within one bin, ~±9% at 4 bins
                 # per octave): computing them exactly per step would cost more than the histogram itself.
                 "mean_abs": float((counts * centers).sum() / counts.sum()) if counts.sum() else float("nan"),

@@ -43,15 +43,20 @@ class FilterResponseNorm(nn.Module):
     (the paper's recommendation for 1x1 activations).
     """
 
-    def __init__(self, num_features: int, eps: float = FRN_EPS, learnable_eps: bool = False,
-                 eps_init: float = FRN_LEARNED_EPS_INIT):
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = FRN_EPS,
+        learnable_eps: bool = False,
+        eps_init: float = FRN_LEARNED_EPS_INIT,
+    ):
         super().__init__()
         self.num_features = num_features
         self.eps = eps
         self.learnable_eps = learnable_eps
-        self.weight = nn.Parameter(torch.ones(num_features))   # gamma
-        self.bias = nn.Parameter(torch.zeros(num_features))    # beta
-        self.tau = nn.Parameter(torch.zeros(num_features))     # TLU threshold
+        self.weight = nn.Parameter(torch.ones(num_features))  # gamma
+        self.bias = nn.Parameter(torch.zeros(num_features))  # beta
+        self.tau = nn.Parameter(torch.zeros(num_features))  # TLU threshold
         if learnable_eps:
             self.eps_l = nn.Parameter(torch.full((1,), float(eps_init)))
         else:
@@ -100,8 +105,9 @@ def make_norm(name: str, num_features: int) -> nn.Module:
 class ClassifierHead(nn.Module):
     """``fc1 -> norm -> act (ReLU) -> drop -> fc2``; ``norm_name`` is the only thing that varies."""
 
-    def __init__(self, norm: str, in_features: int = 1280, hidden: int = 256, num_classes: int = 10,
-                 dropout: float = 0.0):
+    def __init__(
+        self, norm: str, in_features: int = 1280, hidden: int = 256, num_classes: int = 10, dropout: float = 0.0
+    ):
         super().__init__()
         self.norm_name = norm
         self.fc1 = nn.Linear(in_features, hidden)
@@ -118,8 +124,9 @@ class ClassifierHead(nn.Module):
         return self.fc2(self.drop(self.act(self.norm(z))))
 
 
-def build_head(norm: str, in_features: int = 1280, hidden: int = 256, num_classes: int = 10,
-               dropout: float = 0.0) -> ClassifierHead:
+def build_head(
+    norm: str, in_features: int = 1280, hidden: int = 256, num_classes: int = 10, dropout: float = 0.0
+) -> ClassifierHead:
     """Factory used everywhere (training, landscapes, tests): heads differ only in ``norm``."""
     if norm not in NORM_NAMES:
         raise ValueError(f"unknown head {norm!r}; choose one of {NORM_NAMES}")
@@ -129,4 +136,3 @@ def build_head(norm: str, in_features: int = 1280, hidden: int = 256, num_classe
 def is_norm_parameter(name: str) -> bool:
     """True for parameters of the normalisation layer (gamma, beta, tau, eps_l) — used by ``ignore: biasbn``."""
     return name.startswith("norm.")
-

@@ -61,7 +61,7 @@ def zero_direction(model: ClassifierHead) -> Direction:
 def unflatten(flat: torch.Tensor, model: ClassifierHead) -> Direction:
     out, offset = {}, 0
     for name, p in model.named_parameters():
-        out[name] = flat[offset:offset + p.numel()].view_as(p).clone()
+        out[name] = flat[offset : offset + p.numel()].view_as(p).clone()
         offset += p.numel()
     return out
 
@@ -70,13 +70,22 @@ def flatten(direction: Direction, model: ClassifierHead) -> torch.Tensor:
     return torch.cat([direction[name].flatten() for name, _ in model.named_parameters()])
 
 
-def evaluate_plane(model: ClassifierHead, x: torch.Tensor, y: torch.Tensor, d1: Direction, d2: Direction,
-                   alphas: np.ndarray, betas: np.ndarray, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def evaluate_plane(
+    model: ClassifierHead,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    d1: Direction,
+    d2: Direction,
+    alphas: np.ndarray,
+    betas: np.ndarray,
+    progress: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
     return PlaneEvaluator(model, d1, d2).evaluate(x, y, alphas, betas, progress)
 
 
-def evaluate_line(model: ClassifierHead, x: torch.Tensor, y: torch.Tensor, d: Direction,
-                  alphas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def evaluate_line(
+    model: ClassifierHead, x: torch.Tensor, y: torch.Tensor, d: Direction, alphas: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     loss, acc = PlaneEvaluator(model, d, zero_direction(model)).evaluate(x, y, alphas, np.zeros(1))
     return loss[:, 0], acc[:, 0]
 
@@ -98,7 +107,7 @@ def trajectory_pca(trajectory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
         extra -= (extra @ dirs[0]) * dirs[0]
         dirs = torch.stack([dirs[0], extra / extra.norm()])
     coords = (trajectory.double() - final) @ dirs.t()
-    var = (s ** 2)
+    var = s**2
     ratio = (var[:2] / var.sum()).numpy() if var.sum() > 0 else np.zeros(2)
     return dirs.float(), coords.float(), np.pad(ratio, (0, 2 - len(ratio)))
 
@@ -125,7 +134,6 @@ def grid_axis(span: float, resolution: int) -> np.ndarray:
     return np.linspace(-span, span, resolution)
 
 
-
 # --------------------------------------------------------------------------------------------- one run
 def load_head(path) -> ClassifierHead:
     state = torch.load(path, map_location="cpu", weights_only=False)
@@ -134,8 +142,16 @@ def load_head(path) -> ClassifierHead:
     return model.eval()
 
 
-def compute_landscape(model_final: str, model_init: str, trajectory: str, features: str, out_h5: str,
-                      out_json: str, settings: dict, progress: bool = True) -> dict:
+def compute_landscape(
+    model_final: str,
+    model_init: str,
+    trajectory: str,
+    features: str,
+    out_h5: str,
+    out_json: str,
+    settings: dict,
+    progress: bool = True,
+) -> dict:
     """Every landscape of one run (plane, line, interpolation, PCA plane) + sharpness numbers -> files."""
     import h5py
 
@@ -175,10 +191,18 @@ def compute_landscape(model_final: str, model_init: str, trajectory: str, featur
         rl, _ = evaluate_line(model, x, y, d1, np.array([-r, r]))
         rl2, _ = evaluate_line(model, x, y, d2, np.array([-r, r]))
         increase[f"{r:g}"] = float(np.mean(np.concatenate([rl, rl2])) - centre)
-    sharpness = {"top_eigenvalue": top, "power_iterations": iters, "hessian_trace": trace,
-                 "hessian_trace_sem": trace_sem, "loss_at_minimum": centre, "loss_increase_at_radius": increase,
-                 "samples": int(len(hidx)), "landscape_samples": int(len(idx)), "split": settings["split"],
-                 "head": model.norm_name}
+    sharpness = {
+        "top_eigenvalue": top,
+        "power_iterations": iters,
+        "hessian_trace": trace,
+        "hessian_trace_sem": trace_sem,
+        "loss_at_minimum": centre,
+        "loss_increase_at_radius": increase,
+        "samples": int(len(hidx)),
+        "landscape_samples": int(len(idx)),
+        "split": settings["split"],
+        "head": model.norm_name,
+    }
     with atomic_path(out_h5, suffix=".h5") as tmp, h5py.File(tmp, "w") as f:
         for key, value in settings.items():
             if not isinstance(value, dict):
@@ -198,8 +222,14 @@ def compute_landscape(model_final: str, model_init: str, trajectory: str, featur
         for k, v in (("t", t), ("loss", interp_loss), ("acc", interp_acc)):
             g.create_dataset(k, data=v)
         g = f.create_group("pca")
-        for k, v in (("alphas", pa), ("betas", pb), ("loss", pca_loss), ("acc", pca_acc),
-                     ("trajectory", coords.numpy()), ("explained_variance_ratio", ratio)):
+        for k, v in (
+            ("alphas", pa),
+            ("betas", pb),
+            ("loss", pca_loss),
+            ("acc", pca_acc),
+            ("trajectory", coords.numpy()),
+            ("explained_variance_ratio", ratio),
+        ):
             g.create_dataset(k, data=v)
         g = f.create_group("directions")
         for name in d1:

@@ -48,8 +48,15 @@ def parameters_of(model: ClassifierHead) -> dict[str, torch.Tensor]:
 
 # --------------------------------------------------------------------------------------------- the naive loop
 @torch.no_grad()
-def loop_evaluate(model: ClassifierHead, x: torch.Tensor, y: torch.Tensor, d1: Direction, d2: Direction,
-                  alphas: np.ndarray, betas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def loop_evaluate(
+    model: ClassifierHead,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    d1: Direction,
+    d2: Direction,
+    alphas: np.ndarray,
+    betas: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
     """Reference: set the weights of every grid point and run a full forward pass (what the reference tool does)."""
     base = parameters_of(model)
     probe = build_head(model.norm_name, model.fc1.in_features, model.fc1.out_features, model.fc2.out_features)
@@ -72,8 +79,14 @@ def loop_evaluate(model: ClassifierHead, x: torch.Tensor, y: torch.Tensor, d1: D
 class PlaneEvaluator:
     """Exact loss/accuracy of ``model`` (eval mode) at points theta* + a d1 + b d2, blocked over samples/points."""
 
-    def __init__(self, model: ClassifierHead, d1: Direction, d2: Direction, sample_block: int = SAMPLE_BLOCK,
-                 point_block: int = POINT_BLOCK):
+    def __init__(
+        self,
+        model: ClassifierHead,
+        d1: Direction,
+        d2: Direction,
+        sample_block: int = SAMPLE_BLOCK,
+        point_block: int = POINT_BLOCK,
+    ):
         self.model = model.eval()
         self.norm_name = model.norm_name
         self.norm_module = model.norm
@@ -82,8 +95,9 @@ class PlaneEvaluator:
         self.fc1 = [(p[k], d1[k], d2[k]) for k in ("fc1.weight", "fc1.bias")]
         self.fc2 = [(p[k], d1[k], d2[k]) for k in ("fc2.weight", "fc2.bias")]
         # norm parameters along the plane: name -> (base, d1, d2), each a column (hidden, 1) or a scalar (eps_l)
-        self.norm_terms = {n[len("norm."):]: tuple(t.reshape(-1, 1) for t in (p[n], d1[n], d2[n]))
-                           for n in p if is_norm_parameter(n)}
+        self.norm_terms = {
+            n[len("norm.") :]: tuple(t.reshape(-1, 1) for t in (p[n], d1[n], d2[n])) for n in p if is_norm_parameter(n)
+        }
         self.norm_moves = any(bool(t[1].any() or t[2].any()) for t in self.norm_terms.values())
         if self.norm_name == "group":
             self.groups = self.norm_module.num_groups
@@ -104,7 +118,7 @@ class PlaneEvaluator:
             # per-sample, per-group means of Z_i and Z_i * Z_j: the statistics of Z(a, b) are polynomials in them
             # (so no reduction over the hidden units is done per point); float64: var = E[z^2] - E[z]^2 cancels
             g = [z.double().view(self.groups, -1, z.shape[1]) for z in zs]
-            self._means = torch.stack([gi.mean(1) for gi in g]).flatten(1)                            # (3, G*S)
+            self._means = torch.stack([gi.mean(1) for gi in g]).flatten(1)  # (3, G*S)
             self._seconds = torch.stack([(g[i] * g[j]).mean(1) for i, j in MOMENT_PAIRS]).flatten(1)  # (6, G*S)
         return zs
 
@@ -115,8 +129,8 @@ class PlaneEvaluator:
         float64 matrix products with the points' coefficient rows."""
         a, b = a.double().view(-1, 1), b.double().view(-1, 1)
         one = torch.ones_like(a)
-        mean = torch.cat([one, a, b], 1) @ self._means                                       # (P, G*S)
-        coef = torch.cat([one, 2 * a, 2 * b, a * a, 2 * a * b, b * b], 1)                    # MOMENT_PAIRS order
+        mean = torch.cat([one, a, b], 1) @ self._means  # (P, G*S)
+        coef = torch.cat([one, 2 * a, 2 * b, a * a, 2 * a * b, b * b], 1)  # MOMENT_PAIRS order
         var = torch.addcmul(coef @ self._seconds, mean, mean, value=-1.0).clamp_(min=0.0)
         rstd = var.add_(self.norm_module.eps).rsqrt_()
         shape = (len(a), self.groups, 1, -1)
@@ -127,8 +141,15 @@ class PlaneEvaluator:
         return base + a * d1 + b * d2 if self.norm_moves else base  # (P, hidden, 1) or (hidden, 1)
 
     # ------------------------------------------------------------------------------------ per point block
-    def _hidden(self, zs: list[torch.Tensor], a: torch.Tensor, b: torch.Tensor, out: torch.Tensor,
-                statistics: tuple[torch.Tensor, torch.Tensor] | None, scratch: torch.Tensor | None) -> torch.Tensor:
+    def _hidden(
+        self,
+        zs: list[torch.Tensor],
+        a: torch.Tensor,
+        b: torch.Tensor,
+        out: torch.Tensor,
+        statistics: tuple[torch.Tensor, torch.Tensor] | None,
+        scratch: torch.Tensor | None,
+    ) -> torch.Tensor:
         """ReLU(norm(Z(a, b))) for the points (a, b) of shape (P, 1, 1): (P, hidden, samples), computed in place
         in ``out`` (reused buffers: no fresh pages to fault in per block). ``statistics``: LayerNorm/GroupNorm's
         (-mean/std, 1/std) of these points; ``scratch``: a second buffer like ``out`` (FRN)."""
@@ -145,22 +166,23 @@ class PlaneEvaluator:
             shift, rstd = statistics
             P, C, S = z.shape
             grouped = z.view(P, self.groups, C // self.groups, S)
-            torch.addcmul(shift, grouped, rstd, out=grouped)                       # (z - mean) / std
+            torch.addcmul(shift, grouped, rstd, out=grouped)  # (z - mean) / std
             torch.addcmul(self._norm_at("bias", a, b), z, self._norm_at("weight", a, b), out=z)
         elif name in ("frn", "frn_learned_eps"):
             m = self.norm_module
             eps = m.eps + self._norm_at("eps_l", a, b).abs() if m.learnable_eps else m.eps
-            inv = torch.mul(z, z, out=scratch).add_(eps).rsqrt_()                    # 1 / sqrt(z^2 + eps)
+            inv = torch.mul(z, z, out=scratch).add_(eps).rsqrt_()  # 1 / sqrt(z^2 + eps)
             z.mul_(inv)
             torch.addcmul(self._norm_at("bias", a, b), z, self._norm_at("weight", a, b), out=z)
-            torch.maximum(z, self._norm_at("tau", a, b), out=z)                      # TLU
+            torch.maximum(z, self._norm_at("tau", a, b), out=z)  # TLU
         elif name not in ("none", "batch"):
             raise ValueError(f"no fast landscape path for norm {name!r}")
         return z.relu_()
 
     @torch.no_grad()
-    def evaluate(self, x: torch.Tensor, y: torch.Tensor, alphas: np.ndarray, betas: np.ndarray,
-                 progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def evaluate(
+        self, x: torch.Tensor, y: torch.Tensor, alphas: np.ndarray, betas: np.ndarray, progress: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(mean cross-entropy, accuracy) at every (alpha, beta) of the grid: two (len(alphas), len(betas)) arrays."""
         from tqdm import tqdm
 
@@ -185,13 +207,13 @@ class PlaneEvaluator:
         scratch_buffer = torch.empty_like(hidden_buffer) if self.norm_name.startswith("frn") else None
         logits_buffer = torch.empty(min(chunk, n_points) * classes * block_samples)
         for s in range(0, len(x), self.sample_block):
-            xs, ys = x[s:s + self.sample_block], y[s:s + self.sample_block]
+            xs, ys = x[s : s + self.sample_block], y[s : s + self.sample_block]
             n = len(xs)
             zs = self._first_layer(xs)
             labels = ys.view(1, 1, n)
             for c0 in range(0, n_points, chunk):
                 c1 = min(c0 + chunk, n_points)
-                logits = logits_buffer[:(c1 - c0) * classes * n].view(c1 - c0, classes, n)
+                logits = logits_buffer[: (c1 - c0) * classes * n].view(c1 - c0, classes, n)
                 chunk_stats = None
                 if self.norm_name in ("layer", "group"):  # for the whole chunk at once: few, larger ops
                     chunk_stats = self._statistics(a_all[c0:c1].view(-1, 1, 1), b_all[c0:c1].view(-1, 1, 1))
@@ -199,13 +221,13 @@ class PlaneEvaluator:
                     p1 = min(p0 + self.point_block, c1)
                     a, b = a_all[p0:p1].view(-1, 1, 1), b_all[p0:p1].view(-1, 1, 1)
                     size = (p1 - p0) * hidden * n
-                    stats = None if chunk_stats is None else tuple(t[p0 - c0:p1 - c0] for t in chunk_stats)
+                    stats = None if chunk_stats is None else tuple(t[p0 - c0 : p1 - c0] for t in chunk_stats)
                     shape = (p1 - p0, hidden, n)
                     scratch = None if scratch_buffer is None else scratch_buffer[:size].view(shape)
                     h = self._hidden(zs, a, b, hidden_buffer[:size].view(shape), stats, scratch)
-                    torch.baddbmm(c2_all[p0:p1], w2_all[p0:p1], h, out=logits[p0 - c0:p1 - c0])  # (P, classes, S)
+                    torch.baddbmm(c2_all[p0:p1], w2_all[p0:p1], h, out=logits[p0 - c0 : p1 - c0])  # (P, classes, S)
                 picked = logits.gather(1, labels.expand(c1 - c0, 1, n)).squeeze(1)
-                nll = torch.logsumexp(logits, dim=1) - picked                                      # (points, S)
+                nll = torch.logsumexp(logits, dim=1) - picked  # (points, S)
                 loss_sum[c0:c1] += nll.sum(1, dtype=torch.float64)
                 # max() gives the first maximal index like argmax(), and reduces the class axis ~15x faster
                 correct[c0:c1] += (logits.max(1).indices == labels.view(1, n)).sum(1)

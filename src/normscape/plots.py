@@ -8,8 +8,8 @@ of different heads share one colour scale. Every figure is written as PDF (vecto
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import matplotlib
 
@@ -20,17 +20,44 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib import colors  # noqa: E402
 
-from normscape.results import (HEAD_LABELS, head_sort_key, load_grad_hist, load_landscape, load_metrics,  # noqa: E402
-                               load_summaries, run_key, variant_value)
+from normscape.results import (
+    HEAD_LABELS,
+    head_sort_key,
+    load_grad_hist,
+    load_landscape,
+    load_metrics,  # noqa: E402
+    load_summaries,
+    run_key,
+    variant_value,
+)
 
-PALETTE = {"none": "#4d4d4d", "batch": "#1f77b4", "layer": "#d62728", "group": "#9467bd", "frn": "#2ca02c",
-           "frn_learned_eps": "#ff7f0e"}
-METRIC_LABELS = {"val_acc": "validation accuracy", "train_acc": "training accuracy", "val_loss": "validation loss",
-                 "train_loss": "training loss"}
+PALETTE = {
+    "none": "#4d4d4d",
+    "batch": "#1f77b4",
+    "layer": "#d62728",
+    "group": "#9467bd",
+    "frn": "#2ca02c",
+    "frn_learned_eps": "#ff7f0e",
+}
+METRIC_LABELS = {
+    "val_acc": "validation accuracy",
+    "train_acc": "training accuracy",
+    "val_loss": "validation loss",
+    "train_loss": "training loss",
+}
 
-plt.rcParams.update({"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
-                     "figure.dpi": 100, "savefig.bbox": "tight", "axes.spines.top": False,
-                     "axes.spines.right": False})
+plt.rcParams.update(
+    {
+        "font.size": 9,
+        "axes.titlesize": 10,
+        "axes.labelsize": 9,
+        "legend.fontsize": 8,
+        "figure.dpi": 100,
+        "savefig.bbox": "tight",
+        "axes.spines.top": False,
+        "axes.spines.right": False,
+    }
+)
 
 
 def save(fig: plt.Figure, pdf: str | Path, png: str | Path) -> None:
@@ -44,7 +71,7 @@ def running_average(values: np.ndarray, window: int) -> np.ndarray:
     """Trailing mean over the last ``window`` values (shorter at the start), NaN-aware."""
     out = np.empty_like(values, dtype=float)
     for i in range(len(values)):
-        chunk = values[max(0, i - window + 1):i + 1]
+        chunk = values[max(0, i - window + 1) : i + 1]
         out[i] = np.nanmean(chunk) if np.isfinite(chunk).any() else np.nan
     return out
 
@@ -53,8 +80,15 @@ def _seed_stats(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     return df.groupby("epoch")[metric].agg(["mean", "std", "count"]).reset_index()
 
 
-def plot_curves(ax, df: pd.DataFrame, metric: str, group: str, window: int, styles: dict | None = None,
-                label_of: Callable[[str], str] | None = None) -> None:
+def plot_curves(
+    ax,
+    df: pd.DataFrame,
+    metric: str,
+    group: str,
+    window: int,
+    styles: dict | None = None,
+    label_of: Callable[[str], str] | None = None,
+) -> None:
     """Mean over seeds (smoothed, raw faint) and +-1 std band, one curve per value of ``group``."""
     keys = sorted(df[group].unique(), key=lambda k: (head_sort_key(k) if group == "head" else 0, str(k)))
     for key in keys:
@@ -70,8 +104,13 @@ def plot_curves(ax, df: pd.DataFrame, metric: str, group: str, window: int, styl
         ax.fill_between(stats["epoch"], mean - std, mean + std, alpha=0.15, color=style.get("color"), lw=0)
         diverged = sub[sub["diverged"] == 1]
         if len(diverged):
-            ax.scatter(diverged["epoch"], np.nan_to_num(diverged[metric], nan=ax.get_ylim()[1]), marker="x",
-                       color=style.get("color"), zorder=5)
+            ax.scatter(
+                diverged["epoch"],
+                np.nan_to_num(diverged[metric], nan=ax.get_ylim()[1]),
+                marker="x",
+                color=style.get("color"),
+                zorder=5,
+            )
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_ylabel(METRIC_LABELS.get(metric, metric))
@@ -103,13 +142,19 @@ def clipping_figure(metrics: list[str], heads: list[str], window: int, metric: s
     return fig
 
 
-def grad_heatmaps(grads: list[str], group: str, layer: str = "fc2.weight", title: str = "",
-                  label_of: Callable[[str], str] | None = None) -> plt.Figure:
+def grad_heatmaps(
+    grads: list[str],
+    group: str,
+    layer: str = "fc2.weight",
+    title: str = "",
+    label_of: Callable[[str], str] | None = None,
+) -> plt.Figure:
     """One epoch x log10|grad| heatmap per run (first seed of each group value), shared colour scale."""
     chosen = first_seed(grads, group)
-    keys = sorted(chosen, key=lambda k: (head_sort_key(k) if group == "head" else (variant_value(k) or 0)))
-    fig, axes = plt.subplots(1, len(keys), figsize=(2.9 * len(keys), 2.8), squeeze=False, sharey=True,
-                             sharex=True, layout="constrained")
+    keys = sorted(chosen, key=lambda k: head_sort_key(k) if group == "head" else (variant_value(k) or 0))
+    fig, axes = plt.subplots(
+        1, len(keys), figsize=(2.9 * len(keys), 2.8), squeeze=False, sharey=True, sharex=True, layout="constrained"
+    )
     norm = colors.LogNorm(vmin=1e-4, vmax=1.0)
     image = None
     hists = {key: load_grad_hist(chosen[key], layer) for key in keys}
@@ -123,16 +168,36 @@ def grad_heatmaps(grads: list[str], group: str, layer: str = "fc2.weight", title
         frac = counts / np.maximum(counts.sum(1, keepdims=True), 1)
         log_edges = np.log10(h["edges"])
         epochs = np.arange(1, counts.shape[0] + 2) - 0.5
-        image = ax.pcolormesh(log_edges[lo:hi + 1], epochs, np.ma.masked_equal(frac[:, lo:hi], 0), norm=norm,
-                              cmap="viridis", shading="flat")
-        ax.plot(np.log10(np.maximum(h["mean_abs"], 1e-30)), np.arange(1, counts.shape[0] + 1), ".-", color="red",
-                lw=0.8, ms=3, label="mean |g|")
+        image = ax.pcolormesh(
+            log_edges[lo : hi + 1],
+            epochs,
+            np.ma.masked_equal(frac[:, lo:hi], 0),
+            norm=norm,
+            cmap="viridis",
+            shading="flat",
+        )
+        ax.plot(
+            np.log10(np.maximum(h["mean_abs"], 1e-30)),
+            np.arange(1, counts.shape[0] + 1),
+            ".-",
+            color="red",
+            lw=0.8,
+            ms=3,
+            label="mean |g|",
+        )
         ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         zero_rows = np.flatnonzero((counts.sum(1) == 0) & (h["underflow"] > 0)) + 1
         if zero_rows.size:  # every gradient element below the lowest bin: the layer receives no gradient
-            ax.text(0.5, (zero_rows.mean() - 0.5) / counts.shape[0], f"epochs {zero_rows[0]}-{zero_rows[-1]}:\n"
-                    f"all |grad| < {h['edges'][0]:.0e}", transform=ax.transAxes, ha="center", va="center",
-                    fontsize=8, bbox={"facecolor": "white", "alpha": 0.8, "lw": 0})
+            ax.text(
+                0.5,
+                (zero_rows.mean() - 0.5) / counts.shape[0],
+                f"epochs {zero_rows[0]}-{zero_rows[-1]}:\nall |grad| < {h['edges'][0]:.0e}",
+                transform=ax.transAxes,
+                ha="center",
+                va="center",
+                fontsize=8,
+                bbox={"facecolor": "white", "alpha": 0.8, "lw": 0},
+            )
         ax.set_title(label_of(key) if label_of else HEAD_LABELS.get(key, key))
         ax.set_xlabel(f"log10 |grad| of {layer}")
     axes[0][0].set_ylabel("epoch")
@@ -179,8 +244,14 @@ def landscape_contours(landscapes: list[str]) -> plt.Figure:
     cs = None
     for ax, (head, ls) in zip(axes[0], chosen.items()):
         p = ls["plane"]
-        cs = ax.contourf(p["alphas"], p["betas"], np.clip(p["loss"].T, levels[0], levels[-1]), levels=levels,
-                         norm=norm, cmap="viridis")
+        cs = ax.contourf(
+            p["alphas"],
+            p["betas"],
+            np.clip(p["loss"].T, levels[0], levels[-1]),
+            levels=levels,
+            norm=norm,
+            cmap="viridis",
+        )
         ax.contour(p["alphas"], p["betas"], p["loss"].T, levels=levels[::3], colors="white", linewidths=0.4)
         ax.plot(0, 0, "r*", ms=8)
         ax.set_title(HEAD_LABELS.get(head, head))
@@ -199,8 +270,14 @@ def landscape_pca(landscapes: list[str]) -> plt.Figure:
         p = ls["pca"]
         loss = p["loss"].T
         levels = np.geomspace(max(np.nanmin(loss), 1e-3), max(np.nanmax(loss), np.nanmin(loss) * 1.01 + 1e-3), 20)
-        ax.contourf(p["alphas"], p["betas"], np.clip(loss, levels[0], levels[-1]), levels=levels,
-                    norm=colors.LogNorm(levels[0], levels[-1]), cmap="viridis")
+        ax.contourf(
+            p["alphas"],
+            p["betas"],
+            np.clip(loss, levels[0], levels[-1]),
+            levels=levels,
+            norm=colors.LogNorm(levels[0], levels[-1]),
+            cmap="viridis",
+        )
         tr = p["trajectory"]
         ax.plot(tr[:, 0], tr[:, 1], "w.-", lw=1.2, ms=4)
         ax.plot(tr[0, 0], tr[0, 1], "o", color="orange", ms=5, label="init")
@@ -237,14 +314,23 @@ def landscape_1d(landscapes: list[str]) -> plt.Figure:
 
 
 def batch_size_figure(summaries: list[str]) -> plt.Figure:
-    rows = [{"head": s["head"], "batch_size": variant_value(s["variant"]), "test_acc": s["final"]["test_acc"]}
-            for s in load_summaries(summaries)]
+    rows = [
+        {"head": s["head"], "batch_size": variant_value(s["variant"]), "test_acc": s["final"]["test_acc"]}
+        for s in load_summaries(summaries)
+    ]
     df = pd.DataFrame(rows)
     fig, ax = plt.subplots(figsize=(4.2, 3.0), layout="constrained")
     for head in sorted(df["head"].unique(), key=head_sort_key):
         stats = df[df["head"] == head].groupby("batch_size")["test_acc"].agg(["mean", "std"]).reset_index()
-        ax.errorbar(stats["batch_size"], stats["mean"], yerr=np.nan_to_num(stats["std"]), marker="o", capsize=3,
-                    color=PALETTE.get(head), label=HEAD_LABELS.get(head, head))
+        ax.errorbar(
+            stats["batch_size"],
+            stats["mean"],
+            yerr=np.nan_to_num(stats["std"]),
+            marker="o",
+            capsize=3,
+            color=PALETTE.get(head),
+            label=HEAD_LABELS.get(head, head),
+        )
     ax.set_xscale("log", base=2)
     ax.set_xlabel("batch size")
     ax.set_ylabel("final test accuracy")
@@ -257,8 +343,9 @@ def draw(name: str, inputs: dict[str, list[str]], settings: dict) -> plt.Figure:
     """The figure called ``name`` (see FIGURES.md) from its input files."""
     w = settings.get("smoothing_window", 3)
     if name == "fig4_convergence_accuracy":
-        return curves_figure(inputs["metrics"], "convergence", ["val_acc", "train_acc"], w,
-                             "Exp. 1 (lr 1e-3): accuracy per epoch")
+        return curves_figure(
+            inputs["metrics"], "convergence", ["val_acc", "train_acc"], w, "Exp. 1 (lr 1e-3): accuracy per epoch"
+        )
     if name == "fig5_landscape_surface":
         return landscape_surfaces(inputs["landscapes"])
     if name == "fig5_landscape_contour":
@@ -270,16 +357,25 @@ def draw(name: str, inputs: dict[str, list[str]], settings: dict) -> plt.Figure:
     if name == "fig7_layernorm_clipping_val_loss":
         return clipping_figure(inputs["metrics"], ["layer"], w)
     if name == "fig8_layernorm_clipping_grads":
-        return grad_heatmaps(inputs["grads"], "experiment", title="LayerNorm: |grad| of fc2 without / with clipping",
-                             label_of=lambda e: {"convergence": "no clipping", "clipping": "clipping at 1.0"}[e])
+        return grad_heatmaps(
+            inputs["grads"],
+            "experiment",
+            title="LayerNorm: |grad| of fc2 without / with clipping",
+            label_of=lambda e: {"convergence": "no clipping", "clipping": "clipping at 1.0"}[e],
+        )
     if name == "fig9_clipping_val_loss":
         return clipping_figure(inputs["metrics"], ["batch", "frn", "none"], w)
     if name == "fig10_high_lr":
-        return curves_figure(inputs["metrics"], "high_lr", ["val_acc", "val_loss"], w,
-                             "Exp. 3 (lr 1e-2): accuracy and loss per epoch")
+        return curves_figure(
+            inputs["metrics"], "high_lr", ["val_acc", "val_loss"], w, "Exp. 3 (lr 1e-2): accuracy and loss per epoch"
+        )
     if name == "fig11_lr_sweep_grads":
-        return grad_heatmaps(inputs["grads"], "variant", title="Baseline head: |grad| of fc2 at each learning rate",
-                             label_of=lambda v: f"lr = {variant_value(v):g}")
+        return grad_heatmaps(
+            inputs["grads"],
+            "variant",
+            title="Baseline head: |grad| of fc2 at each learning rate",
+            label_of=lambda v: f"lr = {variant_value(v):g}",
+        )
     if name == "figA_batch_size":
         return batch_size_figure(inputs["summaries"])
     if name == "fig_landscape_1d":

@@ -51,7 +51,9 @@ def linear_probe(path: str, train_samples: int | None = None, seed: int = 0) -> 
     xte_t = torch.from_numpy((xte - mean) / std)
     ytr_t, yte_t = torch.from_numpy(ytr).long(), torch.from_numpy(yte).long()
     n_fit = int(0.8 * len(xtr_t))
-    scores = {l2: accuracy(fit_logreg(xtr_t[:n_fit], ytr_t[:n_fit], l2), xtr_t[n_fit:], ytr_t[n_fit:]) for l2 in L2_GRID}
+    scores = {
+        l2: accuracy(fit_logreg(xtr_t[:n_fit], ytr_t[:n_fit], l2), xtr_t[n_fit:], ytr_t[n_fit:]) for l2 in L2_GRID
+    }
     best = max(scores, key=scores.get)
     w = fit_logreg(xtr_t, ytr_t, best)
     return {"train_samples": len(xtr_t), "l2": best, "holdout_acc": scores, "test_acc": accuracy(w, xte_t, yte_t)}

@@ -16,8 +16,14 @@ import pandas as pd
 
 RUN_PATH = re.compile(r"(?P<experiment>[^/]+)/(?P<head>[^/]+)/(?P<variant>[^/]+)/seed(?P<seed>\d+)/[^/]+$")
 
-HEAD_LABELS = {"none": "Baseline (no norm)", "batch": "BatchNorm", "layer": "LayerNorm", "group": "GroupNorm",
-               "frn": "FRN", "frn_learned_eps": "FRN (learned eps)"}
+HEAD_LABELS = {
+    "none": "Baseline (no norm)",
+    "batch": "BatchNorm",
+    "layer": "LayerNorm",
+    "group": "GroupNorm",
+    "frn": "FRN",
+    "frn_learned_eps": "FRN (learned eps)",
+}
 HEAD_ORDER = list(HEAD_LABELS)
 
 
@@ -53,8 +59,13 @@ def load_summaries(paths: list[str | Path]) -> list[dict]:
 def load_grad_hist(path: str | Path, layer: str) -> dict[str, np.ndarray]:
     with h5py.File(path, "r") as f:
         g = f[f"layers/{layer}"]
-        return {"edges": f["edges"][()], "counts": g["counts"][()], "underflow": g["underflow"][()],
-                "overflow": g["overflow"][()], "mean_abs": g["mean_abs"][()]}
+        return {
+            "edges": f["edges"][()],
+            "counts": g["counts"][()],
+            "underflow": g["underflow"][()],
+            "overflow": g["overflow"][()],
+            "mean_abs": g["mean_abs"][()],
+        }
 
 
 def load_landscape(path: str | Path) -> dict:

@@ -37,21 +37,31 @@ def synthetic_images(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.n
 def _batch_bytes(images: np.ndarray, labels: np.ndarray, label: str) -> bytes:
     # Official row layout: 1024 red, 1024 green, 1024 blue values per image, each plane row-major.
     data = images.transpose(0, 3, 1, 2).reshape(len(images), 3072)
-    batch = {b"batch_label": label.encode(), b"labels": [int(x) for x in labels], b"data": data,
-             b"filenames": [f"synthetic_{i:05d}.png".encode() for i in range(len(images))]}
+    batch = {
+        b"batch_label": label.encode(),
+        b"labels": [int(x) for x in labels],
+        b"data": data,
+        b"filenames": [f"synthetic_{i:05d}.png".encode() for i in range(len(images))],
+    }
     return pickle.dumps(batch, protocol=2)
 
 
-def make_cifar_archive(path: str | Path, train_per_batch: int = 40, n_test: int = 100, seed: int = 0,
-                       batches: int = 5) -> Path:
+def make_cifar_archive(
+    path: str | Path, train_per_batch: int = 40, n_test: int = 100, seed: int = 0, batches: int = 5
+) -> Path:
     """Write a small CIFAR-10-layout archive to ``path``: ``batches`` training batches and one test batch."""
     rng = np.random.default_rng(seed)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     members: dict[str, bytes] = {
-        "batches.meta": pickle.dumps({b"num_cases_per_batch": train_per_batch,
-                                      b"label_names": [c.encode() for c in CLASS_NAMES], b"num_vis": 3072},
-                                     protocol=2),
+        "batches.meta": pickle.dumps(
+            {
+                b"num_cases_per_batch": train_per_batch,
+                b"label_names": [c.encode() for c in CLASS_NAMES],
+                b"num_vis": 3072,
+            },
+            protocol=2,
+        ),
     }
     for b in range(1, batches + 1):
         imgs, labels = synthetic_images(train_per_batch, rng)
@@ -67,8 +77,15 @@ def make_cifar_archive(path: str | Path, train_per_batch: int = 40, n_test: int 
     return path
 
 
-def make_features_file(path: str | Path, n_train: int = 2000, n_val: int = 500, n_test: int = 500,
-                       dim: int = 1280, seed: int = 0, separation: float = 1.0) -> Path:
+def make_features_file(
+    path: str | Path,
+    n_train: int = 2000,
+    n_val: int = 500,
+    n_test: int = 500,
+    dim: int = 1280,
+    seed: int = 0,
+    separation: float = 1.0,
+) -> Path:
     """Write a feature cache with 10 Gaussian classes (non-negative, like post-ReLU pooled features)."""
     rng = np.random.default_rng(seed)
     centers = rng.normal(0, separation, size=(10, dim)).astype(np.float32)
@@ -79,9 +96,20 @@ def make_features_file(path: str | Path, n_train: int = 2000, n_val: int = 500, 
         return {"features": feats, "labels": labels, "indices": np.arange(offset, offset + n)}
 
     splits = {"train": split(n_train, 0), "val": split(n_val, 0), "test": split(n_test, n_val)}
-    attrs = {"backbone": "synthetic", "weights_id": "synthetic", "weights_sha256": "", "input_size": 0,
-             "precision": "fp32", "normalization": {}, "feature_dim": dim, "num_classes": 10,
-             "class_names": CLASS_NAMES, "data_checksum": "", "split_seed": seed, "versions": {},
-             "created": "1970-01-01T00:00:00Z"}
+    attrs = {
+        "backbone": "synthetic",
+        "weights_id": "synthetic",
+        "weights_sha256": "",
+        "input_size": 0,
+        "precision": "fp32",
+        "normalization": {},
+        "feature_dim": dim,
+        "num_classes": 10,
+        "class_names": CLASS_NAMES,
+        "data_checksum": "",
+        "split_seed": seed,
+        "versions": {},
+        "created": "1970-01-01T00:00:00Z",
+    }
     write_features(path, splits, attrs)
     return Path(path)

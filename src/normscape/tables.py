@@ -12,11 +12,19 @@ import pandas as pd
 from normscape.atomic import atomic_path, write_text
 from normscape.results import HEAD_LABELS, head_sort_key, load_summaries, run_key
 
-COLUMNS = [("final_test_acc", "final test acc"), ("best_test_acc", "best-val test acc"),
-           ("epochs_to_80", "epochs to 80% val"), ("epochs_to_85", "epochs to 85% val"),
-           ("final_val_loss", "final val loss"), ("grad_norm_median", "|g| median"), ("grad_norm_p99", "|g| p99"),
-           ("clipped_fraction", "clipped"), ("top_eigenvalue", "top Hessian eig."), ("hessian_trace", "Hessian trace"),
-           ("wall_time_s", "wall time (s)")]
+COLUMNS = [
+    ("final_test_acc", "final test acc"),
+    ("best_test_acc", "best-val test acc"),
+    ("epochs_to_80", "epochs to 80% val"),
+    ("epochs_to_85", "epochs to 85% val"),
+    ("final_val_loss", "final val loss"),
+    ("grad_norm_median", "|g| median"),
+    ("grad_norm_p99", "|g| p99"),
+    ("clipped_fraction", "clipped"),
+    ("top_eigenvalue", "top Hessian eig."),
+    ("hessian_trace", "Hessian trace"),
+    ("wall_time_s", "wall time (s)"),
+]
 
 
 def run_rows(summary_paths: list[str], sharpness_paths: list[str]) -> pd.DataFrame:
@@ -28,13 +36,26 @@ def run_rows(summary_paths: list[str], sharpness_paths: list[str]) -> pd.DataFra
     for s in load_summaries(summary_paths):
         key = (s["experiment"], s["head"], s["variant"], s["seed"])
         sh = sharp.get(key, {})
-        rows.append({"experiment": s["experiment"], "head": s["head"], "variant": s["variant"], "seed": s["seed"],
-                     "final_test_acc": s["final"]["test_acc"], "best_test_acc": s["best"]["test_acc"],
-                     "epochs_to_80": s["epochs_to_val_acc"].get("0.80"), "epochs_to_85": s["epochs_to_val_acc"].get("0.85"),
-                     "final_val_loss": s["final"]["val_loss"], "grad_norm_median": s["grad_norm"]["median"],
-                     "grad_norm_p99": s["grad_norm"]["p99"], "clipped_fraction": s["grad_norm"]["clipped_fraction"],
-                     "diverged": bool(s["diverged"]), "top_eigenvalue": sh.get("top_eigenvalue"),
-                     "hessian_trace": sh.get("hessian_trace"), "wall_time_s": s["wall_time_s"]})
+        rows.append(
+            {
+                "experiment": s["experiment"],
+                "head": s["head"],
+                "variant": s["variant"],
+                "seed": s["seed"],
+                "final_test_acc": s["final"]["test_acc"],
+                "best_test_acc": s["best"]["test_acc"],
+                "epochs_to_80": s["epochs_to_val_acc"].get("0.80"),
+                "epochs_to_85": s["epochs_to_val_acc"].get("0.85"),
+                "final_val_loss": s["final"]["val_loss"],
+                "grad_norm_median": s["grad_norm"]["median"],
+                "grad_norm_p99": s["grad_norm"]["p99"],
+                "clipped_fraction": s["grad_norm"]["clipped_fraction"],
+                "diverged": bool(s["diverged"]),
+                "top_eigenvalue": sh.get("top_eigenvalue"),
+                "hessian_trace": sh.get("hessian_trace"),
+                "wall_time_s": s["wall_time_s"],
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -42,8 +63,13 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
     """Mean and std over seeds of every numeric column; ``diverged`` as k/n."""
     out = []
     for (exp, head, variant), g in runs.groupby(["experiment", "head", "variant"], sort=False):
-        row = {"experiment": exp, "head": head, "variant": variant, "seeds": len(g),
-               "diverged": f"{int(g['diverged'].sum())}/{len(g)}"}
+        row = {
+            "experiment": exp,
+            "head": head,
+            "variant": variant,
+            "seeds": len(g),
+            "diverged": f"{int(g['diverged'].sum())}/{len(g)}",
+        }
         for col, _ in COLUMNS:
             values = pd.to_numeric(g[col], errors="coerce").to_numpy(dtype=float)
             finite = values[np.isfinite(values)]
@@ -78,13 +104,17 @@ def to_markdown(table: pd.DataFrame) -> str:
         cells = [r["experiment"], HEAD_LABELS.get(r["head"], r["head"]), r["variant"], str(r["seeds"]), r["diverged"]]
         cells += [_fmt(r[f"{c}_mean"], r[f"{c}_std"], r[f"{c}_n"], c) for c, _ in COLUMNS]
         lines.append("| " + " | ".join(cells) + " |")
-    note = ("Mean ± std over seeds. Accuracies in %. 'epochs to X% val': first epoch whose validation accuracy "
-            "reaches X, averaged over the seeds that reach it (count in parentheses). |g|: global gradient L2 norm "
-            "per step before clipping. Sharpness on the training loss w.r.t. the head's parameters (eval mode).")
+    note = (
+        "Mean ± std over seeds. Accuracies in %. 'epochs to X% val': first epoch whose validation accuracy "
+        "reaches X, averaged over the seeds that reach it (count in parentheses). |g|: global gradient L2 norm "
+        "per step before clipping. Sharpness on the training loss w.r.t. the head's parameters (eval mode)."
+    )
     return "\n".join(lines) + "\n\n" + note + "\n"
 
 
-def write_summary_table(summary_paths: list[str], sharpness_paths: list[str], csv_path: str, md_path: str) -> pd.DataFrame:
+def write_summary_table(
+    summary_paths: list[str], sharpness_paths: list[str], csv_path: str, md_path: str
+) -> pd.DataFrame:
     table = aggregate(run_rows(summary_paths, sharpness_paths))
     with atomic_path(csv_path, suffix=".csv") as tmp:
         table.to_csv(tmp, index=False)

@@ -17,8 +17,9 @@ import logging
 import netrc
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
@@ -31,8 +32,13 @@ MAX_WANDB_BINS = 512
 def wandb_env(wandb_dir: str | Path) -> dict[str, str]:
     """Directories W&B writes to, all under ``wandb_dir`` (so artifacts stage under results/, not ~)."""
     root = Path(wandb_dir).resolve()
-    return {"WANDB_DIR": str(root), "WANDB_DATA_DIR": str(root / "data"), "WANDB_CACHE_DIR": str(root / "cache"),
-            "WANDB_CONFIG_DIR": str(root / "config"), "WANDB_ARTIFACT_DIR": str(root / "artifacts")}
+    return {
+        "WANDB_DIR": str(root),
+        "WANDB_DATA_DIR": str(root / "data"),
+        "WANDB_CACHE_DIR": str(root / "cache"),
+        "WANDB_CONFIG_DIR": str(root / "config"),
+        "WANDB_ARTIFACT_DIR": str(root / "artifacts"),
+    }
 
 
 def has_api_key() -> bool:
@@ -82,8 +88,11 @@ class WandbTracker:
             Path(d).mkdir(parents=True, exist_ok=True)
         os.environ.setdefault("WANDB_SILENT", "true")
         if self.mode == "online" and not has_api_key():
-            log.warning("tracking.wandb.mode is 'online' but no W&B API key was found (set WANDB_API_KEY or run "
-                        "`wandb login`): logging offline to %s instead; upload later with `wandb sync`.", wandb_dir)
+            log.warning(
+                "tracking.wandb.mode is 'online' but no W&B API key was found (set WANDB_API_KEY or run "
+                "`wandb login`): logging offline to %s instead; upload later with `wandb sync`.",
+                wandb_dir,
+            )
             self.mode = "offline"
         self.run = self._init(wandb_dir, run_name, group, config, self.mode)
         if self.run is None and self.mode == "online":
@@ -95,11 +104,18 @@ class WandbTracker:
         import wandb
 
         def init():
-            return wandb.init(project=self.settings["project"], entity=self.settings.get("entity"), name=run_name,
-                              group=group, job_type="train", config=config, dir=str(wandb_dir), mode=mode,
-                              reinit="finish_previous",
-                              settings=wandb.Settings(init_timeout=self.timeout_s, silent=True,
-                                                      console="off", x_disable_stats=True))
+            return wandb.init(
+                project=self.settings["project"],
+                entity=self.settings.get("entity"),
+                name=run_name,
+                group=group,
+                job_type="train",
+                config=config,
+                dir=str(wandb_dir),
+                mode=mode,
+                reinit="finish_previous",
+                settings=wandb.Settings(init_timeout=self.timeout_s, silent=True, console="off", x_disable_stats=True),
+            )
 
         ok, run = call_with_timeout(init, self.timeout_s + 10, "init")
         return run if ok else None
@@ -124,16 +140,24 @@ class WandbTracker:
     def log_summary(self, summary: dict, checkpoint_files: list[Path]) -> None:
         if self.run is None:
             return
-        flat = {f"{k}/{kk}": vv for k, v in summary.items() if isinstance(v, dict) and k != "config"
-                for kk, vv in v.items() if not isinstance(vv, dict)}
+        flat = {
+            f"{k}/{kk}": vv
+            for k, v in summary.items()
+            if isinstance(v, dict) and k != "config"
+            for kk, vv in v.items()
+            if not isinstance(vv, dict)
+        }
         flat.update({k: v for k, v in summary.items() if isinstance(v, (int, float, str, bool))})
         self._safe(lambda: self.run.summary.update(flat), "summary")
         if self.settings.get("log_checkpoints", True):
             import wandb
 
             def log_artifact():
-                art = wandb.Artifact(name=f"model-{self.run.name}".replace("/", "-"), type="model",
-                                     metadata={"final": summary.get("final"), "best": summary.get("best")})
+                art = wandb.Artifact(
+                    name=f"model-{self.run.name}".replace("/", "-"),
+                    type="model",
+                    metadata={"final": summary.get("final"), "best": summary.get("best")},
+                )
                 for path in checkpoint_files:
                     art.add_file(str(path))
                 self.run.log_artifact(art, aliases=["latest"])

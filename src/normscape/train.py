@@ -45,8 +45,21 @@ from normscape.heads import build_head
 
 log = logging.getLogger(__name__)
 
-METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "grad_norm_mean",
-                  "grad_norm_median", "grad_norm_p99", "grad_norm_max", "clipped_fraction", "epoch_time_s", "diverged"]
+METRIC_COLUMNS = [
+    "epoch",
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "lr",
+    "grad_norm_mean",
+    "grad_norm_median",
+    "grad_norm_p99",
+    "grad_norm_max",
+    "clipped_fraction",
+    "epoch_time_s",
+    "diverged",
+]
 ACC_THRESHOLDS = (0.80, 0.85)
 EVAL_CHUNK = 8192
 CLIP_EPS = 1e-6  # as in torch.nn.utils.clip_grad_norm_
@@ -97,8 +110,8 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[
     model.eval()
     loss_sum, correct = torch.zeros((), dtype=torch.float64), torch.zeros((), dtype=torch.int64)
     for start in range(0, len(x), EVAL_CHUNK):
-        logits = model(x[start:start + EVAL_CHUNK])
-        yb = y[start:start + EVAL_CHUNK]
+        logits = model(x[start : start + EVAL_CHUNK])
+        yb = y[start : start + EVAL_CHUNK]
         loss_sum += F.cross_entropy(logits, yb, reduction="sum").double()
         correct += (logits.argmax(1) == yb).sum()
     model.train(was_training)
@@ -111,22 +124,43 @@ def norm_stats(norms: np.ndarray) -> dict[str, float]:
     finite = norms[np.isfinite(norms)]
     if not finite.size:
         return dict.fromkeys(("mean", "median", "p99", "max"), math.nan)
-    return {"mean": float(finite.mean()), "median": float(np.median(finite)),
-            "p99": float(np.percentile(finite, 99)), "max": float(finite.max())}
+    return {
+        "mean": float(finite.mean()),
+        "median": float(np.median(finite)),
+        "p99": float(np.percentile(finite, 99)),
+        "max": float(finite.max()),
+    }
 
 
 class Trainer:
     """Trains one head; see :func:`train_run` for the file outputs."""
 
-    def __init__(self, data: dict[str, tuple[torch.Tensor, torch.Tensor]], norm: str, seed: int, epochs: int,
-                 batch_size: int, lr: float, weight_decay: float = 0.0, clip_grad_norm: float | None = None,
-                 hidden: int = 256, dropout: float = 0.0, grad_hist: dict | None = None, tracker: Any = None):
+    def __init__(
+        self,
+        data: dict[str, tuple[torch.Tensor, torch.Tensor]],
+        norm: str,
+        seed: int,
+        epochs: int,
+        batch_size: int,
+        lr: float,
+        weight_decay: float = 0.0,
+        clip_grad_norm: float | None = None,
+        hidden: int = 256,
+        dropout: float = 0.0,
+        grad_hist: dict | None = None,
+        tracker: Any = None,
+    ):
         self.data = data
         self.seed, self.epochs, self.batch_size = seed, epochs, batch_size
         self.lr, self.weight_decay, self.clip = lr, weight_decay, clip_grad_norm
         x_train = data["train"][0]
-        self.head_config = {"norm": norm, "in_features": int(x_train.shape[1]), "hidden": hidden,
-                            "num_classes": int(max(int(data["train"][1].max()) + 1, 10)), "dropout": dropout}
+        self.head_config = {
+            "norm": norm,
+            "in_features": int(x_train.shape[1]),
+            "hidden": hidden,
+            "num_classes": int(max(int(data["train"][1].max()) + 1, 10)),
+            "dropout": dropout,
+        }
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.model = build_head(**self.head_config)
@@ -148,14 +182,14 @@ class Trainer:
         # The first layer's gradients are written (not accumulated) by LinearGradInto: only the rest is zeroed.
         self.fc1_grads = (self.model.fc1.weight.grad, self.model.fc1.bias.grad)
         assert self.names[:2] == ["fc1.weight", "fc1.bias"]
-        self.accumulated_grad = self.flat_grad[sizes[0] + sizes[1]:]
+        self.accumulated_grad = self.flat_grad[sizes[0] + sizes[1] :]
         # fused Adam on the one flat tensor: one kernel, no per-parameter bookkeeping (same update rule).
         self.opt = torch.optim.Adam([self.flat_param], lr=lr, weight_decay=weight_decay, fused=True)
         gh = grad_hist or {"min": 1e-9, "max": 10.0, "bins_per_octave": 4}
         self.hist = GradHistogram(self.names, sizes, gh["min"], gh["max"], gh["bins_per_octave"])
         self.tracker = tracker
         self.metrics: list[dict] = []
-        self.step_norms: list[np.ndarray] = []      # per epoch: pre-clip global norms of each step
+        self.step_norms: list[np.ndarray] = []  # per epoch: pre-clip global norms of each step
         self.step_norms_post: list[np.ndarray] = []
         self.trajectory = [self.flat_param.detach().clone()]  # parameters after each epoch; row 0 = init
         self.init_state = copy.deepcopy(self.model.state_dict())
@@ -180,7 +214,7 @@ class Trainer:
         yp = y[perm]
         bs = self.batch_size
         n_batches = n // bs + (1 if n % bs > 1 else 0)  # a last batch of one sample would break BatchNorm
-        pre = np.empty(n_batches, dtype=np.float32)   # global gradient norm of each step, before clipping
+        pre = np.empty(n_batches, dtype=np.float32)  # global gradient norm of each step, before clipping
         post = np.empty(n_batches, dtype=np.float32)  # ... and after (what Adam receives)
         loss_sum, correct, seen = 0.0, 0, 0
         self.model.train()
@@ -188,7 +222,7 @@ class Trainer:
         # Python numbers instead of being accumulated with several tiny tensor ops per step.
         for i in range(n_batches):
             # rows gathered per batch: no 250 MB copy of the whole shuffled training set per epoch
-            xb, yb = x.index_select(0, perm[i * bs:(i + 1) * bs]), yp[i * bs:(i + 1) * bs]
+            xb, yb = x.index_select(0, perm[i * bs : (i + 1) * bs]), yp[i * bs : (i + 1) * bs]
             logits, loss = self.compute_gradient(xb, yb)
             norm = torch.linalg.vector_norm(self.flat_grad).item()
             pre[i] = post[i] = norm
@@ -209,11 +243,18 @@ class Trainer:
         val_loss, val_acc = evaluate(self.model, *self.data["val"])
         stats = norm_stats(pre)
         diverged = not (math.isfinite(train_loss) and math.isfinite(val_loss))
-        row = {"epoch": epoch, "train_loss": train_loss, "train_acc": correct / seen, "val_loss": val_loss,
-               "val_acc": val_acc, "lr": self.lr,
-               **{f"grad_norm_{k}": v for k, v in stats.items()},
-               "clipped_fraction": float((pre > self.clip).mean()) if self.clip is not None else 0.0,
-               "epoch_time_s": time.perf_counter() - t0, "diverged": int(diverged)}
+        row = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "train_acc": correct / seen,
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "lr": self.lr,
+            **{f"grad_norm_{k}": v for k, v in stats.items()},
+            "clipped_fraction": float((pre > self.clip).mean()) if self.clip is not None else 0.0,
+            "epoch_time_s": time.perf_counter() - t0,
+            "diverged": int(diverged),
+        }
         return row
 
     def compute_gradient(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -233,15 +274,32 @@ class Trainer:
             self.trajectory.append(self.flat_param.detach().clone())
             if row["diverged"]:
                 self.diverged_epoch = epoch
-                log.warning("run diverged in epoch %d (train loss %s, val loss %s): stopping, outputs are still "
-                            "written with the metrics up to here", epoch, row["train_loss"], row["val_loss"])
+                log.warning(
+                    "run diverged in epoch %d (train loss %s, val loss %s): stopping, outputs are still "
+                    "written with the metrics up to here",
+                    epoch,
+                    row["train_loss"],
+                    row["val_loss"],
+                )
             elif row["val_acc"] > self.best["val_acc"]:
-                self.best = {"epoch": epoch, "val_acc": row["val_acc"], "val_loss": row["val_loss"],
-                             "state": copy.deepcopy(self.model.state_dict())}
+                self.best = {
+                    "epoch": epoch,
+                    "val_acc": row["val_acc"],
+                    "val_loss": row["val_loss"],
+                    "state": copy.deepcopy(self.model.state_dict()),
+                }
             self.wall_time_s += time.perf_counter() - t0
-            log.info("epoch %d/%d  train loss %.4f acc %.4f  val loss %.4f acc %.4f  |g| median %.3g  %.1f s",
-                     epoch, self.epochs, row["train_loss"], row["train_acc"], row["val_loss"], row["val_acc"],
-                     row["grad_norm_median"], row["epoch_time_s"])
+            log.info(
+                "epoch %d/%d  train loss %.4f acc %.4f  val loss %.4f acc %.4f  |g| median %.3g  %.1f s",
+                epoch,
+                self.epochs,
+                row["train_loss"],
+                row["train_acc"],
+                row["val_loss"],
+                row["val_acc"],
+                row["grad_norm_median"],
+                row["epoch_time_s"],
+            )
             if self.tracker is not None:
                 self.tracker.log_epoch(row, self.hist.epochs[-1], self.hist.edges)
             if checkpoint_path is not None:
@@ -251,11 +309,22 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------- resume
     def state_dict(self, config_id: str) -> dict:
-        return {"config_id": config_id, "epoch": len(self.metrics), "model": self.model.state_dict(),
-                "optimizer": self.opt.state_dict(), "torch_rng": self.rng_state,
-                "metrics": self.metrics, "hist": self.hist.state_dict(), "step_norms": self.step_norms,
-                "step_norms_post": self.step_norms_post, "trajectory": self.trajectory, "best": self.best,
-                "init_state": self.init_state, "diverged_epoch": self.diverged_epoch, "wall_time_s": self.wall_time_s}
+        return {
+            "config_id": config_id,
+            "epoch": len(self.metrics),
+            "model": self.model.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "torch_rng": self.rng_state,
+            "metrics": self.metrics,
+            "hist": self.hist.state_dict(),
+            "step_norms": self.step_norms,
+            "step_norms_post": self.step_norms_post,
+            "trajectory": self.trajectory,
+            "best": self.best,
+            "init_state": self.init_state,
+            "diverged_epoch": self.diverged_epoch,
+            "wall_time_s": self.wall_time_s,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
@@ -290,16 +359,33 @@ class Trainer:
             epochs_to[f"{thr:.2f}"] = hit[0] if hit else None
         return {
             "head_config": self.head_config,
-            "final": {"train_loss": final_train[0], "train_acc": final_train[1], "val_loss": last.get("val_loss"),
-                      "val_acc": last.get("val_acc"), "test_loss": final_test[0], "test_acc": final_test[1]},
-            "best": {"epoch": self.best["epoch"], "val_loss": self.best["val_loss"], "val_acc": self.best["val_acc"],
-                     "test_loss": best_test[0], "test_acc": best_test[1]},
+            "final": {
+                "train_loss": final_train[0],
+                "train_acc": final_train[1],
+                "val_loss": last.get("val_loss"),
+                "val_acc": last.get("val_acc"),
+                "test_loss": final_test[0],
+                "test_acc": final_test[1],
+            },
+            "best": {
+                "epoch": self.best["epoch"],
+                "val_loss": self.best["val_loss"],
+                "val_acc": self.best["val_acc"],
+                "test_loss": best_test[0],
+                "test_acc": best_test[1],
+            },
             "epochs_to_val_acc": epochs_to,
-            "diverged": self.diverged_epoch is not None, "diverged_epoch": self.diverged_epoch,
+            "diverged": self.diverged_epoch is not None,
+            "diverged_epoch": self.diverged_epoch,
             # NaN (no finite step) is written as null by write_json
-            "grad_norm": {"median": stats["median"], "p99": stats["p99"], "max": stats["max"],
-                          "clipped_fraction": float((norms > self.clip).mean()) if self.clip and norms.size else 0.0},
-            "wall_time_s": self.wall_time_s, "epochs_completed": len(self.metrics),
+            "grad_norm": {
+                "median": stats["median"],
+                "p99": stats["p99"],
+                "max": stats["max"],
+                "clipped_fraction": float((norms > self.clip).mean()) if self.clip and norms.size else 0.0,
+            },
+            "wall_time_s": self.wall_time_s,
+            "epochs_completed": len(self.metrics),
         }
 
 
@@ -321,8 +407,11 @@ def write_grads_h5(path: Path, trainer: Trainer) -> None:
                 g.create_dataset(key, data=arr)
         pre = np.concatenate(trainer.step_norms) if trainer.step_norms else np.zeros(0)
         post = np.concatenate(trainer.step_norms_post) if trainer.step_norms_post else np.zeros(0)
-        epochs = np.concatenate([np.full(len(s), i + 1) for i, s in enumerate(trainer.step_norms)]) \
-            if trainer.step_norms else np.zeros(0)
+        epochs = (
+            np.concatenate([np.full(len(s), i + 1) for i, s in enumerate(trainer.step_norms)])
+            if trainer.step_norms
+            else np.zeros(0)
+        )
         f.create_dataset("steps/grad_norm_pre_clip", data=pre.astype(np.float32))
         f.create_dataset("steps/grad_norm_post_clip", data=post.astype(np.float32))
         f.create_dataset("steps/epoch", data=epochs.astype(np.int32))
@@ -341,16 +430,30 @@ def _save_model(path: Path, state: dict, head_config: dict, epoch: int, metrics:
         torch.save({"state_dict": state, "head_config": head_config, "epoch": epoch, "metrics": metrics or {}}, tmp)
 
 
-def train_run(features: str | Path, run_dir: str | Path, run: dict, training: dict, head: dict,
-              grad_hist: dict, tracker_factory: Any = None) -> dict:
+def train_run(
+    features: str | Path,
+    run_dir: str | Path,
+    run: dict,
+    training: dict,
+    head: dict,
+    grad_hist: dict,
+    tracker_factory: Any = None,
+) -> dict:
     """Train one run into ``run_dir`` (resuming from ``checkpoints/last.pt`` when it matches) and write
     metrics.csv, summary.json, grads.h5, model_{init,final,best}.pt and trajectory.pt. Returns the summary."""
     run_dir = Path(run_dir)
     resolved = {"run": run, "training": training, "head": head, "grad_hist": grad_hist}
     config_id = config_hash({**resolved, "engine_version": ENGINE_VERSION})
     data = load_features(features)
-    trainer = Trainer(data, norm=run["head"], seed=int(run["seed"]), hidden=head["hidden"], dropout=head["dropout"],
-                      grad_hist=grad_hist, **training)
+    trainer = Trainer(
+        data,
+        norm=run["head"],
+        seed=int(run["seed"]),
+        hidden=head["hidden"],
+        dropout=head["dropout"],
+        grad_hist=grad_hist,
+        **training,
+    )
     ckpt_path = run_dir / "checkpoints" / "last.pt"
     state = load_checkpoint(ckpt_path, config_id)
     if state is not None:
@@ -361,8 +464,13 @@ def train_run(features: str | Path, run_dir: str | Path, run: dict, training: di
     try:
         if trainer.diverged_epoch is None:
             trainer.fit(ckpt_path, config_id)
-        summary = {**run, "training": training, **trainer.summary(), "config": resolved,
-                   "versions": {"torch": torch.__version__, "numpy": np.__version__}}
+        summary = {
+            **run,
+            "training": training,
+            **trainer.summary(),
+            "config": resolved,
+            "versions": {"torch": torch.__version__, "numpy": np.__version__},
+        }
         write_metrics_csv(run_dir / "metrics.csv", trainer.metrics)
         write_grads_h5(run_dir / "grads.h5", trainer)
         hc = trainer.head_config
@@ -370,8 +478,15 @@ def train_run(features: str | Path, run_dir: str | Path, run: dict, training: di
         _save_model(run_dir / "model_final.pt", trainer.model.state_dict(), hc, len(trainer.metrics), summary["final"])
         _save_model(run_dir / "model_best.pt", trainer.best["state"], hc, trainer.best["epoch"], summary["best"])
         with atomic_path(run_dir / "trajectory.pt", suffix=".pt") as tmp:
-            torch.save({"names": trainer.names, "shapes": [list(p.shape) for p in trainer.params],
-                        "epochs": list(range(len(trainer.trajectory))), "flat": torch.stack(trainer.trajectory)}, tmp)
+            torch.save(
+                {
+                    "names": trainer.names,
+                    "shapes": [list(p.shape) for p in trainer.params],
+                    "epochs": list(range(len(trainer.trajectory))),
+                    "flat": torch.stack(trainer.trajectory),
+                },
+                tmp,
+            )
         if tracker is not None:
             tracker.log_summary(summary, [run_dir / "model_final.pt", run_dir / "model_best.pt"])
         write_json(run_dir / "summary.json", summary)

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 BLOCK_BYTES = 32 * 1024
 FILE_HEADER = b":W&B"
@@ -35,7 +36,7 @@ def iter_payloads(path: str | Path) -> Iterator[bytes]:
         if kind == 0 and length == 0:
             pos += left_in_block
             continue
-        payload = data[pos + RECORD_HEADER_BYTES:pos + RECORD_HEADER_BYTES + length]
+        payload = data[pos + RECORD_HEADER_BYTES : pos + RECORD_HEADER_BYTES + length]
         pos += RECORD_HEADER_BYTES + length
         if kind == FULL:
             yield payload

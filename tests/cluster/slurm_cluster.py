@@ -177,8 +177,9 @@ def _ok(cmd: list[str], env: dict | None = None, input: str | None = None) -> bo
 
 def _idle(cluster: Cluster) -> bool:
     try:
-        out = subprocess.run(["sinfo", "-h", "-N", "-o", "%T"], env=cluster.env, capture_output=True, text=True,
-                             timeout=10).stdout
+        out = subprocess.run(
+            ["sinfo", "-h", "-N", "-o", "%T"], env=cluster.env, capture_output=True, text=True, timeout=10
+        ).stdout
     except subprocess.TimeoutExpired:
         return False
     return out.strip() in ("idle", "mixed", "allocated")
@@ -199,15 +200,20 @@ def up(root: Path | None = None, timeout_s: float = 60) -> Cluster:
     cluster = Cluster(root=root, hostname=_resolvable_hostname(), munge_dir=munge_dir)
     conf = write_config(root, cluster.hostname, munge_dir)
     if SYSTEM_CONF.exists() and MARKER not in SYSTEM_CONF.read_text():
-        raise ClusterUnavailable(f"{SYSTEM_CONF} exists and is not ours: this machine has a real SLURM config, "
-                                 "not overwriting it")
+        raise ClusterUnavailable(
+            f"{SYSTEM_CONF} exists and is not ours: this machine has a real SLURM config, not overwriting it"
+        )
     SYSTEM_CONF.parent.mkdir(parents=True, exist_ok=True)
     SYSTEM_CONF.write_text(conf.read_text())
     try:
         _start_munge(cluster, timeout_s)
         _start(cluster, "slurmctld", [_binary("slurmctld"), "-D", "-i", "-f", str(cluster.conf)])
-        _wait("slurmctld", lambda: _ok(["scontrol", "ping"], cluster.env) and _alive(cluster, "slurmctld"),
-              timeout_s, root / "log" / "slurmctld.log")
+        _wait(
+            "slurmctld",
+            lambda: _ok(["scontrol", "ping"], cluster.env) and _alive(cluster, "slurmctld"),
+            timeout_s,
+            root / "log" / "slurmctld.log",
+        )
         _start(cluster, "slurmd", [_binary("slurmd"), "-D", "-f", str(cluster.conf)])
         _wait("slurmd (node idle in sinfo)", lambda: _idle(cluster), timeout_s, root / "log" / "slurmd.log")
     except BaseException:
@@ -227,12 +233,22 @@ def _start_munge(cluster: Cluster, timeout_s: float) -> None:
         subprocess.run(["mungekey", "--create"], check=True, capture_output=True, timeout=30)
         os.chown(key, user.pw_uid, user.pw_gid)
     sock = mdir / "munge.socket.2"
-    cmd = ["runuser", "-u", "munge", "--", _binary("munged"), "--foreground", f"--socket={sock}",
-           f"--pid-file={mdir / 'munged.pid'}", f"--log-file={mdir / 'munged.log'}",
-           f"--seed-file={mdir / 'munged.seed'}"]
+    cmd = [
+        "runuser",
+        "-u",
+        "munge",
+        "--",
+        _binary("munged"),
+        "--foreground",
+        f"--socket={sock}",
+        f"--pid-file={mdir / 'munged.pid'}",
+        f"--log-file={mdir / 'munged.log'}",
+        f"--seed-file={mdir / 'munged.seed'}",
+    ]
     _start(cluster, "munged", cmd)
-    _wait("munged", lambda: _ok(["sh", "-c", f"munge -n -S {sock} | unmunge -S {sock}"]), timeout_s,
-          mdir / "munged.log")
+    _wait(
+        "munged", lambda: _ok(["sh", "-c", f"munge -n -S {sock} | unmunge -S {sock}"]), timeout_s, mdir / "munged.log"
+    )
 
 
 def _start(cluster: Cluster, name: str, cmd: list[str]) -> None:

@@ -5,17 +5,17 @@
 rule download_cifar10:
     output:
         f"{RESULTS}/data/cifar-10-python.tar.gz",
-    params:
-        url=config["data"]["url"],
-        checksum=config["data"]["checksum"],
     log:
         f"{RESULTS}/logs/download_cifar10.log",
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=512,
         runtime=60,
-    conda:
-        ENV
+    params:
+        url=config["data"]["url"],
+        checksum=config["data"]["checksum"],
     script:
         "../scripts/download_cifar10.py"
 
@@ -25,19 +25,19 @@ rule prepare_cifar10:
         archive=cifar_archive(),
     output:
         f"{RESULTS}/data/cifar10.h5",
+    log:
+        f"{RESULTS}/logs/prepare_cifar10.log",
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
     params:
         checksum=config["data"]["checksum"],
         val_size=config["data"]["val_size"],
         test_size=config["data"]["test_size"],
         split_seed=config["data"]["split_seed"],
-    log:
-        f"{RESULTS}/logs/prepare_cifar10.log",
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=30,
-    conda:
-        ENV
     script:
         "../scripts/prepare_cifar10.py"
 

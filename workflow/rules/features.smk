@@ -6,22 +6,22 @@ rule download_weights:
         f"{RESULTS}/weights/mobilenet_v2-IMAGENET1K_V1.pth",
     log:
         f"{RESULTS}/logs/download_weights.log",
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=512,
         runtime=30,
-    conda:
-        ENV
     script:
         "../scripts/download_weights.py"
 
 
 rule download:
+    default_target: False
     """Fetch-only target (e.g. on a cluster login node): the data archive and the backbone weights."""
     input:
         [] if config["data"]["archive"] else rules.download_cifar10.output,
         backbone_weights_file(),
-    default_target: False
 
 
 rule extract_features:
@@ -30,18 +30,18 @@ rule extract_features:
         weights=backbone_weights_file(),
     output:
         f"{RESULTS}/features/features.h5",
-    params:
-        backbone=canonical(config["backbone"]),
     log:
         f"{RESULTS}/logs/extract_features.log",
     benchmark:
         f"{RESULTS}/benchmarks/extract_features.tsv"
+    conda:
+        ENV
     threads: 2
     resources:
         mem_mb=6000,
         runtime=240,
-    conda:
-        ENV
+    params:
+        backbone=canonical(config["backbone"]),
     script:
         "../scripts/extract_features.py"
 

@@ -18,17 +18,17 @@ for fig_name, fig_inputs in FIGURES.items():
                 caption=f"../report/{fig_name}.rst",
                 category=FIGURE_SPECS[fig_name]["category"],
             ),
-        params:
-            figure=fig_name,
-            settings=canonical(config["figures"]),
         log:
             f"{RESULTS}/logs/figures/{fig_name}.log",
+        conda:
+            ENV
         threads: 1
         resources:
             mem_mb=2000,
             runtime=15,
-        conda:
-            ENV
+        params:
+            figure=fig_name,
+            settings=canonical(config["figures"]),
         script:
             "../scripts/figure.py"
 
@@ -37,20 +37,19 @@ rule summary_table:
     input:
         summaries=[f"{run_dir(r)}/summary.json" for r in enumerate_runs(config)],
         sharpness=[
-            f"{landscape_dir(r)}/sharpness.json"
-            for r in enumerate_runs(config, config["landscape"]["experiments"])
+            f"{landscape_dir(r)}/sharpness.json" for r in enumerate_runs(config, config["landscape"]["experiments"])
         ],
     output:
         csv=f"{RESULTS}/tables/summary.csv",
         md=report(f"{RESULTS}/tables/summary.md", caption="../report/summary_table.rst", category="tables"),
     log:
         f"{RESULTS}/logs/tables/summary.log",
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=1000,
         runtime=10,
-    conda:
-        ENV
     script:
         "../scripts/summary_table.py"
 

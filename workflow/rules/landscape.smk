@@ -12,12 +12,12 @@ rule landscape:
     output:
         landscape=f"{RESULTS}/landscapes/{{experiment}}/{{head}}/{{variant}}/seed{{seed}}/landscape.h5",
         sharpness=f"{RESULTS}/landscapes/{{experiment}}/{{head}}/{{variant}}/seed{{seed}}/sharpness.json",
-    params:
-        settings=canonical({k: v for k, v in config["landscape"].items() if k != "experiments"}),
     log:
         f"{RESULTS}/logs/landscape/{{experiment}}/{{head}}/{{variant}}/seed{{seed}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/landscape/{{experiment}}/{{head}}/{{variant}}/seed{{seed}}.tsv"
+    conda:
+        ENV
     # One thread: the evaluator runs thousands of small ops, and two-thread jobs side by side on a machine with
     # fewer cores than `--cores` (the README's `--cores 4` on 2 cores) stall on each other's OpenMP barriers
     # (measured: a 51x51 plane ~35x slower). Four single-thread jobs just share the cores. On SLURM, where
@@ -26,8 +26,8 @@ rule landscape:
     resources:
         mem_mb=4000,
         runtime=60,
-    conda:
-        ENV
+    params:
+        settings=canonical({k: v for k, v in config["landscape"].items() if k != "experiments"}),
     script:
         "../scripts/landscape.py"
 

@@ -15,6 +15,16 @@ rule train:
         model_final=f"{RUN_DIR}/model_final.pt",
         model_best=f"{RUN_DIR}/model_best.pt",
         trajectory=f"{RUN_DIR}/trajectory.pt",
+    log:
+        f"{RESULTS}/logs/train/{{experiment}}/{{head}}/{{variant}}/seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train/{{experiment}}/{{head}}/{{variant}}/seed{{seed}}.tsv"
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=60,
     params:
         run=lambda wc: run_identity(wc),
         training=lambda wc: canonical(find_run(config, wc.experiment, wc.head, wc.variant, wc.seed).training),
@@ -22,16 +32,6 @@ rule train:
         grad_hist=canonical(config["grad_hist"]),
         wandb=canonical(config["tracking"]["wandb"]),
         wandb_dir=f"{RESULTS}/wandb",
-    log:
-        f"{RESULTS}/logs/train/{{experiment}}/{{head}}/{{variant}}/seed{{seed}}.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/train/{{experiment}}/{{head}}/{{variant}}/seed{{seed}}.tsv"
-    threads: 1
-    resources:
-        mem_mb=3000,
-        runtime=60,
-    conda:
-        ENV
     script:
         "../scripts/train.py"
 

@@ -1,4 +1,5 @@
 """Download the CIFAR-10 archive and verify its checksum (rule download_cifar10)."""
+
 from normscape.cifar import download
 from normscape.runtime import script_main
 

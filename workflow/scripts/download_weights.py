@@ -1,4 +1,5 @@
 """Download torchvision's MobileNet-V2 ImageNet weights once (rule download_weights)."""
+
 from normscape.backbone import torchvision_weights_url
 from normscape.cifar import download
 from normscape.runtime import script_main

@@ -1,13 +1,23 @@
 """Extract frozen-backbone features of every split into one HDF5 file (rule extract_features)."""
+
 from normscape.features import extract_features
 from normscape.runtime import script_main
 
 
 def main(smk):
     b = smk.params.backbone
-    extract_features(smk.input.dataset, smk.output[0], weights=b["weights"], weights_file=smk.input.weights or None,
-                     weights_sha256=b["weights_sha256"], input_size=b["input_size"], precision=b["precision"],
-                     batch_size=b["batch_size"], device=b["device"], arch=b["arch"])
+    extract_features(
+        smk.input.dataset,
+        smk.output[0],
+        weights=b["weights"],
+        weights_file=smk.input.weights or None,
+        weights_sha256=b["weights_sha256"],
+        input_size=b["input_size"],
+        precision=b["precision"],
+        batch_size=b["batch_size"],
+        device=b["device"],
+        arch=b["arch"],
+    )
 
 
 script_main(snakemake, main)  # noqa: F821

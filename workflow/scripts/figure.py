@@ -1,4 +1,5 @@
 """Render one figure of the study to PDF + PNG (rules figure_*)."""
+
 from normscape.plots import render
 from normscape.runtime import script_main
 

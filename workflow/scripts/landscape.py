@@ -1,11 +1,19 @@
 """Loss landscapes and sharpness of one trained run (rule landscape)."""
+
 from normscape.landscape import compute_landscape
 from normscape.runtime import script_main
 
 
 def main(smk):
-    compute_landscape(smk.input.model_final, smk.input.model_init, smk.input.trajectory, smk.input.features,
-                      smk.output.landscape, smk.output.sharpness, dict(smk.params.settings))
+    compute_landscape(
+        smk.input.model_final,
+        smk.input.model_init,
+        smk.input.trajectory,
+        smk.input.features,
+        smk.output.landscape,
+        smk.output.sharpness,
+        dict(smk.params.settings),
+    )
 
 
 script_main(snakemake, main)  # noqa: F821

@@ -1,4 +1,5 @@
 """Verify, read and split the CIFAR-10 archive (rule prepare_cifar10)."""
+
 from normscape.cifar import prepare_dataset
 from normscape.runtime import script_main
 

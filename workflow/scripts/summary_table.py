@@ -1,4 +1,5 @@
 """The summary table of every run: CSV + Markdown (rule summary_table)."""
+
 from normscape.runtime import script_main
 from normscape.tables import write_summary_table
 

@@ -1,4 +1,5 @@
 """Train one head under one condition and seed (rule train)."""
+
 from pathlib import Path
 
 from normscape.runtime import script_main
@@ -14,8 +15,15 @@ def main(smk):
     def tracker(resolved, trainer):
         return WandbTracker(dict(p.wandb), p.wandb_dir, run_name=name, group=run["experiment"], config=resolved)
 
-    train_run(smk.input.features, Path(smk.output.summary).parent, run, dict(p.training), dict(p.head),
-              dict(p.grad_hist), tracker_factory=tracker)
+    train_run(
+        smk.input.features,
+        Path(smk.output.summary).parent,
+        run,
+        dict(p.training),
+        dict(p.head),
+        dict(p.grad_hist),
+        tracker_factory=tracker,
+    )
 
 
 script_main(snakemake, main)  # noqa: F821
