@@ -160,6 +160,16 @@ def _cross_checks(cfg: dict) -> list[str]:
     return problems
 
 
+def with_registered_names(schema: dict) -> dict:
+    """The schema with the registries' names as the allowed values: head names (norms.py), backbone archs
+    (backbones.py), datasets (datasets.py). The registries are the only place these names are listed."""
+    from normscape.norms import NORMS
+
+    defs = schema.setdefault("definitions", {})
+    defs.setdefault("head_name", {"type": "string"})["enum"] = list(NORMS)
+    return schema
+
+
 def validate_config(config: dict, schema_path: str | Path | None = None) -> dict:
     """Validate ``config`` (in place: defaults are filled in) and return it.
 
@@ -167,7 +177,7 @@ def validate_config(config: dict, schema_path: str | Path | None = None) -> dict
     """
     if not isinstance(config, dict):
         raise ConfigError(f"the config must be a mapping of keys to values, got {type(config).__name__}.")
-    schema = load_yaml(schema_path or default_schema_path())
+    schema = with_registered_names(load_yaml(schema_path or default_schema_path()))
     _coerce_cli_strings(config, schema, schema)
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])

@@ -22,17 +22,24 @@ Norms, per point (eval mode, as in the landscapes):
     (a, b) of the per-sample moments of Z0, Z1, Z2 (precomputed in float64), so no reduction over the hidden
     units is done per point.
   * FRN/FRN-learned-eps are evaluated elementwise per point.
+Each norm's rule (``identity``, ``running_affine``, ``moments``, ``frn``) is named in its registry entry
+(normscape/norms.py); a norm registered without one is evaluated by :func:`loop_evaluate` (exact, slower).
 The result equals the per-point loop to float rounding for every head and both ``ignore`` modes
 (tests/test_landscape.py); benchmarks/bench_landscape.py measures the speed-up.
 """
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from normscape.heads import ClassifierHead, build_head, is_norm_parameter
+from normscape.norms import get_norm
+
+log = logging.getLogger(__name__)
 
 Direction = dict[str, torch.Tensor]  # parameter name -> tensor shaped like the parameter
 
@@ -99,22 +106,27 @@ class PlaneEvaluator:
             n[len("norm.") :]: tuple(t.reshape(-1, 1) for t in (p[n], d1[n], d2[n])) for n in p if is_norm_parameter(n)
         }
         self.norm_moves = any(bool(t[1].any() or t[2].any()) for t in self.norm_terms.values())
-        if self.norm_name == "group":
-            self.groups = self.norm_module.num_groups
-        elif self.norm_name == "layer":
-            self.groups = 1
+        self.rule = get_norm(self.norm_name).plane_rule  # how this norm is evaluated per point (norms.py)
+        self.groups = getattr(self.norm_module, "num_groups", 1)  # "moments": GroupNorm's groups, LayerNorm 1
+        self.d1, self.d2 = d1, d2
+        if self.rule is None:
+            log.info(
+                "norm %r has no fast plane rule (normscape/norms.py): exact landscape by the per-point loop "
+                "evaluator (slower)",
+                self.norm_name,
+            )
 
     # ------------------------------------------------------------------------------------ per sample block
     def _first_layer(self, xs: torch.Tensor) -> list[torch.Tensor]:
         """Z0, Z1, Z2 transposed, (hidden, samples); eval BatchNorm with fixed gamma/beta folded in."""
         (w, w1, w2), (c, c1, c2) = self.fc1
         zs = [torch.addmm(ci.view(-1, 1), wi, xs.t()) for wi, ci in ((w, c), (w1, c1), (w2, c2))]
-        if self.norm_name == "batch" and not self.norm_moves:
+        if self.rule == "running_affine" and not self.norm_moves:
             m = self.norm_module
             scale = (m.weight.detach() * torch.rsqrt(m.running_var + m.eps)).view(-1, 1)
             shift = m.bias.detach().view(-1, 1) - m.running_mean.view(-1, 1) * scale
             zs = [torch.addcmul(shift, zs[0], scale), zs[1] * scale, zs[2] * scale]
-        if self.norm_name in ("layer", "group"):
+        if self.rule == "moments":
             # per-sample, per-group means of Z_i and Z_i * Z_j: the statistics of Z(a, b) are polynomials in them
             # (so no reduction over the hidden units is done per point); float64: var = E[z^2] - E[z]^2 cancels
             g = [z.double().view(self.groups, -1, z.shape[1]) for z in zs]
@@ -155,28 +167,28 @@ class PlaneEvaluator:
         (-mean/std, 1/std) of these points; ``scratch``: a second buffer like ``out`` (FRN)."""
         z = torch.addcmul(zs[0], a, zs[1], out=out)
         z.addcmul_(b, zs[2])
-        name = self.norm_name
-        if name == "batch" and self.norm_moves:  # running statistics, gamma/beta moving: per-point affine
+        rule = self.rule
+        if rule == "running_affine" and self.norm_moves:  # running statistics, gamma/beta moving: per-point affine
             m = self.norm_module
             inv_std = torch.rsqrt(m.running_var + m.eps).view(-1, 1)
             scale = self._norm_at("weight", a, b) * inv_std
             shift = self._norm_at("bias", a, b) - m.running_mean.view(-1, 1) * scale
             torch.addcmul(shift, z, scale, out=z)
-        elif name in ("layer", "group"):
+        elif rule == "moments":
             shift, rstd = statistics
             P, C, S = z.shape
             grouped = z.view(P, self.groups, C // self.groups, S)
             torch.addcmul(shift, grouped, rstd, out=grouped)  # (z - mean) / std
             torch.addcmul(self._norm_at("bias", a, b), z, self._norm_at("weight", a, b), out=z)
-        elif name in ("frn", "frn_learned_eps"):
+        elif rule == "frn":
             m = self.norm_module
             eps = m.eps + self._norm_at("eps_l", a, b).abs() if m.learnable_eps else m.eps
             inv = torch.mul(z, z, out=scratch).add_(eps).rsqrt_()  # 1 / sqrt(z^2 + eps)
             z.mul_(inv)
             torch.addcmul(self._norm_at("bias", a, b), z, self._norm_at("weight", a, b), out=z)
             torch.maximum(z, self._norm_at("tau", a, b), out=z)  # TLU
-        elif name not in ("none", "batch"):
-            raise ValueError(f"no fast landscape path for norm {name!r}")
+        elif rule not in ("identity", "running_affine"):
+            raise ValueError(f"planeeval has no implementation of plane rule {rule!r}")
         return z.relu_()
 
     @torch.no_grad()
@@ -186,6 +198,8 @@ class PlaneEvaluator:
         """(mean cross-entropy, accuracy) at every (alpha, beta) of the grid: two (len(alphas), len(betas)) arrays."""
         from tqdm import tqdm
 
+        if self.rule is None:  # a registered norm without a fast rule: the exact per-point loop
+            return loop_evaluate(self.model, x, y, self.d1, self.d2, alphas, betas)
         aa, bb = np.meshgrid(np.asarray(alphas, dtype=np.float64), np.asarray(betas, dtype=np.float64), indexing="ij")
         a_all = torch.from_numpy(aa.ravel()).float()
         b_all = torch.from_numpy(bb.ravel()).float()
@@ -204,7 +218,7 @@ class PlaneEvaluator:
         # instead of per point block (their fixed costs were ~a quarter of the time).
         chunk = self.point_block * LOSS_CHUNK_BLOCKS
         hidden_buffer = torch.empty(self.point_block * hidden * block_samples)
-        scratch_buffer = torch.empty_like(hidden_buffer) if self.norm_name.startswith("frn") else None
+        scratch_buffer = torch.empty_like(hidden_buffer) if self.rule == "frn" else None
         logits_buffer = torch.empty(min(chunk, n_points) * classes * block_samples)
         for s in range(0, len(x), self.sample_block):
             xs, ys = x[s : s + self.sample_block], y[s : s + self.sample_block]
@@ -215,7 +229,7 @@ class PlaneEvaluator:
                 c1 = min(c0 + chunk, n_points)
                 logits = logits_buffer[: (c1 - c0) * classes * n].view(c1 - c0, classes, n)
                 chunk_stats = None
-                if self.norm_name in ("layer", "group"):  # for the whole chunk at once: few, larger ops
+                if self.rule == "moments":  # for the whole chunk at once: few, larger ops
                     chunk_stats = self._statistics(a_all[c0:c1].view(-1, 1, 1), b_all[c0:c1].view(-1, 1, 1))
                 for p0 in range(c0, c1, self.point_block):
                     p1 = min(p0 + self.point_block, c1)

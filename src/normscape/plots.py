@@ -20,7 +20,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib import colors  # noqa: E402
 
-from normscape.results import (
+from normscape.norms import NORMS  # noqa: E402
+from normscape.results import (  # noqa: E402
     HEAD_LABELS,
     head_sort_key,
     load_grad_hist,
@@ -31,14 +32,7 @@ from normscape.results import (
     variant_value,
 )
 
-PALETTE = {
-    "none": "#4d4d4d",
-    "batch": "#1f77b4",
-    "layer": "#d62728",
-    "group": "#9467bd",
-    "frn": "#2ca02c",
-    "frn_learned_eps": "#ff7f0e",
-}
+PALETTE = {name: spec.colour for name, spec in NORMS.items()}  # from the norm registry
 METRIC_LABELS = {
     "val_acc": "validation accuracy",
     "train_acc": "training accuracy",

@@ -14,16 +14,11 @@ import h5py
 import numpy as np
 import pandas as pd
 
+from normscape.norms import NORMS
+
 RUN_PATH = re.compile(r"(?P<experiment>[^/]+)/(?P<head>[^/]+)/(?P<variant>[^/]+)/seed(?P<seed>\d+)/[^/]+$")
 
-HEAD_LABELS = {
-    "none": "Baseline (no norm)",
-    "batch": "BatchNorm",
-    "layer": "LayerNorm",
-    "group": "GroupNorm",
-    "frn": "FRN",
-    "frn_learned_eps": "FRN (learned eps)",
-}
+HEAD_LABELS = {name: spec.label for name, spec in NORMS.items()}  # from the norm registry
 HEAD_ORDER = list(HEAD_LABELS)
 
 

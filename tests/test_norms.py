@@ -1,0 +1,92 @@
+"""The norm registry: one entry per norm drives the schema, labels, palette and plane evaluator; `rms` is the
+proof that adding a norm is one entry."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from conftest import REPO, SCHEMA
+
+from normscape.config import validate_config
+from normscape.errors import ConfigError
+from normscape.heads import build_head
+from normscape.landscape import random_directions
+from normscape.norms import NORMS, PLANE_RULES
+from normscape.planeeval import PlaneEvaluator
+from normscape.plots import PALETTE
+from normscape.results import HEAD_LABELS
+from normscape.train import Trainer, load_features
+
+
+def test_labels_palette_and_schema_come_from_the_registry():
+    assert list(HEAD_LABELS) == list(NORMS) == list(PALETTE)
+    assert len(set(PALETTE.values())) == len(PALETTE), "every norm needs its own colour"
+    assert all(spec.plane_rule in (None, *PLANE_RULES) for spec in NORMS.values())
+    cfg = {"experiments": {"convergence": {"heads": list(NORMS)}}}
+    validate_config(cfg, SCHEMA)  # every registered name is allowed
+    with pytest.raises(ConfigError) as err:
+        validate_config({"experiments": {"convergence": {"heads": ["rmsnorm"]}}}, SCHEMA)
+    assert "'rmsnorm' is not allowed" in str(err.value) and "'rms'" in str(err.value)
+
+
+def test_no_other_file_lists_norm_names():
+    # the registry is the only place: the schema, labels, palette and the plane evaluator read it
+    pattern = re.compile(r"frn_learned_eps|\"rms\"|'rms'")
+    offenders = [
+        p.relative_to(REPO).as_posix()
+        for p in [*(REPO / "src" / "normscape").glob("*.py"), *(REPO / "workflow").rglob("*.smk")]
+        if p.name != "norms.py" and pattern.search(p.read_text())
+    ]
+    assert offenders == []
+    schema = yaml.safe_load(SCHEMA.read_text())
+    assert "enum" not in schema["definitions"]["head_name"]
+
+
+def test_rms_is_torch_rmsnorm():
+    head = build_head("rms", in_features=12, hidden=8)
+    assert isinstance(head.norm, torch.nn.RMSNorm)
+    z = torch.randn(5, 8)
+    with torch.no_grad():
+        head.norm.weight.copy_(torch.linspace(0.5, 2.0, 8))
+    expected = z / torch.sqrt(z.pow(2).mean(1, keepdim=True) + torch.finfo(z.dtype).eps) * head.norm.weight
+    torch.testing.assert_close(head.norm(z), expected)
+
+
+def _manual_rms_plane(model, x, y, d1, d2, alphas, betas):
+    """An independent reference: the head's maths written out per point (RMSNorm by its formula)."""
+    p = {k: v.detach() for k, v in model.named_parameters()}
+    loss = np.zeros((len(alphas), len(betas)))
+    for i, a in enumerate(alphas):
+        for j, b in enumerate(betas):
+            q = {k: p[k] + a * d1[k] + b * d2[k] for k in p}
+            z = x @ q["fc1.weight"].t() + q["fc1.bias"]
+            h = z * torch.rsqrt(z.pow(2).mean(1, keepdim=True) + torch.finfo(z.dtype).eps) * q["norm.weight"]
+            logits = torch.relu(h) @ q["fc2.weight"].t() + q["fc2.bias"]
+            loss[i, j] = torch.nn.functional.cross_entropy(logits, y).item()
+    return loss
+
+
+@pytest.mark.parametrize("ignore", ["biasbn", "none"])
+def test_rms_landscape_is_exact_via_the_loop_with_a_log_line(ignore, caplog):
+    torch.manual_seed(0)
+    x, y = torch.relu(torch.randn(200, 64)), torch.randint(0, 10, (200,))
+    model = build_head("rms", in_features=64, hidden=16).eval()
+    d1, d2 = random_directions(model, seed=0, ignore=ignore)
+    alphas, betas = np.linspace(-1, 1, 3), np.linspace(-0.5, 0.5, 2)
+    with caplog.at_level(logging.INFO, logger="normscape.planeeval"):
+        loss, acc = PlaneEvaluator(model, d1, d2).evaluate(x, y, alphas, betas)
+    assert "no fast plane rule" in caplog.text and "'rms'" in caplog.text
+    np.testing.assert_allclose(loss, _manual_rms_plane(model, x, y, d1, d2, alphas, betas), rtol=1e-5)
+    assert loss.std() > 0.01 and ((acc >= 0) & (acc <= 1)).all()
+
+
+def test_rms_head_trains(features_file):
+    data = {k: (x[:800], y[:800]) for k, (x, y) in load_features(features_file).items()}
+    tr = Trainer(data, "rms", 0, 3, 64, 1e-3, hidden=32)
+    tr.fit()
+    assert tr.metrics[-1]["val_acc"] > 0.8 and tr.metrics[-1]["train_loss"] < tr.metrics[0]["train_loss"]
