@@ -12,6 +12,7 @@ import torch
 import yaml
 from conftest import REPO, SCHEMA
 
+from normscape import planeeval
 from normscape.config import validate_config
 from normscape.errors import ConfigError
 from normscape.heads import build_head
@@ -78,6 +79,7 @@ def test_rms_landscape_is_exact_via_the_loop_with_a_log_line(ignore, caplog):
     model = build_head("rms", in_features=64, hidden=16).eval()
     d1, d2 = random_directions(model, seed=0, ignore=ignore)
     alphas, betas = np.linspace(-1, 1, 3), np.linspace(-0.5, 0.5, 2)
+    planeeval._LOGGED_LOOP_NORMS.clear()
     with caplog.at_level(logging.INFO, logger="normscape.planeeval"):
         loss, acc = PlaneEvaluator(model, d1, d2).evaluate(x, y, alphas, betas)
     assert "no fast plane rule" in caplog.text and "'rms'" in caplog.text

@@ -1,23 +1,31 @@
-"""The frozen MobileNet-V2 backbone: weights (torchvision ImageNet, a local state_dict, or random) and the
-fast inference form used for feature extraction.
+"""The backbone registry: any torchvision classification model, frozen, as a feature extractor.
 
-Weights sources (``backbone.weights``):
+``backbone.arch`` is a torchvision builder name (``torchvision.models.list_models(torchvision.models)``: resnet18,
+resnet50, mobilenet_v2, mobilenet_v3_large, efficientnet_b0, convnext_tiny, vit_b_16, ...). torchvision's own
+model registry is the registry; this module adds what the pipeline needs on top of it:
 
-* ``IMAGENET1K_V1`` — torchvision's ImageNet weights; the ``download_weights`` rule fetches them once into
-  ``results/weights/`` (checked against torchvision's sha256 prefix), so compute nodes need no network.
-* a path — a torchvision ``mobilenet_v2`` state_dict (e.g. an offline mirror); optional sha256 check.
-* ``random`` — random init with ``torch.manual_seed(0)`` (tests, and the random-feature control).
+* the feature is the penultimate representation: the input of the model's last ``nn.Linear`` (its classifier),
+  which is replaced by ``nn.Identity`` — global-pooled features for CNNs, the CLS token for ViTs. Its width is
+  read from that layer (1280 for MobileNet-V2, 2048 for ResNet-50, 768 for ViT-B/16), never a constant;
+* weights (``backbone.weights``): a torchvision weights name of that arch (``IMAGENET1K_V1``, ``DEFAULT``, ...;
+  the ``download_weights`` rule fetches the file once into ``results/weights/``, checked against the sha256
+  prefix torch hub puts in its name), a path to a local state_dict (optional sha256 check), or ``random``
+  (``torch.manual_seed(0)``: tests and the random-feature control);
+* default preprocessing from the weights' own transforms metadata (crop size as input size, mean/std);
+  random weights use the metadata of the arch's DEFAULT weights;
+* :data:`BUILD_OPTIONS`: builder keyword arguments an arch family needs (a random-init ViT takes the input
+  size as ``image_size``, so CI can run it at 32 px).
 
-The backbone always runs in eval mode: BatchNorm uses its stored statistics (some converted checkpoints fold BN
-into the convolutions and carry placeholder statistics, which train-mode BN would destroy). For speed, BN is
-folded into the preceding convolution (``torch.fx`` conv-bn fusion: exact up to float rounding) and the
-network runs in ``channels_last`` memory format — on a 2-core AVX-512 CPU that is ~2.5x faster than the
-eager NCHW model at 224 px (see benchmarks/bench_features.py).
+The backbone always runs in eval mode (BatchNorm uses its stored statistics). For speed (:func:`fast_extractor`)
+BatchNorm is folded into the preceding convolution (``torch.fx`` conv-bn fusion, exact up to float rounding)
+and the network runs in ``channels_last`` memory format under ``inference_mode``; an arch that torch.fx cannot
+trace runs eager (logged). benchmarks/bench_features.py measures MobileNet-V2's path against the naive one.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -29,29 +37,90 @@ from normscape.errors import WeightsError
 
 log = logging.getLogger(__name__)
 
-TORCHVISION_WEIGHTS = "IMAGENET1K_V1"
+TORCHVISION_WEIGHTS = "IMAGENET1K_V1"  # the study's default
 RANDOM_WEIGHTS = "random"
-FEATURE_DIM = 1280
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+DEFAULT_INPUT_SIZE = 224
+
+#: Builder kwargs an arch family needs: name prefix -> (input_size, weights name) -> kwargs.
+BUILD_OPTIONS: dict[str, Callable[[int, str], dict]] = {
+    "vit_": lambda size, weights: {"image_size": size} if weights == RANDOM_WEIGHTS else {},
+}
 
 
-def torchvision_weights_url() -> tuple[str, str]:
-    """(url, sha256 prefix) of torchvision's MobileNet-V2 IMAGENET1K_V1 weights."""
-    weights = torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1
-    url = weights.url
+# --------------------------------------------------------------------------------------------- the registry
+def available_archs() -> list[str]:
+    """Every torchvision classification builder name."""
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def check_arch(arch: str) -> None:
+    if arch not in available_archs():
+        raise WeightsError(
+            f"backbone.arch {arch!r} is not a torchvision classification model; choose one of {available_archs()}."
+        )
+
+
+def weights_names(arch: str) -> list[str]:
+    """The torchvision weights names of ``arch`` (``IMAGENET1K_V1``, ..., and ``DEFAULT``)."""
+    check_arch(arch)
+    return [w.name for w in torchvision.models.get_model_weights(arch)] + ["DEFAULT"]
+
+
+def is_torchvision_weights(arch: str, weights: str) -> bool:
+    return weights in weights_names(arch)
+
+
+def torchvision_weights(arch: str, weights: str):
+    """The torchvision ``WeightsEnum`` member named ``weights`` for ``arch``."""
+    if not is_torchvision_weights(arch, weights):
+        raise WeightsError(
+            f"backbone.weights {weights!r} is not a torchvision weights name of {arch} (those are "
+            f"{weights_names(arch)}), 'random', or an existing state_dict file."
+        )
+    enum = torchvision.models.get_model_weights(arch)
+    return enum.DEFAULT if weights == "DEFAULT" else enum[weights]
+
+
+def weights_file_name(arch: str, weights: str) -> str:
+    """File name of downloaded torchvision weights under results/weights/."""
+    return f"{arch}-{torchvision_weights(arch, weights).name}.pth"
+
+
+def torchvision_weights_url(arch: str = "mobilenet_v2", weights: str = TORCHVISION_WEIGHTS) -> tuple[str, str | None]:
+    """(url, sha256 prefix or None) of torchvision's weights file."""
+    url = torchvision_weights(arch, weights).url
     # torch hub file names end in -<first 8+ hex digits of the sha256>.pth
     prefix = Path(url).stem.rsplit("-", 1)[-1]
-    return url, prefix
+    is_hex = len(prefix) >= 8 and all(c in "0123456789abcdef" for c in prefix.lower())
+    return url, prefix if is_hex else None
 
 
+def preprocessing(arch: str, weights: str) -> dict:
+    """{"input_size", "mean", "std"} from the weights' transforms metadata (random: the arch's DEFAULT weights)."""
+    named = weights if is_torchvision_weights(arch, weights) else "DEFAULT"
+    try:
+        transforms = torchvision_weights(arch, named).transforms()
+        size = transforms.crop_size
+        return {
+            "input_size": int(size[0] if isinstance(size, (list, tuple)) else size),
+            "mean": [float(v) for v in transforms.mean],
+            "std": [float(v) for v in transforms.std],
+        }
+    except (WeightsError, AttributeError, TypeError):  # an arch without weights metadata: ImageNet defaults
+        return {"input_size": DEFAULT_INPUT_SIZE, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+
+
+# --------------------------------------------------------------------------------------------- building
 def load_state_dict(path: str | Path, sha256: str | None = None) -> dict:
-    """Read a local mobilenet_v2 state_dict with clear errors for a missing, corrupt or mismatching file."""
+    """Read a local state_dict with clear errors for a missing, corrupt or mismatching file."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(
-            f"backbone weights file {path} does not exist; fix backbone.weights (a path to a "
-            f"torchvision mobilenet_v2 state_dict, '{TORCHVISION_WEIGHTS}' or '{RANDOM_WEIGHTS}')."
+            f"backbone weights file {path} does not exist; fix backbone.weights (a path to a torchvision "
+            f"state_dict of backbone.arch, a torchvision weights name such as '{TORCHVISION_WEIGHTS}', "
+            f"or '{RANDOM_WEIGHTS}')."
         )
     if sha256:
         have = file_digest(path, "sha256")
@@ -74,50 +143,75 @@ def load_state_dict(path: str | Path, sha256: str | None = None) -> dict:
     return state
 
 
-def build_backbone(weights: str, weights_file: str | Path | None = None, sha256: str | None = None) -> nn.Module:
-    """torchvision ``mobilenet_v2`` with the requested weights, in eval mode, gradients off."""
+def _last_linear(model: nn.Module) -> tuple[str, nn.Linear]:
+    linears = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise WeightsError(f"{type(model).__name__} has no final nn.Linear classifier to take features before.")
+    return linears[-1]
+
+
+def _replace(model: nn.Module, dotted: str, new: nn.Module) -> None:
+    parent, _, leaf = dotted.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, leaf, new)
+
+
+def build_backbone(
+    weights: str,
+    weights_file: str | Path | None = None,
+    sha256: str | None = None,
+    arch: str = "mobilenet_v2",
+    input_size: int | None = None,
+) -> nn.Module:
+    """torchvision ``arch`` with the requested weights and its classifier removed: (N, 3, S, S) -> (N, D).
+
+    Eval mode, gradients off; ``model.feature_dim`` is D, ``model.arch`` the arch name."""
+    check_arch(arch)
+    size = input_size or preprocessing(arch, weights)["input_size"]
+    kwargs = {
+        k: v for prefix, f in BUILD_OPTIONS.items() if arch.startswith(prefix) for k, v in f(size, weights).items()
+    }
     if weights == RANDOM_WEIGHTS:
         torch.manual_seed(0)  # the same random backbone every time
-        model = torchvision.models.mobilenet_v2()
-    else:
-        model = torchvision.models.mobilenet_v2()
-        state = load_state_dict(weights_file or weights, sha256)
+    model = torchvision.models.get_model(arch, weights=None, **kwargs)
+    head_name, head = _last_linear(model)
+    dropped = {f"{head_name}.weight", f"{head_name}.bias"}
+    if weights != RANDOM_WEIGHTS:
+        source = weights_file or weights
+        state = load_state_dict(source, sha256)
         expected = model.state_dict()
-        missing = sorted(set(expected) - set(state))
+        missing = sorted(set(expected) - set(state) - dropped)
         unexpected = sorted(set(state) - set(expected))
-        wrong = sorted(k for k in set(expected) & set(state) if tuple(state[k].shape) != tuple(expected[k].shape))
+        wrong = sorted(
+            k for k in (set(expected) & set(state)) - dropped if tuple(state[k].shape) != tuple(expected[k].shape)
+        )
         if missing or unexpected or wrong:
             raise WeightsError(
-                f"backbone weights {weights_file or weights} do not fit torchvision's mobilenet_v2: "
+                f"backbone weights {source} do not fit torchvision's {arch}: "
                 f"{len(missing)} missing keys {missing[:3]}, {len(unexpected)} unexpected keys {unexpected[:3]}, "
-                f"{len(wrong)} with wrong shapes {wrong[:3]}. Use a mobilenet_v2 state_dict."
+                f"{len(wrong)} with wrong shapes {wrong[:3]}. Use a {arch} state_dict (or fix backbone.arch)."
             )
-        model.load_state_dict(state)
+        model.load_state_dict({k: v for k, v in state.items() if k not in dropped}, strict=False)
+    _replace(model, head_name, nn.Identity())
+    model.feature_dim = head.in_features
+    model.arch = arch
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
     return model
 
 
-class PooledFeatures(nn.Module):
-    """``features`` -> global average pool -> (N, 1280): MobileNet-V2's penultimate representation."""
-
-    def __init__(self, features: nn.Module):
-        super().__init__()
-        self.features = features
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x).mean(dim=(2, 3))
-
-
 def reference_extractor(model: nn.Module) -> nn.Module:
     """The plain eager extractor (NCHW, BN separate): the reference the fast path is tested against."""
-    return PooledFeatures(model.features).eval()
+    return model.eval()
 
 
 def fast_extractor(model: nn.Module, device: torch.device) -> nn.Module:
-    """Conv-BN folded, channels_last extractor on ``device``."""
+    """Conv-BN folded (when torch.fx can trace the arch), channels_last extractor on ``device``."""
     from torch.fx.experimental.optimization import fuse
 
-    fused = fuse(model.features.eval())  # returns a GraphModule with BN folded into the convs
-    return PooledFeatures(fused).to(device).to(memory_format=torch.channels_last).eval()
+    try:
+        net = fuse(model.eval())  # a GraphModule with BN folded into the convs (a copy: ``model`` is unchanged)
+    except Exception as exc:  # torch.fx cannot trace every arch; eager is correct, only slower
+        log.info("%s: no conv-BN folding (torch.fx: %s); running the eager model", type(model).__name__, exc)
+        net = model
+    return net.to(device).to(memory_format=torch.channels_last).eval()

@@ -1,9 +1,13 @@
-"""CIFAR-10: download, checksum, our own reader of the official python batches, and the train/val/test split.
+"""CIFAR-10 / CIFAR-100: download, checksum, our own reader of the official python archives, and the split.
 
 The reader reads the pickled batches straight out of the ``.tar.gz`` (nothing is extracted to disk, so a
 malicious archive cannot write outside its folder) with a restricted unpickler that only rebuilds numpy
 arrays (a pickle from an untrusted archive could otherwise run code). It does not depend on torchvision's
 md5 table, so re-encoded copies such as an offline mirror load fine once their own checksum is configured.
+
+Layouts (:data:`CIFAR10`, :data:`CIFAR100`): ``cifar-10-batches-py/{data_batch_1..5, test_batch, batches.meta}``
+with ``labels``/``label_names``, and ``cifar-100-python/{train, test, meta}`` with ``fine_labels``/
+``fine_label_names`` (the 100 fine classes; the class count comes from the meta file).
 
 Split: the 50,000 official training images are the training set; the 10,000 official test images are
 permuted with ``numpy.random.default_rng(split_seed)`` and the first ``val_size`` become validation, the next
@@ -12,6 +16,7 @@ permuted with ``numpy.random.default_rng(split_seed)`` and the first ``val_size`
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import logging
@@ -22,7 +27,6 @@ import urllib.request
 import zlib
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from normscape.atomic import atomic_path
@@ -30,12 +34,34 @@ from normscape.errors import ChecksumError, DataError, DownloadError
 
 log = logging.getLogger(__name__)
 
-ARCHIVE_DIR = "cifar-10-batches-py"
-TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
-TEST_BATCH = "test_batch"
-META = "batches.meta"
-NUM_CLASSES = 10
 IMAGE_SHAPE = (32, 32, 3)
+
+
+@dataclasses.dataclass(frozen=True)
+class CifarLayout:
+    """Where an official CIFAR python archive keeps its batches, labels and class names."""
+
+    title: str
+    folder: str
+    train: tuple[str, ...]
+    test: str
+    meta: str
+    label_key: bytes
+    names_key: bytes
+
+
+CIFAR10 = CifarLayout(
+    "CIFAR-10",
+    "cifar-10-batches-py",
+    tuple(f"data_batch_{i}" for i in range(1, 6)),
+    "test_batch",
+    "batches.meta",
+    b"labels",
+    b"label_names",
+)
+CIFAR100 = CifarLayout("CIFAR-100", "cifar-100-python", ("train",), "test", "meta", b"fine_labels", b"fine_label_names")
+# CIFAR-10 names kept for callers of the single-dataset reader
+ARCHIVE_DIR, TRAIN_BATCHES, TEST_BATCH, META = CIFAR10.folder, CIFAR10.train, CIFAR10.test, CIFAR10.meta
 
 
 # --------------------------------------------------------------------------------------------- checksums
@@ -125,71 +151,75 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
         if (module, name) in self.ALLOWED:
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"forbidden object {module}.{name} in a CIFAR-10 batch file")
+        raise pickle.UnpicklingError(f"forbidden object {module}.{name} in a CIFAR batch file")
 
 
-def _load_member(tf: tarfile.TarFile, archive: Path, name: str) -> dict:
-    member = f"{ARCHIVE_DIR}/{name}"
+def _load_member(tf: tarfile.TarFile, archive: Path, name: str, layout: CifarLayout = CIFAR10) -> dict:
+    member = f"{layout.folder}/{name}"
     try:
         fh = tf.extractfile(member)
     except KeyError:
         found = sorted(m.name for m in tf.getmembers())[:12]
         raise DataError(
-            f"{archive} is not a CIFAR-10 python archive: member {member!r} is missing (found "
-            f"{found}). Use the 'python version' cifar-10-python.tar.gz."
+            f"{archive} is not a {layout.title} python archive: member {member!r} is missing (found "
+            f"{found}). Use the 'python version' archive of {layout.title} (or fix data.dataset)."
         ) from None
     if fh is None:
         raise DataError(f"{archive}: {member!r} is not a regular file; the archive has the wrong layout.")
     try:
         return _NumpyOnlyUnpickler(io.BytesIO(fh.read()), encoding="bytes").load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as exc:
-        raise DataError(f"{archive}: {member!r} is not a valid CIFAR-10 batch ({exc}).") from None
+        raise DataError(f"{archive}: {member!r} is not a valid {layout.title} batch ({exc}).") from None
 
 
-def _batch_arrays(batch: dict, archive: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
-    if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
+def _batch_arrays(
+    batch: dict, archive: Path, name: str, num_classes: int, layout: CifarLayout = CIFAR10
+) -> tuple[np.ndarray, np.ndarray]:
+    key = layout.label_key
+    if not isinstance(batch, dict) or b"data" not in batch or key not in batch:
         keys = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
-        raise DataError(f"{archive}: batch {name!r} lacks the keys b'data' and b'labels' (has {keys}).")
+        raise DataError(f"{archive}: batch {name!r} lacks the keys b'data' and {key!r} (has {keys}).")
     data = np.asarray(batch[b"data"])
-    labels = np.asarray(batch[b"labels"], dtype=np.int64)
+    labels = np.asarray(batch[key], dtype=np.int64)
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
         raise DataError(
             f"{archive}: batch {name!r} has data {data.dtype}{data.shape} and {len(labels)} labels; "
             "expected uint8 (N, 3072) and N labels."
         )
-    if labels.size and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
-        raise DataError(f"{archive}: batch {name!r} has labels outside 0..9.")
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise DataError(f"{archive}: batch {name!r} has labels outside 0..{num_classes - 1}.")
     # Rows are 1024 red, 1024 green, 1024 blue values, each a 32x32 row-major plane -> (N, 32, 32, 3).
     return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
 
 
-def read_archive(path: str | Path) -> dict:
-    """Read the official CIFAR-10 python archive: ``{"train": (images, labels), "test": (...), "class_names"}``.
+def read_archive(path: str | Path, layout: CifarLayout = CIFAR10) -> dict:
+    """Read an official CIFAR python archive: ``{"train": (images, labels), "test": (...), "class_names"}``.
 
-    images are uint8 (N, 32, 32, 3) RGB, labels int64 (N,).
+    images are uint8 (N, 32, 32, 3) RGB, labels int64 (N,); the number of classes is that of the meta file.
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(
-            f"CIFAR-10 archive {path} does not exist; check data.archive (or set it to null to "
+            f"{layout.title} archive {path} does not exist; check data.archive (or set it to null to "
             "download the official archive)."
         )
     try:
         with tarfile.open(path, "r:gz") as tf:
-            meta = _load_member(tf, path, META)
+            meta = _load_member(tf, path, layout.meta, layout)
+            names = [n.decode() if isinstance(n, bytes) else str(n) for n in meta.get(layout.names_key, [])]
+            if len(names) < 2:
+                raise DataError(f"{path}: {layout.meta} lists {len(names)} class names under {layout.names_key!r}.")
             parts = {
-                name: _batch_arrays(_load_member(tf, path, name), path, name) for name in (*TRAIN_BATCHES, TEST_BATCH)
+                name: _batch_arrays(_load_member(tf, path, name, layout), path, name, len(names), layout)
+                for name in (*layout.train, layout.test)
             }
     except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
         raise DataError(
             f"{path} is truncated or corrupt ({exc}). Delete it and download it again (or check data.archive)."
         ) from None
-    names = [n.decode() if isinstance(n, bytes) else str(n) for n in meta.get(b"label_names", [])]
-    if len(names) != NUM_CLASSES:
-        raise DataError(f"{path}: batches.meta lists {len(names)} class names, expected {NUM_CLASSES}.")
-    train_x = np.concatenate([parts[n][0] for n in TRAIN_BATCHES])
-    train_y = np.concatenate([parts[n][1] for n in TRAIN_BATCHES])
-    return {"train": (train_x, train_y), "test": parts[TEST_BATCH], "class_names": names}
+    train_x = np.concatenate([parts[n][0] for n in layout.train])
+    train_y = np.concatenate([parts[n][1] for n in layout.train])
+    return {"train": (train_x, train_y), "test": parts[layout.test], "class_names": names}
 
 
 # --------------------------------------------------------------------------------------------- split
@@ -202,45 +232,3 @@ def split_test_set(n_test: int, val_size: int, test_size: int, seed: int) -> tup
         )
     perm = np.random.default_rng(seed).permutation(n_test)
     return np.sort(perm[:val_size]), np.sort(perm[val_size : val_size + test_size])
-
-
-def prepare_dataset(
-    archive: str | Path, out_path: str | Path, checksum: str | None, val_size: int, test_size: int, split_seed: int
-) -> dict:
-    """Verify, read and split the archive into ``out_path`` (HDF5: /<split>/{images, labels, indices})."""
-    if not Path(archive).is_file():
-        raise DataError(f"CIFAR-10 archive {archive} does not exist; check data.archive.")
-    verify_checksum(archive, checksum)
-    data = read_archive(archive)
-    test_x, test_y = data["test"]
-    val_idx, test_idx = split_test_set(len(test_x), val_size, test_size, split_seed)
-    train_x, train_y = data["train"]
-    splits = {
-        "train": (train_x, train_y, np.arange(len(train_x))),
-        "val": (test_x[val_idx], test_y[val_idx], val_idx),
-        "test": (test_x[test_idx], test_y[test_idx], test_idx),
-    }
-    with atomic_path(out_path, suffix=".h5") as tmp, h5py.File(tmp, "w") as f:
-        f.attrs["class_names"] = np.array(data["class_names"], dtype=h5py.string_dtype())
-        f.attrs["archive_sha256"] = file_digest(archive, "sha256")
-        f.attrs["split_seed"] = split_seed
-        for name, (x, y, idx) in splits.items():
-            g = f.create_group(name)
-            g.attrs["source"] = "official train set" if name == "train" else "official test set"
-            g.create_dataset("images", data=x, chunks=(min(len(x), 1024), 32, 32, 3) if len(x) else None)
-            g.create_dataset("labels", data=y)
-            g.create_dataset("indices", data=idx.astype(np.int64))
-    log.info("prepared %s: train %d, val %d, test %d images", out_path, len(train_x), len(val_idx), len(test_idx))
-    return {name: len(v[0]) for name, v in splits.items()}
-
-
-def load_prepared(path: str | Path) -> dict:
-    """``{split: (images uint8 (N,32,32,3), labels, indices)}`` plus ``class_names`` and ``archive_sha256``."""
-    try:
-        with h5py.File(path, "r", locking=False) as f:
-            out = {s: (f[s]["images"][()], f[s]["labels"][()], f[s]["indices"][()]) for s in ("train", "val", "test")}
-            out["class_names"] = [c.decode() if isinstance(c, bytes) else str(c) for c in f.attrs["class_names"]]
-            out["archive_sha256"] = str(f.attrs["archive_sha256"])
-            return out
-    except (OSError, KeyError) as exc:
-        raise DataError(f"prepared dataset {path} is unreadable or incomplete ({exc}); delete it and rerun.") from None

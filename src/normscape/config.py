@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from normscape import paths
 from normscape.errors import ConfigError
 
 #: Training keys an experiment may override or sweep, with the default-section they come from.
@@ -151,6 +153,20 @@ def _cross_checks(cfg: dict) -> list[str]:
     gh = cfg["grad_hist"]
     if gh["min"] >= gh["max"]:
         problems.append(f"config key 'grad_hist': min ({gh['min']}) must be smaller than max ({gh['max']}).")
+    data = cfg["data"]
+    if data["dataset"] == "imagefolder" and not data["root"]:
+        problems.append("config key 'data.root': data.dataset is imagefolder, so set data.root to its folder.")
+    if data["val_fraction"] + data["test_fraction"] >= 1:
+        problems.append("config keys 'data.val_fraction' + 'data.test_fraction' must leave training images (< 1).")
+    backbone = cfg["backbone"]
+    if re.fullmatch(r"[A-Z0-9_]+", backbone["weights"]):  # a weights name, not a path: it must exist for the arch
+        from normscape.backbone import weights_names
+
+        if backbone["weights"] not in weights_names(backbone["arch"]):
+            problems.append(
+                f"config key 'backbone.weights': {backbone['weights']!r} is not a torchvision weights name of "
+                f"{backbone['arch']} ({weights_names(backbone['arch'])}), 'random', or a state_dict file path."
+            )
     for name in cfg["landscape"]["experiments"]:
         if name not in cfg["experiments"]:
             problems.append(
@@ -163,10 +179,15 @@ def _cross_checks(cfg: dict) -> list[str]:
 def with_registered_names(schema: dict) -> dict:
     """The schema with the registries' names as the allowed values: head names (norms.py), backbone archs
     (backbones.py), datasets (datasets.py). The registries are the only place these names are listed."""
+    from normscape.backbone import available_archs
+    from normscape.datasets import DATASETS
     from normscape.norms import NORMS
 
     defs = schema.setdefault("definitions", {})
     defs.setdefault("head_name", {"type": "string"})["enum"] = list(NORMS)
+    props = schema["properties"]
+    props["data"]["properties"]["dataset"]["enum"] = list(DATASETS)
+    props["backbone"]["properties"]["arch"]["enum"] = available_archs()
     return schema
 
 
@@ -212,10 +233,10 @@ class RunSpec:
 
     @property
     def run_id(self) -> str:
-        return f"{self.experiment}/{self.head}/{self.variant}/seed{self.seed}"
+        return paths.run_id(self.experiment, self.head, self.variant, self.seed)
 
     def run_dir(self, results_dir: str | Path) -> Path:
-        return Path(results_dir) / "runs" / self.run_id
+        return Path(paths.run_dir(results_dir, self.run_id))
 
 
 def experiment_runs(cfg: dict, experiment: str) -> list[RunSpec]:

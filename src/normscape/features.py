@@ -1,4 +1,8 @@
-"""Feature extraction: every CIFAR-10 split through the frozen backbone into one HDF5 feature cache.
+"""Feature extraction: every split of the prepared dataset through the frozen backbone into one HDF5 cache.
+
+The backbone is any registered arch (normscape/backbone.py); the feature width is the model's, the default
+input size and mean/std are the weights' own (torchvision transforms metadata), and the cache records the
+dataset's identity (name, source checksum, split rule, classes) next to the backbone's.
 
 Fast path (vs. the naive per-image PIL resize + ``ToTensor`` + ``DataLoader`` + fp32 eager model):
   * whole batches are converted uint8 -> float and resized on the tensor (bilinear, half-pixel centres — the
@@ -23,16 +27,17 @@ import torch.nn.functional as F
 
 from normscape import featurestore
 from normscape.backbone import (
-    FEATURE_DIM,
     IMAGENET_MEAN,
     IMAGENET_STD,
     RANDOM_WEIGHTS,
-    TORCHVISION_WEIGHTS,
     build_backbone,
     fast_extractor,
+    is_torchvision_weights,
+    preprocessing,
     reference_extractor,
 )
-from normscape.cifar import file_digest, load_prepared
+from normscape.cifar import file_digest
+from normscape.datasets import load_prepared
 
 log = logging.getLogger(__name__)
 
@@ -60,15 +65,21 @@ def resolve_precision(precision: str) -> str:
     return "fp32" if precision == "auto" else precision
 
 
-def preprocess(images_uint8: np.ndarray, input_size: int, device: torch.device) -> torch.Tensor:
-    """uint8 (N, H, W, 3) -> ImageNet-normalised float (N, 3, S, S) in channels_last, on ``device``."""
+def preprocess(
+    images_uint8: np.ndarray,
+    input_size: int,
+    device: torch.device,
+    mean: tuple[float, ...] = IMAGENET_MEAN,
+    std: tuple[float, ...] = IMAGENET_STD,
+) -> torch.Tensor:
+    """uint8 (N, H, W, 3) -> (x - mean) / std float (N, 3, S, S) in channels_last, on ``device``."""
     x = torch.from_numpy(np.ascontiguousarray(images_uint8)).to(device)
     x = x.permute(0, 3, 1, 2).float().div_(255.0)
     if x.shape[-1] != input_size or x.shape[-2] != input_size:
         x = F.interpolate(x, size=(input_size, input_size), mode="bilinear", align_corners=False, antialias=False)
-    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
-    return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
+    mean_t = torch.tensor(mean, device=device).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, device=device).view(1, 3, 1, 1)
+    return ((x - mean_t) / std_t).contiguous(memory_format=torch.channels_last)
 
 
 class FeatureExtractor:
@@ -82,24 +93,28 @@ class FeatureExtractor:
         precision: str = "auto",
         batch_size: int = 16,
         fast: bool = True,
+        mean: tuple[float, ...] = IMAGENET_MEAN,
+        std: tuple[float, ...] = IMAGENET_STD,
     ):
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision)
         self.input_size = input_size
         self.batch_size = batch_size
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.feature_dim = model.feature_dim
         self.net = fast_extractor(model, self.device) if fast else reference_extractor(model).to(self.device)
 
     def __call__(self, images_uint8: np.ndarray, progress: str | None = None) -> np.ndarray:
         from tqdm import tqdm
 
-        out = np.empty((len(images_uint8), FEATURE_DIM), dtype=np.float32)
+        out = np.empty((len(images_uint8), self.feature_dim), dtype=np.float32)
         starts = range(0, len(images_uint8), self.batch_size)
         bar = tqdm(total=len(images_uint8), unit="img", desc=progress, disable=progress is None, mininterval=5)
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
         with torch.inference_mode(), autocast, bar:
             for start in starts:
                 batch = images_uint8[start : start + self.batch_size]
-                feats = self.net(preprocess(batch, self.input_size, self.device))
+                feats = self.net(preprocess(batch, self.input_size, self.device, self.mean, self.std))
                 out[start : start + len(batch)] = feats.float().cpu().numpy()
                 bar.update(len(batch))
         return out
@@ -124,17 +139,22 @@ def extract_features(
     weights: str,
     weights_file: str | Path | None,
     weights_sha256: str | None,
-    input_size: int,
+    input_size: int | None,
     precision: str,
     batch_size: int,
     device: str,
     arch: str = "mobilenet_v2",
     splits: Iterable[str] = SPLITS,
 ) -> dict:
-    """Extract features of every split of a prepared dataset into ``out_path`` (atomic). Returns the attrs."""
+    """Extract features of every split of a prepared dataset into ``out_path`` (atomic). Returns the attrs.
+
+    ``input_size`` None: the weights' own crop size (their transforms metadata); mean/std always come from there.
+    """
     data = load_prepared(dataset_path)
-    model = build_backbone(weights, weights_file, weights_sha256)
-    extractor = FeatureExtractor(model, input_size, device, precision, batch_size)
+    pre = preprocessing(arch, weights)
+    input_size = input_size or pre["input_size"]
+    model = build_backbone(weights, weights_file, weights_sha256, arch=arch, input_size=input_size)
+    extractor = FeatureExtractor(model, input_size, device, precision, batch_size, mean=pre["mean"], std=pre["std"])
     log.info("extracting %s features at %d px on %s in %s", arch, input_size, extractor.device, extractor.precision)
     arrays = {}
     for split in splits:
@@ -147,7 +167,7 @@ def extract_features(
             raise FloatingPointError(f"non-finite features in split {split}")
         arrays[split] = {"features": feats, "labels": labels, "indices": indices}
     weights_sha = file_digest(weights_file, "sha256") if weights_file else ""
-    named = weights in (TORCHVISION_WEIGHTS, RANDOM_WEIGHTS)
+    named = weights == RANDOM_WEIGHTS or is_torchvision_weights(arch, weights)
     attrs = {
         "backbone": arch,
         "weights_id": weights if named else f"file:{Path(weights).name}",
@@ -157,15 +177,18 @@ def extract_features(
         "precision": extractor.precision,
         "device": str(extractor.device),
         "normalization": {
-            "mean": list(IMAGENET_MEAN),
-            "std": list(IMAGENET_STD),
+            "mean": list(pre["mean"]),
+            "std": list(pre["std"]),
             "resize": "bilinear",
-            "pool": "global average",
+            "feature": "input of the last Linear layer (global-pooled / CLS token)",
         },
-        "feature_dim": FEATURE_DIM,
-        "num_classes": 10,
+        "feature_dim": model.feature_dim,
+        "num_classes": len(data["class_names"]),
         "class_names": data["class_names"],
-        "data_checksum": f"sha256:{data['archive_sha256']}",
+        "dataset": data["dataset"],
+        "data_checksum": f"sha256:{data['source_sha256']}",
+        "split_seed": data["split_seed"],
+        "split_rule": data["split_rule"],
         "versions": versions(),
         "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }

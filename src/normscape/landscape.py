@@ -9,7 +9,8 @@ zero direction.
 Every surface is evaluated exactly with :class:`normscape.planeeval.PlaneEvaluator` (the first layer is affine
 in the plane's coordinates, so a grid point costs a fraction of a forward pass; it equals the per-point loop
 :func:`normscape.planeeval.loop_evaluate` to float rounding). Sharpness numbers (top Hessian eigenvalue,
-Hutchinson trace, loss increase at fixed radius) come from :mod:`normscape.hessian`.
+Hutchinson trace, loss increase at fixed radius) come from :mod:`normscape.hessian` in
+:func:`compute_sharpness`, a separate step (and rule) that reads the landscape's directions.
 """
 
 from __future__ import annotations
@@ -148,16 +149,15 @@ def compute_landscape(
     trajectory: str,
     features: str,
     out_h5: str,
-    out_json: str,
     settings: dict,
     progress: bool = True,
-) -> dict:
-    """Every landscape of one run (plane, line, interpolation, PCA plane) + sharpness numbers -> files."""
+) -> None:
+    """Every landscape of one run (plane, line, interpolation, PCA plane) -> ``out_h5`` (with the directions and
+    the sample subset, which :func:`compute_sharpness` reuses). ``settings``: the landscape slice without hessian."""
     import h5py
 
     from normscape import featurestore
-    from normscape.atomic import atomic_path, write_json
-    from normscape.hessian import HessianOperator, hutchinson_trace, top_eigenvalue
+    from normscape.atomic import atomic_path
 
     model = load_head(model_final)
     init = load_head(model_init)
@@ -178,37 +178,10 @@ def compute_landscape(
     pa, pb = pca_grid(coords, settings["resolution"])
     pca_loss, pca_acc = evaluate_plane(model, x, y, unflatten(pdirs[0], model), unflatten(pdirs[1], model), pa, pb)
 
-    hs = settings["hessian"]
-    x_tr, y_tr = featurestore.load_split(features, "train")
-    hidx = subset_indices(len(x_tr), hs["samples"], settings["direction_seed"])
-    op = HessianOperator(model, torch.from_numpy(x_tr[hidx]), torch.from_numpy(y_tr[hidx]).long())
-    top, iters = top_eigenvalue(op, hs["power_iters"], hs["tol"], seed=settings["direction_seed"])
-    trace, trace_sem = hutchinson_trace(op, hs["hutchinson_probes"], seed=settings["direction_seed"])
-    centre = float(plane_loss[len(axis) // 2, len(axis) // 2])
-    radii = [r for r in (0.25, 0.5, 1.0) if r <= settings["span"]]
-    increase = {}
-    for r in radii:
-        rl, _ = evaluate_line(model, x, y, d1, np.array([-r, r]))
-        rl2, _ = evaluate_line(model, x, y, d2, np.array([-r, r]))
-        increase[f"{r:g}"] = float(np.mean(np.concatenate([rl, rl2])) - centre)
-    sharpness = {
-        "top_eigenvalue": top,
-        "power_iterations": iters,
-        "hessian_trace": trace,
-        "hessian_trace_sem": trace_sem,
-        "loss_at_minimum": centre,
-        "loss_increase_at_radius": increase,
-        "samples": int(len(hidx)),
-        "landscape_samples": int(len(idx)),
-        "split": settings["split"],
-        "head": model.norm_name,
-    }
     with atomic_path(out_h5, suffix=".h5") as tmp, h5py.File(tmp, "w") as f:
         for key, value in settings.items():
             if not isinstance(value, dict):
                 f.attrs[key] = value
-        for key, value in settings["hessian"].items():
-            f.attrs[f"hessian_{key}"] = value
         f.attrs["head"] = model.norm_name
         f.attrs["eval_mode"] = "BatchNorm uses running statistics; dropout off"
         f.create_dataset("subset_indices", data=idx)
@@ -235,5 +208,51 @@ def compute_landscape(
         for name in d1:
             g.create_dataset(f"d1/{name}", data=d1[name].numpy())
             g.create_dataset(f"d2/{name}", data=d2[name].numpy())
+
+
+def compute_sharpness(model_final: str, features: str, landscape_h5: str, out_json: str, hessian: dict) -> dict:
+    """Sharpness of one run -> ``out_json``: top Hessian eigenvalue, Hutchinson trace (``hessian`` settings, on
+    training samples) and the loss increase at fixed radii along the landscape's own directions (read from
+    ``landscape_h5``, so these numbers describe the plane drawn). Its own rule: editing landscape.hessian.*
+    reruns this, not the planes."""
+    import h5py
+
+    from normscape import featurestore
+    from normscape.atomic import write_json
+    from normscape.hessian import HessianOperator, hutchinson_trace, top_eigenvalue
+
+    model = load_head(model_final)
+    with h5py.File(landscape_h5, "r") as f:
+        split, seed, span = str(f.attrs["split"]), int(f.attrs["direction_seed"]), float(f.attrs["span"])
+        idx = f["subset_indices"][()]
+        d1 = {k: torch.from_numpy(v[()]) for k, v in f["directions/d1"].items()}
+        d2 = {k: torch.from_numpy(v[()]) for k, v in f["directions/d2"].items()}
+        plane = f["plane/loss"][()]
+    x_all, y_all = featurestore.load_split(features, split)
+    x, y = torch.from_numpy(x_all[idx]), torch.from_numpy(y_all[idx]).long()
+    x_tr, y_tr = featurestore.load_split(features, "train")
+    hidx = subset_indices(len(x_tr), hessian["samples"], seed)
+    op = HessianOperator(model, torch.from_numpy(x_tr[hidx]), torch.from_numpy(y_tr[hidx]).long())
+    top, iters = top_eigenvalue(op, hessian["power_iters"], hessian["tol"], seed=seed)
+    trace, trace_sem = hutchinson_trace(op, hessian["hutchinson_probes"], seed=seed)
+    centre = float(plane[plane.shape[0] // 2, plane.shape[1] // 2])
+    increase = {}
+    for r in (r for r in (0.25, 0.5, 1.0) if r <= span):
+        rl, _ = evaluate_line(model, x, y, d1, np.array([-r, r]))
+        rl2, _ = evaluate_line(model, x, y, d2, np.array([-r, r]))
+        increase[f"{r:g}"] = float(np.mean(np.concatenate([rl, rl2])) - centre)
+    sharpness = {
+        "top_eigenvalue": top,
+        "power_iterations": iters,
+        "hessian_trace": trace,
+        "hessian_trace_sem": trace_sem,
+        "loss_at_minimum": centre,
+        "loss_increase_at_radius": increase,
+        "samples": int(len(hidx)),
+        "landscape_samples": int(len(idx)),
+        "split": split,
+        "head": model.norm_name,
+        "hessian": dict(hessian),
+    }
     write_json(out_json, sharpness)
     return sharpness

@@ -40,6 +40,7 @@ from normscape.heads import ClassifierHead, build_head, is_norm_parameter
 from normscape.norms import get_norm
 
 log = logging.getLogger(__name__)
+_LOGGED_LOOP_NORMS: set[str] = set()  # norms whose loop fallback was logged (once per process)
 
 Direction = dict[str, torch.Tensor]  # parameter name -> tensor shaped like the parameter
 
@@ -109,7 +110,8 @@ class PlaneEvaluator:
         self.rule = get_norm(self.norm_name).plane_rule  # how this norm is evaluated per point (norms.py)
         self.groups = getattr(self.norm_module, "num_groups", 1)  # "moments": GroupNorm's groups, LayerNorm 1
         self.d1, self.d2 = d1, d2
-        if self.rule is None:
+        if self.rule is None and self.norm_name not in _LOGGED_LOOP_NORMS:
+            _LOGGED_LOOP_NORMS.add(self.norm_name)
             log.info(
                 "norm %r has no fast plane rule (normscape/norms.py): exact landscape by the per-point loop "
                 "evaluator (slower)",

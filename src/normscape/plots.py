@@ -8,6 +8,7 @@ of different heads share one colour scale. Every figure is written as PDF (vecto
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
@@ -333,48 +334,102 @@ def batch_size_figure(summaries: list[str]) -> plt.Figure:
     return fig
 
 
-def draw(name: str, inputs: dict[str, list[str]], settings: dict) -> plt.Figure:
-    """The figure called ``name`` (see FIGURES.md) from its input files."""
-    w = settings.get("smoothing_window", 3)
-    if name == "fig4_convergence_accuracy":
-        return curves_figure(
-            inputs["metrics"], "convergence", ["val_acc", "train_acc"], w, "Exp. 1 (lr 1e-3): accuracy per epoch"
-        )
-    if name == "fig5_landscape_surface":
-        return landscape_surfaces(inputs["landscapes"])
-    if name == "fig5_landscape_contour":
-        return landscape_contours(inputs["landscapes"])
-    if name == "fig5_trajectory_pca":
-        return landscape_pca(inputs["landscapes"])
-    if name == "fig6_grad_hist_fc2":
-        return grad_heatmaps(inputs["grads"], "head", title="Exp. 1: |grad| of the second FC layer per epoch")
-    if name == "fig7_layernorm_clipping_val_loss":
-        return clipping_figure(inputs["metrics"], ["layer"], w)
-    if name == "fig8_layernorm_clipping_grads":
-        return grad_heatmaps(
-            inputs["grads"],
+# ------------------------------------------------------------------------------------------------ the figures
+@dataclasses.dataclass(frozen=True)
+class FigureSpec:
+    """One figure: the run files it reads, its report category and how it is drawn from them.
+
+    ``inputs``: kind (metrics, grads, landscapes, summaries) -> [(experiment, run file, heads or None = all)].
+    The figure rule (figures.smk) asks for exactly these files; a figure whose experiment (or head) the config
+    lacks is not defined."""
+
+    category: str
+    inputs: dict[str, list[tuple[str, str, list[str] | None]]]
+    draw: Callable[[dict[str, list[str]], int], plt.Figure]  # (input files by kind, smoothing window)
+
+
+INPUT_KINDS = ("metrics", "grads", "landscapes", "summaries")
+CLIPPING_HEADS = ["batch", "frn", "none"]
+CONVERGENCE_LANDSCAPES = {"landscapes": [("convergence", "landscape.h5", None)]}
+
+FIGURES: dict[str, FigureSpec] = {
+    "fig4_convergence_accuracy": FigureSpec(
+        "experiments",
+        {"metrics": [("convergence", "metrics.csv", None)]},
+        lambda i, w: curves_figure(
+            i["metrics"], "convergence", ["val_acc", "train_acc"], w, "Exp. 1 (lr 1e-3): accuracy per epoch"
+        ),
+    ),
+    "fig5_landscape_surface": FigureSpec(
+        "landscapes", CONVERGENCE_LANDSCAPES, lambda i, w: landscape_surfaces(i["landscapes"])
+    ),
+    "fig5_landscape_contour": FigureSpec(
+        "landscapes", CONVERGENCE_LANDSCAPES, lambda i, w: landscape_contours(i["landscapes"])
+    ),
+    "fig5_trajectory_pca": FigureSpec(
+        "landscapes", CONVERGENCE_LANDSCAPES, lambda i, w: landscape_pca(i["landscapes"])
+    ),
+    "fig_landscape_1d": FigureSpec("landscapes", CONVERGENCE_LANDSCAPES, lambda i, w: landscape_1d(i["landscapes"])),
+    "fig6_grad_hist_fc2": FigureSpec(
+        "gradients",
+        {"grads": [("convergence", "grads.h5", None)]},
+        lambda i, w: grad_heatmaps(i["grads"], "head", title="Exp. 1: |grad| of the second FC layer per epoch"),
+    ),
+    "fig7_layernorm_clipping_val_loss": FigureSpec(
+        "experiments",
+        {"metrics": [("convergence", "metrics.csv", ["layer"]), ("clipping", "metrics.csv", ["layer"])]},
+        lambda i, w: clipping_figure(i["metrics"], ["layer"], w),
+    ),
+    "fig8_layernorm_clipping_grads": FigureSpec(
+        "gradients",
+        {"grads": [("convergence", "grads.h5", ["layer"]), ("clipping", "grads.h5", ["layer"])]},
+        lambda i, w: grad_heatmaps(
+            i["grads"],
             "experiment",
             title="LayerNorm: |grad| of fc2 without / with clipping",
             label_of=lambda e: {"convergence": "no clipping", "clipping": "clipping at 1.0"}[e],
-        )
-    if name == "fig9_clipping_val_loss":
-        return clipping_figure(inputs["metrics"], ["batch", "frn", "none"], w)
-    if name == "fig10_high_lr":
-        return curves_figure(
-            inputs["metrics"], "high_lr", ["val_acc", "val_loss"], w, "Exp. 3 (lr 1e-2): accuracy and loss per epoch"
-        )
-    if name == "fig11_lr_sweep_grads":
-        return grad_heatmaps(
-            inputs["grads"],
+        ),
+    ),
+    "fig9_clipping_val_loss": FigureSpec(
+        "experiments",
+        {
+            "metrics": [
+                ("convergence", "metrics.csv", CLIPPING_HEADS),
+                ("clipping", "metrics.csv", CLIPPING_HEADS),
+            ]
+        },
+        lambda i, w: clipping_figure(i["metrics"], CLIPPING_HEADS, w),
+    ),
+    "fig10_high_lr": FigureSpec(
+        "experiments",
+        {"metrics": [("high_lr", "metrics.csv", None)]},
+        lambda i, w: curves_figure(
+            i["metrics"], "high_lr", ["val_acc", "val_loss"], w, "Exp. 3 (lr 1e-2): accuracy and loss per epoch"
+        ),
+    ),
+    "fig11_lr_sweep_grads": FigureSpec(
+        "appendix",
+        {"grads": [("lr_sweep", "grads.h5", None)]},
+        lambda i, w: grad_heatmaps(
+            i["grads"],
             "variant",
             title="Baseline head: |grad| of fc2 at each learning rate",
             label_of=lambda v: f"lr = {variant_value(v):g}",
-        )
-    if name == "figA_batch_size":
-        return batch_size_figure(inputs["summaries"])
-    if name == "fig_landscape_1d":
-        return landscape_1d(inputs["landscapes"])
-    raise ValueError(f"unknown figure {name!r}")
+        ),
+    ),
+    "figA_batch_size": FigureSpec(
+        "appendix",
+        {"summaries": [("batch_size", "summary.json", None)]},
+        lambda i, w: batch_size_figure(i["summaries"]),
+    ),
+}
+
+
+def draw(name: str, inputs: dict[str, list[str]], settings: dict) -> plt.Figure:
+    """The figure called ``name`` (see FIGURES.md) from its input files."""
+    if name not in FIGURES:
+        raise ValueError(f"unknown figure {name!r}; defined: {sorted(FIGURES)}")
+    return FIGURES[name].draw(inputs, settings.get("smoothing_window", 3))
 
 
 def render(name: str, inputs: dict[str, list[str]], settings: dict, pdf: str | Path, png: str | Path) -> None:

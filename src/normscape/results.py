@@ -1,13 +1,12 @@
 """Loading run outputs (metrics.csv, summary.json, grads.h5, landscape.h5, sharpness.json) for figures and tables.
 
-Runs are identified from their paths ``.../runs/<experiment>/<head>/<variant>/seed<N>/<file>`` (and the same
-under ``landscapes/``), so a figure needs nothing but the list of files Snakemake gives it.
+Runs are identified from their paths (the layout of :mod:`normscape.paths`), so a figure needs nothing but the
+list of files Snakemake gives it.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import h5py
@@ -15,20 +14,10 @@ import numpy as np
 import pandas as pd
 
 from normscape.norms import NORMS
-
-RUN_PATH = re.compile(r"(?P<experiment>[^/]+)/(?P<head>[^/]+)/(?P<variant>[^/]+)/seed(?P<seed>\d+)/[^/]+$")
+from normscape.paths import RUN_PATH, run_key  # noqa: F401  (run_key: the loaders' run identity)
 
 HEAD_LABELS = {name: spec.label for name, spec in NORMS.items()}  # from the norm registry
 HEAD_ORDER = list(HEAD_LABELS)
-
-
-def run_key(path: str | Path) -> dict:
-    m = RUN_PATH.search(Path(path).as_posix())
-    if not m:
-        raise ValueError(f"{path} is not inside a run directory <experiment>/<head>/<variant>/seed<N>/")
-    key = m.groupdict()
-    key["seed"] = int(key["seed"])
-    return key
 
 
 def load_metrics(paths: list[str | Path]) -> pd.DataFrame:

@@ -158,7 +158,7 @@ class Trainer:
             "norm": norm,
             "in_features": int(x_train.shape[1]),
             "hidden": hidden,
-            "num_classes": int(max(int(data["train"][1].max()) + 1, 10)),
+            "num_classes": int(max(int(y.max()) for _, y in data.values()) + 1),  # from the data (10, 100, ...)
             "dropout": dropout,
         }
         with torch.random.fork_rng(devices=[]):

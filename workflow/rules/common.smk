@@ -10,6 +10,8 @@ sys.path.insert(0, str(SRC_DIR))
 os.environ.update(PYTHONPATH=os.pathsep.join(p for p in (str(SRC_DIR), os.environ.get("PYTHONPATH")) if p))
 
 from normscape.config import enumerate_runs, experiment_runs, find_run, validate_config  # noqa: E402
+from normscape import backbone as backbones, datasets, paths  # noqa: E402
+from normscape.plots import FIGURES as FIGURE_SPECS, INPUT_KINDS as FIGURE_INPUT_KINDS  # noqa: E402
 from normscape.errors import ConfigError  # noqa: E402
 
 try:
@@ -38,14 +40,19 @@ def all_targets():
     return [path for stage in STAGE_TARGETS.values() for path in stage]
 
 
+# The run-path layout (normscape/paths.py) as wildcard patterns and as one run's directory.
+RUN_DIR = paths.run_dir(RESULTS, paths.RUN_LAYOUT)
+LANDSCAPE_DIR = paths.landscape_dir(RESULTS, paths.RUN_LAYOUT)
+
+
 def run_dir(run):
     """Directory of one training run (a normscape.config.RunSpec)."""
-    return f"{RESULTS}/runs/{run.run_id}"
+    return paths.run_dir(RESULTS, run.run_id)
 
 
 def landscape_dir(run):
     """Directory of one run's landscape and sharpness outputs."""
-    return f"{RESULTS}/landscapes/{run.run_id}"
+    return paths.landscape_dir(RESULTS, run.run_id)
 
 
 def run_identity(wildcards):
@@ -55,9 +62,19 @@ def run_identity(wildcards):
 
 
 # ---- data and features stages
-def cifar_archive():
-    """The local archive when data.archive is set (checked to exist at parse time), else the download."""
-    local = config["data"]["archive"]
+DATA = config["data"]
+DATASET = datasets.get_dataset(DATA["dataset"])
+
+
+def data_source():
+    """What prepare_data reads: the image root (imagefolder), a local archive, or the downloaded archive."""
+    if DATASET.url is None:
+        if not DATA["root"] or not Path(DATA["root"]).is_dir():
+            sys.exit(
+                f"normscape: data.root = {DATA['root']!r} is not a directory; point it at <class>/<image> folders."
+            )
+        return DATA["root"]
+    local = DATA["archive"]
     if local:
         if not Path(local).is_file():
             sys.exit(
@@ -65,54 +82,31 @@ def cifar_archive():
                 "null to download the official archive."
             )
         return local
-    return f"{RESULTS}/data/cifar-10-python.tar.gz"
+    return f"{RESULTS}/data/{DATASET.archive_name}"
+
+
+def download_targets():
+    """The files the download rule fetches (none for a local archive or image root)."""
+    return [] if DATA["archive"] or DATASET.url is None else [f"{RESULTS}/data/{DATASET.archive_name}"]
 
 
 def backbone_weights_file():
     """The weights file extraction needs: downloaded torchvision weights, a local file, or none (random)."""
-    weights = config["backbone"]["weights"]
+    arch, weights = config["backbone"]["arch"], config["backbone"]["weights"]
     if weights == "random":
         return []
-    if weights == "IMAGENET1K_V1":
-        return rules.download_weights.output[0]
+    if backbones.is_torchvision_weights(arch, weights):
+        return f"{RESULTS}/weights/{backbones.weights_file_name(arch, weights)}"
     if not Path(weights).is_file():
         sys.exit(
-            f"normscape: backbone.weights = {weights!r} is neither 'IMAGENET1K_V1', 'random' nor an existing "
-            "file. Fix the path to a torchvision mobilenet_v2 state_dict."
+            f"normscape: backbone.weights = {weights!r} is neither a torchvision weights name of {arch} "
+            f"({backbones.weights_names(arch)}), 'random', nor an existing file. Fix the path to a torchvision "
+            f"{arch} state_dict."
         )
     return weights
 
 
-# ---- figures: which run files each figure reads (experiment, file, heads or None for all of them)
-FIGURE_SPECS = {
-    "fig4_convergence_accuracy": {"metrics": [("convergence", "metrics.csv", None)], "category": "experiments"},
-    "fig5_landscape_surface": {"landscapes": [("convergence", "landscape.h5", None)], "category": "landscapes"},
-    "fig5_landscape_contour": {"landscapes": [("convergence", "landscape.h5", None)], "category": "landscapes"},
-    "fig5_trajectory_pca": {"landscapes": [("convergence", "landscape.h5", None)], "category": "landscapes"},
-    "fig_landscape_1d": {"landscapes": [("convergence", "landscape.h5", None)], "category": "landscapes"},
-    "fig6_grad_hist_fc2": {"grads": [("convergence", "grads.h5", None)], "category": "gradients"},
-    "fig7_layernorm_clipping_val_loss": {
-        "metrics": [("convergence", "metrics.csv", ["layer"]), ("clipping", "metrics.csv", ["layer"])],
-        "category": "experiments",
-    },
-    "fig8_layernorm_clipping_grads": {
-        "grads": [("convergence", "grads.h5", ["layer"]), ("clipping", "grads.h5", ["layer"])],
-        "category": "gradients",
-    },
-    "fig9_clipping_val_loss": {
-        "metrics": [
-            ("convergence", "metrics.csv", ["batch", "frn", "none"]),
-            ("clipping", "metrics.csv", ["batch", "frn", "none"]),
-        ],
-        "category": "experiments",
-    },
-    "fig10_high_lr": {"metrics": [("high_lr", "metrics.csv", None)], "category": "experiments"},
-    "fig11_lr_sweep_grads": {"grads": [("lr_sweep", "grads.h5", None)], "category": "appendix"},
-    "figA_batch_size": {"summaries": [("batch_size", "summary.json", None)], "category": "appendix"},
-}
-FIGURE_INPUT_KINDS = ("metrics", "grads", "landscapes", "summaries")
-
-
+# ---- figures: each figure's spec (inputs, head subsets, category) lives with its drawing (normscape/plots.py)
 def run_files(experiment, filename, heads=None):
     """The files ``filename`` of every run of ``experiment`` (optionally only some heads)."""
     runs = [r for r in experiment_runs(config, experiment) if heads is None or r.head in heads]
@@ -126,7 +120,7 @@ def figure_inputs(name):
     spec = FIGURE_SPECS[name]
     inputs = {}
     for kind in FIGURE_INPUT_KINDS:
-        for experiment, filename, heads in spec.get(kind, []):
+        for experiment, filename, heads in spec.inputs.get(kind, []):
             if experiment not in config["experiments"]:
                 return None
             if filename == "landscape.h5" and experiment not in config["landscape"]["experiments"]:
@@ -140,6 +134,6 @@ def figure_inputs(name):
 
 wildcard_constraints:
     experiment="[A-Za-z][A-Za-z0-9_]*",
-    head="[a-z_]+",
+    head="[a-z0-9_]+",
     variant="[A-Za-z0-9_.+-]+",
     seed=r"\d+",

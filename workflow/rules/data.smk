@@ -1,32 +1,34 @@
-# Data stage: the CIFAR-10 archive (downloaded, or a local copy for air-gapped machines) -> verified,
-# read with our own reader, split 50,000 / val / test -> results/data/cifar10.h5
+# Data stage: the configured dataset (normscape/datasets.py: cifar10, cifar100, imagefolder) -> verified, read
+# with our own readers, split train / val / test -> results/data/<dataset>.h5
 
 
-rule download_cifar10:
-    output:
-        f"{RESULTS}/data/cifar-10-python.tar.gz",
-    log:
-        f"{RESULTS}/logs/download_cifar10.log",
-    conda:
-        ENV
-    threads: 1
-    resources:
-        mem_mb=512,
-        runtime=60,
-    params:
-        url=config["data"]["url"],
-        checksum=config["data"]["checksum"],
-    script:
-        "../scripts/download_cifar10.py"
+if DATASET.url is not None:
+
+    rule download_data:
+        output:
+            f"{RESULTS}/data/{DATASET.archive_name}",
+        log:
+            f"{RESULTS}/logs/download_data.log",
+        conda:
+            ENV
+        threads: 1
+        resources:
+            mem_mb=512,
+            runtime=60,
+        params:
+            url=datasets.resolved_url(DATA),
+            checksum=datasets.resolved_checksum(DATA),
+        script:
+            "../scripts/download_data.py"
 
 
-rule prepare_cifar10:
+rule prepare_data:
     input:
-        archive=cifar_archive(),
+        source=data_source(),
     output:
-        f"{RESULTS}/data/cifar10.h5",
+        f"{RESULTS}/data/{DATASET.name}.h5",
     log:
-        f"{RESULTS}/logs/prepare_cifar10.log",
+        f"{RESULTS}/logs/prepare_data.log",
     conda:
         ENV
     threads: 1
@@ -34,12 +36,9 @@ rule prepare_cifar10:
         mem_mb=4000,
         runtime=30,
     params:
-        checksum=config["data"]["checksum"],
-        val_size=config["data"]["val_size"],
-        test_size=config["data"]["test_size"],
-        split_seed=config["data"]["split_seed"],
+        data=canonical({k: v for k, v in DATA.items() if k not in ("url", "archive", "root")}),
     script:
-        "../scripts/prepare_cifar10.py"
+        "../scripts/prepare_data.py"
 
 
-STAGE_TARGETS["data"] = rules.prepare_cifar10.output
+STAGE_TARGETS["data"] = rules.prepare_data.output

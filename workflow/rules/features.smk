@@ -1,32 +1,38 @@
-# Feature stage: the frozen MobileNet-V2 turns every split into 1280-d features -> results/features/features.h5
+# Feature stage: the frozen backbone (backbone.arch, any torchvision classifier) turns every split into its
+# penultimate features -> results/features/features.h5
 
 
-rule download_weights:
-    output:
-        f"{RESULTS}/weights/mobilenet_v2-IMAGENET1K_V1.pth",
-    log:
-        f"{RESULTS}/logs/download_weights.log",
-    conda:
-        ENV
-    threads: 1
-    resources:
-        mem_mb=512,
-        runtime=30,
-    script:
-        "../scripts/download_weights.py"
+if backbones.is_torchvision_weights(config["backbone"]["arch"], config["backbone"]["weights"]):
+
+    rule download_weights:
+        output:
+            backbone_weights_file(),
+        log:
+            f"{RESULTS}/logs/download_weights.log",
+        conda:
+            ENV
+        threads: 1
+        resources:
+            mem_mb=512,
+            runtime=30,
+        params:
+            arch=config["backbone"]["arch"],
+            weights=config["backbone"]["weights"],
+        script:
+            "../scripts/download_weights.py"
 
 
 rule download:
-    default_target: False
     """Fetch-only target (e.g. on a cluster login node): the data archive and the backbone weights."""
+    default_target: False
     input:
-        [] if config["data"]["archive"] else rules.download_cifar10.output,
+        download_targets(),
         backbone_weights_file(),
 
 
 rule extract_features:
     input:
-        dataset=rules.prepare_cifar10.output[0],
+        dataset=rules.prepare_data.output[0],
         weights=backbone_weights_file(),
     output:
         f"{RESULTS}/features/features.h5",

@@ -16,7 +16,7 @@ for fig_name, fig_inputs in FIGURES.items():
             png=report(
                 f"{RESULTS}/figures/{fig_name}.png",
                 caption=f"../report/{fig_name}.rst",
-                category=FIGURE_SPECS[fig_name]["category"],
+                category=FIGURE_SPECS[fig_name].category,
             ),
         log:
             f"{RESULTS}/logs/figures/{fig_name}.log",

@@ -1,6 +1,7 @@
-# Landscape stage: loss landscapes (plane, line, interpolation, trajectory PCA) and sharpness of each run of
-# the experiments listed in landscape.experiments. Params hold only the landscape slice: editing landscape.*
-# reruns these jobs and their figures, never training.
+# Landscape stage: loss landscapes (plane, line, interpolation, trajectory PCA) of each run of the experiments
+# listed in landscape.experiments, then their sharpness numbers as a separate rule. Params hold only the
+# landscape slice: editing landscape.* reruns these jobs and their figures, never training; editing
+# landscape.hessian.* reruns only the sharpness jobs.
 
 
 rule landscape:
@@ -10,12 +11,11 @@ rule landscape:
         model_init=f"{RUN_DIR}/model_init.pt",
         trajectory=f"{RUN_DIR}/trajectory.pt",
     output:
-        landscape=f"{RESULTS}/landscapes/{{experiment}}/{{head}}/{{variant}}/seed{{seed}}/landscape.h5",
-        sharpness=f"{RESULTS}/landscapes/{{experiment}}/{{head}}/{{variant}}/seed{{seed}}/sharpness.json",
+        landscape=f"{LANDSCAPE_DIR}/landscape.h5",
     log:
-        f"{RESULTS}/logs/landscape/{{experiment}}/{{head}}/{{variant}}/seed{{seed}}.log",
+        f"{RESULTS}/logs/landscape/{paths.RUN_LAYOUT}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/landscape/{{experiment}}/{{head}}/{{variant}}/seed{{seed}}.tsv"
+        f"{RESULTS}/benchmarks/landscape/{paths.RUN_LAYOUT}.tsv"
     conda:
         ENV
     # One thread: the evaluator runs thousands of small ops, and two-thread jobs side by side on a machine with
@@ -27,9 +27,32 @@ rule landscape:
         mem_mb=4000,
         runtime=60,
     params:
-        settings=canonical({k: v for k, v in config["landscape"].items() if k != "experiments"}),
+        settings=canonical({k: v for k, v in config["landscape"].items() if k not in ("experiments", "hessian")}),
     script:
         "../scripts/landscape.py"
+
+
+rule sharpness:
+    input:
+        features=rules.extract_features.output[0],
+        model_final=f"{RUN_DIR}/model_final.pt",
+        landscape=rules.landscape.output.landscape,
+    output:
+        f"{LANDSCAPE_DIR}/sharpness.json",
+    log:
+        f"{RESULTS}/logs/sharpness/{paths.RUN_LAYOUT}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/sharpness/{paths.RUN_LAYOUT}.tsv"
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=30,
+    params:
+        hessian=canonical(config["landscape"]["hessian"]),
+    script:
+        "../scripts/sharpness.py"
 
 
 STAGE_TARGETS["landscape"] = [

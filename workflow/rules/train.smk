@@ -1,8 +1,6 @@
 # Training stage: one job per (experiment, head, swept value, seed) from the cached features.
 # Each job's params hold only its own slice of the config, so editing one experiment reruns only its runs.
 
-RUN_DIR = f"{RESULTS}/runs/{{experiment}}/{{head}}/{{variant}}/seed{{seed}}"
-
 
 rule train:
     input:
@@ -16,9 +14,9 @@ rule train:
         model_best=f"{RUN_DIR}/model_best.pt",
         trajectory=f"{RUN_DIR}/trajectory.pt",
     log:
-        f"{RESULTS}/logs/train/{{experiment}}/{{head}}/{{variant}}/seed{{seed}}.log",
+        f"{RESULTS}/logs/train/{paths.RUN_LAYOUT}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/train/{{experiment}}/{{head}}/{{variant}}/seed{{seed}}.tsv"
+        f"{RESULTS}/benchmarks/train/{paths.RUN_LAYOUT}.tsv"
     conda:
         ENV
     threads: 1

@@ -1,4 +1,4 @@
-"""Download torchvision's MobileNet-V2 ImageNet weights once (rule download_weights)."""
+"""Download torchvision's weights of backbone.arch once (rule download_weights)."""
 
 from normscape.backbone import torchvision_weights_url
 from normscape.cifar import download
@@ -6,8 +6,9 @@ from normscape.runtime import script_main
 
 
 def main(smk):
-    url, sha256_prefix = torchvision_weights_url()
-    download(url, smk.output[0], f"sha256:{sha256_prefix}", config_key="backbone.weights_sha256")
+    url, sha256_prefix = torchvision_weights_url(smk.params.arch, smk.params.weights)
+    checksum = f"sha256:{sha256_prefix}" if sha256_prefix else None
+    download(url, smk.output[0], checksum, config_key="backbone.weights_sha256")
 
 
 script_main(snakemake, main)  # noqa: F821

@@ -1,9 +1,7 @@
 """Render one figure of the study to PDF + PNG (rules figure_*)."""
 
-from normscape.plots import render
+from normscape.plots import INPUT_KINDS, render
 from normscape.runtime import script_main
-
-INPUT_KINDS = ("metrics", "grads", "landscapes", "summaries")
 
 
 def main(smk):

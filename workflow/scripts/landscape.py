@@ -1,4 +1,4 @@
-"""Loss landscapes and sharpness of one trained run (rule landscape)."""
+"""Loss landscapes of one trained run (rule landscape)."""
 
 from normscape.landscape import compute_landscape
 from normscape.runtime import script_main
@@ -11,7 +11,6 @@ def main(smk):
         smk.input.trajectory,
         smk.input.features,
         smk.output.landscape,
-        smk.output.sharpness,
         dict(smk.params.settings),
     )
 

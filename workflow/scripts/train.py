@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from normscape.paths import run_id
 from normscape.runtime import script_main
 from normscape.tracking import WandbTracker
 from normscape.train import train_run
@@ -10,7 +11,7 @@ from normscape.train import train_run
 def main(smk):
     p = smk.params
     run = dict(p.run)
-    name = f"{run['experiment']}/{run['head']}/{run['variant']}/seed{run['seed']}"
+    name = run_id(run["experiment"], run["head"], run["variant"], run["seed"])
 
     def tracker(resolved, trainer):
         return WandbTracker(dict(p.wandb), p.wandb_dir, run_name=name, group=run["experiment"], config=resolved)

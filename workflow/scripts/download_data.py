@@ -1,4 +1,4 @@
-"""Download the CIFAR-10 archive and verify its checksum (rule download_cifar10)."""
+"""Download the dataset's official archive and verify its checksum (rule download_data)."""
 
 from normscape.cifar import download
 from normscape.runtime import script_main

@@ -1,0 +1,11 @@
+"""Read, check and split the configured dataset into the prepared HDF5 file (rule prepare_data)."""
+
+from normscape.datasets import prepare_dataset
+from normscape.runtime import script_main
+
+
+def main(smk):
+    prepare_dataset(smk.input.source, smk.output[0], dict(smk.params.data))
+
+
+script_main(snakemake, main)  # noqa: F821

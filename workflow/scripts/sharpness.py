@@ -1,0 +1,13 @@
+"""Sharpness numbers of one trained run: Hessian eigenvalue, trace, loss increase at radius (rule sharpness)."""
+
+from normscape.landscape import compute_sharpness
+from normscape.runtime import script_main
+
+
+def main(smk):
+    compute_sharpness(
+        smk.input.model_final, smk.input.features, smk.input.landscape, smk.output[0], dict(smk.params.hessian)
+    )
+
+
+script_main(snakemake, main)  # noqa: F821
