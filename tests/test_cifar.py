@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from normscape import cifar
+from normscape.datasets import data_config, load_prepared, prepare_dataset
 from normscape.errors import ChecksumError, DataError, DownloadError
 from normscape.synthetic import make_cifar_archive, synthetic_images
 
@@ -36,7 +37,7 @@ def test_row_layout_is_rgb_planes():
     img[0, 2, 5] = (10, 20, 30)
     row = img.transpose(0, 3, 1, 2).reshape(1, 3072)
     assert row[0, 0 * 1024 + 2 * 32 + 5] == 10 and row[0, 1024 + 69] == 20 and row[0, 2048 + 69] == 30
-    back, _ = cifar._batch_arrays({b"data": row, b"labels": [1]}, "x", "b")
+    back, _ = cifar._batch_arrays({b"data": row, b"labels": [1]}, "x", "b", num_classes=10)
     np.testing.assert_array_equal(back, img)
 
 
@@ -54,9 +55,10 @@ def test_split_sizes_disjoint_and_deterministic():
 
 def test_prepare_writes_split_file(tmp_path, synthetic_archive):
     out = tmp_path / "cifar10.h5"
-    sizes = cifar.prepare_dataset(synthetic_archive, out, None, val_size=60, test_size=40, split_seed=0)
+    sizes = prepare_dataset(synthetic_archive, out, data_config())
     assert sizes == {"train": 200, "val": 60, "test": 40}
-    data = cifar.load_prepared(out)
+    data = load_prepared(out)
+    assert data["dataset"] == "cifar10" and len(data["class_names"]) == 10
     raw = cifar.read_archive(synthetic_archive)
     val_x, val_y, val_idx = data["val"]
     np.testing.assert_array_equal(val_x, raw["test"][0][val_idx])
@@ -68,7 +70,7 @@ def test_prepare_writes_split_file(tmp_path, synthetic_archive):
 def test_checksum_mismatch_names_both_sums_and_the_fix(tmp_path, synthetic_archive):
     out = tmp_path / "cifar10.h5"
     with pytest.raises(ChecksumError) as err:
-        cifar.prepare_dataset(synthetic_archive, out, "md5:" + "0" * 32, 60, 40, 0)
+        prepare_dataset(synthetic_archive, out, data_config(checksum="md5:" + "0" * 32))
     actual = cifar.file_digest(synthetic_archive, "md5")
     assert actual in str(err.value) and "data.checksum" in str(err.value)
     assert not out.exists()
@@ -146,7 +148,7 @@ def test_download_from_local_server_verifies_checksum(tmp_path, synthetic_archiv
 
 def test_prepared_file_is_valid_hdf5(tmp_path, synthetic_archive):
     out = tmp_path / "c.h5"
-    cifar.prepare_dataset(synthetic_archive, out, None, 60, 40, 0)
+    prepare_dataset(synthetic_archive, out, data_config())
     with h5py.File(out, "r") as f:
         assert f["train/images"].shape == (200, 32, 32, 3) and f["train/images"].dtype == np.uint8
-        assert f.attrs["archive_sha256"] == cifar.file_digest(synthetic_archive)
+        assert f.attrs["source_sha256"] == cifar.file_digest(synthetic_archive)

@@ -19,7 +19,7 @@ def cfg():
 
 def test_defaults_fill_missing_sections():
     cfg = validate_config({"experiments": {"convergence": {"heads": ["none"]}}}, SCHEMA)
-    assert cfg["training"]["epochs"] == 15 and cfg["backbone"]["input_size"] == 224
+    assert cfg["training"]["epochs"] == 15 and cfg["backbone"]["input_size"] is None  # None: the weights' own crop size
     assert cfg["tracking"]["wandb"]["mode"] == "offline" and cfg["landscape"]["resolution"] == 51
 
 

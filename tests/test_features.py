@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from normscape import featurestore
 from normscape.backbone import build_backbone, reference_extractor
-from normscape.cifar import prepare_dataset
+from normscape.datasets import data_config, prepare_dataset
 from normscape.errors import DataError, WeightsError
 from normscape.features import FeatureExtractor, extract_features, preprocess
 from normscape.synthetic import synthetic_images
@@ -85,7 +85,7 @@ def test_bf16_features_stay_close_to_fp32(backbone, images):
 
 def test_extract_features_writes_the_cache(tmp_path, synthetic_archive):
     dataset = tmp_path / "cifar10.h5"
-    prepare_dataset(synthetic_archive, dataset, None, 60, 40, 0)
+    prepare_dataset(synthetic_archive, dataset, data_config())
     out = tmp_path / "features.h5"
     extract_features(
         dataset,

@@ -38,9 +38,9 @@ def test_every_figure_of_the_tiny_config_is_a_valid_image(tiny_workflow):
 def test_summary_table_is_written(tiny_workflow):
     _, _, results = tiny_workflow
     df = pd.read_csv(results / "tables" / "summary.csv")
-    assert set(df["experiment"]) == {"convergence", "lr_sweep"} and len(df) == 4
+    assert set(df["experiment"]) == {"convergence", "lr_sweep"} and len(df) == 5
     md = (results / "tables" / "summary.md").read_text()
-    assert md.startswith("| experiment | head |") and "BatchNorm" in md
+    assert md.startswith("| experiment | head |") and "BatchNorm" in md and "RMSNorm" in md
 
 
 def test_targeting_one_figure_schedules_only_what_it_needs(tiny_config, tmp_path):
@@ -51,7 +51,7 @@ def test_targeting_one_figure_schedules_only_what_it_needs(tiny_config, tmp_path
         for line in proc.stdout.splitlines()
         if len(line.split()) == 2 and line.split()[1].isdigit()
     }
-    assert jobs.get("train") == 2 and "landscape" not in jobs and jobs.get("total") == 5
+    assert jobs.get("train") == 3 and "landscape" not in jobs and jobs.get("total") == 6
 
 
 def test_table_aggregates_mean_and_std_over_seeds(tmp_path):

@@ -24,12 +24,13 @@ def planned_jobs(proc) -> dict[str, int]:
 def test_tiny_workflow_produces_every_stage(tiny_workflow):
     _, cfg, results = tiny_workflow
     with h5py.File(results / "features" / "features.h5") as f:
-        assert f["train/features"].shape == (200, 1280)
-        assert f["val/features"].shape == (60, 1280) and f["test/features"].shape == (40, 1280)
+        assert f["train/features"].shape == (200, 512)  # random ResNet-18: width read from the model
+        assert f["val/features"].shape == (60, 512) and f["test/features"].shape == (40, 512)
     runs = sorted(p.parent.relative_to(results / "runs").as_posix() for p in (results / "runs").rglob("summary.json"))
     assert runs == [
         "convergence/batch/base/seed0",
         "convergence/none/base/seed0",
+        "convergence/rms/base/seed0",
         "lr_sweep/none/lr-0.001/seed0",
         "lr_sweep/none/lr-0.01/seed0",
     ]
@@ -50,8 +51,8 @@ def test_editing_one_experiment_reruns_only_its_jobs(tiny_workflow, tmp_path):
     edited = write_config(cfg, tmp_path / "edited.yaml")
     proc = run_snakemake(["-n", "all"], configfile=edited)
     jobs = planned_jobs(proc)
-    assert jobs.get("train") == 2, proc.stdout  # the two convergence runs, not the lr_sweep runs
-    assert "extract_features" not in jobs and "prepare_cifar10" not in jobs
+    assert jobs.get("train") == 3, proc.stdout  # the three convergence runs, not the lr_sweep runs
+    assert "extract_features" not in jobs and "prepare_data" not in jobs
     assert "lr_sweep" not in " ".join(line for line in proc.stdout.splitlines() if "output:" in line)
 
 
@@ -59,11 +60,38 @@ def test_editing_backbone_rebuilds_features_and_everything_after(tiny_workflow, 
     path, cfg, _ = tiny_workflow
     cfg = {**cfg, "backbone": {**cfg["backbone"], "input_size": 96}}
     jobs = planned_jobs(run_snakemake(["-n", "all"], configfile=write_config(cfg, tmp_path / "b.yaml")))
-    assert jobs.get("extract_features") == 1 and jobs.get("train") == 4 and "prepare_cifar10" not in jobs
+    assert jobs.get("extract_features") == 1 and jobs.get("train") == 5 and "prepare_data" not in jobs
 
 
 def test_targeting_one_run_schedules_only_its_jobs(tiny_config, tmp_path):
     path = write_config(tiny_config, tmp_path / "c.yaml")
     target = f"{tiny_config['results_dir']}/runs/lr_sweep/none/lr-0.01/seed0/summary.json"
     jobs = planned_jobs(run_snakemake(["-n", target], configfile=path))
-    assert jobs == {"prepare_cifar10": 1, "extract_features": 1, "train": 1}
+    assert jobs == {"prepare_data": 1, "extract_features": 1, "train": 1}
+
+
+def test_editing_hessian_settings_reruns_sharpness_not_the_planes(tiny_workflow, tmp_path):
+    path, cfg, _ = tiny_workflow
+    hessian = {**cfg["landscape"]["hessian"], "power_iters": 7}
+    cfg = {**cfg, "landscape": {**cfg["landscape"], "hessian": hessian}}
+    jobs = planned_jobs(run_snakemake(["-n", "all"], configfile=write_config(cfg, tmp_path / "h.yaml")))
+    assert jobs == {"sharpness": 3, "summary_table": 1, "all": 1}, jobs
+
+
+def test_tiny_heads_learn_and_landscapes_have_a_basin(tiny_workflow):
+    import json
+
+    import numpy as np
+
+    _, _, results = tiny_workflow
+    for head in ("batch", "rms"):
+        summary = json.loads((results / "runs" / "convergence" / head / "base" / "seed0" / "summary.json").read_text())
+        assert summary["final"]["val_acc"] >= 0.8, (head, summary["final"])
+    for head in ("none", "batch", "rms"):
+        with h5py.File(results / "landscapes" / "convergence" / head / "base" / "seed0" / "landscape.h5") as f:
+            loss = f["plane/loss"][()]
+        centre = loss[loss.shape[0] // 2, loss.shape[1] // 2]
+        assert loss.max() > 1.5 * centre and np.isfinite(loss).all(), (head, loss)  # not flat: a basin at theta*
+        with h5py.File(results / "runs" / "convergence" / head / "base" / "seed0" / "grads.h5") as f:
+            for layer in f["layers"]:
+                assert (f["layers"][layer]["counts"][()].sum(axis=-1) > 0).all(), (head, layer)

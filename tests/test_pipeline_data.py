@@ -30,10 +30,10 @@ def test_data_and_features_stage_produce_the_cache(tiny_config, tmp_path, synthe
     with h5py.File(target, "r") as f:
         n_train = f["train/features"].shape[0]
         for split, n in (("val", data["val_size"]), ("test", data["test_size"])):
-            assert f[f"{split}/features"].shape == (n, 1280)
+            assert f[f"{split}/features"].shape == (n, 512)
             assert f[f"{split}/features"].dtype == np.float32
         attrs = dict(f.attrs)
-    assert attrs["backbone"] == "mobilenet_v2"
+    assert attrs["backbone"] == "resnet18" and attrs["dataset"] == "cifar10" and attrs["num_classes"] == 10
     assert int(attrs["input_size"]) == tiny_config["backbone"]["input_size"]
     assert attrs["precision"] == "fp32"
 

@@ -67,6 +67,21 @@ def resolved_url(data: dict) -> str | None:
     return data.get("url") or get_dataset(data["dataset"]).url
 
 
+def data_config(**overrides) -> dict:
+    """A complete ``data`` config slice with the schema's defaults for small tests (60 val / 40 test images)."""
+    base = {
+        "dataset": "cifar10",
+        "checksum": None,
+        "val_size": 60,
+        "test_size": 40,
+        "val_fraction": 0.2,
+        "test_fraction": 0.2,
+        "image_size": 32,
+        "split_seed": 0,
+    }
+    return {**base, **overrides}
+
+
 # ------------------------------------------------------------------------------------------------ readers
 def _cifar_reader(layout):
     def read(source: str, data: dict) -> dict:

@@ -1,0 +1,85 @@
+"""The backbone registry: every listed torchvision arch builds with random weights, its penultimate feature has the
+model's own width, the fast path equals the eager model, and preprocessing comes from the weights' metadata."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from normscape import backbone, featurestore
+from normscape.datasets import data_config, prepare_dataset
+from normscape.errors import WeightsError
+from normscape.features import FeatureExtractor, extract_features
+from normscape.synthetic import make_cifar_archive, synthetic_images
+
+# arch -> width of its penultimate representation (the input of its last Linear layer)
+ARCHS = {
+    "mobilenet_v2": 1280,
+    "mobilenet_v3_large": 1280,
+    "resnet18": 512,
+    "resnet50": 2048,
+    "efficientnet_b0": 1280,
+    "convnext_tiny": 768,
+    "vit_b_16": 768,
+}
+SIZE = 32  # px: small for CI; a random-init ViT-B/16 is built for it (2 x 2 patches + CLS)
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory):
+    """A prepared dataset of 5 train / 2 val / 2 test images."""
+    root = tmp_path_factory.mktemp("tiny")
+    archive = make_cifar_archive(root / "c.tar.gz", train_per_batch=1, n_test=4)
+    out = root / "cifar10.h5"
+    prepare_dataset(archive, out, data_config(val_size=2, test_size=2))
+    return out
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+def test_every_arch_writes_a_feature_store_of_its_width(arch, tiny_dataset, tmp_path):
+    out = tmp_path / "features.h5"
+    attrs = extract_features(tiny_dataset, out, "random", None, None, SIZE, "fp32", 4, "cpu", arch=arch)
+    assert attrs["feature_dim"] == ARCHS[arch] and attrs["backbone"] == arch
+    for split, n in (("train", 5), ("val", 2), ("test", 2)):
+        x, y = featurestore.load_split(out, split)
+        assert x.shape == (n, ARCHS[arch]) and np.isfinite(x).all() and y.shape == (n,)
+    assert x.std() > 0  # a real representation, not a constant
+
+
+@pytest.mark.parametrize("arch", ["mobilenet_v2", "resnet18", "convnext_tiny", "vit_b_16"])
+def test_fast_path_equals_the_eager_model(arch):
+    model = backbone.build_backbone("random", arch=arch, input_size=SIZE)
+    images = synthetic_images(2, np.random.default_rng(0))[0]
+    fast = FeatureExtractor(model, SIZE, "cpu", "fp32", 2)(images)
+    eager = FeatureExtractor(model, SIZE, "cpu", "fp32", 2, fast=False)(images)
+    scale = np.abs(eager).max()
+    np.testing.assert_allclose(fast / scale, eager / scale, atol=1e-4)
+
+
+def test_preprocessing_comes_from_the_weights_metadata():
+    vit = backbone.preprocessing("vit_b_16", "IMAGENET1K_SWAG_E2E_V1")
+    assert vit["input_size"] == 384 and vit["mean"] == pytest.approx([0.485, 0.456, 0.406])
+    assert backbone.preprocessing("efficientnet_b3", "IMAGENET1K_V1")["input_size"] == 300
+    assert backbone.preprocessing("mobilenet_v2", "random")["input_size"] == 224  # DEFAULT weights' metadata
+
+
+def test_weights_names_urls_and_errors():
+    url, prefix = backbone.torchvision_weights_url("resnet18", "IMAGENET1K_V1")
+    assert url.endswith(".pth") and prefix and len(prefix) >= 8
+    assert backbone.weights_file_name("mobilenet_v2", "DEFAULT") == "mobilenet_v2-IMAGENET1K_V2.pth"
+    with pytest.raises(WeightsError, match="not a torchvision weights name of resnet18"):
+        backbone.torchvision_weights("resnet18", "IMAGENET1K_V9")
+    with pytest.raises(WeightsError, match="not a torchvision classification model"):
+        backbone.check_arch("resnet19")
+
+
+def test_local_state_dict_of_another_arch(tmp_path):
+    path = tmp_path / "r18.pth"
+    import torchvision
+
+    torch.save(torchvision.models.resnet18().state_dict(), path)  # with its classifier: the fc is dropped
+    model = backbone.build_backbone(str(path), path, arch="resnet18")
+    assert model.feature_dim == 512 and isinstance(model.fc, torch.nn.Identity)
+    with pytest.raises(WeightsError, match="do not fit torchvision's mobilenet_v2"):
+        backbone.build_backbone(str(path), path, arch="mobilenet_v2")
