@@ -130,3 +130,78 @@ def test_figures_of_experiments_missing_from_the_tiny_config(tiny_workflow, tmp_
         assert (tmp_path / f"{name}.pdf").read_bytes()[:5] == b"%PDF-", name
         png = tmp_path / f"{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000, name
+
+
+# ------------------------------------------------------------------------------------------ figure content
+def figure_inputs(results, name: str) -> dict[str, list[str]]:
+    """The files the figure's own spec (normscape.plots.FIGURES) names, from the tiny run directories."""
+    from normscape.plots import FIGURES
+
+    inputs: dict[str, list[str]] = {}
+    for kind, entries in FIGURES[name].inputs.items():
+        for experiment, filename, heads in entries:
+            root = results / ("landscapes" if filename in ("landscape.h5", "sharpness.json") else "runs") / experiment
+            found = sorted(str(p) for p in root.glob(f"*/*/seed*/{filename}"))
+            inputs.setdefault(kind, []).extend(p for p in found if heads is None or p.split("/")[-4] in heads)
+    return inputs
+
+
+def data_axes(fig):
+    return [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+
+
+def test_convergence_figure_draws_each_heads_mean_curve(tiny_workflow):
+    from normscape import plots
+
+    _, _, results = tiny_workflow
+    fig = plots.draw("fig4_convergence_accuracy", figure_inputs(results, "fig4_convergence_accuracy"), {})
+    axes = data_axes(fig)
+    assert [ax.get_title() for ax in axes] == ["Validation accuracy", "Training accuracy"]
+    legend = [t.get_text() for t in axes[0].get_legend().get_texts()]
+    assert legend == ["Baseline (no norm) (n=1)", "BatchNorm (n=1)", "RMSNorm (n=1)"]  # rms: label from the registry
+    for head, colour in (("batch", plots.PALETTE["batch"]), ("rms", plots.PALETTE["rms"])):
+        metrics = pd.read_csv(results / "runs" / "convergence" / head / "base" / "seed0" / "metrics.csv")
+        raw = [ln for ln in axes[0].lines if ln.get_color() == colour][0]  # first line: the raw mean over seeds
+        np.testing.assert_allclose(raw.get_ydata(), metrics["val_acc"].to_numpy())
+        np.testing.assert_allclose(raw.get_xdata(), metrics["epoch"].to_numpy())
+
+
+def test_landscape_figures_show_every_head_with_its_data(tiny_workflow):
+    import h5py
+
+    from normscape import plots
+
+    _, _, results = tiny_workflow
+    inputs = figure_inputs(results, "fig5_landscape_contour")
+    contour = plots.draw("fig5_landscape_contour", inputs, {})
+    axes = data_axes(contour)
+    assert [ax.get_title() for ax in axes] == ["Baseline (no norm)", "BatchNorm", "RMSNorm"]
+    assert all(ax.collections for ax in axes)  # filled contours drawn in every panel
+    one_d = plots.draw("fig_landscape_1d", inputs, {})
+    interp_ax = data_axes(one_d)[0]
+    with h5py.File(results / "landscapes" / "convergence" / "rms" / "base" / "seed0" / "landscape.h5") as f:
+        expected = f["interpolation/loss"][()]
+    rms_line = [ln for ln in interp_ax.lines if ln.get_label() == "RMSNorm"][0]
+    np.testing.assert_allclose(rms_line.get_ydata(), expected)
+    assert len(data_axes(plots.draw("fig5_landscape_surface", inputs, {}))) == 3
+    assert len(data_axes(plots.draw("fig5_trajectory_pca", inputs, {}))) == 3
+
+
+def test_gradient_heatmaps_show_the_histogram_fractions(tiny_workflow):
+    import h5py
+
+    from normscape import plots
+
+    _, _, results = tiny_workflow
+    fig = plots.draw("fig6_grad_hist_fc2", figure_inputs(results, "fig6_grad_hist_fc2"), {})
+    axes = data_axes(fig)
+    assert [ax.get_title() for ax in axes] == ["Baseline (no norm)", "BatchNorm", "RMSNorm"]
+    with h5py.File(results / "runs" / "convergence" / "batch" / "base" / "seed0" / "grads.h5") as f:
+        counts = f["layers/fc2.weight/counts"][()].astype(float)
+    mesh = axes[1].collections[0]
+    shown = mesh.get_array().filled(0).reshape(counts.shape[0], -1)
+    assert shown.sum(1) == pytest.approx(
+        np.ones(counts.shape[0]), abs=1e-6
+    )  # every epoch's fractions, all bins in view
+    frac = counts / counts.sum(1, keepdims=True)
+    assert shown.max() == pytest.approx(frac.max())

@@ -71,6 +71,7 @@ def test_editing_grad_hist_changes_every_train_job_but_not_features(tiny_workflo
     assert runs == {
         "convergence/batch/base/seed0",
         "convergence/none/base/seed0",
+        "convergence/rms/base/seed0",
         "lr_sweep/none/lr-0.001/seed0",
         "lr_sweep/none/lr-0.01/seed0",
     }
