@@ -35,6 +35,7 @@ from normscape.backbone import (
     is_torchvision_weights,
     preprocessing,
     reference_extractor,
+    torchvision_weights,
 )
 from normscape.cifar import file_digest
 from normscape.datasets import load_prepared
@@ -167,10 +168,13 @@ def extract_features(
             raise FloatingPointError(f"non-finite features in split {split}")
         arrays[split] = {"features": feats, "labels": labels, "indices": indices}
     weights_sha = file_digest(weights_file, "sha256") if weights_file else ""
-    named = weights == RANDOM_WEIGHTS or is_torchvision_weights(arch, weights)
+    if is_torchvision_weights(arch, weights):  # DEFAULT -> the concrete weights it meant in this torchvision
+        weights_id = f"torchvision:{torchvision_weights(arch, weights).name}"
+    else:
+        weights_id = weights if weights == RANDOM_WEIGHTS else f"file:{Path(weights).name}"
     attrs = {
         "backbone": arch,
-        "weights_id": weights if named else f"file:{Path(weights).name}",
+        "weights_id": weights_id,
         "weights_file": str(weights_file or ""),
         "weights_sha256": weights_sha,
         "input_size": input_size,

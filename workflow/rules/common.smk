@@ -70,9 +70,7 @@ def data_source():
     """What prepare_data reads: the image root (imagefolder), a local archive, or the downloaded archive."""
     if DATASET.url is None:
         if not DATA["root"] or not Path(DATA["root"]).is_dir():
-            sys.exit(
-                f"normscape: data.root = {DATA['root']!r} is not a directory; point it at <class>/<image> folders."
-            )
+            sys.exit(f"normscape: data.root = {DATA['root']!r} is not a directory; point it at <class>/<image> folders.")
         return DATA["root"]
     local = DATA["archive"]
     if local:
@@ -83,6 +81,15 @@ def data_source():
             )
         return local
     return f"{RESULTS}/data/{DATASET.archive_name}"
+
+
+def data_inputs():
+    """prepare_data's input files: the archive, or every file of the image tree (so adding, removing or editing
+    an image anywhere in it reruns the data stage; a folder's own mtime only sees its direct entries)."""
+    source = data_source()
+    if DATASET.url is None:
+        return {"images": sorted(str(p) for p in Path(source).rglob("*") if p.is_file())}
+    return {"archive": source}
 
 
 def download_targets():

@@ -24,7 +24,7 @@ if DATASET.url is not None:
 
 rule prepare_data:
     input:
-        source=data_source(),
+        **data_inputs(),
     output:
         f"{RESULTS}/data/{DATASET.name}.h5",
     log:
@@ -36,6 +36,7 @@ rule prepare_data:
         mem_mb=4000,
         runtime=30,
     params:
+        source=data_source(),
         data=canonical({k: v for k, v in DATA.items() if k not in ("url", "archive", "root")}),
     script:
         "../scripts/prepare_data.py"

@@ -5,7 +5,7 @@ from normscape.runtime import script_main
 
 
 def main(smk):
-    prepare_dataset(smk.input.source, smk.output[0], dict(smk.params.data))
+    prepare_dataset(smk.params.source, smk.output[0], dict(smk.params.data))
 
 
 script_main(snakemake, main)  # noqa: F821
