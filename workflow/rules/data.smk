@@ -36,7 +36,8 @@ rule prepare_data:
         mem_mb=4000,
         runtime=30,
     params:
-        source=data_source(),
+        # the archive, or the image tree's root (its files are the inputs)
+        source=lambda wildcards, input: input.archive if hasattr(input, "archive") else data_source(),
         data=canonical({k: v for k, v in DATA.items() if k not in ("url", "archive", "root")}),
     script:
         "../scripts/prepare_data.py"
