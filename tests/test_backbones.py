@@ -67,7 +67,7 @@ def test_preprocessing_comes_from_the_weights_metadata():
 def test_weights_names_urls_and_errors():
     url, prefix = backbone.torchvision_weights_url("resnet18", "IMAGENET1K_V1")
     assert url.endswith(".pth") and prefix and len(prefix) >= 8
-    assert backbone.weights_file_name("mobilenet_v2", "DEFAULT") == "mobilenet_v2-IMAGENET1K_V2.pth"
+    assert backbone.torchvision_weights("mobilenet_v2", "DEFAULT").name == "IMAGENET1K_V2"
     with pytest.raises(WeightsError, match="not a torchvision weights name of resnet18"):
         backbone.torchvision_weights("resnet18", "IMAGENET1K_V9")
     with pytest.raises(WeightsError, match="not a torchvision classification model"):

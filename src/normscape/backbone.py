@@ -83,11 +83,6 @@ def torchvision_weights(arch: str, weights: str):
     return enum.DEFAULT if weights == "DEFAULT" else enum[weights]
 
 
-def weights_file_name(arch: str, weights: str) -> str:
-    """File name of downloaded torchvision weights under results/weights/."""
-    return f"{arch}-{torchvision_weights(arch, weights).name}.pth"
-
-
 def torchvision_weights_url(arch: str = "mobilenet_v2", weights: str = TORCHVISION_WEIGHTS) -> tuple[str, str | None]:
     """(url, sha256 prefix or None) of torchvision's weights file."""
     url = torchvision_weights(arch, weights).url

@@ -19,12 +19,14 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from normscape.atomic import atomic_path
 from normscape.cifar import CIFAR10, CIFAR100, file_digest, read_archive, split_test_set, verify_checksum
 from normscape.errors import DataError
+from normscape.norms import LazyModule
+
+h5py = LazyModule("h5py")  # imported on first use: the workflow reads this registry when it parses
 
 log = logging.getLogger(__name__)
 

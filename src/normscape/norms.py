@@ -16,11 +16,24 @@ unit), ``moments`` (mean/variance over groups of hidden units: LayerNorm = 1 gro
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from collections.abc import Callable
+from typing import Any
 
-from torch import nn
 
-from normscape.frn import FilterResponseNorm
+class LazyModule:
+    """A module imported on first attribute access: Snakemake reads this registry (names, labels, colours) every
+    time it parses the workflow, and importing torch there would cost seconds per `snakemake` call."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(importlib.import_module(self._name), attr)
+
+
+nn = LazyModule("torch.nn")
+frn = LazyModule("normscape.frn")
 
 PLANE_RULES = ("identity", "running_affine", "moments", "frn")
 GROUPNORM_GROUPS = 32
@@ -29,7 +42,7 @@ GROUPNORM_GROUPS = 32
 @dataclasses.dataclass(frozen=True)
 class NormSpec:
     name: str
-    build: Callable[[int], nn.Module]  # num_features -> module for (N, num_features) inputs
+    build: Callable[[int], Any]  # num_features -> torch module for (N, num_features) inputs
     label: str  # legend / title text
     colour: str  # matplotlib colour of its curves
     plane_rule: str | None = None  # one of PLANE_RULES, or None: landscapes via the per-point loop
@@ -65,7 +78,7 @@ def get_norm(name: str) -> NormSpec:
         ) from None
 
 
-def make_norm(name: str, num_features: int) -> nn.Module:
+def make_norm(name: str, num_features: int):
     """The normalisation layer called ``name`` for (N, num_features) activations."""
     return get_norm(name).build(num_features)
 
@@ -80,18 +93,18 @@ def colour(name: str) -> str | None:
 
 # ------------------------------------------------------------------------------------------------ the entries
 register(NormSpec("none", lambda c: nn.Identity(), "Baseline (no norm)", "#4d4d4d", "identity"))
-register(NormSpec("batch", nn.BatchNorm1d, "BatchNorm", "#1f77b4", "running_affine"))
-register(NormSpec("layer", nn.LayerNorm, "LayerNorm", "#d62728", "moments"))
+register(NormSpec("batch", lambda c: nn.BatchNorm1d(c), "BatchNorm", "#1f77b4", "running_affine"))
+register(NormSpec("layer", lambda c: nn.LayerNorm(c), "LayerNorm", "#d62728", "moments"))
 register(NormSpec("group", lambda c: nn.GroupNorm(group_count(c), c), "GroupNorm", "#9467bd", "moments"))
-register(NormSpec("frn", FilterResponseNorm, "FRN", "#2ca02c", "frn"))
+register(NormSpec("frn", lambda c: frn.FilterResponseNorm(c), "FRN", "#2ca02c", "frn"))
 register(
     NormSpec(
         "frn_learned_eps",
-        lambda c: FilterResponseNorm(c, learnable_eps=True),
+        lambda c: frn.FilterResponseNorm(c, learnable_eps=True),
         "FRN (learned eps)",
         "#ff7f0e",
         "frn",
     )
 )
 # RMSNorm (Zhang & Sennrich 2019; torch.nn.RMSNorm): x / sqrt(mean(x^2) + eps) * gamma. No fast plane rule.
-register(NormSpec("rms", nn.RMSNorm, "RMSNorm", "#8c564b"))
+register(NormSpec("rms", lambda c: nn.RMSNorm(c), "RMSNorm", "#8c564b"))

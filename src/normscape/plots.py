@@ -9,25 +9,20 @@ of different heads share one colour scale. Every figure is written as PDF (vecto
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import matplotlib.ticker  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib import colors  # noqa: E402
-
-from normscape.norms import NORMS  # noqa: E402
-from normscape.results import (  # noqa: E402
+from normscape.norms import NORMS, LazyModule
+from normscape.results import (
     HEAD_LABELS,
     head_sort_key,
     load_grad_hist,
     load_landscape,
-    load_metrics,  # noqa: E402
+    load_metrics,
     load_summaries,
     run_key,
     variant_value,
@@ -41,18 +36,38 @@ METRIC_LABELS = {
     "train_loss": "training loss",
 }
 
-plt.rcParams.update(
-    {
-        "font.size": 9,
-        "axes.titlesize": 10,
-        "axes.labelsize": 9,
-        "legend.fontsize": 8,
-        "figure.dpi": 100,
-        "savefig.bbox": "tight",
-        "axes.spines.top": False,
-        "axes.spines.right": False,
-    }
-)
+RC_PARAMS = {
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.labelsize": 9,
+    "legend.fontsize": 8,
+    "figure.dpi": 100,
+    "savefig.bbox": "tight",
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+}
+
+
+class _Pyplot(LazyModule):
+    """matplotlib.pyplot with the Agg backend and our rcParams, imported when a figure is first drawn: the
+    workflow imports this module (for :data:`FIGURES`) every time it parses, and matplotlib costs ~1 s."""
+
+    def __getattr__(self, attr: str):
+        import matplotlib
+
+        if "matplotlib.pyplot" not in sys.modules:
+            matplotlib.use("Agg")
+        pyplot = importlib.import_module("matplotlib.pyplot")
+        if not getattr(pyplot, "_normscape_style", False):
+            pyplot.rcParams.update(RC_PARAMS)
+            pyplot._normscape_style = True
+        return getattr(pyplot, attr)
+
+
+plt = _Pyplot("matplotlib.pyplot")
+colors = LazyModule("matplotlib.colors")
+ticker = LazyModule("matplotlib.ticker")
+pd = LazyModule("pandas")
 
 
 def save(fig: plt.Figure, pdf: str | Path, png: str | Path) -> None:
@@ -107,7 +122,7 @@ def plot_curves(
                 zorder=5,
             )
     ax.set_xlabel("epoch")
-    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
     ax.set_ylabel(METRIC_LABELS.get(metric, metric))
     ax.grid(alpha=0.3)
 
@@ -180,7 +195,7 @@ def grad_heatmaps(
             ms=3,
             label="mean |g|",
         )
-        ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        ax.yaxis.set_major_locator(ticker.MaxNLocator(integer=True))
         zero_rows = np.flatnonzero((counts.sum(1) == 0) & (h["underflow"] > 0)) + 1
         if zero_rows.size:  # every gradient element below the lowest bin: the layer receives no gradient
             ax.text(

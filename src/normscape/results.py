@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import h5py
 import numpy as np
-import pandas as pd
 
-from normscape.norms import NORMS
+from normscape.norms import NORMS, LazyModule
 from normscape.paths import RUN_PATH, run_key  # noqa: F401  (run_key: the loaders' run identity)
+
+h5py = LazyModule("h5py")  # imported on first use: the workflow imports this module when it parses
+pd = LazyModule("pandas")
 
 HEAD_LABELS = {name: spec.label for name, spec in NORMS.items()}  # from the norm registry
 HEAD_ORDER = list(HEAD_LABELS)

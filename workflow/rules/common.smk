@@ -1,6 +1,7 @@
 # Shared helpers: config validation, the run matrix, output paths and input functions.
 # Every stage file registers its final outputs in STAGE_TARGETS; `rule all` asks for all of them.
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -10,7 +11,7 @@ sys.path.insert(0, str(SRC_DIR))
 os.environ.update(PYTHONPATH=os.pathsep.join(p for p in (str(SRC_DIR), os.environ.get("PYTHONPATH")) if p))
 
 from normscape.config import enumerate_runs, experiment_runs, find_run, validate_config  # noqa: E402
-from normscape import backbone as backbones, datasets, paths  # noqa: E402
+from normscape import datasets, paths  # noqa: E402
 from normscape.plots import FIGURES as FIGURE_SPECS, INPUT_KINDS as FIGURE_INPUT_KINDS  # noqa: E402
 from normscape.errors import ConfigError  # noqa: E402
 
@@ -70,7 +71,9 @@ def data_source():
     """What prepare_data reads: the image root (imagefolder), a local archive, or the downloaded archive."""
     if DATASET.url is None:
         if not DATA["root"] or not Path(DATA["root"]).is_dir():
-            sys.exit(f"normscape: data.root = {DATA['root']!r} is not a directory; point it at <class>/<image> folders.")
+            sys.exit(
+                f"normscape: data.root = {DATA['root']!r} is not a directory; point it at <class>/<image> folders."
+            )
         return DATA["root"]
     local = DATA["archive"]
     if local:
@@ -97,17 +100,23 @@ def download_targets():
     return [] if DATA["archive"] or DATASET.url is None else [f"{RESULTS}/data/{DATASET.archive_name}"]
 
 
+def is_weights_name(weights):
+    """A torchvision weights name (IMAGENET1K_V1, DEFAULT, ...) rather than `random` or a file path. Whether the
+    arch has it is checked by download_weights (torchvision is not imported while the workflow parses)."""
+    return re.fullmatch(r"[A-Z][A-Z0-9_]*", weights) is not None
+
+
 def backbone_weights_file():
     """The weights file extraction needs: downloaded torchvision weights, a local file, or none (random)."""
     arch, weights = config["backbone"]["arch"], config["backbone"]["weights"]
     if weights == "random":
         return []
-    if backbones.is_torchvision_weights(arch, weights):
-        return f"{RESULTS}/weights/{backbones.weights_file_name(arch, weights)}"
+    if is_weights_name(weights):
+        return f"{RESULTS}/weights/{arch}-{weights}.pth"
     if not Path(weights).is_file():
         sys.exit(
             f"normscape: backbone.weights = {weights!r} is neither a torchvision weights name of {arch} "
-            f"({backbones.weights_names(arch)}), 'random', nor an existing file. Fix the path to a torchvision "
+            "(e.g. IMAGENET1K_V1, DEFAULT), 'random', nor an existing file. Fix the path to a torchvision "
             f"{arch} state_dict."
         )
     return weights

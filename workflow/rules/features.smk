@@ -2,7 +2,7 @@
 # penultimate features -> results/features/features.h5
 
 
-if backbones.is_torchvision_weights(config["backbone"]["arch"], config["backbone"]["weights"]):
+if is_weights_name(config["backbone"]["weights"]):
 
     rule download_weights:
         output:
