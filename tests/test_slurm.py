@@ -198,7 +198,7 @@ def test_slurm_profile_maps_rule_resources(tiny_config, tmp_path):
     train, land = resources["train"], resources["landscape"]
     assert (train["cpus_per_task"], train["mem_mb"]) == ("1", "3000") and "gpu" not in train
     assert (land["cpus_per_task"], land["mem_mb"]) == ("2", "4000") and "gpu" not in land
-    assert resources["prepare_cifar10"]["cpus_per_task"] == "1"
+    assert resources["prepare_data"]["cpus_per_task"] == "1"
 
 
 @pytest.mark.cluster
@@ -226,7 +226,7 @@ def test_tiny_pipeline_on_slurm_matches_local_run(slurm, tiny_workflow, tmp_path
         assert jobs[jid].startswith("rule_"), jobs[jid]
         rules_run.add(jobs[jid].removeprefix("rule_").split("_wildcards_")[0])
         assert path.is_file() and str(path).startswith(str(logdir)), path
-    assert {"prepare_cifar10", "extract_features", "train", "landscape", "summary_table"} <= rules_run, rules_run
+    assert {"prepare_data", "extract_features", "train", "landscape", "summary_table"} <= rules_run, rules_run
     out = subprocess.run(
         ["squeue", "-t", "all", "-h", "-o", "%i %T"], env=slurm.env, capture_output=True, text=True, timeout=30
     ).stdout
@@ -237,7 +237,7 @@ def test_tiny_pipeline_on_slurm_matches_local_run(slurm, tiny_workflow, tmp_path
         ["squeue", "-t", "all", "-h", "-o", "%i %C"], env=slurm.env, capture_output=True, text=True, timeout=30
     ).stdout
     cpus = dict(line.split() for line in out.splitlines())
-    expected_cpus = {"extract_features": "2", "landscape": "2", "train": "1", "prepare_cifar10": "1"}
+    expected_cpus = {"extract_features": "2", "landscape": "2", "train": "1", "prepare_data": "1"}
     for jid, _ in submitted.values():
         rule = jobs[jid].removeprefix("rule_").split("_wildcards_")[0]
         assert cpus[jid] == expected_cpus.get(rule, "1"), (rule, cpus[jid])
