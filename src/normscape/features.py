@@ -118,6 +118,14 @@ def versions() -> dict:
     }
 
 
+def _split_seed(dataset_path: str | Path) -> int | None:
+    import h5py
+
+    with h5py.File(dataset_path, "r", locking=False) as f:
+        seed = f.attrs.get("split_seed")
+    return None if seed is None else int(seed)
+
+
 def extract_features(
     dataset_path: str | Path,
     out_path: str | Path,
@@ -166,6 +174,7 @@ def extract_features(
         "num_classes": 10,
         "class_names": data["class_names"],
         "data_checksum": f"sha256:{data['archive_sha256']}",
+        "split_seed": _split_seed(dataset_path),
         "versions": versions(),
         "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }

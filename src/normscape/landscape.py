@@ -10,6 +10,15 @@ Every surface is evaluated exactly with :class:`normscape.planeeval.PlaneEvaluat
 in the plane's coordinates, so a grid point costs a fraction of a forward pass; it equals the per-point loop
 :func:`normscape.planeeval.loop_evaluate` to float rounding). Sharpness numbers (top Hessian eigenvalue,
 Hutchinson trace, loss increase at fixed radius) come from :mod:`normscape.hessian`.
+
+A run that diverged (its ``model_final.pt`` says so, or its parameters are not finite) gets a landscape record
+without surfaces — ``status = "diverged"`` and the reason in landscape.h5's attributes — and sharpness numbers
+that are null with that reason: a Hessian at an exploded point is not a measurement of anything.
+
+Provenance: both outputs record ``identity`` = digest of the landscape settings, the run's identity (from
+model_final.pt, which covers the run's config slice and its features) and ``LANDSCAPE_VERSION``. Before anything
+is computed the run's recorded features identity is compared with the feature cache's: a model trained on other
+features than the ones the landscape would be evaluated on is an error, never a silently mixed result.
 """
 
 from __future__ import annotations
@@ -23,6 +32,9 @@ from normscape.heads import ClassifierHead, build_head
 from normscape.planeeval import Direction, PlaneEvaluator, parameters_of
 
 log = logging.getLogger(__name__)
+
+LANDSCAPE_VERSION = 2  # 2: provenance recorded, diverged runs get a record instead of surfaces
+SHARPNESS_FIELDS = ("top_eigenvalue", "power_iterations", "hessian_trace", "hessian_trace_sem", "loss_at_minimum")
 
 
 # --------------------------------------------------------------------------------------------- directions
@@ -136,10 +148,69 @@ def grid_axis(span: float, resolution: int) -> np.ndarray:
 
 # --------------------------------------------------------------------------------------------- one run
 def load_head(path) -> ClassifierHead:
+    return _load_head_file(path)[0]
+
+
+def _load_head_file(path) -> tuple[ClassifierHead, dict]:
     state = torch.load(path, map_location="cpu", weights_only=False)
     model = build_head(**state["head_config"])
     model.load_state_dict(state["state_dict"])
-    return model.eval()
+    return model.eval(), state
+
+
+def landscape_provenance(model_state: dict, features: str, settings: dict) -> dict:
+    """The landscape's identity; checks that the run was trained on the features it will be evaluated on."""
+    from normscape import featurestore
+    from normscape.errors import DataError
+
+    run = model_state.get("provenance") or {}
+    features_identity = featurestore.identity(features)
+    if run.get("features_identity") != features_identity:
+        raise DataError(
+            f"the trained model was computed from features {run.get('features_identity')!r}, but {features} is "
+            f"{features_identity!r}: its training is out of date. Rerun it: snakemake --cores 2 all"
+        )
+    parts = {
+        "settings": featurestore.digest(settings),
+        "run_identity": run.get("identity"),
+        "features_identity": features_identity,
+        "landscape_version": LANDSCAPE_VERSION,
+    }
+    return {"identity": featurestore.digest(parts), **parts}
+
+
+def divergence_of(model: ClassifierHead, model_state: dict) -> str | None:
+    """Why no landscape can be computed at this point (None: the run converged or at least stayed finite)."""
+    if model_state.get("diverged"):
+        return f"the run diverged: {model_state.get('diverged_reason') or 'see its summary.json'}"
+    if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+        return "the trained parameters are not finite"
+    return None
+
+
+def write_diverged_record(out_h5: str, out_json: str, settings: dict, head: str, reason: str, provenance: dict) -> dict:
+    """landscape.h5 without surfaces (status + reason) and sharpness.json with null numbers and the reason."""
+    import h5py
+
+    from normscape.atomic import atomic_path, write_json
+
+    log.warning("no landscape for this run: %s", reason)
+    sharpness = {
+        **dict.fromkeys(SHARPNESS_FIELDS),
+        "loss_increase_at_radius": {},
+        "diverged": True,
+        "reason": reason,
+        "split": settings["split"],
+        "head": head,
+        "provenance": provenance,
+    }
+    with atomic_path(out_h5, suffix=".h5") as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["status"] = "diverged"
+        f.attrs["reason"] = reason
+        f.attrs["head"] = head
+        f.attrs["identity"] = provenance["identity"]
+    write_json(out_json, sharpness)
+    return sharpness
 
 
 def compute_landscape(
@@ -159,7 +230,11 @@ def compute_landscape(
     from normscape.atomic import atomic_path, write_json
     from normscape.hessian import HessianOperator, hutchinson_trace, top_eigenvalue
 
-    model = load_head(model_final)
+    model, model_state = _load_head_file(model_final)
+    provenance = landscape_provenance(model_state, features, settings)
+    reason = divergence_of(model, model_state)
+    if reason is not None:
+        return write_diverged_record(out_h5, out_json, settings, model.norm_name, reason, provenance)
     init = load_head(model_init)
     x_all, y_all = featurestore.load_split(features, settings["split"])
     idx = subset_indices(len(x_all), settings["samples"], settings["direction_seed"])
@@ -202,6 +277,9 @@ def compute_landscape(
         "landscape_samples": int(len(idx)),
         "split": settings["split"],
         "head": model.norm_name,
+        "diverged": False,
+        "reason": None,
+        "provenance": provenance,
     }
     with atomic_path(out_h5, suffix=".h5") as tmp, h5py.File(tmp, "w") as f:
         for key, value in settings.items():
@@ -210,6 +288,8 @@ def compute_landscape(
         for key, value in settings["hessian"].items():
             f.attrs[f"hessian_{key}"] = value
         f.attrs["head"] = model.norm_name
+        f.attrs["status"] = "ok"
+        f.attrs["identity"] = provenance["identity"]
         f.attrs["eval_mode"] = "BatchNorm uses running statistics; dropout off"
         f.create_dataset("subset_indices", data=idx)
         g = f.create_group("plane")

@@ -11,6 +11,7 @@ os.environ.update(PYTHONPATH=os.pathsep.join(p for p in (str(SRC_DIR), os.enviro
 
 from normscape.config import enumerate_runs, experiment_runs, find_run, validate_config  # noqa: E402
 from normscape.errors import ConfigError  # noqa: E402
+from normscape.featurestore import expected_attrs as expected_feature_attrs  # noqa: E402
 
 try:
     validate_config(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")

@@ -23,6 +23,7 @@ def main(smk):
         dict(p.head),
         dict(p.grad_hist),
         tracker_factory=tracker,
+        features_expected=dict(p.features_expected),
     )
 
 
