@@ -39,6 +39,7 @@ import numpy as np
 
 from normscape.atomic import atomic_path
 from normscape.errors import DataError
+from normscape.integrity import check_hdf5, rebuild_command
 
 FORMAT_VERSION = 2
 SPLITS = ("train", "val", "test")
@@ -55,11 +56,6 @@ IDENTITY_ATTRS = (
     "feature_dim",
     "data_checksum",
 )
-
-
-def rebuild_command(path: str | Path) -> str:
-    """The exact command that rebuilds the feature cache ``path`` (and, through Snakemake, what depends on it)."""
-    return f"rm {path} && snakemake --cores 2 all  (add the --configfile/--profile options you normally use)"
 
 
 def digest(obj: Any) -> str:
@@ -184,29 +180,19 @@ def identity(path: str | Path) -> str:
 def check_readable(path: str | Path) -> str | None:
     """None when ``path`` is absent or a readable cache of the current format; else the message to show.
 
-    Reads the attributes and every dataset's last chunk: enough to catch a truncated or foreign file without
+    Reads the attributes and every dataset's last element: enough to catch a truncated or foreign file without
     reading gigabytes at workflow start.
     """
-    path = Path(path)
-    if not path.exists():
-        return None
-    try:
-        with _open(path) as f:
-            if int(f.attrs.get("format_version", 0)) != FORMAT_VERSION or "identity" not in f.attrs:
-                return (
-                    f"feature file {path} was written by another version of normscape (format "
-                    f"{f.attrs.get('format_version')}, need {FORMAT_VERSION}) and has no usable identity. "
-                    f"Rebuild it: {rebuild_command(path)}"
-                )
-            for split in SPLITS:
-                for key in ("features", "labels"):
-                    data = f[f"{split}/{key}"]
-                    if len(data):
-                        data[len(data) - 1]
-    except DataError as exc:
-        return str(exc)
-    except (OSError, KeyError) as exc:
-        return f"feature file {path} is corrupt ({_short(exc)}). Rebuild it: {rebuild_command(path)}"
+    problem = check_hdf5(path, "feature file")
+    if problem:
+        return problem
+    with _open(path) as f:
+        if int(f.attrs.get("format_version", 0)) != FORMAT_VERSION or "identity" not in f.attrs:
+            return (
+                f"feature file {path} was written by another version of normscape (format "
+                f"{f.attrs.get('format_version')}, need {FORMAT_VERSION}) and has no usable identity. "
+                f"Rebuild it: {rebuild_command(path)}"
+            )
     return None
 
 

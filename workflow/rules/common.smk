@@ -35,6 +35,17 @@ def canonical(obj):
     return obj
 
 
+def check_cached_files(files):
+    """Exit with one message when a cached HDF5 file exists but is corrupt ({description: path})."""
+    from normscape.featurestore import check_readable
+    from normscape.integrity import check_hdf5
+
+    for what, path in files.items():
+        problem = check_readable(path) if what == "feature file" else check_hdf5(path, what)
+        if problem:
+            sys.exit(f"normscape: {problem}")
+
+
 def all_targets():
     return [path for stage in STAGE_TARGETS.values() for path in stage]
 
