@@ -183,6 +183,8 @@ def check_readable(path: str | Path) -> str | None:
     Reads the attributes and every dataset's last element: enough to catch a truncated or foreign file without
     reading gigabytes at workflow start.
     """
+    if not Path(path).exists():
+        return None
     problem = check_hdf5(path, "feature file")
     if problem:
         return problem
