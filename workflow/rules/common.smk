@@ -150,6 +150,20 @@ def figure_inputs(name):
     return inputs
 
 
+def missing_for_figure(name):
+    """What the config lacks for a documented figure: the experiments (or landscape / heads) its spec needs."""
+    missing = []
+    for kind in FIGURE_INPUT_KINDS:
+        for experiment, filename, heads in FIGURE_SPECS[name].get(kind, []):
+            if experiment not in config["experiments"]:
+                missing.append(f"experiment '{experiment}' (add experiments.{experiment})")
+            elif filename == "landscape.h5" and experiment not in config["landscape"]["experiments"]:
+                missing.append(f"landscapes of '{experiment}' (add it to landscape.experiments)")
+            elif not run_files(experiment, filename, heads):
+                missing.append(f"heads {heads} in experiment '{experiment}'")
+    return "; ".join(dict.fromkeys(missing))
+
+
 wildcard_constraints:
     experiment="[A-Za-z][A-Za-z0-9_]*",
     head="[a-z_]+",

@@ -5,20 +5,6 @@
 FIGURES = {name: inputs for name in FIGURE_SPECS if (inputs := figure_inputs(name)) is not None}
 
 
-def missing_for_figure(name):
-    """What the config lacks for a documented figure: the experiments (or landscape / heads) its spec needs."""
-    missing = []
-    for kind in FIGURE_INPUT_KINDS:
-        for experiment, filename, heads in FIGURE_SPECS[name].get(kind, []):
-            if experiment not in config["experiments"]:
-                missing.append(f"experiment '{experiment}' (add experiments.{experiment})")
-            elif filename == "landscape.h5" and experiment not in config["landscape"]["experiments"]:
-                missing.append(f"landscapes of '{experiment}' (add it to landscape.experiments)")
-            elif not run_files(experiment, filename, heads):
-                missing.append(f"heads {heads} in experiment '{experiment}'")
-    return "; ".join(dict.fromkeys(missing))
-
-
 # A documented figure the config cannot make: name what is missing instead of Snakemake's "No rule to produce".
 for fig_name in FIGURE_SPECS.keys() - FIGURES.keys():
     fig_targets = {os.path.abspath(f"{RESULTS}/figures/{fig_name}.{ext}") for ext in ("pdf", "png")}
