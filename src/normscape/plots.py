@@ -334,11 +334,12 @@ def landscape_1d(landscapes: list[str]) -> plt.Figure:
         ax1.axvline(x, color="k", lw=0.5, ls=":")
     ax1.set_xlabel("t  (0 = initialisation, 1 = trained)")
     ax1.set_ylabel("loss")
-    ax1.set_yscale("log")
+    if any("diverged" not in ls for ls in chosen.values()):  # a log axis needs at least one curve
+        ax1.set_yscale("log")
+        ax2.set_yscale("log")
     ax1.set_title("Linear interpolation init → final")
     ax2.set_xlabel("α along filter-normalised d1")
     ax2.set_ylabel("loss")
-    ax2.set_yscale("log")
     ax2.set_title("Random direction through the minimum")
     ax1.legend(loc="best")
     for ax in (ax1, ax2):
