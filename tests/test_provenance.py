@@ -347,3 +347,12 @@ def test_landscape_figures_render_a_diverged_run_beside_a_finite_one(features_fi
     for name in ("fig5_landscape_surface", "fig5_landscape_contour", "fig5_trajectory_pca", "fig_landscape_1d"):
         render(name, {"landscapes": paths}, {"smoothing_window": 3}, tmp_path / f"{name}.pdf", tmp_path / f"{name}.png")
         assert (tmp_path / f"{name}.png").stat().st_size > 0
+
+
+def test_landscape_refuses_a_model_trained_on_other_features(features_file, tmp_path):
+    run_dir = tmp_path / "r"
+    train_run(features_file, run_dir, RUN, training(epochs=1), HEAD, GH)
+    rebuilt = rewrite_features(features_file, tmp_path / "rebuilt.h5", input_size=48)
+    with pytest.raises(DataError, match="its training is out of date"):
+        landscape_of(rebuilt, run_dir, tmp_path)
+    assert not (tmp_path / "landscape.h5").exists() and not (tmp_path / "sharpness.json").exists()
