@@ -356,3 +356,22 @@ def test_landscape_refuses_a_model_trained_on_other_features(features_file, tmp_
     with pytest.raises(DataError, match="its training is out of date"):
         landscape_of(rebuilt, run_dir, tmp_path)
     assert not (tmp_path / "landscape.h5").exists() and not (tmp_path / "sharpness.json").exists()
+
+
+def test_summary_table_refuses_sharpness_of_another_training(features_file, tmp_path):
+    from normscape.tables import write_summary_table
+
+    run_dir = tmp_path / "runs" / "e" / "batch" / "base" / "seed0"
+    train_run(features_file, run_dir, RUN, training(epochs=1), HEAD, GH)
+    out = tmp_path / "landscapes" / "e" / "batch" / "base" / "seed0"
+    out.mkdir(parents=True)
+    _, sharpness = landscape_of(features_file, run_dir, out)
+    table = write_summary_table(
+        [str(run_dir / "summary.json")], [str(sharpness)], tmp_path / "t.csv", tmp_path / "t.md"
+    )
+    assert table["top_eigenvalue_n"].tolist() == [1]
+    record = json.loads(sharpness.read_text())
+    record["provenance"]["run_identity"] = "0" * 16  # sharpness of an earlier training of this run
+    sharpness.write_text(json.dumps(record))
+    with pytest.raises(DataError, match="computed from another training of run e/batch/base/0"):
+        write_summary_table([str(run_dir / "summary.json")], [str(sharpness)], tmp_path / "t.csv", tmp_path / "t.md")
