@@ -2,9 +2,19 @@
 # Run the whole study:   snakemake --cores 4 all
 # One figure only:       snakemake --cores 2 results/figures/<name>.pdf
 # On SLURM:              snakemake --profile profiles/slurm all
+import sys
+from pathlib import Path
+
 from snakemake.utils import min_version
 
 min_version("8.0")
+
+
+# Our own syntax check first: Snakemake's parser reports a broken YAML file without its line and column.
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+from normscape.config import check_config_syntax  # noqa: E402
+
+check_config_syntax("config.yaml")
 
 
 configfile: "config.yaml"
@@ -16,6 +26,12 @@ include: "workflow/rules/features.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/landscape.smk"
 include: "workflow/rules/figures.smk"
+
+
+# A truncated or corrupt cache is reported now, before any job starts (and before Snakemake deletes anything).
+check_cached_files(
+    {"prepared dataset": rules.prepare_data.output[0], "feature file": rules.extract_features.output[0]}
+)
 
 
 rule all:

@@ -124,7 +124,7 @@ def test_extract_features_writes_the_cache(tmp_path, synthetic_archive):
 def test_truncated_feature_file_is_reported(tmp_path, features_file):
     bad = tmp_path / "trunc.h5"
     bad.write_bytes(features_file.read_bytes()[:4096])
-    with pytest.raises(DataError, match="rerun"):
+    with pytest.raises(DataError, match="Rebuild it: rm "):
         featurestore.load_split(bad, "train")
 
 

@@ -127,14 +127,24 @@ def load_state_dict(path: str | Path, sha256: str | None = None) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt files
+        # Not torch's own text: it advises weights_only=False (unsafe for files from elsewhere) or filing an issue.
+        what = (
+            "a pickle of other Python objects (e.g. a whole model), not only tensors"
+            if "weights_only" in str(exc) or "Unpickl" in type(exc).__name__
+            else f"not a PyTorch file at all, or truncated ({type(exc).__name__})"
+        )
         raise WeightsError(
-            f"backbone weights {path} cannot be read ({type(exc).__name__}: {exc}); the file is "
-            "corrupt or not a PyTorch state_dict."
+            f"backbone weights {path} is not a PyTorch state_dict: it is {what}. Set backbone.weights to a file "
+            "written with torch.save(model.state_dict(), path) from a torchvision mobilenet_v2, or to "
+            f"'{TORCHVISION_WEIGHTS}' / '{RANDOM_WEIGHTS}'."
         ) from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
-        raise WeightsError(f"backbone weights {path} hold a {type(state).__name__}, not a state_dict.")
+        raise WeightsError(
+            f"backbone weights {path} hold a {type(state).__name__}, not a state_dict. Save one with "
+            "torch.save(model.state_dict(), path)."
+        )
     return state
 
 

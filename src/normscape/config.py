@@ -42,9 +42,26 @@ def load_yaml(path: str | Path) -> Any:
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(
-            f"config file {path} is not valid YAML: {exc}. Fix the syntax at the position shown."
-        ) from None
+        raise ConfigError(yaml_error_message(path, exc)) from None
+
+
+def check_config_syntax(path: str | Path) -> None:
+    """Exit with file, line and column when ``path`` exists but is not valid YAML (for the Snakefile)."""
+    import sys
+
+    if Path(path).is_file():
+        try:
+            load_yaml(path)
+        except ConfigError as err:
+            sys.exit(f"normscape: {err}")
+
+
+def yaml_error_message(path: str | Path, exc: yaml.YAMLError) -> str:
+    """``file:line:column: problem`` of a YAML syntax error (1-based line and column, as editors count)."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
+    problem = " ".join(p for p in (getattr(exc, "context", None), getattr(exc, "problem", None)) if p) or str(exc)
+    return f"config file {where}: invalid YAML ({problem}). Fix the syntax there."
 
 
 def _fill_defaults(instance: Any, schema: dict, root: dict) -> None:
@@ -266,3 +283,13 @@ def find_run(cfg: dict, experiment: str, head: str, variant: str, seed: int | st
         f"run {experiment}/{head}/{variant}/seed{seed} is not part of the config's experiment "
         f"{experiment!r}; check its heads, sweep values and seeds."
     )
+
+
+if __name__ == "__main__":  # python -m normscape.config FILE: check a config file (syntax with line/column, schema)
+    import sys
+
+    try:
+        load_config(sys.argv[1])
+    except ConfigError as err:
+        sys.exit(f"normscape: {err}")
+    print(f"{sys.argv[1]}: valid")

@@ -41,6 +41,7 @@ class DatasetSpec:
     url: str | None = None  # official download (None: a local source only, data.root)
     checksum: str | None = None  # of the official archive
     archive_name: str | None = None  # file name of the download under results/data/
+    pooled: bool = False  # True: read() returns one "pool" split by fractions; False: official train/test sets
 
 
 DATASETS: dict[str, DatasetSpec] = {}
@@ -125,10 +126,21 @@ register(
         "cifar-100-python.tar.gz",
     )
 )
-register(DatasetSpec("imagefolder", _read_image_folder))
+register(DatasetSpec("imagefolder", _read_image_folder, pooled=True))
 
 
 # ------------------------------------------------------------------------------------------------ prepare
+def split_rule(data: dict) -> str:
+    """The split of ``data`` (a data config) in words: recorded by the prepared file and the feature cache, and
+    compared with the config before a cache is used (featurestore.expected_attrs)."""
+    seed = data["split_seed"]
+    if get_dataset(data["dataset"]).pooled:
+        return f"stratified per class, val {data['val_fraction']}, test {data['test_fraction']}, seed {seed}"
+    return (
+        f"official train set; val {data['val_size']} / test {data['test_size']} of the official test set, seed {seed}"
+    )
+
+
 def split_data(raw: dict, data: dict) -> tuple[dict, str]:
     """{split: (images, labels, indices)} and the split rule in words."""
     seed = data["split_seed"]
@@ -137,20 +149,16 @@ def split_data(raw: dict, data: dict) -> tuple[dict, str]:
 
         x, y = raw["pool"]
         idx = split_indices(y, data["val_fraction"], data["test_fraction"], seed)
-        rule = f"stratified per class, val {data['val_fraction']}, test {data['test_fraction']}, seed {seed}"
-        return {s: (x[idx[s]], y[idx[s]], idx[s]) for s in SPLITS}, rule
+        return {s: (x[idx[s]], y[idx[s]], idx[s]) for s in SPLITS}, split_rule(data)
     test_x, test_y = raw["test"]
     val_idx, test_idx = split_test_set(len(test_x), data["val_size"], data["test_size"], seed)
     train_x, train_y = raw["train"]
-    rule = (
-        f"official train set; val {data['val_size']} / test {data['test_size']} of the official test set, seed {seed}"
-    )
     splits = {
         "train": (train_x, train_y, np.arange(len(train_x))),
         "val": (test_x[val_idx], test_y[val_idx], val_idx),
         "test": (test_x[test_idx], test_y[test_idx], test_idx),
     }
-    return splits, rule
+    return splits, split_rule(data)
 
 
 def prepare_dataset(source: str | Path, out_path: str | Path, data: dict) -> dict:

@@ -1,22 +1,34 @@
 """The HDF5 feature cache: one file holding the frozen backbone's features for every split.
 
-Layout (``FORMAT_VERSION`` 1)::
+Layout (``FORMAT_VERSION`` 2)::
 
     /<split>/features   float32 (N, D)   chunked by rows, D = 1280 for MobileNet-V2
     /<split>/labels     int64   (N,)     class index 0..9
     /<split>/indices    int64   (N,)     row of the image in its source set (official train or test set)
     attrs on /          format_version, backbone, weights_id, weights_sha256, input_size, precision,
                         normalization (JSON), feature_dim, num_classes, class_names (JSON),
-                        data_checksum, split_seed, versions (JSON), created (ISO 8601 UTC)
+                        data_checksum, split_seed, split_sizes (JSON), split_fingerprint, identity,
+                        versions (JSON), created (ISO 8601 UTC)
+
+Provenance: ``identity`` is a digest of everything the features were computed from — the ``IDENTITY_ATTRS``
+(backbone, weights and their sha256, input size, precision, preprocessing, data archive checksum) plus
+``split_fingerprint``, a content digest of every split's source indices and labels (so the split seed and the
+val/test sizes are covered by what was actually written, not by config text), plus ``FORMAT_VERSION``. It is
+computed by :func:`write_features` itself, so no writer can forget it. Every consumer records it (training
+checkpoints and run outputs, landscapes) and compares it before reusing anything (see docs/provenance.md).
 
 ``write_features`` writes atomically (temp file + rename), so a killed extraction never leaves a truncated
 cache behind; ``load_split`` opens the file read-only with no write lock, so several training jobs can read it
-at once. ``check_attrs`` compares a file's attributes with what the config asks for, so a cache built with a
-different backbone or input size is detected and rebuilt instead of silently reused.
+at once. :func:`require_compatible` compares a file's attributes with what the config asks for
+(:func:`expected_attrs`) and raises one :class:`DataError` naming the mismatches and the rebuild command, so a
+cache built with a different backbone, input size or split is never silently used; :func:`check_readable`
+runs when the workflow is parsed, so a truncated cache is reported before any job (and any deletion of
+finished outputs) starts.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,10 +39,48 @@ import numpy as np
 
 from normscape.atomic import atomic_path
 from normscape.errors import DataError
+from normscape.integrity import check_hdf5, rebuild_command
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 SPLITS = ("train", "val", "test")
 ROWS_PER_CHUNK = 1024
+# The attributes that determine the feature values (versions, device, creation time and the weights file's
+# path do not: the weights are covered by their sha256, or by their name for built-in weights).
+IDENTITY_ATTRS = (
+    "backbone",
+    "weights_id",
+    "weights_sha256",
+    "input_size",
+    "precision",
+    "normalization",
+    "feature_dim",
+    "data_checksum",
+)
+
+
+def digest(obj: Any) -> str:
+    """A short, stable content digest of a JSON-able object (keys sorted)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def split_fingerprint(splits: Mapping[str, Mapping[str, np.ndarray]]) -> str:
+    """Digest of which source rows and labels each split holds: covers the split seed and val/test sizes."""
+    h = hashlib.sha256()
+    for name in sorted(splits):
+        h.update(name.encode())
+        for key in ("indices", "labels"):
+            h.update(np.ascontiguousarray(np.asarray(splits[name][key], dtype=np.int64)).tobytes())
+    return h.hexdigest()[:16]
+
+
+def compute_identity(attrs: Mapping[str, Any], fingerprint: str) -> str:
+    return digest(
+        {
+            "format_version": FORMAT_VERSION,
+            "split_fingerprint": fingerprint,
+            **{key: _attr_value(attrs.get(key)) for key in IDENTITY_ATTRS},
+        }
+    )
 
 
 def _attr_value(value: Any) -> Any:
@@ -42,11 +92,18 @@ def _attr_value(value: Any) -> Any:
 
 
 def write_features(path: str | Path, splits: Mapping[str, Mapping[str, np.ndarray]], attrs: Mapping[str, Any]) -> None:
-    """Write ``splits[name] = {"features", "labels", "indices"}`` and ``attrs`` to ``path`` atomically."""
+    """Write ``splits[name] = {"features", "labels", "indices"}`` and ``attrs`` to ``path`` atomically, with the
+    ``split_sizes``, ``split_fingerprint`` and ``identity`` attributes computed from what is written."""
+    fingerprint = split_fingerprint(splits)
+    derived = {
+        "split_sizes": {name: int(len(arrays["labels"])) for name, arrays in splits.items()},
+        "split_fingerprint": fingerprint,
+        "identity": compute_identity(attrs, fingerprint),
+    }
     with atomic_path(path, suffix=".h5") as tmp:
         with h5py.File(tmp, "w") as f:
             f.attrs["format_version"] = FORMAT_VERSION
-            for key, value in attrs.items():
+            for key, value in {**attrs, **derived}.items():
                 f.attrs[key] = _attr_value(value)
             for name, arrays in splits.items():
                 feats = np.asarray(arrays["features"], dtype=np.float32)
@@ -66,8 +123,12 @@ def _open(path: str | Path) -> h5py.File:
         return h5py.File(path, "r", locking=False)
     except OSError as exc:
         raise DataError(
-            f"feature file {path} is unreadable or truncated ({exc}); delete it and rerun the workflow to rebuild it."
+            f"feature file {path} is unreadable or truncated ({_short(exc)}). Rebuild it: {rebuild_command(path)}"
         ) from None
+
+
+def _short(exc: Exception) -> str:
+    return str(exc) or type(exc).__name__
 
 
 def read_attrs(path: str | Path) -> dict[str, Any]:
@@ -93,21 +154,98 @@ def load_split(path: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     with _open(path) as f:
         if split not in f:
             raise DataError(
-                f"feature file {path} has no split {split!r} (has {sorted(f.keys())}); "
-                "delete it and rerun the workflow to rebuild it."
+                f"feature file {path} has no split {split!r} (has {sorted(f.keys())}). "
+                f"Rebuild it: {rebuild_command(path)}"
             )
         try:
             return f[split]["features"][()], f[split]["labels"][()]
         except (OSError, KeyError) as exc:
             raise DataError(
-                f"feature file {path} is corrupt in split {split!r} ({exc}); delete it and rerun "
-                "the workflow to rebuild it."
+                f"feature file {path} is corrupt in split {split!r} ({_short(exc)}). "
+                f"Rebuild it: {rebuild_command(path)}"
             ) from None
 
 
+def identity(path: str | Path) -> str:
+    """The recorded identity of a feature cache; a cache without one (an older format) is an error."""
+    ident = read_attrs(path).get("identity")
+    if not ident:
+        raise DataError(
+            f"feature file {path} has no recorded identity (written by an older version, format "
+            f"{read_attrs(path).get('format_version')} < {FORMAT_VERSION}). Rebuild it: {rebuild_command(path)}"
+        )
+    return str(ident)
+
+
+def check_readable(path: str | Path) -> str | None:
+    """None when ``path`` is absent or a readable cache of the current format; else the message to show.
+
+    Reads the attributes and every dataset's last element: enough to catch a truncated or foreign file without
+    reading gigabytes at workflow start.
+    """
+    if not Path(path).exists():
+        return None
+    problem = check_hdf5(path, "feature file")
+    if problem:
+        return problem
+    with _open(path) as f:
+        if int(f.attrs.get("format_version", 0)) != FORMAT_VERSION or "identity" not in f.attrs:
+            return (
+                f"feature file {path} was written by another version of normscape (format "
+                f"{f.attrs.get('format_version')}, need {FORMAT_VERSION}) and has no usable identity. "
+                f"Rebuild it: {rebuild_command(path)}"
+            )
+    return None
+
+
+def expected_attrs(backbone: Mapping[str, Any], data: Mapping[str, Any]) -> dict[str, Any]:
+    """What the config asks a feature cache to be: compared with :func:`require_compatible` before use.
+
+    Resolves what the config leaves to defaults the way extraction does (the weights' own input size, the
+    concrete torchvision weights behind ``DEFAULT``), so it imports torchvision: call it in a job, not at parse."""
+    from normscape.backbone import RANDOM_WEIGHTS, is_torchvision_weights, preprocessing, torchvision_weights
+    from normscape.datasets import split_rule
+
+    arch, weights = backbone["arch"], str(backbone["weights"])
+    if weights == RANDOM_WEIGHTS:
+        weights_id = weights
+    elif is_torchvision_weights(arch, weights):
+        weights_id = f"torchvision:{torchvision_weights(arch, weights).name}"
+    else:
+        weights_id = f"file:{Path(weights).name}"
+    expected = {
+        "backbone": arch,
+        "weights_id": weights_id,
+        "input_size": backbone["input_size"] or preprocessing(arch, weights)["input_size"],
+        "precision": "fp32" if backbone["precision"] == "auto" else backbone["precision"],
+        "dataset": data["dataset"],
+        "split_rule": split_rule(data),
+    }
+    if backbone.get("weights_sha256"):
+        expected["weights_sha256"] = str(backbone["weights_sha256"]).lower()
+    return expected
+
+
+def require_compatible(path: str | Path, expected: Mapping[str, Any]) -> str:
+    """The cache's identity, after checking it was built for ``expected``; else one DataError naming the fix."""
+    mismatched = check_attrs(path, expected)
+    if mismatched:
+        raise DataError(
+            f"feature file {path} was not built for this config ({'; '.join(mismatched)}). "
+            f"Rebuild it: {rebuild_command(path)}"
+        )
+    return identity(path)
+
+
 def check_attrs(path: str | Path, expected: Mapping[str, Any]) -> list[str]:
-    """Names of attributes whose stored value differs from ``expected`` (empty list: compatible)."""
+    """Mismatches between stored attributes and ``expected`` ("key: file has X, config wants Y"; empty list:
+    compatible). A dotted key ``a.b`` looks into the JSON attribute ``a``."""
     stored = read_attrs(path)
+    for key in expected:
+        if "." in key:
+            outer, inner = key.split(".", 1)
+            value = stored.get(outer)
+            stored[key] = value.get(inner) if isinstance(value, dict) else None
     mismatched = []
     for key, want in expected.items():
         have = stored.get(key)

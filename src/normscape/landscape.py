@@ -11,6 +11,16 @@ in the plane's coordinates, so a grid point costs a fraction of a forward pass; 
 :func:`normscape.planeeval.loop_evaluate` to float rounding). Sharpness numbers (top Hessian eigenvalue,
 Hutchinson trace, loss increase at fixed radius) come from :mod:`normscape.hessian` in
 :func:`compute_sharpness`, a separate step (and rule) that reads the landscape's directions.
+
+A run that diverged (its ``model_final.pt`` says so, or its parameters are not finite) gets a landscape record
+without surfaces — ``status = "diverged"`` and the reason in landscape.h5's attributes — and sharpness numbers
+that are null with that reason: a Hessian at an exploded point is not a measurement of anything.
+
+Provenance: landscape.h5 records ``identity`` = digest of the landscape settings, the run's identity (from
+model_final.pt, which covers the run's config slice and its features) and ``LANDSCAPE_VERSION``; sharpness.json
+records the landscape's identity it was computed from, the hessian settings and the run identity. Before anything
+is computed the run's recorded features identity is compared with the feature cache's: a model trained on other
+features than the ones the landscape would be evaluated on is an error, never a silently mixed result.
 """
 
 from __future__ import annotations
@@ -24,6 +34,9 @@ from normscape.heads import ClassifierHead, build_head
 from normscape.planeeval import Direction, PlaneEvaluator, parameters_of
 
 log = logging.getLogger(__name__)
+
+LANDSCAPE_VERSION = 2  # 2: provenance recorded, diverged runs get a record instead of surfaces
+SHARPNESS_FIELDS = ("top_eigenvalue", "power_iterations", "hessian_trace", "hessian_trace_sem", "loss_at_minimum")
 
 
 # --------------------------------------------------------------------------------------------- directions
@@ -137,10 +150,62 @@ def grid_axis(span: float, resolution: int) -> np.ndarray:
 
 # --------------------------------------------------------------------------------------------- one run
 def load_head(path) -> ClassifierHead:
+    return _load_head_file(path)[0]
+
+
+def _load_head_file(path) -> tuple[ClassifierHead, dict]:
     state = torch.load(path, map_location="cpu", weights_only=False)
     model = build_head(**state["head_config"])
     model.load_state_dict(state["state_dict"])
-    return model.eval()
+    return model.eval(), state
+
+
+def landscape_provenance(model_state: dict, features: str, settings: dict) -> dict:
+    """The landscape's identity; checks that the run was trained on the features it will be evaluated on."""
+    from normscape import featurestore
+    from normscape.errors import DataError
+
+    run = model_state.get("provenance") or {}
+    features_identity = featurestore.identity(features)
+    if run.get("features_identity") != features_identity:
+        raise DataError(
+            f"the trained model was computed from features {run.get('features_identity')!r}, but {features} is "
+            f"{features_identity!r}: its training is out of date. Rerun it: snakemake --cores 2 all"
+        )
+    parts = {
+        "settings": featurestore.digest(settings),
+        "run_identity": run.get("identity"),
+        "features_identity": features_identity,
+        "landscape_version": LANDSCAPE_VERSION,
+    }
+    return {"identity": featurestore.digest(parts), **parts}
+
+
+def divergence_of(model: ClassifierHead, model_state: dict) -> str | None:
+    """Why no landscape can be computed at this point (None: the run converged or at least stayed finite)."""
+    if model_state.get("diverged"):
+        return f"the run diverged: {model_state.get('diverged_reason') or 'see its summary.json'}"
+    if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+        return "the trained parameters are not finite"
+    return None
+
+
+def write_diverged_record(out_h5: str, settings: dict, head: str, reason: str, provenance: dict) -> None:
+    """landscape.h5 without surfaces: its status and the reason (the sharpness rule reads them)."""
+    import h5py
+
+    from normscape.atomic import atomic_path
+
+    log.warning("no landscape for this run: %s", reason)
+    with atomic_path(out_h5, suffix=".h5") as tmp, h5py.File(tmp, "w") as f:
+        for key, value in settings.items():
+            if not isinstance(value, dict):
+                f.attrs[key] = value
+        f.attrs["status"] = "diverged"
+        f.attrs["reason"] = reason
+        f.attrs["head"] = head
+        f.attrs["identity"] = provenance["identity"]
+        f.attrs["run_identity"] = provenance["run_identity"] or ""
 
 
 def compute_landscape(
@@ -159,7 +224,11 @@ def compute_landscape(
     from normscape import featurestore
     from normscape.atomic import atomic_path
 
-    model = load_head(model_final)
+    model, model_state = _load_head_file(model_final)
+    provenance = landscape_provenance(model_state, features, settings)
+    reason = divergence_of(model, model_state)
+    if reason is not None:
+        return write_diverged_record(out_h5, settings, model.norm_name, reason, provenance)
     init = load_head(model_init)
     x_all, y_all = featurestore.load_split(features, settings["split"])
     idx = subset_indices(len(x_all), settings["samples"], settings["direction_seed"])
@@ -183,6 +252,9 @@ def compute_landscape(
             if not isinstance(value, dict):
                 f.attrs[key] = value
         f.attrs["head"] = model.norm_name
+        f.attrs["status"] = "ok"
+        f.attrs["identity"] = provenance["identity"]
+        f.attrs["run_identity"] = provenance["run_identity"] or ""
         f.attrs["eval_mode"] = "BatchNorm uses running statistics; dropout off"
         f.create_dataset("subset_indices", data=idx)
         g = f.create_group("plane")
@@ -219,10 +291,37 @@ def compute_sharpness(model_final: str, features: str, landscape_h5: str, out_js
 
     from normscape import featurestore
     from normscape.atomic import write_json
+    from normscape.errors import DataError
     from normscape.hessian import HessianOperator, hutchinson_trace, top_eigenvalue
 
-    model = load_head(model_final)
+    model, model_state = _load_head_file(model_final)
     with h5py.File(landscape_h5, "r") as f:
+        status = str(f.attrs.get("status", "ok"))
+        provenance = {
+            "landscape_identity": str(f.attrs.get("identity", "")),
+            "run_identity": str(f.attrs.get("run_identity", "")) or None,
+            "hessian": featurestore.digest(hessian),
+        }
+        run_identity = (model_state.get("provenance") or {}).get("identity")
+        if provenance["run_identity"] != run_identity:
+            raise DataError(
+                f"{landscape_h5} was computed from another training of this run ({provenance['run_identity']!r}, "
+                f"the model is {run_identity!r}). Rerun it: snakemake --cores 2 all"
+            )
+        if status != "ok":
+            reason = str(f.attrs.get("reason", "the run diverged"))
+            sharpness = {
+                **dict.fromkeys(SHARPNESS_FIELDS),
+                "loss_increase_at_radius": {},
+                "diverged": True,
+                "reason": reason,
+                "split": str(f.attrs.get("split", "")),
+                "head": model.norm_name,
+                "hessian": dict(hessian),
+                "provenance": provenance,
+            }
+            write_json(out_json, sharpness)
+            return sharpness
         split, seed, span = str(f.attrs["split"]), int(f.attrs["direction_seed"]), float(f.attrs["span"])
         idx = f["subset_indices"][()]
         d1 = {k: torch.from_numpy(v[()]) for k, v in f["directions/d1"].items()}
@@ -253,6 +352,9 @@ def compute_sharpness(model_final: str, features: str, landscape_h5: str, out_js
         "split": split,
         "head": model.norm_name,
         "hessian": dict(hessian),
+        "diverged": False,
+        "reason": None,
+        "provenance": provenance,
     }
     write_json(out_json, sharpness)
     return sharpness

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import sys
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
@@ -227,11 +228,34 @@ def first_seed(paths: list[str], group: str = "head") -> dict[str, str]:
     return dict(sorted(chosen.items(), key=lambda kv: head_sort_key(kv[0])))
 
 
+def mark_diverged(ax: plt.Axes, head: str, reason: str) -> None:
+    """A panel for a run that has no landscape because it diverged: the head and the reason, no axes."""
+    ax.set_axis_off()
+    ax.set_title(HEAD_LABELS.get(head, head))
+    ax.text(
+        0.5,
+        0.5,
+        "diverged:\nno landscape\n\n" + textwrap.fill(reason, 28),
+        ha="center",
+        va="center",
+        transform=ax.transAxes,
+        fontsize=7,
+        color="tab:red",
+    )
+
+
+def _finite_landscapes(chosen: dict) -> list[dict]:
+    return [ls for ls in chosen.values() if "diverged" not in ls] or [{"plane": {"loss": np.ones((1, 1))}}]
+
+
 def landscape_surfaces(landscapes: list[str]) -> plt.Figure:
     chosen = {h: load_landscape(p) for h, p in first_seed(landscapes).items()}
-    zmax = max(float(np.nanmax(ls["plane"]["loss"])) for ls in chosen.values())
+    zmax = max(float(np.nanmax(ls["plane"]["loss"])) for ls in _finite_landscapes(chosen))
     fig = plt.figure(figsize=(3.2 * len(chosen), 3.2), layout="constrained")
     for i, (head, ls) in enumerate(chosen.items(), 1):
+        if "diverged" in ls:
+            mark_diverged(fig.add_subplot(1, len(chosen), i), head, ls["diverged"])
+            continue
         ax = fig.add_subplot(1, len(chosen), i, projection="3d")
         a, b = np.meshgrid(ls["plane"]["alphas"], ls["plane"]["betas"], indexing="ij")
         ax.plot_surface(a, b, ls["plane"]["loss"], cmap="viridis", vmin=0, vmax=zmax, linewidth=0, antialiased=True)
@@ -246,13 +270,16 @@ def landscape_surfaces(landscapes: list[str]) -> plt.Figure:
 
 def landscape_contours(landscapes: list[str]) -> plt.Figure:
     chosen = {h: load_landscape(p) for h, p in first_seed(landscapes).items()}
-    lo = min(float(np.nanmin(ls["plane"]["loss"])) for ls in chosen.values())
-    hi = max(float(np.nanmax(ls["plane"]["loss"])) for ls in chosen.values())
+    lo = min(float(np.nanmin(ls["plane"]["loss"])) for ls in _finite_landscapes(chosen))
+    hi = max(float(np.nanmax(ls["plane"]["loss"])) for ls in _finite_landscapes(chosen))
     levels = np.geomspace(max(lo, 1e-3), max(hi, lo * 1.01 + 1e-3), 25)
     norm = colors.LogNorm(vmin=levels[0], vmax=levels[-1])
     fig, axes = plt.subplots(1, len(chosen), figsize=(3.0 * len(chosen), 2.9), squeeze=False, layout="constrained")
     cs = None
     for ax, (head, ls) in zip(axes[0], chosen.items()):
+        if "diverged" in ls:
+            mark_diverged(ax, head, ls["diverged"])
+            continue
         p = ls["plane"]
         cs = ax.contourf(
             p["alphas"],
@@ -277,6 +304,9 @@ def landscape_pca(landscapes: list[str]) -> plt.Figure:
     chosen = {h: load_landscape(p) for h, p in first_seed(landscapes).items()}
     fig, axes = plt.subplots(1, len(chosen), figsize=(3.0 * len(chosen), 2.9), squeeze=False, layout="constrained")
     for ax, (head, ls) in zip(axes[0], chosen.items()):
+        if "diverged" in ls:
+            mark_diverged(ax, head, ls["diverged"])
+            continue
         p = ls["pca"]
         loss = p["loss"].T
         levels = np.geomspace(max(np.nanmin(loss), 1e-3), max(np.nanmax(loss), np.nanmin(loss) * 1.01 + 1e-3), 20)
@@ -304,6 +334,9 @@ def landscape_1d(landscapes: list[str]) -> plt.Figure:
     chosen = {h: load_landscape(p) for h, p in first_seed(landscapes).items()}
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(7.2, 2.9), layout="constrained")
     for head, ls in chosen.items():
+        if "diverged" in ls:  # no curve: named in the legend as diverged
+            ax1.plot([], [], color=PALETTE.get(head), ls=":", label=f"{HEAD_LABELS.get(head, head)} (diverged)")
+            continue
         c = PALETTE.get(head)
         ax1.plot(ls["interpolation"]["t"], ls["interpolation"]["loss"], color=c, label=HEAD_LABELS.get(head, head))
         ax2.plot(ls["line"]["alphas"], ls["line"]["loss"], color=c)
@@ -311,11 +344,12 @@ def landscape_1d(landscapes: list[str]) -> plt.Figure:
         ax1.axvline(x, color="k", lw=0.5, ls=":")
     ax1.set_xlabel("t  (0 = initialisation, 1 = trained)")
     ax1.set_ylabel("loss")
-    ax1.set_yscale("log")
+    if any("diverged" not in ls for ls in chosen.values()):  # a log axis needs at least one curve
+        ax1.set_yscale("log")
+        ax2.set_yscale("log")
     ax1.set_title("Linear interpolation init → final")
     ax2.set_xlabel("α along filter-normalised d1")
     ax2.set_ylabel("loss")
-    ax2.set_yscale("log")
     ax2.set_title("Random direction through the minimum")
     ax1.legend(loc="best")
     for ax in (ax1, ax2):

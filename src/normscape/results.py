@@ -54,11 +54,15 @@ def load_grad_hist(path: str | Path, layer: str) -> dict[str, np.ndarray]:
 
 
 def load_landscape(path: str | Path) -> dict:
+    """A landscape file's surfaces; a diverged run's record has none: ``{"attrs", "diverged": reason}``."""
     out: dict = {}
     with h5py.File(path, "r") as f:
+        out["attrs"] = dict(f.attrs)
+        if f.attrs.get("status") == "diverged":
+            out["diverged"] = str(f.attrs.get("reason", "diverged"))
+            return out
         for group in ("plane", "line", "interpolation", "pca"):
             out[group] = {k: v[()] for k, v in f[group].items()}
-        out["attrs"] = dict(f.attrs)
     return out
 
 

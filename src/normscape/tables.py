@@ -1,5 +1,9 @@
 """The quantitative comparison table (replaces the study's qualitative Table 5): one row per experiment x head
-x variant, mean +- std over seeds, as CSV (all numbers) and paste-ready Markdown."""
+x variant, mean +- std over seeds, as CSV (all numbers) and paste-ready Markdown.
+
+Each run's sharpness numbers are used only when their recorded run identity equals the run's summary.json
+identity (docs/provenance.md): sharpness of another training of the same run is an error, not a table row.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from normscape.atomic import atomic_path, write_text
+from normscape.errors import DataError
 from normscape.results import HEAD_LABELS, head_sort_key, load_summaries, run_key
 
 COLUMNS = [
@@ -28,14 +33,21 @@ COLUMNS = [
 
 
 def run_rows(summary_paths: list[str], sharpness_paths: list[str]) -> pd.DataFrame:
-    sharp = {}
+    sharp, sharp_path = {}, {}
     for path in sharpness_paths:
         k = run_key(path)
-        sharp[(k["experiment"], k["head"], k["variant"], k["seed"])] = json.loads(Path(path).read_text())
+        key = (k["experiment"], k["head"], k["variant"], k["seed"])
+        sharp[key], sharp_path[key] = json.loads(Path(path).read_text()), path
     rows = []
     for s in load_summaries(summary_paths):
         key = (s["experiment"], s["head"], s["variant"], s["seed"])
         sh = sharp.get(key, {})
+        run_identity = (s.get("provenance") or {}).get("identity")
+        if sh and run_identity and (sh.get("provenance") or {}).get("run_identity") != run_identity:
+            raise DataError(
+                f"{sharp_path[key]} was computed from another training of run {'/'.join(map(str, key))} than its "
+                f"summary.json ({run_identity}); rerun its landscape: snakemake --cores 2 --forcerun landscape all"
+            )
         rows.append(
             {
                 "experiment": s["experiment"],

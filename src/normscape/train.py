@@ -16,8 +16,15 @@ is cut:
 
 Trustworthy runs: the same config + seed gives identical metrics on CPU; a checkpoint with model, optimiser,
 RNG state, histograms and metrics is written atomically after every epoch, and a restarted run resumes from it
-and ends with exactly the metrics of an uninterrupted run; a NaN/inf loss marks the run ``diverged`` at that
-epoch and the run still writes all its outputs.
+and ends with exactly the metrics of an uninterrupted run. A checkpoint is resumed only when its identity — the
+run's config slice, the feature cache's recorded identity and ``ENGINE_VERSION`` — equals the job's; otherwise
+it is discarded with one log line saying which part differs. Every output records that identity
+(``summary.json["provenance"]``, the ``provenance`` entry of every ``model_*.pt`` and ``trajectory.pt``).
+
+Divergence (:func:`divergence_reason`): an epoch diverges when a loss or a parameter is not finite, or when the
+training or validation loss exceeds ``DIVERGENCE_LOSS_FACTOR`` x the validation loss at initialisation (an
+exploded but finite loss, e.g. 1e19 at lr 1e6). The run stops there and still writes all its outputs, marked
+diverged.
 """
 
 from __future__ import annotations
@@ -65,7 +72,10 @@ EVAL_CHUNK = 8192
 CLIP_EPS = 1e-6  # as in torch.nn.utils.clip_grad_norm_
 # Part of every checkpoint's identity: a checkpoint written by an engine with another state layout (e.g. the
 # optimiser over separate parameters, before version 2) is not resumed but retrained from scratch.
-ENGINE_VERSION = 2
+ENGINE_VERSION = 3  # 3: divergence also on non-finite parameters and exploded finite losses
+# A loss this many times the initial validation loss (~ln 10 = 2.3 for a fresh head) is an explosion, not
+# training: a head that learns never gets there, a step size that has blown up does within an epoch.
+DIVERGENCE_LOSS_FACTOR = 1000.0
 
 
 class LinearGradInto(torch.autograd.Function):
@@ -96,6 +106,21 @@ class LinearGradInto(torch.autograd.Function):
 
 def config_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def divergence_reason(train_loss: float, val_loss: float, params: torch.Tensor, initial_loss: float) -> str | None:
+    """Why an epoch counts as diverged, or None (see the module docstring for the rule)."""
+    if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+        return f"non-finite loss (train {train_loss}, val {val_loss})"
+    if not bool(torch.isfinite(params).all()):
+        return "non-finite parameters"
+    limit = DIVERGENCE_LOSS_FACTOR * initial_loss
+    if max(train_loss, val_loss) > limit:
+        return (
+            f"loss exploded (train {train_loss:.3g}, val {val_loss:.3g} > {DIVERGENCE_LOSS_FACTOR:g} x the "
+            f"initial val loss {initial_loss:.3g})"
+        )
+    return None
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -195,6 +220,9 @@ class Trainer:
         self.init_state = copy.deepcopy(self.model.state_dict())
         self.best = {"epoch": 0, "val_acc": -1.0, "val_loss": math.inf, "state": self.init_state}
         self.diverged_epoch: int | None = None
+        self.diverged_reason: str | None = None
+        self.last_divergence_reason: str | None = None
+        self.initial_loss = evaluate(self.model, *data["val"])[0]
         self.wall_time_s = 0.0
         self.start_epoch = 1
 
@@ -242,7 +270,7 @@ class Trainer:
         train_loss = loss_sum / seen
         val_loss, val_acc = evaluate(self.model, *self.data["val"])
         stats = norm_stats(pre)
-        diverged = not (math.isfinite(train_loss) and math.isfinite(val_loss))
+        reason = divergence_reason(train_loss, val_loss, self.flat_param.detach(), self.initial_loss)
         row = {
             "epoch": epoch,
             "train_loss": train_loss,
@@ -253,8 +281,9 @@ class Trainer:
             **{f"grad_norm_{k}": v for k, v in stats.items()},
             "clipped_fraction": float((pre > self.clip).mean()) if self.clip is not None else 0.0,
             "epoch_time_s": time.perf_counter() - t0,
-            "diverged": int(diverged),
+            "diverged": int(reason is not None),
         }
+        self.last_divergence_reason = reason
         return row
 
     def compute_gradient(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -266,20 +295,18 @@ class Trainer:
         loss.backward()  # fc1: written into flat_grad; the other parameters accumulate into its views
         return logits, loss
 
-    def fit(self, checkpoint_path: Path | None = None, config_id: str = "") -> None:
+    def fit(self, checkpoint_path: Path | None = None, provenance: dict | None = None) -> None:
         for epoch in range(self.start_epoch, self.epochs + 1):
             t0 = time.perf_counter()
             row = self.train_epoch(epoch)
             self.metrics.append(row)
             self.trajectory.append(self.flat_param.detach().clone())
             if row["diverged"]:
-                self.diverged_epoch = epoch
+                self.diverged_epoch, self.diverged_reason = epoch, self.last_divergence_reason
                 log.warning(
-                    "run diverged in epoch %d (train loss %s, val loss %s): stopping, outputs are still "
-                    "written with the metrics up to here",
+                    "run diverged in epoch %d: %s. Stopping; outputs are still written with the metrics up to here",
                     epoch,
-                    row["train_loss"],
-                    row["val_loss"],
+                    self.diverged_reason,
                 )
             elif row["val_acc"] > self.best["val_acc"]:
                 self.best = {
@@ -303,14 +330,14 @@ class Trainer:
             if self.tracker is not None:
                 self.tracker.log_epoch(row, self.hist.epochs[-1], self.hist.edges)
             if checkpoint_path is not None:
-                save_checkpoint(checkpoint_path, self.state_dict(config_id))
+                save_checkpoint(checkpoint_path, self.state_dict(provenance or {}))
             if self.diverged_epoch is not None:
                 break
 
     # ------------------------------------------------------------------------------------------- resume
-    def state_dict(self, config_id: str) -> dict:
+    def state_dict(self, provenance: dict) -> dict:
         return {
-            "config_id": config_id,
+            "provenance": provenance,
             "epoch": len(self.metrics),
             "model": self.model.state_dict(),
             "optimizer": self.opt.state_dict(),
@@ -323,6 +350,7 @@ class Trainer:
             "best": self.best,
             "init_state": self.init_state,
             "diverged_epoch": self.diverged_epoch,
+            "diverged_reason": self.diverged_reason,
             "wall_time_s": self.wall_time_s,
         }
 
@@ -336,6 +364,7 @@ class Trainer:
         self.trajectory = list(state["trajectory"])
         self.best, self.init_state = state["best"], state["init_state"]
         self.diverged_epoch, self.wall_time_s = state["diverged_epoch"], state["wall_time_s"]
+        self.diverged_reason = state["diverged_reason"]
         self.start_epoch = state["epoch"] + 1
 
     # ------------------------------------------------------------------------------------------- results
@@ -377,6 +406,7 @@ class Trainer:
             "epochs_to_val_acc": epochs_to,
             "diverged": self.diverged_epoch is not None,
             "diverged_epoch": self.diverged_epoch,
+            "diverged_reason": self.diverged_reason,
             # NaN (no finite step) is written as null by write_json
             "grad_norm": {
                 "median": stats["median"],
@@ -425,9 +455,19 @@ def write_metrics_csv(path: Path, metrics: list[dict]) -> None:
             writer.writerow({k: row[k] for k in METRIC_COLUMNS})
 
 
-def _save_model(path: Path, state: dict, head_config: dict, epoch: int, metrics: dict | None = None) -> None:
+def _save_model(path: Path, state: dict, head_config: dict, epoch: int, extra: dict) -> None:
     with atomic_path(path, suffix=".pt") as tmp:
-        torch.save({"state_dict": state, "head_config": head_config, "epoch": epoch, "metrics": metrics or {}}, tmp)
+        torch.save({"state_dict": state, "head_config": head_config, "epoch": epoch, **extra}, tmp)
+
+
+def run_provenance(resolved: dict, features_identity: str) -> dict:
+    """What a run is computed from; its ``identity`` keys resume checkpoints and is recorded in every output."""
+    parts = {
+        "config": config_hash(resolved),
+        "features_identity": features_identity,
+        "engine_version": ENGINE_VERSION,
+    }
+    return {"identity": config_hash(parts), **parts}
 
 
 def train_run(
@@ -438,12 +478,21 @@ def train_run(
     head: dict,
     grad_hist: dict,
     tracker_factory: Any = None,
+    features_expected: dict | None = None,
 ) -> dict:
-    """Train one run into ``run_dir`` (resuming from ``checkpoints/last.pt`` when it matches) and write
-    metrics.csv, summary.json, grads.h5, model_{init,final,best}.pt and trajectory.pt. Returns the summary."""
+    """Train one run into ``run_dir`` (resuming from ``checkpoints/last.pt`` when its identity matches) and
+    write metrics.csv, summary.json, grads.h5, model_{init,final,best}.pt and trajectory.pt. Returns the summary.
+
+    ``features_expected`` (:func:`normscape.featurestore.expected_attrs` of the config): the feature cache must
+    have been built for it, else one DataError names the mismatch and the rebuild command.
+    """
     run_dir = Path(run_dir)
     resolved = {"run": run, "training": training, "head": head, "grad_hist": grad_hist}
-    config_id = config_hash({**resolved, "engine_version": ENGINE_VERSION})
+    if features_expected is not None:
+        features_identity = featurestore.require_compatible(features, features_expected)
+    else:
+        features_identity = featurestore.identity(features)
+    provenance = run_provenance(resolved, features_identity)
     data = load_features(features)
     trainer = Trainer(
         data,
@@ -455,7 +504,7 @@ def train_run(
         **training,
     )
     ckpt_path = run_dir / "checkpoints" / "last.pt"
-    state = load_checkpoint(ckpt_path, config_id)
+    state = load_checkpoint(ckpt_path, provenance)
     if state is not None:
         trainer.load_state_dict(state)
         log.info("resuming %s after epoch %d from %s", run_dir, state["epoch"], ckpt_path)
@@ -463,20 +512,24 @@ def train_run(
     trainer.tracker = tracker
     try:
         if trainer.diverged_epoch is None:
-            trainer.fit(ckpt_path, config_id)
+            trainer.fit(ckpt_path, provenance)
         summary = {
             **run,
             "training": training,
             **trainer.summary(),
             "config": resolved,
             "versions": {"torch": torch.__version__, "numpy": np.__version__},
+            "provenance": provenance,
         }
+        meta = {"provenance": provenance, "diverged": summary["diverged"], "diverged_reason": trainer.diverged_reason}
         write_metrics_csv(run_dir / "metrics.csv", trainer.metrics)
         write_grads_h5(run_dir / "grads.h5", trainer)
         hc = trainer.head_config
-        _save_model(run_dir / "model_init.pt", trainer.init_state, hc, 0)
-        _save_model(run_dir / "model_final.pt", trainer.model.state_dict(), hc, len(trainer.metrics), summary["final"])
-        _save_model(run_dir / "model_best.pt", trainer.best["state"], hc, trainer.best["epoch"], summary["best"])
+        n_epochs = len(trainer.metrics)
+        _save_model(run_dir / "model_init.pt", trainer.init_state, hc, 0, {**meta, "metrics": {}})
+        final_meta, best_meta = {**meta, "metrics": summary["final"]}, {**meta, "metrics": summary["best"]}
+        _save_model(run_dir / "model_final.pt", trainer.model.state_dict(), hc, n_epochs, final_meta)
+        _save_model(run_dir / "model_best.pt", trainer.best["state"], hc, trainer.best["epoch"], best_meta)
         with atomic_path(run_dir / "trajectory.pt", suffix=".pt") as tmp:
             torch.save(
                 {
@@ -484,6 +537,7 @@ def train_run(
                     "shapes": [list(p.shape) for p in trainer.params],
                     "epochs": list(range(len(trainer.trajectory))),
                     "flat": torch.stack(trainer.trajectory),
+                    "provenance": provenance,
                 },
                 tmp,
             )

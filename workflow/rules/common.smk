@@ -37,6 +37,17 @@ def canonical(obj):
     return obj
 
 
+def check_cached_files(files):
+    """Exit with one message when a cached HDF5 file exists but is corrupt ({description: path})."""
+    from normscape.featurestore import check_readable
+    from normscape.integrity import check_hdf5
+
+    for what, path in files.items():
+        problem = check_readable(path) if what == "feature file" else check_hdf5(path, what)
+        if problem:
+            sys.exit(f"normscape: {problem}")
+
+
 def all_targets():
     return [path for stage in STAGE_TARGETS.values() for path in stage]
 
@@ -146,6 +157,20 @@ def figure_inputs(name):
                 return None
             inputs.setdefault(kind, []).extend(files)
     return inputs
+
+
+def missing_for_figure(name):
+    """What the config lacks for a documented figure: the experiments (or landscape / heads) its spec needs."""
+    missing = []
+    for kind in FIGURE_INPUT_KINDS:
+        for experiment, filename, heads in FIGURE_SPECS[name].inputs.get(kind, []):
+            if experiment not in config["experiments"]:
+                missing.append(f"experiment '{experiment}' (add experiments.{experiment})")
+            elif filename == "landscape.h5" and experiment not in config["landscape"]["experiments"]:
+                missing.append(f"landscapes of '{experiment}' (add it to landscape.experiments)")
+            elif not run_files(experiment, filename, heads):
+                missing.append(f"heads {heads} in experiment '{experiment}'")
+    return "; ".join(dict.fromkeys(missing))
 
 
 wildcard_constraints:

@@ -28,6 +28,8 @@ rule train:
         training=lambda wc: canonical(find_run(config, wc.experiment, wc.head, wc.variant, wc.seed).training),
         head=canonical(config["head"]),
         grad_hist=canonical(config["grad_hist"]),
+        # what the feature cache must have been built for (checked before training: never silently other features)
+        features_request=canonical({"backbone": config["backbone"], "data": config["data"]}),
         wandb=canonical(config["tracking"]["wandb"]),
         wandb_dir=f"{RESULTS}/wandb",
     script:

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from normscape.featurestore import expected_attrs
 from normscape.paths import run_id
 from normscape.runtime import script_main
 from normscape.tracking import WandbTracker
@@ -24,6 +25,7 @@ def main(smk):
         dict(p.head),
         dict(p.grad_hist),
         tracker_factory=tracker,
+        features_expected=expected_attrs(p.features_request["backbone"], p.features_request["data"]),
     )
 
 

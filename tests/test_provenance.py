@@ -1,0 +1,382 @@
+"""Provenance: no result is ever reused for inputs it was not computed from.
+
+The property test runs the real workflow on a small config, applies one config edit, runs `snakemake all`
+again on a copy of that finished directory, and checks that
+  * the incremental result equals a from-scratch run of the edited config (every metric, model tensor,
+    histogram, landscape and sharpness number; timing fields aside), and
+  * the outputs the edit does not touch were not rewritten (same inode and mtime).
+A new config key is covered by adding one line to EDITS.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import logging
+import math
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from conftest import run_snakemake, write_config
+
+from normscape import featurestore
+from normscape.errors import DataError
+from normscape.train import DIVERGENCE_LOSS_FACTOR, divergence_reason, train_run
+
+# --------------------------------------------------------------------------------------- the property test
+# Two experiments whose names no documented figure uses (no figure jobs: the test stays cheap), one run each,
+# landscapes of the first. Everything else comes from tests/config/tiny.yaml.
+PROPERTY_EXPERIMENTS = {"alpha": {"heads": ["batch"], "lr": 1.0e-3}, "beta": {"heads": ["none"], "lr": 1.0e-3}}
+UPSTREAM = ["data/*"]
+FEATURES = ["data/*", "features/*"]
+WEIGHTS = "<weights file>"  # replaced by a real mobilenet_v2 state_dict (another random init) at run time
+
+# (dotted config key, new value, globs under results/ that this edit must not rewrite)
+EDITS = [
+    ("backbone.weights", WEIGHTS, UPSTREAM),
+    ("backbone.input_size", 48, UPSTREAM),
+    ("data.split_seed", 1, []),
+    ("data.val_size", 50, []),
+    ("data.test_size", 30, []),
+    ("experiments.beta.lr", 1.0e-2, [*FEATURES, "runs/alpha/**/*", "landscapes/**/*"]),
+    ("head.hidden", 8, FEATURES),
+    ("grad_hist.bins_per_octave", 2, FEATURES),
+    ("landscape.span", 0.5, [*FEATURES, "runs/**/*"]),
+    # more keys: one line each, e.g. ("head.dropout", 0.25, FEATURES)
+]
+
+SKIP_DIRS = {"logs", "benchmarks", "checkpoints", "wandb"}
+TIMING_KEYS = {"wall_time_s", "epoch_time_s", "created"}
+
+
+def set_key(cfg: dict, dotted: str, value) -> dict:
+    cfg = copy.deepcopy(cfg)
+    *parents, last = dotted.split(".")
+    node = cfg
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[last] = value
+    return cfg
+
+
+def _plain(obj):
+    """Tensors/arrays -> numpy, timing fields dropped, recursively (what 'equal results' compares)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().numpy()
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items() if k not in TIMING_KEYS and not str(k).startswith("wall_time")}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def _h5(path: Path) -> dict:
+    out = {}
+    with h5py.File(path, "r") as f:
+        out["attrs"] = {k: v for k, v in f.attrs.items() if k not in TIMING_KEYS | {"versions"}}
+        f.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+    return out
+
+
+def _csv(path: Path) -> list[dict]:
+    with path.open() as fh:
+        return [_plain(row) for row in csv.DictReader(fh)]
+
+
+def snapshot(results: Path) -> dict:
+    """Every number of every result file, keyed by path relative to results/."""
+    out = {}
+    for path in sorted(results.rglob("*")):
+        rel = path.relative_to(results)
+        if not path.is_file() or SKIP_DIRS & set(rel.parts) or path.suffix not in (".csv", ".json", ".h5", ".pt"):
+            continue
+        if path.suffix == ".csv":
+            out[str(rel)] = _csv(path)
+        elif path.suffix == ".json":
+            out[str(rel)] = _plain(json.loads(path.read_text()))
+        elif path.suffix == ".h5":
+            out[str(rel)] = _h5(path)
+        else:
+            out[str(rel)] = _plain(torch.load(path, map_location="cpu", weights_only=False))
+    return out
+
+
+def differences(a, b, where="") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        diffs = [f"{where}/{k}: only in one" for k in set(a) ^ set(b)]
+        for k in sorted(set(a) & set(b), key=str):
+            diffs += differences(a[k], b[k], f"{where}/{k}")
+        return diffs
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [d for i, (x, y) in enumerate(zip(a, b)) for d in differences(x, y, f"{where}[{i}]")]
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        a, b = np.asarray(a), np.asarray(b)
+        same = a.shape == b.shape and (
+            np.array_equal(a, b, equal_nan=a.dtype.kind in "fc" and b.dtype.kind in "fc") or np.array_equal(a, b)
+        )
+        return [] if same else [f"{where}: arrays differ"]
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return []
+    return [] if a == b else [f"{where}: {a!r} != {b!r}"]
+
+
+def stamps(results: Path, globs: list[str]) -> dict[str, tuple[int, int]]:
+    files = {p for g in globs for p in results.glob(g) if p.is_file()}
+    return {str(p.relative_to(results)): (p.stat().st_ino, p.stat().st_mtime_ns) for p in files}
+
+
+def run_all(workdir: Path, cfg: dict) -> None:
+    run_snakemake(["all", "--cores", "2"], cwd=workdir, configfile=write_config(cfg, workdir / "config.yaml"))
+
+
+@pytest.fixture(scope="module")
+def weights_file(tmp_path_factory) -> Path:
+    import torchvision
+
+    torch.manual_seed(1)  # another random init than the pipeline's `random` weights (seed 0)
+    path = tmp_path_factory.mktemp("weights") / "mobilenet_v2-seed1.pth"
+    torch.save(torchvision.models.mobilenet_v2().state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def property_base(tmp_path_factory, synthetic_archive):
+    """The small config's finished workflow in its own working directory (results + .snakemake metadata)."""
+    import yaml
+    from conftest import TINY_CONFIG
+
+    cfg = yaml.safe_load(TINY_CONFIG.read_text())
+    cfg["data"]["archive"] = str(synthetic_archive)
+    cfg["results_dir"] = "results"  # relative: a copied directory is a complete, movable workflow state
+    cfg["experiments"] = copy.deepcopy(PROPERTY_EXPERIMENTS)
+    cfg["landscape"]["experiments"] = ["alpha"]
+    workdir = tmp_path_factory.mktemp("base")
+    run_all(workdir, cfg)
+    return workdir, cfg
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key,value,untouched", EDITS, ids=[e[0] for e in EDITS])
+def test_incremental_run_equals_a_fresh_run_of_the_edited_config(
+    property_base, weights_file, tmp_path, key, value, untouched
+):
+    base_dir, base_cfg = property_base
+    edited = set_key(base_cfg, key, str(weights_file) if value == WEIGHTS else value)
+    incremental = tmp_path / "incremental"
+    shutil.copytree(base_dir, incremental, symlinks=True)  # copy2: mtimes kept, so Snakemake sees the same state
+    before_edit = snapshot(incremental / "results")
+    kept = stamps(incremental / "results", untouched)
+    assert all(results_glob_matches(incremental / "results", g) for g in untouched), untouched
+    run_all(incremental, edited)
+
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    run_all(fresh, edited)
+    after_edit, expected = snapshot(incremental / "results"), snapshot(fresh / "results")
+    assert differences(before_edit, expected), f"editing {key} changed no result: the edit tests nothing"
+    diffs = differences(after_edit, expected)
+    assert not diffs, f"after editing {key}, the incremental run differs from a fresh one in {len(diffs)} values:\n" + (
+        "\n".join(sorted(diffs, key=lambda d: "/runs/" not in d)[:20])  # the runs' own numbers first
+    )
+    assert stamps(incremental / "results", untouched) == kept, f"editing {key} rewrote outputs it does not affect"
+
+
+def results_glob_matches(results: Path, pattern: str) -> bool:
+    return any(p.is_file() for p in results.glob(pattern))
+
+
+# --------------------------------------------------------------------------------------- unit level
+RUN = {"experiment": "e", "head": "batch", "variant": "base", "seed": 0}
+HEAD = {"hidden": 32, "dropout": 0.0}
+GH = {"min": 1e-9, "max": 10.0, "bins_per_octave": 4}
+
+
+def training(**kw):
+    return {"epochs": 2, "batch_size": 64, "lr": 1e-3, "weight_decay": 0.0, "clip_grad_norm": None, **kw}
+
+
+def rewrite_features(src: Path, dst: Path, **attr_changes) -> Path:
+    """A copy of a feature cache with other features (scaled) and changed attributes: a rebuilt cache."""
+    splits = {}
+    with h5py.File(src, "r", locking=False) as f:
+        attrs = featurestore.read_attrs(src)
+        for name in ("train", "val", "test"):
+            splits[name] = {k: f[name][k][()] for k in ("features", "labels", "indices")}
+            splits[name]["features"] = splits[name]["features"] * 2.0
+    for key in ("format_version", "identity", "split_fingerprint", "split_sizes"):
+        attrs.pop(key)
+    featurestore.write_features(dst, splits, {**attrs, **attr_changes})
+    return dst
+
+
+def test_feature_identity_covers_settings_and_split_content(features_file, tmp_path):
+    base = featurestore.identity(features_file)
+    assert featurestore.identity(rewrite_features(features_file, tmp_path / "a.h5")) == base  # values aside
+    assert featurestore.identity(rewrite_features(features_file, tmp_path / "b.h5", input_size=48)) != base
+    assert featurestore.identity(rewrite_features(features_file, tmp_path / "c.h5", weights_sha256="ab")) != base
+    splits = {}
+    with h5py.File(features_file, "r", locking=False) as f:
+        for name in ("train", "val", "test"):
+            splits[name] = {k: f[name][k][()] for k in ("features", "labels", "indices")}
+    splits["val"]["indices"] = splits["val"]["indices"][::-1].copy()  # other rows in the split: another identity
+    attrs = {k: v for k, v in featurestore.read_attrs(features_file).items() if k in featurestore.IDENTITY_ATTRS}
+    featurestore.write_features(tmp_path / "d.h5", splits, attrs)
+    assert featurestore.identity(tmp_path / "d.h5") != base
+
+
+def test_checkpoint_from_other_features_is_discarded_with_one_log_line(features_file, tmp_path, caplog):
+    run_dir = tmp_path / "r"
+    old = train_run(features_file, run_dir, RUN, training(), HEAD, GH)
+    rebuilt = rewrite_features(features_file, tmp_path / "rebuilt.h5", input_size=48)
+    with caplog.at_level(logging.WARNING):
+        new = train_run(rebuilt, run_dir, RUN, training(), HEAD, GH)
+    lines = [r.getMessage() for r in caplog.records if "checkpoint" in r.getMessage()]
+    assert len(lines) == 1 and "other features" in lines[0] and "training from scratch" in lines[0], lines
+    assert (
+        new["provenance"]["features_identity"]
+        == featurestore.identity(rebuilt)
+        != old["provenance"]["features_identity"]
+    )
+    assert new["final"] == train_run(rebuilt, tmp_path / "fresh", RUN, training(), HEAD, GH)["final"]
+    state = torch.load(run_dir / "model_final.pt", weights_only=False)
+    assert state["provenance"] == new["provenance"]
+
+
+def test_same_identity_resumes_silently(features_file, tmp_path, caplog):
+    run_dir = tmp_path / "r"
+    train_run(features_file, run_dir, RUN, training(), HEAD, GH)
+    with caplog.at_level(logging.INFO):
+        train_run(features_file, run_dir, RUN, training(), HEAD, GH)
+    assert any("resuming" in r.getMessage() for r in caplog.records)
+    assert not any("discarding" in r.getMessage() for r in caplog.records)
+
+
+def test_store_built_for_another_config_is_never_used(features_file, tmp_path):
+    # what expected_attrs makes of a config: resolved precision, a weights file by name (its sha256 when given)
+    cfg_backbone = {"arch": "mobilenet_v2", "weights": "/w/mine.pth", "weights_sha256": "AB", "input_size": 64}
+    data = {"dataset": "cifar10", "split_seed": 3, "val_size": 5, "test_size": 6}
+    assert featurestore.expected_attrs({**cfg_backbone, "precision": "auto"}, data) == {
+        "backbone": "mobilenet_v2",
+        "weights_id": "file:mine.pth",
+        "weights_sha256": "ab",
+        "input_size": 64,
+        "precision": "fp32",
+        "dataset": "cifar10",
+        "split_rule": "official train set; val 5 / test 6 of the official test set, seed 3",
+    }
+    # defaults resolved as extraction resolves them: the weights' own input size, DEFAULT's concrete weights
+    resolved = featurestore.expected_attrs(
+        {"arch": "resnet18", "weights": "DEFAULT", "input_size": None, "precision": "bf16"}, data
+    )
+    assert (resolved["weights_id"], resolved["input_size"]) == ("torchvision:IMAGENET1K_V1", 224)
+    expected = {"backbone": "synthetic", "weights_id": "synthetic", "input_size": 0, "precision": "fp32"}
+    expected |= {"split_seed": 0, "split_sizes.val": 500, "split_sizes.test": 500}
+    assert featurestore.check_attrs(features_file, expected) == []
+    with pytest.raises(DataError, match=r"input_size: file has 0, config wants 224.*Rebuild it: rm "):
+        train_run(
+            features_file, tmp_path / "r", RUN, training(), HEAD, GH, features_expected={**expected, "input_size": 224}
+        )
+    with pytest.raises(DataError, match=r"split_sizes.val: file has 500, config wants 400"):
+        featurestore.require_compatible(features_file, {**expected, "split_sizes.val": 400})
+    assert not (tmp_path / "r").exists()
+
+
+def test_store_without_identity_is_reported(features_file, tmp_path):
+    old = tmp_path / "old.h5"
+    shutil.copy(features_file, old)
+    with h5py.File(old, "a") as f:
+        del f.attrs["identity"]
+        f.attrs["format_version"] = 1
+    assert "Rebuild it: rm " in featurestore.check_readable(old)
+    with pytest.raises(DataError, match="no recorded identity"):
+        train_run(old, tmp_path / "r", RUN, training(), HEAD, GH)
+
+
+def test_exploded_finite_loss_is_divergence():
+    params = torch.ones(3)
+    assert divergence_reason(2.0, 2.1, params, initial_loss=2.3) is None
+    assert "loss exploded" in divergence_reason(1e19, 1e18, params, initial_loss=2.3)
+    assert "loss exploded" in divergence_reason(2.3 * DIVERGENCE_LOSS_FACTOR * 1.01, 2.0, params, 2.3)
+    assert "non-finite loss" in divergence_reason(float("nan"), 2.0, params, 2.3)
+    assert "non-finite parameters" in divergence_reason(2.0, 2.0, torch.tensor([1.0, float("inf")]), 2.3)
+
+
+LANDSCAPE = {
+    "split": "val",
+    "samples": 50,
+    "resolution": 5,
+    "span": 1.0,
+    "ignore": "biasbn",
+    "direction_seed": 0,
+    "hessian": {"samples": 50, "power_iters": 3, "tol": 1e-4, "hutchinson_probes": 2},
+}
+
+
+def landscape_of(features, run_dir: Path, out_dir: Path) -> tuple[Path, Path]:
+    from normscape.landscape import compute_landscape
+
+    out_h5, out_json = out_dir / "landscape.h5", out_dir / "sharpness.json"
+    files = [run_dir / name for name in ("model_final.pt", "model_init.pt", "trajectory.pt")]
+    compute_landscape(*files, features, out_h5, out_json, LANDSCAPE, progress=False)
+    return out_h5, out_json
+
+
+def test_huge_learning_rate_diverges_and_gets_no_hessian_numbers(features_file, tmp_path):
+    run_dir = tmp_path / "r"
+    summary = train_run(features_file, run_dir, RUN, training(lr=1e6), HEAD, GH)
+    assert summary["diverged"] is True and summary["diverged_reason"], summary
+    out_h5, out_json = landscape_of(features_file, run_dir, tmp_path)
+    sharp = json.loads(out_json.read_text())
+    assert sharp["diverged"] is True and sharp["reason"].startswith("the run diverged")
+    assert sharp["top_eigenvalue"] is None and sharp["hessian_trace"] is None
+    with h5py.File(out_h5) as f:
+        assert f.attrs["status"] == "diverged" and "plane" not in f
+
+
+def test_landscape_figures_render_a_diverged_run_beside_a_finite_one(features_file, tmp_path):
+    from normscape.plots import render
+
+    paths = []
+    for head, lr in (("none", 1e-3), ("batch", 1e6)):
+        run = {**RUN, "head": head}
+        run_dir = tmp_path / "runs" / "convergence" / head / "base" / "seed0"
+        train_run(features_file, run_dir, run, training(lr=lr), HEAD, GH)
+        out = tmp_path / "landscapes" / "convergence" / head / "base" / "seed0"
+        out.mkdir(parents=True)
+        paths.append(str(landscape_of(features_file, run_dir, out)[0]))
+    for name in ("fig5_landscape_surface", "fig5_landscape_contour", "fig5_trajectory_pca", "fig_landscape_1d"):
+        render(name, {"landscapes": paths}, {"smoothing_window": 3}, tmp_path / f"{name}.pdf", tmp_path / f"{name}.png")
+        assert (tmp_path / f"{name}.png").stat().st_size > 0
+
+
+def test_landscape_refuses_a_model_trained_on_other_features(features_file, tmp_path):
+    run_dir = tmp_path / "r"
+    train_run(features_file, run_dir, RUN, training(epochs=1), HEAD, GH)
+    rebuilt = rewrite_features(features_file, tmp_path / "rebuilt.h5", input_size=48)
+    with pytest.raises(DataError, match="its training is out of date"):
+        landscape_of(rebuilt, run_dir, tmp_path)
+    assert not (tmp_path / "landscape.h5").exists() and not (tmp_path / "sharpness.json").exists()
+
+
+def test_summary_table_refuses_sharpness_of_another_training(features_file, tmp_path):
+    from normscape.tables import write_summary_table
+
+    run_dir = tmp_path / "runs" / "e" / "batch" / "base" / "seed0"
+    train_run(features_file, run_dir, RUN, training(epochs=1), HEAD, GH)
+    out = tmp_path / "landscapes" / "e" / "batch" / "base" / "seed0"
+    out.mkdir(parents=True)
+    _, sharpness = landscape_of(features_file, run_dir, out)
+    table = write_summary_table(
+        [str(run_dir / "summary.json")], [str(sharpness)], tmp_path / "t.csv", tmp_path / "t.md"
+    )
+    assert table["top_eigenvalue_n"].tolist() == [1]
+    record = json.loads(sharpness.read_text())
+    record["provenance"]["run_identity"] = "0" * 16  # sharpness of an earlier training of this run
+    sharpness.write_text(json.dumps(record))
+    with pytest.raises(DataError, match="computed from another training of run e/batch/base/0"):
+        write_summary_table([str(run_dir / "summary.json")], [str(sharpness)], tmp_path / "t.csv", tmp_path / "t.md")
