@@ -318,11 +318,14 @@ LANDSCAPE = {
 
 
 def landscape_of(features, run_dir: Path, out_dir: Path) -> tuple[Path, Path]:
-    from normscape.landscape import compute_landscape
+    """The landscape rule, then the sharpness rule, of one run."""
+    from normscape.landscape import compute_landscape, compute_sharpness
 
     out_h5, out_json = out_dir / "landscape.h5", out_dir / "sharpness.json"
     files = [run_dir / name for name in ("model_final.pt", "model_init.pt", "trajectory.pt")]
-    compute_landscape(*files, features, out_h5, out_json, LANDSCAPE, progress=False)
+    settings = {k: v for k, v in LANDSCAPE.items() if k != "hessian"}
+    compute_landscape(*files, features, out_h5, settings, progress=False)
+    compute_sharpness(files[0], features, out_h5, out_json, LANDSCAPE["hessian"])
     return out_h5, out_json
 
 
