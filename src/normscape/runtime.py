@@ -34,6 +34,12 @@ def setup_logging(log_path: str | None = None, level: int = logging.INFO) -> Non
     )
 
 
+# Environment of every workflow job, set by workflow/rules/common.smk before a job's process starts (OpenMP
+# reads it when torch is imported, too early for script_main). PASSIVE: a thread that waits at a barrier
+# sleeps instead of spinning, so a job whose threads share CPUs with another busy process does not stall on
+# a descheduled sibling (benchmarks/bench_contention.py). A value already in the environment wins.
+JOB_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
+
 # glibc mallopt parameters (malloc.h) and the values this pipeline's jobs run with (bytes).
 M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
 ALLOCATOR_SETTINGS = {

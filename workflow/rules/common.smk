@@ -11,6 +11,10 @@ os.environ.update(PYTHONPATH=os.pathsep.join(p for p in (str(SRC_DIR), os.enviro
 
 from normscape.config import enumerate_runs, experiment_runs, find_run, validate_config  # noqa: E402
 from normscape.errors import ConfigError  # noqa: E402
+from normscape.runtime import JOB_ENV  # noqa: E402
+
+# Every job inherits these (OpenMP settings must be in place before a job imports torch); a value already set wins.
+os.environ.update({key: os.environ.get(key, value) for key, value in JOB_ENV.items()})
 
 try:
     validate_config(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
