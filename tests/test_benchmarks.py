@@ -15,6 +15,11 @@ REQUIRED = {
     "grad_histogram_overhead",
     "landscape_51x51",
     "snakemake_noop_dryrun",
+    "extraction_page_faults",
+    "extraction_system_time",
+    "contention_extraction",
+    "contention_training",
+    "contention_landscape",
 }
 
 
