@@ -4,6 +4,9 @@
 job killed mid-write) the previous checkpoint stays intact. ``load_checkpoint`` returns None — start from
 scratch — when there is no checkpoint, when it was written for a different config slice (its ``config_id``
 differs), or when it cannot be read; each case is logged, so a resume is never silent or wrong.
+``discard_checkpoint`` removes it once the run has written all its outputs: a finished run needs no resume
+state (the checkpoint is not a Snakemake output, so removing it reruns nothing), and it is the largest file of a
+run (model, optimiser moments, best and initial weights and the whole trajectory).
 """
 
 from __future__ import annotations
@@ -36,3 +39,13 @@ def load_checkpoint(path: str | Path, config_id: str) -> dict | None:
         log.warning("ignoring checkpoint %s: it was written for a different config; training from scratch", path)
         return None
     return state
+
+
+def discard_checkpoint(path: str | Path) -> None:
+    """Remove a finished run's resume checkpoint (and its folder when that is left empty)."""
+    path = Path(path)
+    path.unlink(missing_ok=True)
+    try:
+        path.parent.rmdir()
+    except OSError:  # not empty (a user's file) or already gone
+        pass

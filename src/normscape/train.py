@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 from normscape import featurestore
 from normscape.atomic import atomic_path, write_json
-from normscape.checkpoint import load_checkpoint, save_checkpoint
+from normscape.checkpoint import discard_checkpoint, load_checkpoint, save_checkpoint
 from normscape.gradhist import GradHistogram
 from normscape.heads import build_head
 
@@ -440,7 +440,8 @@ def train_run(
     tracker_factory: Any = None,
 ) -> dict:
     """Train one run into ``run_dir`` (resuming from ``checkpoints/last.pt`` when it matches) and write
-    metrics.csv, summary.json, grads.h5, model_{init,final,best}.pt and trajectory.pt. Returns the summary."""
+    metrics.csv, summary.json, grads.h5, model_{init,final,best}.pt and trajectory.pt; the checkpoint is removed
+    once they are all written. Returns the summary."""
     run_dir = Path(run_dir)
     resolved = {"run": run, "training": training, "head": head, "grad_hist": grad_hist}
     config_id = config_hash({**resolved, "engine_version": ENGINE_VERSION})
@@ -490,6 +491,7 @@ def train_run(
         if tracker is not None:
             tracker.log_summary(summary, [run_dir / "model_final.pt", run_dir / "model_best.pt"])
         write_json(run_dir / "summary.json", summary)
+        discard_checkpoint(ckpt_path)  # every output is written: the run needs no resume state any more
     finally:
         if tracker is not None:
             tracker.finish()
