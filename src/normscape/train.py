@@ -438,10 +438,11 @@ def train_run(
     head: dict,
     grad_hist: dict,
     tracker_factory: Any = None,
+    trajectory: bool = True,
 ) -> dict:
     """Train one run into ``run_dir`` (resuming from ``checkpoints/last.pt`` when it matches) and write
-    metrics.csv, summary.json, grads.h5, model_{init,final,best}.pt and trajectory.pt; the checkpoint is removed
-    once they are all written. Returns the summary."""
+    metrics.csv, summary.json, grads.h5, model_{init,final,best}.pt and (unless ``trajectory`` is False: no
+    landscape reads it) trajectory.pt; the checkpoint is removed once they are all written. Returns the summary."""
     run_dir = Path(run_dir)
     resolved = {"run": run, "training": training, "head": head, "grad_hist": grad_hist}
     config_id = config_hash({**resolved, "engine_version": ENGINE_VERSION})
@@ -478,16 +479,11 @@ def train_run(
         _save_model(run_dir / "model_init.pt", trainer.init_state, hc, 0)
         _save_model(run_dir / "model_final.pt", trainer.model.state_dict(), hc, len(trainer.metrics), summary["final"])
         _save_model(run_dir / "model_best.pt", trainer.best["state"], hc, trainer.best["epoch"], summary["best"])
-        with atomic_path(run_dir / "trajectory.pt", suffix=".pt") as tmp:
-            torch.save(
-                {
-                    "names": trainer.names,
-                    "shapes": [list(p.shape) for p in trainer.params],
-                    "epochs": list(range(len(trainer.trajectory))),
-                    "flat": torch.stack(trainer.trajectory),
-                },
-                tmp,
-            )
+        if trajectory:
+            with atomic_path(run_dir / "trajectory.pt", suffix=".pt") as tmp:
+                flat = torch.stack(trainer.trajectory)
+                names, shapes = trainer.names, [list(p.shape) for p in trainer.params]
+                torch.save({"names": names, "shapes": shapes, "epochs": list(range(len(flat))), "flat": flat}, tmp)
         if tracker is not None:
             tracker.log_summary(summary, [run_dir / "model_final.pt", run_dir / "model_best.pt"])
         write_json(run_dir / "summary.json", summary)

@@ -23,6 +23,7 @@ def main(smk):
         dict(p.head),
         dict(p.grad_hist),
         tracker_factory=tracker,
+        trajectory="trajectory" in smk.output.keys(),  # only where a landscape reads it
     )
 
 
