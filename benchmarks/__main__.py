@@ -85,6 +85,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--output", type=Path, default=None, help="where to write the JSON (default depends on --quick)")
     args = ap.parse_args(argv)
 
+    # Measure what the workflow's jobs run with: their environment (read by OpenMP when torch loads) and
+    # allocator settings (see normscape.runtime).
+    sys.path.insert(0, str(HERE.parent / "src"))
+    from normscape.runtime import JOB_ENV, tune_allocator
+
+    for key, value in JOB_ENV.items():
+        os.environ.setdefault(key, value)
+    tune_allocator()
     import torch
 
     sys.path.insert(0, str(HERE.parent))

@@ -1,12 +1,15 @@
 """Feature extraction at 224 px: our fast path vs the naive per-image PIL + ToTensor + DataLoader + fp32 eager.
 
-Both run the same MobileNet-V2 (random init: weights do not change the cost) on the same synthetic 32x32
-images in this process. Also reports the bf16-vs-fp32 feature fidelity (cosine similarity).
+Both run the same MobileNet-V2 (the real weights from ``NORMSCAPE_BENCH_WEIGHTS`` when set, else random init)
+on the same synthetic 32x32 images in this process: ours on 2,048 images per round, the naive path on 256,
+rounds alternating; the median images/s over rounds is reported, the best and every raw time in ``details``.
+Also reports the bf16-vs-fp32 feature fidelity (cosine similarity).
 """
 
 from __future__ import annotations
 
 import os
+import statistics
 import time
 
 import numpy as np
@@ -47,39 +50,56 @@ def naive_extract(model, images: np.ndarray, size: int, batch_size: int = 64) ->
 
 
 def run(quick: bool) -> list[dict]:
-    torch.set_num_threads(2)
-    n, size = (32, 64) if quick else (384, 224)
+    torch.set_num_threads(2)  # the rule's threads
+    # What the pipeline extracts: >= 2,000 images per round at 224 px, with the real weights when given
+    # (NORMSCAPE_BENCH_WEIGHTS: a torchvision mobilenet_v2 state_dict); the naive path's per-image cost is flat,
+    # so it is timed on fewer images. Rounds alternate ours / naive so a slow phase of the machine hits both.
+    n, n_naive, size, rounds = (32, 16, 64, 1) if quick else (2048, 256, 224, 3)
     images = synthetic_images(n, np.random.default_rng(0))[0]
-    model = build_backbone("random")
+    weights = os.environ.get("NORMSCAPE_BENCH_WEIGHTS")
+    model = build_backbone(weights, weights) if weights else build_backbone("random")
     fast = FeatureExtractor(model, size, device="auto", precision="auto", batch_size=16)
-    fast(images[:16])  # warm-up (allocations, oneDNN kernel selection)
-    t0 = time.perf_counter()
-    ours = fast(images)
-    t_fast = time.perf_counter() - t0
+    fast(images[:32])  # warm-up (allocations, oneDNN kernel selection)
     naive_extract(model, images[:16], size)
-    t0 = time.perf_counter()
-    ref = naive_extract(model, images, size)
-    t_naive = time.perf_counter() - t0
-    cos_naive = float(np.min((ours * ref).sum(1) / (np.linalg.norm(ours, axis=1) * np.linalg.norm(ref, axis=1))))
+    ours_s, naive_s = [], []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        ours = fast(images)
+        ours_s.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        ref = naive_extract(model, images[:n_naive], size)
+        naive_s.append(time.perf_counter() - t0)
+    ours_rate = [n / t for t in ours_s]
+    naive_rate = [n_naive / t for t in naive_s]
+    head = ours[:n_naive]
+    cos_naive = float(np.min((head * ref).sum(1) / (np.linalg.norm(head, axis=1) * np.linalg.norm(ref, axis=1))))
     # bf16 fidelity: cosine similarity of bf16 vs fp32 features. Random-init weights flatter bf16; set
     # NORMSCAPE_BENCH_WEIGHTS to a real mobilenet_v2 state_dict to measure what matters.
-    weights = os.environ.get("NORMSCAPE_BENCH_WEIGHTS")
-    real = build_backbone(weights, weights) if weights else model
-    fp32 = FeatureExtractor(real, size, "cpu", "fp32", 16)(images[:64])
-    bf16 = FeatureExtractor(real, size, "cpu", "bf16", 16)(images[:64])
+    fp32 = FeatureExtractor(model, size, "cpu", "fp32", 16)(images[:64])
+    bf16 = FeatureExtractor(model, size, "cpu", "bf16", 16)(images[:64])
     cos_bf16 = float(np.min((fp32 * bf16).sum(1) / (np.linalg.norm(fp32, axis=1) * np.linalg.norm(bf16, axis=1))))
+    weights_label = "real (NORMSCAPE_BENCH_WEIGHTS)" if weights else "random init"
     return [
         result(
             "feature_extraction_224",
-            n / t_fast,
+            statistics.median(ours_rate),
             "images/s",
-            n / t_naive,
+            statistics.median(naive_rate),
             ">= 100 images/s and >= 3x naive",
             True,
             images=n,
+            naive_images=n_naive,
+            rounds=rounds,
             input_px=size,
+            weights=weights_label,
             device=str(fast.device),
             precision=fast.precision,
+            best=max(ours_rate),
+            naive_best=max(naive_rate),
+            ours_s=ours_s,
+            naive_s=naive_s,
+            timing="median over rounds (best beside it); each round: ours on all images, then naive on the first "
+            "naive_images",
             min_cosine_vs_naive=cos_naive,
         ),
         result(
@@ -89,6 +109,6 @@ def run(quick: bool) -> list[dict]:
             None,
             ">= 0.999 (bf16 vs fp32 features)",
             True,
-            weights="real (NORMSCAPE_BENCH_WEIGHTS)" if weights else "random init",
+            weights=weights_label,
         ),
     ]

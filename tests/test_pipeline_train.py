@@ -12,6 +12,8 @@ import h5py
 import pytest
 from conftest import run_snakemake, write_config
 
+from normscape.config import BASE_VARIANT
+
 pytestmark = pytest.mark.slow
 
 RUN_FILES = [
@@ -76,3 +78,13 @@ def test_editing_grad_hist_changes_every_train_job_but_not_features(tiny_workflo
         "lr_sweep/none/lr-0.01/seed0",
     }
     assert not any("features.h5" in p for p in changed)
+
+
+def test_finished_runs_keep_no_resume_state_and_rerun_nothing(tiny_workflow):
+    path, _, results = tiny_workflow
+    assert not list((results / "runs").glob("**/checkpoints"))  # resume state removed once a run finished
+    one_run = results / "runs" / "convergence" / "batch" / BASE_VARIANT / "seed0" / "summary.json"
+    assert one_run.is_file()
+    for target in (["all"], [str(one_run)]):  # the whole study again, or re-targeted at one of its runs
+        proc = run_snakemake(["-n", *target], configfile=path)
+        assert "Nothing to be done" in proc.stdout + proc.stderr, proc.stdout[-2000:]

@@ -193,11 +193,11 @@ def test_slurm_profile_maps_rule_resources(tiny_config, tmp_path):
     for rule, res in re.findall(r"^(?:local)?rule (\w+):.*?^\s+resources: (.*?)$", log, re.M | re.S):
         resources[rule] = dict(kv.split("=", 1) for kv in res.split(", "))
     ext = resources["extract_features"]
-    assert (ext["cpus_per_task"], ext["mem_mb"], ext["runtime"], ext["gpu"]) == ("8", "16000", "120", "1")
+    assert (ext["cpus_per_task"], ext["mem_mb"], ext["runtime"], ext["gpu"]) == ("8", "6000", "120", "1")
     assert "threads: 8" in log.split("rule extract_features:")[1].split("\n\n")[0]
     train, land = resources["train"], resources["landscape"]
-    assert (train["cpus_per_task"], train["mem_mb"]) == ("1", "3000") and "gpu" not in train
-    assert (land["cpus_per_task"], land["mem_mb"]) == ("2", "4000") and "gpu" not in land
+    assert (train["cpus_per_task"], train["mem_mb"]) == ("1", "2000") and "gpu" not in train
+    assert (land["cpus_per_task"], land["mem_mb"]) == ("2", "2000") and "gpu" not in land
     assert resources["prepare_data"]["cpus_per_task"] == "1"
 
 

@@ -125,6 +125,25 @@ def test_resume_after_kill_equals_uninterrupted(features_file, tmp_path, monkeyp
     torch.testing.assert_close(ta["flat"], tb["flat"], rtol=0, atol=0)
 
 
+def test_finished_run_keeps_no_resume_state_and_reruns_identically(features_file, tmp_path):
+    run_dir = tmp_path / "r"
+    first = train_run(features_file, run_dir, RUN, training(epochs=2), HEAD, GH)
+    assert not (run_dir / "checkpoints").exists()  # removed once every output was written
+    trajectory = torch.load(run_dir / "trajectory.pt")["flat"]
+    metrics = read_metrics(run_dir / "metrics.csv")
+    again = train_run(features_file, run_dir, RUN, training(epochs=2), HEAD, GH)  # e.g. --forcerun: from scratch
+    assert read_metrics(run_dir / "metrics.csv") == metrics
+    assert again["final"] == first["final"] and not (run_dir / "checkpoints").exists()
+    torch.testing.assert_close(torch.load(run_dir / "trajectory.pt")["flat"], trajectory, rtol=0, atol=0)
+
+
+def test_trajectory_only_when_asked_for(features_file, tmp_path):
+    with_t = train_run(features_file, tmp_path / "a", RUN, training(epochs=2), HEAD, GH)
+    without = train_run(features_file, tmp_path / "b", RUN, training(epochs=2), HEAD, GH, trajectory=False)
+    assert (tmp_path / "a" / "trajectory.pt").is_file() and not (tmp_path / "b" / "trajectory.pt").exists()
+    assert with_t["final"] == without["final"]
+
+
 def test_checkpoint_of_another_config_is_not_resumed(features_file, tmp_path):
     run_dir = tmp_path / "r"
     train_run(features_file, run_dir, RUN, training(epochs=2), HEAD, GH)
@@ -134,7 +153,17 @@ def test_checkpoint_of_another_config_is_not_resumed(features_file, tmp_path):
 
 def test_failed_checkpoint_write_keeps_the_previous_one(features_file, tmp_path, monkeypatch):
     run_dir = tmp_path / "r"
-    train_run(features_file, run_dir, RUN, training(epochs=1), HEAD, GH)
+    original = Trainer.train_epoch
+
+    def dying(self, epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt("killed in epoch 2")
+        return original(self, epoch)
+
+    monkeypatch.setattr(Trainer, "train_epoch", dying)
+    with pytest.raises(KeyboardInterrupt):
+        train_run(features_file, run_dir, RUN, training(epochs=2), HEAD, GH)
+    monkeypatch.setattr(Trainer, "train_epoch", original)
     ckpt = run_dir / "checkpoints" / "last.pt"
     before = ckpt.read_bytes()
 

@@ -6,6 +6,9 @@ scratch — when there is no checkpoint, when it cannot be read, or when its rec
 the run's (:func:`normscape.train.run_provenance`: the config slice, the feature cache's identity, the engine
 version). Each discarded checkpoint gets ONE log line saying why (which part differs), so a resume is never
 silent or wrong.
+``discard_checkpoint`` removes it once the run has written all its outputs: a finished run needs no resume
+state (the checkpoint is not a Snakemake output, so removing it reruns nothing), and it is the largest file of a
+run (model, optimiser moments, best and initial weights and the whole trajectory).
 """
 
 from __future__ import annotations
@@ -56,3 +59,13 @@ def load_checkpoint(path: str | Path, provenance: dict) -> dict | None:
         log.warning("discarding checkpoint %s: %s; training from scratch", path, reason)
         return None
     return state
+
+
+def discard_checkpoint(path: str | Path) -> None:
+    """Remove a finished run's resume checkpoint (and its folder when that is left empty)."""
+    path = Path(path)
+    path.unlink(missing_ok=True)
+    try:
+        path.parent.rmdir()
+    except OSError:  # not empty (a user's file) or already gone
+        pass

@@ -103,13 +103,14 @@ def write_features(path: str | Path, splits: Mapping[str, Mapping[str, np.ndarra
     with atomic_path(path, suffix=".h5") as tmp:
         with h5py.File(tmp, "w") as f:
             f.attrs["format_version"] = FORMAT_VERSION
-            for key, value in {**attrs, **derived}.items():
+            for key, value in sorted({**attrs, **derived}.items()):  # one order: the same attrs, the same bytes
                 f.attrs[key] = _attr_value(value)
             for name, arrays in splits.items():
                 feats = np.asarray(arrays["features"], dtype=np.float32)
                 n, d = feats.shape
                 g = f.create_group(name)
-                g.create_dataset("features", data=feats, chunks=(max(1, min(n, ROWS_PER_CHUNK)), d))
+                chunks = (min(n, ROWS_PER_CHUNK), d) if n else None  # a shard of a small split may be empty
+                g.create_dataset("features", data=feats, chunks=chunks)
                 g.create_dataset("labels", data=np.asarray(arrays["labels"], dtype=np.int64))
                 g.create_dataset("indices", data=np.asarray(arrays["indices"], dtype=np.int64))
 

@@ -12,6 +12,7 @@ message in the log and on stderr, no traceback; anything else is a bug and keeps
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import sys
@@ -33,18 +34,80 @@ def setup_logging(log_path: str | None = None, level: int = logging.INFO) -> Non
     )
 
 
-def set_threads(threads: int) -> None:
-    """Limit intra-op parallelism to the threads Snakemake gave this job."""
+# Environment of every workflow job, set by workflow/rules/common.smk before a job's process starts (OpenMP
+# reads it when torch is imported, too early for script_main). PASSIVE: a thread that waits at a barrier
+# sleeps instead of spinning, so a job whose threads share CPUs with another busy process does not stall on
+# a descheduled sibling (benchmarks/bench_contention.py). A value already in the environment wins.
+JOB_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
+
+# glibc mallopt parameters (malloc.h) and the values this pipeline's jobs run with (bytes).
+M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
+ALLOCATOR_SETTINGS = {
+    # Requests below this come from the heap, not from a fresh mmap; 32 MiB is glibc's maximum on 64-bit.
+    M_MMAP_THRESHOLD: 32 * 2**20,
+    # Grow the heap by this much extra whenever it grows, so the 16 x 96 x 112 x 112 float activations of
+    # extraction at 224 px (77 MB, above the mmap threshold) are carved from the heap's free top as well.
+    M_TOP_PAD: 256 * 2**20,
+    # Return freed memory at the heap's top to the kernel only beyond this (glibc default: 128 KiB).
+    M_TRIM_THRESHOLD: 512 * 2**20,
+}
+# Set to "default" to keep the C library's allocator settings (e.g. to measure what tune_allocator saves).
+ALLOCATOR_ENV = "NORMSCAPE_MALLOC"
+
+
+def tune_allocator() -> bool:
+    """Keep large freed buffers inside the process instead of returning them to the kernel after every batch.
+
+    With glibc's defaults every large tensor is a fresh ``mmap`` that is unmapped when freed, so each batch
+    re-faults its activations page by page, in system time (benchmarks/bench_allocator.py counts page faults
+    and system time with and without). The settings only
+    change where memory comes from, never results. Returns False (and changes nothing) where the C library is
+    not glibc (musl, macOS) or when ``NORMSCAPE_MALLOC=default``.
+    """
+    if os.environ.get(ALLOCATOR_ENV, "tuned") == "default" or not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt  # the libc this process already runs on
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    if not all(mallopt(param, value) == 1 for param, value in ALLOCATOR_SETTINGS.items()):
+        return False
+    # Grow the heap once now (one block just below the mmap threshold, plus the top pad), so the heap's free
+    # top can hold large buffers from the start, and not only after smaller ones happened to grow it.
+    libc = ctypes.CDLL(None)
+    libc.malloc.argtypes, libc.malloc.restype = [ctypes.c_size_t], ctypes.c_void_p
+    libc.free.argtypes, libc.free.restype = [ctypes.c_void_p], None
+    libc.free(libc.malloc(ALLOCATOR_SETTINGS[M_MMAP_THRESHOLD] - 2**16))
+    return True
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask: SLURM's and cgroups' cpusets), not the machine's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # no sched_getaffinity (macOS)
+        return os.cpu_count() or 1
+
+
+def set_threads(threads: int) -> int:
+    """Limit intra-op parallelism to the threads Snakemake gave this job, and to the CPUs it may run on.
+
+    More threads than CPUs never helps: OpenMP's threads then wait on each other's barriers. Returns the
+    number of threads set.
+    """
     import torch
 
-    threads = max(1, int(threads))
+    threads = max(1, min(int(threads), available_cpus()))
     torch.set_num_threads(threads)
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    return threads
 
 
 def script_main(smk: Any, main: Callable[[Any], None]) -> None:
     """Run ``main(smk)`` for a Snakemake ``script:`` job with logging, threads and clean user errors."""
     setup_logging(smk.log[0] if len(smk.log) else None)
+    tune_allocator()
     set_threads(getattr(smk, "threads", 1))
     try:
         main(smk)

@@ -46,7 +46,7 @@ import torch.nn.functional as F
 
 from normscape import featurestore
 from normscape.atomic import atomic_path, write_json
-from normscape.checkpoint import load_checkpoint, save_checkpoint
+from normscape.checkpoint import discard_checkpoint, load_checkpoint, save_checkpoint
 from normscape.gradhist import GradHistogram
 from normscape.heads import build_head
 
@@ -479,9 +479,11 @@ def train_run(
     grad_hist: dict,
     tracker_factory: Any = None,
     features_expected: dict | None = None,
+    trajectory: bool = True,
 ) -> dict:
     """Train one run into ``run_dir`` (resuming from ``checkpoints/last.pt`` when its identity matches) and
-    write metrics.csv, summary.json, grads.h5, model_{init,final,best}.pt and trajectory.pt. Returns the summary.
+    write metrics.csv, summary.json, grads.h5, model_{init,final,best}.pt and (unless ``trajectory`` is False: no
+    landscape reads it) trajectory.pt; the checkpoint is removed once they are all written. Returns the summary.
 
     ``features_expected`` (:func:`normscape.featurestore.expected_attrs` of the config): the feature cache must
     have been built for it, else one DataError names the mismatch and the rebuild command.
@@ -530,20 +532,24 @@ def train_run(
         final_meta, best_meta = {**meta, "metrics": summary["final"]}, {**meta, "metrics": summary["best"]}
         _save_model(run_dir / "model_final.pt", trainer.model.state_dict(), hc, n_epochs, final_meta)
         _save_model(run_dir / "model_best.pt", trainer.best["state"], hc, trainer.best["epoch"], best_meta)
-        with atomic_path(run_dir / "trajectory.pt", suffix=".pt") as tmp:
-            torch.save(
-                {
-                    "names": trainer.names,
-                    "shapes": [list(p.shape) for p in trainer.params],
-                    "epochs": list(range(len(trainer.trajectory))),
-                    "flat": torch.stack(trainer.trajectory),
-                    "provenance": provenance,
-                },
-                tmp,
-            )
+        if trajectory:
+            with atomic_path(run_dir / "trajectory.pt", suffix=".pt") as tmp:
+                flat = torch.stack(trainer.trajectory)
+                names, shapes = trainer.names, [list(p.shape) for p in trainer.params]
+                torch.save(
+                    {
+                        "names": names,
+                        "shapes": shapes,
+                        "epochs": list(range(len(flat))),
+                        "flat": flat,
+                        "provenance": provenance,
+                    },
+                    tmp,
+                )
         if tracker is not None:
             tracker.log_summary(summary, [run_dir / "model_final.pt", run_dir / "model_best.pt"])
         write_json(run_dir / "summary.json", summary)
+        discard_checkpoint(ckpt_path)  # every output is written: the run needs no resume state any more
     finally:
         if tracker is not None:
             tracker.finish()

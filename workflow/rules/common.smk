@@ -14,6 +14,10 @@ from normscape.config import enumerate_runs, experiment_runs, find_run, validate
 from normscape import datasets, paths  # noqa: E402
 from normscape.plots import FIGURES as FIGURE_SPECS, INPUT_KINDS as FIGURE_INPUT_KINDS  # noqa: E402
 from normscape.errors import ConfigError  # noqa: E402
+from normscape.runtime import JOB_ENV  # noqa: E402
+
+# Every job inherits these (OpenMP settings must be in place before a job imports torch); a value already set wins.
+os.environ.update({key: os.environ.get(key, value) for key, value in JOB_ENV.items()})
 
 try:
     validate_config(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")

@@ -44,8 +44,8 @@ rule extract_features:
         ENV
     threads: 2
     resources:
-        mem_mb=6000,
-        runtime=240,
+        mem_mb=2500,
+        runtime=90,
     params:
         backbone=canonical(config["backbone"]),
     script:

@@ -24,8 +24,8 @@ rule landscape:
     # each job owns its CPUs, profiles/slurm gives it 2.
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=60,
+        mem_mb=2000,
+        runtime=20,
     params:
         settings=canonical({k: v for k, v in config["landscape"].items() if k not in ("experiments", "hessian")}),
     script:

@@ -21,8 +21,8 @@ rule train:
         ENV
     threads: 1
     resources:
-        mem_mb=3000,
-        runtime=60,
+        mem_mb=2000,
+        runtime=20,
     params:
         run=lambda wc: run_identity(wc),
         training=lambda wc: canonical(find_run(config, wc.experiment, wc.head, wc.variant, wc.seed).training),

@@ -26,6 +26,7 @@ def main(smk):
         dict(p.grad_hist),
         tracker_factory=tracker,
         features_expected=expected_attrs(p.features_request["backbone"], p.features_request["data"]),
+        trajectory="trajectory" in smk.output.keys(),  # only where a landscape reads it
     )
 
 

@@ -1,0 +1,107 @@
+"""Allocator churn in feature extraction: page faults and system time with the C library's default allocator
+settings vs :func:`normscape.runtime.tune_allocator` (what every workflow job runs with).
+
+Each side runs in its own fresh process (allocator settings are per process), alternating default / tuned
+several times, each extracting the same images at 224 px with 2 threads (the rule's threads). Page faults per
+image and the share of system time are counted with ``getrusage``; both depend little on how busy the machine
+is, unlike the images/s that are reported beside them. Real weights with ``NORMSCAPE_BENCH_WEIGHTS``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+from benchmarks.common import result
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def probe(
+    allocator: str, images: int, input_size: int, threads: int, weights: str | None, extra_env: dict | None = None
+) -> dict:
+    """Extract ``images`` synthetic images in a fresh process; its rusage deltas over the timed part."""
+    env = {**os.environ, "NORMSCAPE_MALLOC": allocator, "OMP_NUM_THREADS": str(threads), **(extra_env or {})}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO / "src"), str(REPO), env.get("PYTHONPATH")) if p)
+    args = [sys.executable, "-m", "benchmarks.bench_allocator", str(images), str(input_size), str(threads)]
+    out = subprocess.run(args + ([weights] if weights else []), env=env, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _child(images: int, input_size: int, threads: int, weights: str | None) -> dict:
+    import resource
+    import time
+
+    from normscape.runtime import tune_allocator
+
+    tuned = tune_allocator()  # as script_main does before a job's work (a no-op with NORMSCAPE_MALLOC=default)
+    import numpy as np
+    import torch
+
+    from normscape.backbone import build_backbone
+    from normscape.features import FeatureExtractor
+    from normscape.synthetic import synthetic_images
+
+    torch.set_num_threads(threads)
+    model = build_backbone(weights, weights) if weights else build_backbone("random")
+    batch = synthetic_images(images, np.random.default_rng(0))[0]
+    extractor = FeatureExtractor(model, input_size, "cpu", "fp32", 16)
+    extractor(batch[:32])  # warm-up: oneDNN kernel selection, first allocations
+    r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    extractor(batch)
+    wall, r1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
+    user, system = r1.ru_utime - r0.ru_utime, r1.ru_stime - r0.ru_stime
+    return {
+        "tuned": tuned,
+        "images_per_s": images / wall,
+        "minor_faults_per_image": (r1.ru_minflt - r0.ru_minflt) / images,
+        "system_fraction": system / max(user + system, 1e-9),
+        "user_s": user,
+        "system_s": system,
+        "max_rss_mb": r1.ru_maxrss / 1024,
+    }
+
+
+def run(quick: bool) -> list[dict]:
+    images, size, rounds = (32, 160, 1) if quick else (480, 224, 3)
+    weights = os.environ.get("NORMSCAPE_BENCH_WEIGHTS")
+    runs = {"default": [], "tuned": []}
+    for _ in range(rounds):
+        for allocator in runs:
+            runs[allocator].append(probe(allocator, images, size, 2, weights))
+
+    def med(side: str, key: str) -> float:
+        return statistics.median(r[key] for r in runs[side])
+
+    common = {"images": images, "input_px": size, "threads": 2, "rounds": rounds, "runs": runs}
+    common["weights"] = "real (NORMSCAPE_BENCH_WEIGHTS)" if weights else "random init"
+    return [
+        result(
+            "extraction_page_faults",
+            med("tuned", "minor_faults_per_image"),
+            "faults/image",
+            med("default", "minor_faults_per_image"),
+            "informational: fewer than the default allocator",
+            False,
+            **common,
+        ),
+        result(
+            "extraction_system_time",
+            med("tuned", "system_fraction"),
+            "fraction of CPU",
+            med("default", "system_fraction"),
+            "<= 0.05 of CPU time",
+            False,
+            images_per_s_tuned=med("tuned", "images_per_s"),
+            images_per_s_default=med("default", "images_per_s"),
+        ),
+    ]
+
+
+if __name__ == "__main__":
+    n, px, th = (int(a) for a in sys.argv[1:4])
+    print(json.dumps(_child(n, px, th, sys.argv[4] if len(sys.argv) > 4 else None)))

@@ -1,0 +1,143 @@
+"""Throughput of each stage while ONE other busy process competes for the CPUs.
+
+Shared workstations and cluster nodes rarely give a job the whole machine. Each stage (feature extraction,
+training, landscape) runs in a fresh process exactly as its workflow job does — the rule's ``threads`` and
+the job environment of ``normscape.runtime.JOB_ENV``, which must be set before torch is imported — and is
+measured three ways:
+
+  * ``single``: one thread, no competitor: the bar (a job must never be worse off than this);
+  * ``alone``: the job's own settings, no competitor;
+  * ``contended``: the job's own settings while a pure-Python spin loop (started here, bounded in time and
+    killed at the end) keeps one CPU busy;
+plus the naive setting under contention: every CPU's worth of threads with OpenMP's default (spinning)
+barriers. The configurations alternate over the rounds (machines are noisy) and each one's median is reported.
+``value`` is the contended throughput, ``naive_value`` the single-thread bar: ``ratio_vs_naive`` >= 1 is met.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.common import result
+
+REPO = Path(__file__).resolve().parents[1]
+# Threads of each stage's rule (workflow/rules/*.smk) on a local machine.
+STAGE_THREADS = {"extraction": 2, "training": 1, "landscape": 1}
+UNITS = {"extraction": "images/s", "training": "steps/s", "landscape": "grid points/s"}
+SPIN = "import sys, time\nend = time.monotonic() + float(sys.argv[1])\nwhile time.monotonic() < end:\n    pass\n"
+
+
+def worker(stage: str, quick: bool) -> float:
+    """Units of work per second of one stage, timed after a warm-up, in this (fresh) process."""
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    if stage == "extraction":
+        from normscape.backbone import build_backbone
+        from normscape.features import FeatureExtractor
+        from normscape.synthetic import synthetic_images
+
+        n, size = (32, 96) if quick else (256, 224)
+        images = synthetic_images(n, np.random.default_rng(0))[0]
+        extractor = FeatureExtractor(build_backbone("random"), size, "cpu", "fp32", 16)
+        extractor(images[:32])
+        t0 = time.perf_counter()
+        extractor(images)
+        return n / (time.perf_counter() - t0)
+    if stage == "training":
+        from benchmarks.bench_train import make_data
+        from normscape.train import Trainer
+
+        rows = 4000 if quick else 32000
+        trainer = Trainer(make_data(rows), "batch", 0, 2, 64, 1e-3, clip_grad_norm=1.0)
+        trainer.train_epoch(1)
+        t0 = time.perf_counter()
+        trainer.train_epoch(2)
+        return (rows // 64) / (time.perf_counter() - t0)
+    if stage == "landscape":
+        from normscape.heads import build_head
+        from normscape.landscape import random_directions
+        from normscape.planeeval import PlaneEvaluator
+
+        samples, res = (1000, 9) if quick else (8000, 31)
+        torch.manual_seed(0)
+        x, y = torch.relu(torch.randn(samples, 1280)), torch.randint(0, 10, (samples,))
+        model = build_head("batch").eval()
+        evaluator = PlaneEvaluator(model, *random_directions(model, 0))
+        axis = np.linspace(-1, 1, res)
+        evaluator.evaluate(x, y, axis[:3], axis[:3])
+        t0 = time.perf_counter()
+        evaluator.evaluate(x, y, axis, axis)
+        return res * res / (time.perf_counter() - t0)
+    raise ValueError(stage)
+
+
+def measure(stage: str, threads: int, job_env: bool, competitors: int, quick: bool) -> float:
+    """One stage's throughput in a fresh process, with ``competitors`` spin loops running meanwhile."""
+    from normscape.runtime import JOB_ENV
+
+    env = {k: v for k, v in os.environ.items() if k not in JOB_ENV}
+    env.update(JOB_ENV if job_env else {})
+    env["OMP_NUM_THREADS"] = str(threads)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO / "src"), str(REPO), env.get("PYTHONPATH")) if p)
+    spinners = [subprocess.Popen([sys.executable, "-c", SPIN, "600"]) for _ in range(competitors)]
+    try:
+        args = [sys.executable, "-m", "benchmarks.bench_contention", stage, "quick" if quick else "full"]
+        out = subprocess.run(args, env=env, capture_output=True, text=True, check=True, timeout=600)
+        return float(out.stdout.strip().splitlines()[-1])
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
+
+
+def run(quick: bool) -> list[dict]:
+    from normscape.runtime import JOB_ENV, available_cpus
+
+    rounds = 1 if quick else 3
+    cpus = available_cpus()
+    rows = []
+    for stage, threads in STAGE_THREADS.items():
+        configs = {
+            "single": (1, True, 0),
+            "alone": (threads, True, 0),
+            "contended": (threads, True, 1),
+            "naive_contended": (cpus, False, 1),
+        }
+        if quick:  # a smoke test: the bar and the contended run only (each configuration is a fresh process)
+            configs = {name: configs[name] for name in ("single", "contended")}
+        raw = {name: [] for name in configs}
+        for _ in range(rounds):
+            for name, (n_threads, job_env, competitors) in configs.items():
+                raw[name].append(measure(stage, n_threads, job_env, competitors, quick))
+        med = {name: statistics.median(values) for name, values in raw.items()}
+        rows.append(
+            result(
+                f"contention_{stage}",
+                med["contended"],
+                UNITS[stage],
+                med["single"],
+                ">= single-thread throughput (ratio >= 1) with one competing busy process",
+                True,
+                threads=threads,
+                job_env=JOB_ENV,
+                alone=med.get("alone"),
+                naive_contended=med.get("naive_contended"),
+                naive_threads=cpus,
+                raw=raw,
+                rounds=rounds,
+                note="value: the job's settings with one spin-loop competitor; naive_value: 1 thread, no "
+                "competitor; naive_contended: all CPUs' threads, OpenMP's default spinning barriers, competitor",
+            )
+        )
+    return rows
+
+
+if __name__ == "__main__":
+    print(worker(sys.argv[1], sys.argv[2] == "quick"))
