@@ -26,7 +26,7 @@ from conftest import run_snakemake, write_config
 
 from normscape import featurestore
 from normscape.errors import DataError
-from normscape.train import DIVERGENCE_LOSS_FACTOR, divergence_reason, train_run
+from normscape.train import DIVERGENCE_LOSS_FACTOR, Trainer, divergence_reason, train_run
 
 # --------------------------------------------------------------------------------------- the property test
 # Two experiments whose names no documented figure uses (no figure jobs: the test stays cheap), one run each,
@@ -229,9 +229,25 @@ def test_feature_identity_covers_settings_and_split_content(features_file, tmp_p
     assert featurestore.identity(tmp_path / "d.h5") != base
 
 
-def test_checkpoint_from_other_features_is_discarded_with_one_log_line(features_file, tmp_path, caplog):
+def interrupted_run(features, run_dir: Path, monkeypatch) -> dict:
+    """A run killed in its last epoch: its resume checkpoint (a finished run removes it) is left behind."""
+    original = Trainer.train_epoch
+
+    def dying(self, epoch):
+        if epoch == self.epochs:
+            raise KeyboardInterrupt(f"killed in epoch {epoch}")
+        return original(self, epoch)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Trainer, "train_epoch", dying)
+        with pytest.raises(KeyboardInterrupt):
+            train_run(features, run_dir, RUN, training(), HEAD, GH)
+    return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)
+
+
+def test_checkpoint_from_other_features_is_discarded_with_one_log_line(features_file, tmp_path, caplog, monkeypatch):
     run_dir = tmp_path / "r"
-    old = train_run(features_file, run_dir, RUN, training(), HEAD, GH)
+    old = interrupted_run(features_file, run_dir, monkeypatch)
     rebuilt = rewrite_features(features_file, tmp_path / "rebuilt.h5", input_size=48)
     with caplog.at_level(logging.WARNING):
         new = train_run(rebuilt, run_dir, RUN, training(), HEAD, GH)
@@ -245,11 +261,12 @@ def test_checkpoint_from_other_features_is_discarded_with_one_log_line(features_
     assert new["final"] == train_run(rebuilt, tmp_path / "fresh", RUN, training(), HEAD, GH)["final"]
     state = torch.load(run_dir / "model_final.pt", weights_only=False)
     assert state["provenance"] == new["provenance"]
+    assert not (run_dir / "checkpoints").exists()  # finished: no resume state left behind
 
 
-def test_same_identity_resumes_silently(features_file, tmp_path, caplog):
+def test_same_identity_resumes_silently(features_file, tmp_path, caplog, monkeypatch):
     run_dir = tmp_path / "r"
-    train_run(features_file, run_dir, RUN, training(), HEAD, GH)
+    interrupted_run(features_file, run_dir, monkeypatch)
     with caplog.at_level(logging.INFO):
         train_run(features_file, run_dir, RUN, training(), HEAD, GH)
     assert any("resuming" in r.getMessage() for r in caplog.records)

@@ -91,6 +91,10 @@ def _attr_value(value: Any) -> Any:
     return value
 
 
+# Attributes write_features computes from the arrays it writes (never taken from the caller).
+DERIVED_ATTRS = ("split_sizes", "split_fingerprint", "identity")
+
+
 def write_features(path: str | Path, splits: Mapping[str, Mapping[str, np.ndarray]], attrs: Mapping[str, Any]) -> None:
     """Write ``splits[name] = {"features", "labels", "indices"}`` and ``attrs`` to ``path`` atomically, with the
     ``split_sizes``, ``split_fingerprint`` and ``identity`` attributes computed from what is written."""

@@ -70,11 +70,11 @@ def merge_shards(parts: Sequence[str | Path], out: str | Path) -> dict[str, Any]
     if sorted(info["index"] for info in infos) != list(range(count)) or any(i["count"] != count for i in infos):
         found = sorted((i["index"], i["count"]) for i in infos)
         raise DataError(f"feature shards do not form one complete set of {count}: (index, count) = {found}")
-    common = {k: v for k, v in metas[0].items() if k not in VOLATILE_ATTRS}
+    # each shard's split sizes, fingerprint and identity describe its own rows; the merged file gets its own
+    ignored = (*VOLATILE_ATTRS, *featurestore.DERIVED_ATTRS)
+    common = {k: v for k, v in metas[0].items() if k not in ignored}
     for path, meta in zip(parts, metas):
-        differing = sorted(
-            k for k in set(common) | set(meta) if k not in VOLATILE_ATTRS and meta.get(k) != common.get(k)
-        )
+        differing = sorted(k for k in set(common) | set(meta) if k not in ignored and meta.get(k) != common.get(k))
         if differing:
             raise DataError(
                 f"feature shard {path} was computed from other inputs than {parts[0]} (attributes {differing} "
@@ -100,7 +100,8 @@ def merge_shards(parts: Sequence[str | Path], out: str | Path) -> dict[str, Any]
         if expected_start != total:
             raise DataError(f"feature shards cover rows 0:{expected_start} of split {split!r}, not all {total}")
         merged[split] = {key: np.concatenate(values) for key, values in pieces.items()}
-    attrs = {k: v for k, v in metas[order[0]].items() if k not in ("format_version", SHARD_ATTR)}
+    dropped = ("format_version", SHARD_ATTR, *featurestore.DERIVED_ATTRS)
+    attrs = {k: v for k, v in metas[order[0]].items() if k not in dropped}
     attrs["created"] = max(meta.get("created", "") for meta in metas)
     featurestore.write_features(out, merged, attrs)
     return attrs
