@@ -17,8 +17,8 @@ rule download_weights:
 
 
 rule download:
-    default_target: False
     """Fetch-only target (e.g. on a cluster login node): the data archive and the backbone weights."""
+    default_target: False
     input:
         [] if config["data"]["archive"] else rules.download_cifar10.output,
         backbone_weights_file(),
