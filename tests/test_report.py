@@ -89,7 +89,10 @@ def test_every_figure_is_labelled_captioned_and_renders(page, tmp_path):
         assert entry["mime"] == "image/png" and entry["labels"]["figure"] == png.stem
         assert entry["caption"].strip(), png.name
         browser.evaluate(f"app.setView({{content: 'img', contentPath: results[{str(png)!r}].data_uri}})")
-        width = browser.wait_for("(i => i && i.complete && i.naturalWidth)(document.querySelector('#app img'))")
+        width = browser.wait_for(
+            f"(i => i && i.complete && i.naturalWidth)([...document.querySelectorAll('img')]"
+            f".find(i => i.src === results[{str(png)!r}].data_uri))"
+        )
         assert width > 300, png.name  # decoded by the browser, not just listed
     browser.evaluate(f"app.setView({{content: 'img', contentPath: results[{str(pngs[0])!r}].data_uri}})")
     shot = browser.screenshot(shots_dir(tmp_path) / f"report_{pngs[0].stem}.png")

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from normscape.runtime import script_main
-from normscape.tracking import WandbTracker
+from normscape.tracking import WandbTracker, provenance
 from normscape.train import train_run
 
 
@@ -13,7 +13,11 @@ def main(smk):
     name = f"{run['experiment']}/{run['head']}/{run['variant']}/seed{run['seed']}"
 
     def tracker(resolved, trainer):
-        return WandbTracker(dict(p.wandb), p.wandb_dir, run_name=name, group=run["experiment"], config=resolved)
+        config = {**resolved, "provenance": provenance(smk.input.features)}
+        wandb = WandbTracker(dict(p.wandb), p.wandb_dir, run_name=name, group=run["experiment"], config=config)
+        steps_done = sum(len(s) for s in trainer.step_norms)  # a resumed run continues its step count
+        wandb.watch(trainer.names, trainer.params, trainer.opt, p.wandb["watch_log_freq"], steps_done)
+        return wandb
 
     train_run(
         smk.input.features,
