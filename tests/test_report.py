@@ -124,7 +124,7 @@ def test_summary_table_is_an_html_table(page, tmp_path):
     browser.evaluate("app.showCategory('tables')")
     assert "Summary of all runs" in browser.wait_for("document.body.innerText")
     browser.evaluate(f"app.setView({{content: 'html', contentPath: results[{key!r}].data_uri}})")
-    browser.wait_for("(f => f && f.contentWindow)(document.querySelector('#app iframe'))")
+    browser.wait_for("!!document.querySelector('#app iframe')")
     browser.evaluate("new Promise(r => setTimeout(r, 1000))")
     shot = browser.screenshot(shots_dir(tmp_path) / "report_summary_table.png")
     assert ink_fraction(shot, (slice(0, 900), slice(300, 1400))) > 0.01
@@ -138,6 +138,33 @@ def test_interactive_surface_is_self_contained(page, tmp_path):
     html = decoded(browser, key)
     assert '"type":"surface"' in html.replace(" ", "") and "src=" not in html.split("<body>")[0]
     browser.evaluate(f"app.setView({{content: 'html', contentPath: results[{key!r}].data_uri}})")
-    browser.wait_for("(f => f && f.contentWindow)(document.querySelector('#app iframe'))")
+    browser.wait_for("!!document.querySelector('#app iframe')")
     browser.evaluate("new Promise(r => setTimeout(r, 3000))")
     browser.screenshot(shots_dir(tmp_path) / "report_interactive_surface.png")
+
+
+def test_zip_report_shows_the_rotatable_surface_inside(report, tmp_path):
+    """Chromium does not display embedded files over 2 MB (URL limit), so a single-file report only lists the
+    interactive figure; the zip report (README) stores files beside report.html and shows it rotatable inside."""
+    import zipfile
+
+    configfile = report[0].parent / "config.yaml"
+    results = report[2]
+    archive = tmp_path / "report.zip"
+    run_snakemake(["--report", str(archive)], configfile=configfile)
+    zipfile.ZipFile(archive).extractall(tmp_path / "unzipped")
+    page = tmp_path / "unzipped" / "report" / "report.html"
+    try:
+        browser = headless_chromium.Browser(tmp_path / "chromium")
+    except headless_chromium.BrowserUnavailable as exc:
+        pytest.skip(f"no Chromium: {exc}")
+    with browser:
+        browser.open(page.as_uri())
+        browser.wait_for("typeof app !== 'undefined' && document.readyState === 'complete'")
+        key = str(results / "figures/fig5_landscape_surface.html")
+        assert not browser.evaluate(f"results[{key!r}].data_uri").startswith("data:")  # a file beside the report
+        browser.evaluate(f"app.setView({{content: 'html', contentPath: results[{key!r}].data_uri}})")
+        browser.wait_for("!!document.querySelector('#app iframe')")
+        browser.evaluate("new Promise(r => setTimeout(r, 5000))")  # plotly.js (4 MB) parses and draws (WebGL)
+        shot = browser.screenshot(shots_dir(tmp_path) / "report_zip_interactive_surface.png")
+        assert ink_fraction(shot, (slice(0, 500), slice(300, 1200))) > 0.05

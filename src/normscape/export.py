@@ -132,7 +132,13 @@ def surfaces_html(surfaces: Mapping[str, Mapping[str, np.ndarray]], title: str, 
         )
         scene = "scene" if k == 1 else f"scene{k}"
         fig.layout[scene].update(
-            xaxis_title="α (d1)", yaxis_title="β (d2)", zaxis_title="loss", zaxis_range=[0, zmax], aspectmode="cube"
+            xaxis_title="α (d1)",
+            yaxis_title="β (d2)",
+            zaxis_title="loss",
+            zaxis_range=[0, zmax],
+            aspectmode="manual",
+            aspectratio=dict(x=1, y=1, z=0.7),
+            camera=dict(eye=dict(x=1.6, y=1.6, z=1.1)),  # the whole box in view
         )
     fig.update_layout(title=title, height=520, width=max(520, 420 * len(labels)), margin=dict(l=0, r=0, t=60, b=0))
     Path(path).parent.mkdir(parents=True, exist_ok=True)

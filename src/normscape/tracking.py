@@ -176,12 +176,14 @@ class WandbTracker:
                 wandb_dir,
             )
             self.mode = "offline"
+        self._skipped_online = False
         if self.mode == "online":
             self.run = self._init_online_once(Path(wandb_dir), run_name, group, config)
         else:
             self.run = self._init(wandb_dir, run_name, group, config, self.mode)
         if self.run is None and self.mode == "online":
-            log.warning("W&B online init failed: falling back to offline mode (sync later with `wandb sync`)")
+            if not self._skipped_online:
+                log.warning("W&B online init failed: falling back to offline mode (sync later with `wandb sync`)")
             self.mode = "offline"
             self.run = self._init(wandb_dir, run_name, group, config, "offline")
         if self.run is not None:
@@ -214,10 +216,13 @@ class WandbTracker:
                         failed.get("reason", "?"),
                         marker,
                     )
+                    self._skipped_online = True
                     return None
                 run = self._init(wandb_dir, run_name, group, config, "online")
                 if run is None:
-                    reason = f"no run within {self.timeout_s + 10:.0f} s or an error"
+                    reason = (
+                        f"no run within {self.timeout_s + 10:.0f} s, or an error: see the first W&B warning in its log"
+                    )
                     marker.write_text(json.dumps({"server": server, "time": time.time(), "reason": reason}))
                 else:
                     marker.unlink(missing_ok=True)

@@ -56,7 +56,8 @@ class Browser:
             binary,
             "--headless=new",
             "--no-sandbox",  # root in CI containers
-            "--disable-gpu",
+            "--use-angle=swiftshader",  # software WebGL: plotly 3D surfaces render headless
+            "--enable-unsafe-swiftshader",
             "--no-first-run",
             "--disable-extensions",
             "--allow-file-access-from-files",
