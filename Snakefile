@@ -4,7 +4,7 @@
 # On SLURM:              snakemake --profile profiles/slurm all
 from snakemake.utils import min_version
 
-min_version("8.0")
+min_version("9.0.0")
 
 
 configfile: "config.yaml"
