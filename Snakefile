@@ -4,6 +4,8 @@
 # On SLURM:              snakemake --profile profiles/slurm all
 from snakemake.utils import min_version
 
+# The lowest Snakemake CI runs the tiny workflow and the report with (.ci/run, step 5); pyproject.toml states the
+# same bound. 8.x lacks --replace-workflow-config, which the README and the tests use.
 min_version("9.0.0")
 
 
