@@ -14,10 +14,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO, write_config
 
-from normscape.tracking import UNREACHABLE_MARKER
+from normscape.tracking import UNREACHABLE_MARKER, WandbTracker
 from normscape.wandb_reader import find_run_files
-
-pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
@@ -35,6 +33,22 @@ def snakemake(args, cwd, env, configfile):
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
 
 
+def test_the_marker_sends_later_trackers_offline_at_once(tmp_path, monkeypatch):
+    """The bookkeeping alone (the CLI test below shows it with real W&B): one online attempt, then offline."""
+    attempts = []
+    monkeypatch.setattr(WandbTracker, "_init", lambda self, d, name, group, config, mode: attempts.append(mode))
+    monkeypatch.setenv("WANDB_API_KEY", "0" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")
+    settings = {"mode": "online", "project": "p", "entity": None, "log_checkpoints": False, "timeout_s": 1}
+    for name in ("a", "b", "c"):
+        WandbTracker(settings, tmp_path, name, "g", {})
+    assert attempts == ["online", "offline", "offline", "offline"]
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:10")  # another server: tried again
+    WandbTracker(settings, tmp_path, "d", "g", {})
+    assert attempts[-2:] == ["online", "offline"]
+
+
+@pytest.mark.slow
 def test_unreachable_server_costs_one_attempt_per_workflow(tiny_config, tmp_path, closed_port):
     cfg = tiny_config
     cfg["tracking"] = {"wandb": {"mode": "online", "timeout_s": 5, "log_checkpoints": False, "watch_log_freq": 0}}

@@ -49,6 +49,7 @@ WATCH_BINS = 64  # wandb.watch's default
 # How long a failed online start keeps later jobs offline without retrying (delete the marker file to retry now).
 UNREACHABLE_TTL_S = 3600
 UNREACHABLE_MARKER = "online-unreachable.json"
+REACHABLE_MARKER = "online-reachable.json"
 # Feature-store attributes that identify what a run was computed from (see normscape.featurestore).
 PROVENANCE_KEYS = (
     "dataset",
@@ -196,7 +197,14 @@ class WandbTracker:
         most once between them; a success or a failure is recorded for the jobs that follow.
         """
         marker = wandb_dir / UNREACHABLE_MARKER
+        reached = wandb_dir / REACHABLE_MARKER
         server = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
+        try:  # a job of this workflow already started online: no need to wait for the lock
+            ok = json.loads(reached.read_text())
+            if ok.get("server") == server and time.time() - ok.get("time", 0) < UNREACHABLE_TTL_S:
+                return self._init(wandb_dir, run_name, group, config, "online")
+        except (OSError, ValueError):
+            pass
         with open(wandb_dir / "online-init.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
@@ -226,6 +234,7 @@ class WandbTracker:
                     marker.write_text(json.dumps({"server": server, "time": time.time(), "reason": reason}))
                 else:
                     marker.unlink(missing_ok=True)
+                    reached.write_text(json.dumps({"server": server, "time": time.time()}))
                 return run
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
