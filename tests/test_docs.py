@@ -147,7 +147,7 @@ def test_documented_command_runs(where, command, scratch):
         cmd += " -n"
     if "| dot " in cmd and shutil.which("dot") is None:
         pytest.skip("graphviz `dot` not installed (.ci/run installs it)")
-    if "profiles/mycluster" in cmd and not (root / "profiles/mycluster").exists():
+    if action == "dry-run" and "profiles/mycluster" in cmd and not (root / "profiles/mycluster").exists():
         shutil.copytree(root / "profiles/slurm", root / "profiles/mycluster")  # the guide's earlier step
     # `snakemake` as the interpreter's module: the one this test suite runs with
     cmd = re.sub(r"(^|\|\s*|&&\s*)snakemake ", rf"\1{shlex.quote(sys.executable)} -m snakemake ", cmd)
