@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from normscape.tracking import WandbTracker
+from normscape.tracking import WandbTracker, log_abs_histogram, provenance, range_histogram
 from normscape.train import train_run
 from normscape.wandb_reader import find_run_files, read_config, read_history
 
@@ -14,11 +14,43 @@ TRAINING = {"epochs": 2, "batch_size": 128, "lr": 1e-3, "weight_decay": 0.0, "cl
 GH = {"min": 1e-9, "max": 10.0, "bins_per_octave": 4}
 
 
-def tracker_factory(settings, wandb_dir):
+def tracker_factory(settings, wandb_dir, features=None, watch_log_freq=0):
+    """As workflow/scripts/train.py builds it: provenance in the config, wandb.watch-style histograms."""
+
     def make(resolved, trainer):
-        return WandbTracker(settings, wandb_dir, run_name="t/layer/base/seed0", group="t", config=resolved)
+        config = {**resolved, "provenance": provenance(features)} if features else resolved
+        tracker = WandbTracker(settings, wandb_dir, run_name="t/layer/base/seed0", group="t", config=config)
+        tracker.watch(trainer.names, trainer.params, trainer.opt, watch_log_freq)
+        return tracker
 
     return make
+
+
+def test_range_histogram_is_wandb_watch_form_and_counts_non_finite():
+    rng = np.random.default_rng(0)
+    values = rng.standard_normal(1000).astype(np.float32)
+    values[[3, 7]] = np.inf
+    values[9] = -np.inf
+    values[11] = np.nan
+    h = range_histogram(values)
+    finite = values[np.isfinite(values)].astype(np.float64)
+    expected, edges = np.histogram(finite, bins=64, range=(finite.min(), finite.max()))
+    np.testing.assert_array_equal(h["counts"], expected)
+    np.testing.assert_array_equal(h["edges"], edges)
+    assert h["underflow"] == 1 and h["overflow"] == 3  # -inf | +inf, +inf, NaN: counted, not dropped
+    assert h["counts"].sum() + h["underflow"] + h["overflow"] == values.size
+    const = range_histogram(np.full(5, 0.25))
+    assert const["counts"].tolist() == [5] and const["edges"].tolist() == [0.25, 0.25]
+
+
+def test_log_abs_histogram_keeps_under_and_overflow():
+    edges = np.array([1e-3, 1e-2, 1e-1, 1.0])
+    counts, log_edges = log_abs_histogram(np.array([1, 2, 3]), edges, underflow=10, overflow=4)
+    assert counts.tolist() == [10, 1, 2, 3, 4]
+    np.testing.assert_allclose(log_edges, [-4, -3, -2, -1, 0, 1])
+    many = np.ones(1000, dtype=np.int64)
+    c, e = log_abs_histogram(many, np.geomspace(1e-9, 10, 1001), 7, 8)
+    assert len(c) <= 512 and len(e) == len(c) + 1 and c.sum() == 1000 + 15 and c[0] == 7 and c[-1] == 8
 
 
 @pytest.mark.slow
@@ -38,7 +70,7 @@ def test_offline_run_is_logged_and_readable(features_file, tmp_path):
         TRAINING,
         {"hidden": 16, "dropout": 0.0},
         GH,
-        tracker_factory(settings, wandb_dir),
+        tracker_factory(settings, wandb_dir, features=features_file, watch_log_freq=3),
     )
     files = find_run_files(wandb_dir)
     assert len(files) == 1
@@ -53,12 +85,64 @@ def test_offline_run_is_logged_and_readable(features_file, tmp_path):
     import h5py
 
     with h5py.File(tmp_path / "run" / "grads.h5") as f:
-        assert sum(values) == int(f["layers/fc2.weight/counts"][0].sum())
+        layer = f["layers/fc2.weight"]
+        # every counted element, the ones outside [min, max) too: first and last bin
+        assert values[0] == int(layer["underflow"][0]) and values[-1] == int(layer["overflow"][0])
+        assert sum(values) == int(layer["counts"][0].sum() + layer["underflow"][0] + layer["overflow"][0])
+    assert epochs[0]["grad_underflow/fc2.weight"] == values[0]
+    # wandb.watch form every 3 steps: 64 bins over each tensor's range
+    steps = [row for row in history if "train/step" in row]
+    n_steps = 2 * (2000 // 128 + 1)
+    assert [row["train/step"] for row in steps] == list(range(3, n_steps + 1, 3))
+    fc2_numel = 10 * 16
+    for row in steps:
+        for kind in ("gradients", "parameters"):
+            assert len(row[f"{kind}/fc2.weight/values"]) == 64 and len(row[f"{kind}/fc2.weight/bins"]) == 65
+            assert sum(row[f"{kind}/fc2.weight/values"]) == fc2_numel and row[f"{kind}_nonfinite/fc2.weight"] == 0
+    # parameters as the optimiser sees them: close to, but not equal to, the final ones by the last step
+    import torch
+
+    final = torch.load(tmp_path / "run" / "model_final.pt")["state_dict"]["fc2.weight"].numpy()
+    last = steps[-1]["parameters/fc2.weight/bins"]
+    assert last[0] == pytest.approx(float(final.min()), abs=0.02) and last[-1] == pytest.approx(
+        float(final.max()), abs=0.02
+    )
     config = read_config(files[0])
     training = config["training"].get("value", config["training"])
     assert training["lr"] == 1e-3
+    prov = config["provenance"].get("value", config["provenance"])
+    assert prov["backbone"] == "synthetic" and "input_size" in prov and "data_checksum" in prov
     # the checkpoint artifact was staged under our W&B directory, not in the home directory
     assert any((wandb_dir / "data").rglob("*")) or any(wandb_dir.rglob("*.pt"))
+
+
+@pytest.mark.slow
+def test_watch_logs_the_parameters_before_each_step(features_file, tmp_path):
+    """At train/step 1 the parameters are the initial ones: their histogram is exactly that of model_init.pt."""
+    import torch
+
+    settings = {"mode": "offline", "project": "p", "entity": None, "log_checkpoints": False, "timeout_s": 60}
+    wandb_dir = tmp_path / "wandb"
+    train_run(
+        features_file,
+        tmp_path / "run",
+        RUN,
+        {**TRAINING, "epochs": 1},
+        {"hidden": 16, "dropout": 0.0},
+        {"min": 1.0, "max": 10.0, "bins_per_octave": 4},  # every gradient below range: all in the underflow bin
+        tracker_factory(settings, wandb_dir, watch_log_freq=1),
+    )
+    history = read_history(find_run_files(wandb_dir)[0])
+    first = next(row for row in history if row.get("train/step") == 1)
+    init = torch.load(tmp_path / "run" / "model_init.pt")["state_dict"]
+    for name in ("fc1.weight", "fc2.weight", "fc2.bias"):
+        expected = range_histogram(init[name].numpy())
+        assert first[f"parameters/{name}/values"] == expected["counts"].tolist()
+        np.testing.assert_allclose(first[f"parameters/{name}/bins"], expected["edges"], rtol=1e-6)
+    epoch = next(row for row in history if "epoch/val_acc" in row)
+    values = epoch["grad_log10_abs/fc2.weight/values"]
+    n_steps = 2000 // 128 + 1
+    assert values[0] == n_steps * 16 * 10 and sum(values[1:]) == 0  # not an empty histogram: all underflow
 
 
 def test_online_without_api_key_falls_back_to_offline(tmp_path, monkeypatch, caplog):

@@ -111,6 +111,7 @@ def _fmt(mean: float, std: float, n: int, col: str) -> str:
 
 def to_markdown(table: pd.DataFrame) -> str:
     head = ["experiment", "head", "variant", "seeds", "diverged"] + [label for _, label in COLUMNS]
+    head = [h.replace("|", "\\|") for h in head]  # "|g|": a literal pipe must be escaped in a Markdown table
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in table.iterrows():
         cells = [r["experiment"], HEAD_LABELS.get(r["head"], r["head"]), r["variant"], str(r["seeds"]), r["diverged"]]

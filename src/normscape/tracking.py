@@ -6,17 +6,35 @@ offline with a warning; any other W&B error disables tracking with a warning. Ev
 block on the network runs with a timeout. The local outputs (metrics.csv, summary.json, grads.h5, checkpoints)
 never depend on W&B.
 
-Logged: the resolved config slice, per-epoch metrics, one histogram per parameter per epoch built from our own
-counts (``wandb.Histogram(np_histogram=...)`` over log10 |grad|), the run summary, and the final and best
-checkpoints as a ``model`` Artifact.
+Logged:
+
+- the run's config: its resolved config slice plus the provenance of its inputs (dataset, archive checksum,
+  split seed, backbone, weights id and sha256, input size, precision: the feature store's attributes), so a
+  synced run says what it was computed from;
+- per epoch (x axis ``epoch``): the metrics, and one histogram of log10 |grad| per parameter built from our own
+  counts over every step (``grad_log10_abs/<name>``); its first bin holds every value below ``grad_hist.min``
+  (zeros included) and its last bin every value at or above ``grad_hist.max`` (inf/NaN included), so nothing is
+  dropped (``grad_underflow/<name>``, ``grad_overflow/<name>`` give the two counts);
+- every ``watch_log_freq`` optimiser steps (x axis ``train/step``), in ``wandb.watch``'s form: per parameter a
+  64-bin histogram of the gradient the optimiser applies (``gradients/<name>``) and of the parameter
+  (``parameters/<name>``) over that tensor's range; non-finite values, which ``wandb.watch`` drops, are counted
+  in ``gradients_nonfinite/<name>`` / ``parameters_nonfinite/<name>``;
+- the run summary, and the final and best checkpoints as a ``model`` Artifact.
+
+``online`` with an unreachable server: the first job that fails to start online writes
+``<wandb_dir>/online-unreachable.json``; for ``UNREACHABLE_TTL_S`` every later job of the workflow logs offline at
+once instead of waiting for the timeout again (jobs that start meanwhile wait for that first attempt).
 """
 
 from __future__ import annotations
 
+import fcntl
+import json
 import logging
 import netrc
 import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,6 +45,71 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 MAX_WANDB_BINS = 512
+WATCH_BINS = 64  # wandb.watch's default
+# How long a failed online start keeps later jobs offline without retrying (delete the marker file to retry now).
+UNREACHABLE_TTL_S = 3600
+UNREACHABLE_MARKER = "online-unreachable.json"
+REACHABLE_MARKER = "online-reachable.json"
+# Feature-store attributes that identify what a run was computed from (see normscape.featurestore).
+PROVENANCE_KEYS = (
+    "dataset",
+    "data_checksum",
+    "split_seed",
+    "backbone",
+    "weights_id",
+    "weights_sha256",
+    "input_size",
+    "precision",
+    "feature_dim",
+    "format_version",
+)
+
+
+def provenance(features_path: str | Path) -> dict[str, Any]:
+    """The data and backbone provenance recorded in a feature store's attributes (the keys it has)."""
+    from normscape.featurestore import read_attrs
+
+    attrs = read_attrs(features_path)
+    out = {}
+    for key in PROVENANCE_KEYS:
+        if key in attrs:
+            value = attrs[key]
+            out[key] = value.item() if isinstance(value, np.generic) else value
+    return out
+
+
+def range_histogram(values: np.ndarray, bins: int = WATCH_BINS) -> dict[str, Any] | None:
+    """``wandb.watch``'s histogram of one tensor: ``bins`` equal bins over [min, max] of its finite values (one
+    bin when all are equal), plus the counts it drops: -inf (underflow), +inf and NaN (overflow). None if empty."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    finite = np.isfinite(v)
+    underflow = int(np.count_nonzero(v == -np.inf))
+    overflow = int(v.size - np.count_nonzero(finite) - underflow)
+    f = v[finite]
+    if f.size == 0 and v.size == 0:
+        return None
+    if f.size == 0:
+        counts, edges = np.zeros(1, np.int64), np.array([0.0, 0.0])
+    elif f.min() == f.max():
+        counts, edges = np.array([f.size]), np.array([f.min(), f.max()])
+    else:
+        counts, edges = np.histogram(f, bins=bins, range=(f.min(), f.max()))
+    return {"counts": counts, "edges": edges, "underflow": underflow, "overflow": overflow}
+
+
+def log_abs_histogram(counts: np.ndarray, edges: np.ndarray, underflow: int, overflow: int):
+    """(counts, log10 edges) of an epoch |grad| histogram with one extra bin at each end for the values outside
+    [min, max) (as wide as the neighbouring bin), merged to at most ``MAX_WANDB_BINS`` bins (W&B's cap)."""
+    log_edges = np.log10(edges)
+    if len(counts) > MAX_WANDB_BINS - 2:
+        f = -(-len(counts) // (MAX_WANDB_BINS - 2))
+        pad = (-len(counts)) % f
+        counts = np.pad(counts, (0, pad)).reshape(-1, f).sum(1)
+        log_edges = np.append(log_edges[:-1:f], log_edges[-1])
+    lo_w, hi_w = log_edges[1] - log_edges[0], log_edges[-1] - log_edges[-2]
+    counts = np.concatenate([[underflow], counts, [overflow]])
+    log_edges = np.concatenate([[log_edges[0] - lo_w], log_edges, [log_edges[-1] + hi_w]])
+    return counts, log_edges
 
 
 def wandb_env(wandb_dir: str | Path) -> dict[str, str]:
@@ -94,11 +177,108 @@ class WandbTracker:
                 wandb_dir,
             )
             self.mode = "offline"
-        self.run = self._init(wandb_dir, run_name, group, config, self.mode)
+        self._skipped_online = False
+        if self.mode == "online":
+            self.run = self._init_online_once(Path(wandb_dir), run_name, group, config)
+        else:
+            self.run = self._init(wandb_dir, run_name, group, config, self.mode)
         if self.run is None and self.mode == "online":
-            log.warning("W&B online init failed: falling back to offline mode (sync later with `wandb sync`)")
+            if not self._skipped_online:
+                log.warning("W&B online init failed: falling back to offline mode (sync later with `wandb sync`)")
             self.mode = "offline"
             self.run = self._init(wandb_dir, run_name, group, config, "offline")
+        if self.run is not None:
+            self._safe(self._define_metrics, "define_metric")
+
+    def _init_online_once(self, wandb_dir: Path, run_name, group, config):
+        """Online init, unless an earlier job of this workflow found the server unreachable (then None at once).
+
+        A lock file serialises the attempts while no job has succeeded yet, so concurrent jobs pay the timeout at
+        most once between them; a success or a failure is recorded for the jobs that follow.
+        """
+        marker = wandb_dir / UNREACHABLE_MARKER
+        reached = wandb_dir / REACHABLE_MARKER
+        server = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
+        try:  # a job of this workflow already started online: no need to wait for the lock
+            ok = json.loads(reached.read_text())
+            if ok.get("server") == server and time.time() - ok.get("time", 0) < UNREACHABLE_TTL_S:
+                return self._init(wandb_dir, run_name, group, config, "online")
+        except (OSError, ValueError):
+            pass
+        with open(wandb_dir / "online-init.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                try:
+                    failed = json.loads(marker.read_text())
+                except (OSError, ValueError):
+                    failed = None
+                if (
+                    failed
+                    and failed.get("server") == server
+                    and time.time() - failed.get("time", 0) < UNREACHABLE_TTL_S
+                ):
+                    log.warning(
+                        "W&B online: an earlier job could not start a run on %s (%s; recorded in %s): logging "
+                        "offline without waiting for the timeout again (delete that file to retry online)",
+                        server,
+                        failed.get("reason", "?"),
+                        marker,
+                    )
+                    self._skipped_online = True
+                    return None
+                run = self._init(wandb_dir, run_name, group, config, "online")
+                if run is None:
+                    reason = (
+                        f"no run within {self.timeout_s + 10:.0f} s, or an error: see the first W&B warning in its log"
+                    )
+                    marker.write_text(json.dumps({"server": server, "time": time.time(), "reason": reason}))
+                else:
+                    marker.unlink(missing_ok=True)
+                    reached.write_text(json.dumps({"server": server, "time": time.time()}))
+                return run
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _define_metrics(self) -> None:
+        run = self.run
+        run.define_metric("epoch")
+        run.define_metric("train/step")
+        for prefix in ("epoch/*", "grad_log10_abs/*", "grad_underflow/*", "grad_overflow/*"):
+            run.define_metric(prefix, step_metric="epoch")
+        for prefix in ("gradients/*", "parameters/*", "gradients_nonfinite/*", "parameters_nonfinite/*"):
+            run.define_metric(prefix, step_metric="train/step")
+
+    def watch(self, names: list[str], params: list, optimizer, log_freq: int, first_step: int = 0) -> None:
+        """Log gradient and parameter histograms (``wandb.watch``'s form) every ``log_freq`` optimiser steps.
+
+        A step pre-hook on ``optimizer``: it sees the gradient the optimiser is about to apply (after clipping)
+        and the parameters before the update. ``first_step``: steps already taken (a resumed run).
+        """
+        if self.run is None or not log_freq:
+            return
+        self._step = first_step
+
+        def hook(_optimizer, _args, _kwargs):
+            self._step += 1
+            if self.run is not None and self._step % log_freq == 0:
+                self.log_tensors(self._step, names, params)
+
+        self._watch_hook = optimizer.register_step_pre_hook(hook)
+
+    def log_tensors(self, step: int, names: list[str], params: list) -> None:
+        import wandb
+
+        payload: dict[str, Any] = {"train/step": step}
+        for name, p in zip(names, params):
+            for kind, tensor in (("gradients", p.grad), ("parameters", p.data)):
+                if tensor is None:
+                    continue
+                h = range_histogram(tensor.detach().cpu().numpy())
+                if h is None:
+                    continue
+                payload[f"{kind}/{name}"] = wandb.Histogram(np_histogram=(h["counts"].tolist(), h["edges"].tolist()))
+                payload[f"{kind}_nonfinite/{name}"] = h["underflow"] + h["overflow"]
+        self._safe(lambda: self.run.log(payload), "log")
 
     def _init(self, wandb_dir, run_name, group, config, mode):
         import wandb
@@ -126,16 +306,13 @@ class WandbTracker:
         import wandb
 
         payload = {f"epoch/{k}": v for k, v in row.items() if k != "epoch"}
-        log_edges = np.log10(edges)
+        payload["epoch"] = int(row["epoch"])
         for name, h in hist_epoch.items():
-            counts, e = h["counts"], log_edges
-            if len(counts) > MAX_WANDB_BINS:  # W&B caps histograms at 512 bins: merge neighbours
-                f = -(-len(counts) // MAX_WANDB_BINS)
-                pad = (-len(counts)) % f
-                counts = np.pad(counts, (0, pad)).reshape(-1, f).sum(1)
-                e = np.append(log_edges[:-1:f], log_edges[-1])
+            counts, e = log_abs_histogram(h["counts"], edges, h["underflow"], h["overflow"])
             payload[f"grad_log10_abs/{name}"] = wandb.Histogram(np_histogram=(counts.tolist(), e.tolist()))
-        self._safe(lambda: self.run.log(payload, step=int(row["epoch"])), "log")
+            payload[f"grad_underflow/{name}"] = int(h["underflow"])
+            payload[f"grad_overflow/{name}"] = int(h["overflow"])
+        self._safe(lambda: self.run.log(payload), "log")
 
     def log_summary(self, summary: dict, checkpoint_files: list[Path]) -> None:
         if self.run is None:
@@ -165,10 +342,21 @@ class WandbTracker:
             self._safe(log_artifact, "artifact")
 
     def finish(self) -> None:
+        if getattr(self, "_watch_hook", None) is not None:
+            self._watch_hook.remove()
+            self._watch_hook = None
         if self.run is None:
             return
         run, self.run = self.run, None
-        call_with_timeout(run.finish, self.timeout_s, "finish")
+        import wandb
+
+        def finish():
+            run.finish()
+            # run.finish() returns before W&B's service has written the last records of an offline run (its exit
+            # record included); shutting the service down waits for that, so the file is complete for `wandb sync`.
+            wandb.teardown()
+
+        call_with_timeout(finish, self.timeout_s, "finish")
 
     def _safe(self, fn: Callable[[], Any], what: str) -> None:
         ok, _ = call_with_timeout(fn, self.timeout_s, what)

@@ -24,6 +24,7 @@ for fig_name, fig_inputs in FIGURES.items():
                 f"{RESULTS}/figures/{fig_name}.png",
                 caption=f"../report/{fig_name}.rst",
                 category=FIGURE_SPECS[fig_name].category,
+                labels={"figure": fig_name, "format": "PNG (PDF beside it)"},
             ),
         log:
             f"{RESULTS}/logs/figures/{fig_name}.log",
@@ -48,7 +49,7 @@ rule summary_table:
         ],
     output:
         csv=f"{RESULTS}/tables/summary.csv",
-        md=report(f"{RESULTS}/tables/summary.md", caption="../report/summary_table.rst", category="tables"),
+        md=f"{RESULTS}/tables/summary.md",  # shown in the report as HTML (rule table_html_summary, report.smk)
     log:
         f"{RESULTS}/logs/tables/summary.log",
     conda:

@@ -5,7 +5,7 @@ from pathlib import Path
 from normscape.featurestore import expected_attrs
 from normscape.paths import run_id
 from normscape.runtime import script_main
-from normscape.tracking import WandbTracker
+from normscape.tracking import WandbTracker, provenance
 from normscape.train import train_run
 
 
@@ -15,7 +15,11 @@ def main(smk):
     name = run_id(run["experiment"], run["head"], run["variant"], run["seed"])
 
     def tracker(resolved, trainer):
-        return WandbTracker(dict(p.wandb), p.wandb_dir, run_name=name, group=run["experiment"], config=resolved)
+        config = {**resolved, "provenance": provenance(smk.input.features)}
+        wandb = WandbTracker(dict(p.wandb), p.wandb_dir, run_name=name, group=run["experiment"], config=config)
+        steps_done = sum(len(s) for s in trainer.step_norms)  # a resumed run continues its step count
+        wandb.watch(trainer.names, trainer.params, trainer.opt, p.wandb["watch_log_freq"], steps_done)
+        return wandb
 
     train_run(
         smk.input.features,

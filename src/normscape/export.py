@@ -1,0 +1,229 @@
+"""Exports for the report and for other tools: rotatable 3D surfaces (plotly HTML), VTK files (ParaView) of every
+landscape surface, and Markdown tables as standalone HTML tables (the Snakemake report shows HTML inline).
+
+VTK files are VTK XML (ASCII), written directly: a plane of the loss landscape is a StructuredGrid (``.vts``)
+whose points are (alpha, beta, loss) with the loss and accuracy as point data, like the reference
+loss-landscape tool's ``.vtp`` export; the trajectory projected on the PCA plane is a PolyData polyline
+(``.vtp``) with its epoch and loss per point. ParaView, VisIt and ``vtk.XMLStructuredGridReader`` read them.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from normscape.atomic import write_text
+
+# ------------------------------------------------------------------------------------------------ landscape
+
+
+def load_surfaces(path: str | Path) -> dict[str, dict[str, np.ndarray]]:
+    """The 2D surfaces of one landscape.h5: {"plane": {alphas, betas, loss, acc}, "pca": {..., trajectory}}."""
+    out = {}
+    with h5py.File(path, "r") as f:
+        for group in ("plane", "pca"):
+            if group in f:
+                out[group] = {k: np.asarray(f[group][k][()]) for k in f[group]}
+    return out
+
+
+def _vtk_array(name: str, values: np.ndarray, components: int = 1) -> str:
+    # 17 significant digits: float64 values round-trip exactly
+    flat = " ".join(f"{v:.17g}" for v in np.asarray(values, dtype=np.float64).ravel())
+    return (
+        f'<DataArray type="Float64" Name="{name}" NumberOfComponents="{components}" format="ascii">{flat}</DataArray>'
+    )
+
+
+def surface_points(alphas: np.ndarray, betas: np.ndarray, loss: np.ndarray) -> np.ndarray:
+    """(N, 3) points of a surface in VTK order (the first index, alpha, varies fastest); loss[i, j] at
+    (alphas[i], betas[j]). Non-finite losses (a diverged point) are written as NaN: ParaView leaves holes."""
+    a, b = np.meshgrid(alphas, betas, indexing="ij")
+    # VTK point order: i fastest, then j -> transpose to (j, i) before flattening
+    return np.stack([a.T.ravel(), b.T.ravel(), np.asarray(loss, dtype=np.float64).T.ravel()], axis=1)
+
+
+def vts_text(alphas: np.ndarray, betas: np.ndarray, fields: Mapping[str, np.ndarray], z_field: str = "loss") -> str:
+    """VTK XML StructuredGrid of a surface over (alphas x betas); every field (shape (len(a), len(b))) as point data."""
+    nx, ny = len(alphas), len(betas)
+    extent = f"0 {nx - 1} 0 {ny - 1} 0 0"
+    points = surface_points(alphas, betas, fields[z_field])
+    data = "".join(_vtk_array(name, np.asarray(v, dtype=np.float64).T) for name, v in fields.items())
+    return (
+        '<?xml version="1.0"?>\n'
+        '<VTKFile type="StructuredGrid" version="0.1" byte_order="LittleEndian">\n'
+        f'<StructuredGrid WholeExtent="{extent}">\n<Piece Extent="{extent}">\n'
+        f'<PointData Scalars="{z_field}">{data}</PointData>\n'
+        f"<Points>{_vtk_array('Points', points, 3)}</Points>\n"
+        "</Piece>\n</StructuredGrid>\n</VTKFile>\n"
+    )
+
+
+def vtp_polyline_text(points: np.ndarray, fields: Mapping[str, np.ndarray]) -> str:
+    """VTK XML PolyData: one polyline through ``points`` (N, 3), with per-point ``fields``."""
+    n = len(points)
+    data = "".join(_vtk_array(name, v) for name, v in fields.items())
+    connectivity = " ".join(str(i) for i in range(n))
+    return (
+        '<?xml version="1.0"?>\n'
+        '<VTKFile type="PolyData" version="0.1" byte_order="LittleEndian">\n<PolyData>\n'
+        f'<Piece NumberOfPoints="{n}" NumberOfVerts="0" NumberOfLines="{1 if n else 0}" NumberOfStrips="0" '
+        'NumberOfPolys="0">\n'
+        f"<PointData>{data}</PointData>\n"
+        f"<Points>{_vtk_array('Points', points, 3)}</Points>\n"
+        '<Lines><DataArray type="Int64" Name="connectivity" format="ascii">'
+        f'{connectivity}</DataArray><DataArray type="Int64" Name="offsets" format="ascii">{n if n else ""}'
+        "</DataArray></Lines>\n</Piece>\n</PolyData>\n</VTKFile>\n"
+    )
+
+
+def write_landscape_vtk(
+    landscape_h5: str | Path, plane_vts: str | Path, pca_vts: str | Path, trajectory_vtp: str | Path
+):
+    """Every surface of one landscape.h5 as VTK: the random-direction plane, the PCA plane, and the trajectory.
+
+    The trajectory's loss per epoch is read off the PCA surface at the nearest grid point (the surface is
+    evaluated on that plane; the trajectory points lie on it only up to the PCA residual).
+    """
+    s = load_surfaces(landscape_h5)
+    if "plane" not in s:  # a diverged run's record has no surfaces: one NaN point each, so readers still open them
+        nan = {"loss": np.full((1, 1), np.nan), "acc": np.full((1, 1), np.nan)}
+        for path in (plane_vts, pca_vts):
+            write_text(path, vts_text(np.zeros(1), np.zeros(1), nan))
+        write_text(
+            trajectory_vtp, vtp_polyline_text(np.zeros((1, 3)), {"epoch": np.zeros(1), "loss": np.full(1, np.nan)})
+        )
+        return
+    p = s["plane"]
+    write_text(plane_vts, vts_text(p["alphas"], p["betas"], {"loss": p["loss"], "acc": p["acc"]}))
+    q = s["pca"]
+    write_text(pca_vts, vts_text(q["alphas"], q["betas"], {"loss": q["loss"], "acc": q["acc"]}))
+    traj = np.asarray(q["trajectory"], dtype=np.float64)
+    i = np.abs(q["alphas"][None, :] - traj[:, :1]).argmin(1)
+    j = np.abs(q["betas"][None, :] - traj[:, 1:2]).argmin(1)
+    loss = q["loss"][i, j].astype(np.float64)
+    points = np.stack([traj[:, 0], traj[:, 1], loss], axis=1)
+    write_text(trajectory_vtp, vtp_polyline_text(points, {"epoch": np.arange(len(traj)), "loss": loss}))
+
+
+def surfaces_html(surfaces: Mapping[str, Mapping[str, np.ndarray]], title: str, path: str | Path) -> None:
+    """One self-contained HTML file (plotly.js inlined, works offline) with one rotatable 3D surface per entry
+    (``{label: {alphas, betas, loss}}``), all on one shared z range and colour scale."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    labels = list(surfaces)
+    zmax = max((float(np.nanmax(s["loss"])) for s in surfaces.values()), default=1.0)
+    fig = make_subplots(rows=1, cols=len(labels), specs=[[{"type": "scene"}] * len(labels)], subplot_titles=labels)
+    for k, label in enumerate(labels, 1):
+        s = surfaces[label]
+        # plotly's z[row][col] sits at (x[col], y[row]): loss[i, j] is at (alphas[i], betas[j]) -> transpose
+        fig.add_trace(
+            go.Surface(
+                x=s["alphas"],
+                y=s["betas"],
+                z=np.asarray(s["loss"]).T,
+                cmin=0,
+                cmax=zmax,
+                colorscale="Viridis",
+                showscale=k == len(labels),
+                name=label,
+                hovertemplate="α %{x:.3f}<br>β %{y:.3f}<br>loss %{z:.4f}<extra>" + label + "</extra>",
+            ),
+            row=1,
+            col=k,
+        )
+        scene = "scene" if k == 1 else f"scene{k}"
+        fig.layout[scene].update(
+            xaxis_title="α (d1)",
+            yaxis_title="β (d2)",
+            zaxis_title="loss",
+            zaxis_range=[0, zmax],
+            aspectmode="manual",
+            aspectratio=dict(x=1, y=1, z=0.7),
+            camera=dict(eye=dict(x=1.6, y=1.6, z=1.1)),  # the whole box in view
+        )
+    fig.update_layout(title=title, height=520, width=max(520, 420 * len(labels)), margin=dict(l=0, r=0, t=60, b=0))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.write_html(str(path), include_plotlyjs=True, full_html=True, config={"displaylogo": False})
+
+
+def write_landscape_surfaces_html(landscapes: list[str], path: str | Path, title: str) -> None:
+    """The random-direction plane of each head (lowest seed), as in fig5_landscape_surface, rotatable."""
+    from normscape.results import HEAD_LABELS, head_sort_key, run_key
+
+    chosen: dict[str, str] = {}
+    for p in sorted(landscapes, key=lambda p: run_key(p)["seed"]):
+        chosen.setdefault(run_key(p)["head"], p)
+    surfaces = {}
+    for head, p in sorted(chosen.items(), key=lambda kv: head_sort_key(kv[0])):
+        plane = load_surfaces(p).get("plane")
+        if plane is not None:  # a diverged run has no surface to draw
+            surfaces[HEAD_LABELS.get(head, head)] = plane
+    surfaces_html(surfaces, title, path)
+
+
+# ------------------------------------------------------------------------------------------------ tables
+
+_PIPE_ROW = re.compile(r"^\s*\|(.*)\|\s*$")
+_SEPARATOR = re.compile(r"^\s*\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)*\|?\s*$")
+
+TABLE_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; font-size: 13px; margin: 12px; }
+table { border-collapse: collapse; }
+th, td { border: 1px solid #ccc; padding: 3px 7px; text-align: right; white-space: nowrap; }
+th { background: #f0f0f0; position: sticky; top: 0; }
+td:nth-child(-n+3), th:nth-child(-n+3) { text-align: left; }
+tr:nth-child(even) td { background: #fafafa; }
+p { max-width: 70em; color: #333; }
+"""
+
+
+def _cells(line: str) -> list[str]:
+    """Cells of a pipe-table row; ``\\|`` is a literal pipe inside a cell (GitHub Markdown)."""
+    inner = _PIPE_ROW.match(line).group(1)
+    return [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", inner)]
+
+
+def markdown_tables_to_html(markdown: str, title: str) -> str:
+    """A standalone HTML page of a Markdown document made of pipe tables and paragraphs (any of our tables).
+
+    Pipe tables become <table>s (first row: header), other non-empty blocks become paragraphs; everything is
+    HTML-escaped. Unknown Markdown stays literal text, never dropped.
+    """
+    body: list[str] = []
+    lines = markdown.splitlines()
+    i = 0
+    while i < len(lines):
+        if _PIPE_ROW.match(lines[i]) and i + 1 < len(lines) and _SEPARATOR.match(lines[i + 1]):
+            head = _cells(lines[i])
+            i += 2
+            rows = []
+            while i < len(lines) and _PIPE_ROW.match(lines[i]):
+                rows.append(_cells(lines[i]))
+                i += 1
+            th = "".join(f"<th>{html.escape(c)}</th>" for c in head)
+            trs = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>\n" for r in rows)
+            body.append(f"<table>\n<thead><tr>{th}</tr></thead>\n<tbody>\n{trs}</tbody>\n</table>")
+            continue
+        block = []
+        while i < len(lines) and lines[i].strip() and not _PIPE_ROW.match(lines[i]):
+            block.append(lines[i].strip())
+            i += 1
+        if block:
+            body.append(f"<p>{html.escape(' '.join(block).lstrip('# '))}</p>")
+        else:
+            i += 1
+    return (
+        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{html.escape(title)}</title>\n'
+        f"<style>{TABLE_CSS}</style>\n</head>\n<body>\n" + "\n".join(body) + "\n</body>\n</html>\n"
+    )
+
+
+def write_table_html(markdown_path: str | Path, html_path: str | Path, title: str) -> None:
+    write_text(html_path, markdown_tables_to_html(Path(markdown_path).read_text(), title))

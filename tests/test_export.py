@@ -1,0 +1,86 @@
+"""Exports: VTK XML of landscape surfaces (parsed back point by point), interactive plotly HTML, tables as HTML."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+import h5py
+import numpy as np
+
+from normscape.export import (
+    markdown_tables_to_html,
+    surfaces_html,
+    write_landscape_vtk,
+)
+
+
+def fake_landscape(path, nx=4, ny=3):
+    alphas, betas = np.linspace(-1, 1, nx), np.linspace(-0.5, 0.5, ny)
+    loss = (alphas[:, None] ** 2 + 3 * betas[None, :] ** 2) + 0.1  # loss[i, j] at (alphas[i], betas[j])
+    loss[0, 0] = np.nan  # a diverged grid point stays a hole
+    with h5py.File(path, "w") as f:
+        for group in ("plane", "pca"):
+            g = f.create_group(group)
+            g["alphas"], g["betas"], g["loss"], g["acc"] = alphas, betas, loss, 1 - loss / 10
+        f["pca/trajectory"] = np.array([[-1.0, -0.5], [0.1, 0.0], [0.9, 0.4]])
+        f["pca/explained_variance_ratio"] = np.array([0.9, 0.1])
+    return alphas, betas, loss
+
+
+def arrays(root, tag):
+    return {
+        a.get("Name"): np.array([float(v) for v in a.text.split()]) if a.text else np.zeros(0)
+        for a in root.iter("DataArray")
+        if tag is None or a in list(root.iter(tag))[0].iter("DataArray")
+    }
+
+
+def test_vtk_structured_grid_points_and_values(tmp_path):
+    alphas, betas, loss = fake_landscape(tmp_path / "l.h5")
+    out = [tmp_path / "plane.vts", tmp_path / "pca.vts", tmp_path / "traj.vtp"]
+    write_landscape_vtk(tmp_path / "l.h5", *out)
+    root = ET.parse(out[0]).getroot()
+    assert root.get("type") == "StructuredGrid"
+    assert root.find("StructuredGrid").get("WholeExtent") == "0 3 0 2 0 0"
+    points = arrays(root, "Points")["Points"].reshape(-1, 3)
+    values = arrays(root, "PointData")
+    assert points.shape == (12, 3)
+    # VTK order: the first index (alpha) varies fastest
+    for j in range(3):
+        for i in range(4):
+            k = i + 4 * j
+            np.testing.assert_allclose(points[k, :2], [alphas[i], betas[j]])
+            np.testing.assert_equal(points[k, 2], loss[i, j])
+            np.testing.assert_equal(values["loss"][k], loss[i, j])
+    np.testing.assert_allclose(values["acc"][1:], (1 - loss / 10).T.ravel()[1:])
+    traj = ET.parse(out[2]).getroot()
+    piece = traj.find("PolyData/Piece")
+    assert piece.get("NumberOfPoints") == "3" and piece.get("NumberOfLines") == "1"
+    pts = arrays(traj, "Points")["Points"].reshape(-1, 3)
+    # the loss of each trajectory point is the surface's value at the nearest grid point
+    np.testing.assert_allclose(pts[1], [0.1, 0.0, loss[np.abs(alphas - 0.1).argmin(), 1]])
+    np.testing.assert_array_equal(arrays(traj, "Lines")["connectivity"], [0, 1, 2])
+
+
+def test_interactive_html_is_self_contained(tmp_path):
+    alphas, betas, loss = fake_landscape(tmp_path / "l.h5")
+    out = tmp_path / "s.html"
+    surfaces_html(
+        {"A": {"alphas": alphas, "betas": betas, "loss": loss}, "B": {"alphas": alphas, "betas": betas, "loss": loss}},
+        "title",
+        out,
+    )
+    html = out.read_text()
+    head = html.split("<body>")[0]
+    assert "<script src=" not in html and "cdn" not in head  # plotly.js inlined: works offline
+    assert html.count('"type":"surface"') == 3  # two traces + plotly's default template entry
+    assert "scene2" in html
+
+
+def test_markdown_table_to_html_keeps_escaped_pipes_and_notes():
+    md = "| a | \\|g\\| median | c |\n|---|---|---|\n| x | 1.0 ± 0.1 | <b> |\n| y | 2 | 3 |\n\nMean ± std. |g|: norm.\n"
+    html = markdown_tables_to_html(md, "T")
+    assert "<th>|g| median</th>" in html
+    assert html.count("<tr>") == 3 and html.count("<td>") == 6
+    assert "<td>&lt;b&gt;</td>" in html  # escaped
+    assert "<p>Mean ± std. |g|: norm.</p>" in html

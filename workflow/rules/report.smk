@@ -1,0 +1,94 @@
+# Report-only outputs beside the figures: rotatable HTML versions of the 3D figures, a VTK export (ParaView) of
+# every landscape surface, and every table as an HTML table (the report shows HTML inline; Markdown would only be
+# offered as a download). Registered for `snakemake --report` with labels and captions (workflow/report/).
+
+# 3D figures that also get a self-contained, rotatable plotly HTML version: figure name -> title.
+INTERACTIVE_FIGURES = {"fig5_landscape_surface": "Loss landscape per head (rotate: drag; zoom: scroll)"}
+# Tables shown in the report: table name (results/tables/<name>.md) -> label.
+REPORT_TABLES = {"summary": "Summary of all runs"}
+
+
+for fig_name in [name for name in INTERACTIVE_FIGURES if name in FIGURES]:
+
+    rule:
+        name:
+            f"interactive_{fig_name}"
+        input:
+            landscapes=FIGURES[fig_name]["landscapes"],
+        output:
+            html=report(
+                f"{RESULTS}/figures/{fig_name}.html",
+                caption=f"../report/{fig_name}.rst",
+                category=FIGURE_SPECS[fig_name].category,
+                labels={"figure": fig_name, "format": "interactive 3D (HTML)"},
+            ),
+        log:
+            f"{RESULTS}/logs/figures/{fig_name}.html.log",
+        conda:
+            ENV
+        threads: 1
+        resources:
+            mem_mb=2000,
+            runtime=15,
+        params:
+            title=INTERACTIVE_FIGURES[fig_name],
+        script:
+            "../scripts/interactive_figure.py"
+
+
+rule landscape_vtk:
+    input:
+        landscape=rules.landscape.output.landscape,
+    output:
+        plane=f"{LANDSCAPE_DIR}/vtk/plane.vts",
+        pca=f"{LANDSCAPE_DIR}/vtk/pca_plane.vts",
+        trajectory=f"{LANDSCAPE_DIR}/vtk/trajectory.vtp",
+    log:
+        f"{RESULTS}/logs/landscape_vtk/{paths.RUN_LAYOUT}.log",
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../scripts/landscape_vtk.py"
+
+
+for table_name, table_label in REPORT_TABLES.items():
+
+    rule:
+        name:
+            f"table_html_{table_name}"
+        input:
+            md=f"{RESULTS}/tables/{table_name}.md",
+        output:
+            html=report(
+                f"{RESULTS}/tables/{table_name}.html",
+                caption=f"../report/{table_name}_table.rst",
+                category="tables",
+                labels={"table": table_label},
+            ),
+        log:
+            f"{RESULTS}/logs/tables/{table_name}.html.log",
+        conda:
+            ENV
+        threads: 1
+        resources:
+            mem_mb=500,
+            runtime=5,
+        params:
+            title=table_label,
+        script:
+            "../scripts/table_html.py"
+
+
+STAGE_TARGETS["report"] = (
+    [f"{RESULTS}/figures/{name}.html" for name in INTERACTIVE_FIGURES if name in FIGURES]
+    + [f"{RESULTS}/tables/{name}.html" for name in REPORT_TABLES]
+    + [
+        f"{landscape_dir(run)}/vtk/{name}"
+        for run in enumerate_runs(config, config["landscape"]["experiments"])
+        for name in ("plane.vts", "pca_plane.vts", "trajectory.vtp")
+    ]
+)

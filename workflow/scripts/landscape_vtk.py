@@ -1,0 +1,11 @@
+"""Every surface of one landscape as VTK XML for ParaView (rule landscape_vtk)."""
+
+from normscape.export import write_landscape_vtk
+from normscape.runtime import script_main
+
+
+def main(smk):
+    write_landscape_vtk(smk.input.landscape, smk.output.plane, smk.output.pca, smk.output.trajectory)
+
+
+script_main(snakemake, main)  # noqa: F821
