@@ -74,7 +74,10 @@ def test_description_page_shows_study_and_config(page, tmp_path):
     # the config that produced the report, with this run's values (not the defaults of config.yaml)
     assert f'"input_size": {cfg["backbone"]["input_size"]}' in text
     assert str(results) in text
-    assert "convergence: heads none, batch; lr 0.001, batch 16, 2 epochs" in text
+    exp, train = cfg["experiments"]["convergence"], cfg["training"]
+    heads = ", ".join(exp["heads"])
+    assert f"convergence: heads {heads}; lr {exp['lr']}, batch {train['batch_size']}, {train['epochs']} epochs" in text
+    assert f"A frozen {cfg['backbone']['arch']} backbone" in text
     shot = browser.screenshot(shots_dir(tmp_path) / "report_description.png")
     assert ink_fraction(shot, (slice(0, 900), slice(300, 1400))) > 0.02
 
@@ -103,7 +106,9 @@ def test_captions_state_the_config_values(page):
     browser, cfg, results = page
     found = entries(browser)
     fig4 = found[str(results / "figures/fig4_convergence_accuracy.png")]["caption"]
-    assert "lr 0.001, batch 16, 2 epochs" in fig4  # tiny config: batch 16, not the default 64
+    exp, train = cfg["experiments"]["convergence"], cfg["training"]
+    # the tiny config's values, not config.yaml's defaults (batch 64, 15 epochs)
+    assert f"lr {exp['lr']}, batch {train['batch_size']}, {train['epochs']} epochs" in fig4
     assert "running average of 3 epochs" in fig4
     fig6 = found[str(results / "figures/fig6_grad_hist_fc2.png")]["caption"]
     assert "red dots" in fig6 and "white dots" not in fig6
@@ -119,7 +124,8 @@ def test_summary_table_is_an_html_table(page, tmp_path):
     assert found[key]["mime"] == "text/html" and found[key]["labels"] == {"table": "Summary of all runs"}
     assert str(results / "tables/summary.md") not in found  # not offered as a Markdown download
     html = decoded(browser, key)
-    assert html.count("<tr>") == 1 + 4  # header + convergence none, batch + lr_sweep at 2 learning rates
+    runs = len(cfg["experiments"]["convergence"]["heads"]) + len(cfg["experiments"]["lr_sweep"]["sweep"]["lr"])
+    assert html.count("<tr>") == 1 + runs  # header + one row per head of convergence and per lr of lr_sweep
     assert "<td>BatchNorm</td>" in html and "final test acc" in html
     browser.evaluate("app.showCategory('tables')")
     assert "Summary of all runs" in browser.wait_for("document.body.innerText")
