@@ -19,7 +19,7 @@ import copy
 
 import torch
 import torch.nn.functional as F
-from torch.func import functional_call, grad, jvp
+from torch.func import functional_call, grad, grad_and_value, jvp
 
 from normscape.heads import ClassifierHead, is_norm_parameter
 
@@ -75,6 +75,7 @@ class HeadLoss:
             self.chunks, self.chunk_size = chunks, bs
         self.x, self.y = x, y
         self._grad = grad(self.loss)
+        self._grad_and_value = grad_and_value(self.loss)
 
     # ----------------------------------------------------------------------------------------- layout
     def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -116,6 +117,10 @@ class HeadLoss:
 
     def grad(self, flat: torch.Tensor) -> torch.Tensor:
         return self._grad(flat)
+
+    def value_and_grad(self, flat: torch.Tensor) -> tuple[float, torch.Tensor]:
+        g, value = self._grad_and_value(flat)
+        return float(value), g
 
     def hvp(self, v: torch.Tensor, at: torch.Tensor | None = None) -> torch.Tensor:
         """Exact Hessian-vector product (forward-over-reverse) at ``at`` (default: the model's parameters)."""
