@@ -121,3 +121,25 @@ def adaptive_sharpness(
         "average_sem": average_sem,
         "worst": worst,
     }
+
+
+def by_radius(result: dict) -> dict:
+    """``result`` with the per-radius lists as {radius: value} maps (JSON keys readable by the claims table)."""
+    out = {k: v for k, v in result.items() if k not in ("radii", "average", "average_sem", "worst")}
+    for key in ("average", "average_sem", "worst"):
+        out[key] = {f"{r:g}": v for r, v in zip(result["radii"], result[key])}
+    return out
+
+
+def write_adaptive_sharpness(path, results: dict[str, dict]) -> None:
+    """adaptive_sharpness.json: {mode: result by radius} ('eval'; 'train' too for BatchNorm heads)."""
+    from normscape.atomic import write_json
+
+    write_json(path, {mode: by_radius(res) for mode, res in results.items()})
+
+
+def read_adaptive_sharpness(path) -> dict:
+    import json
+    from pathlib import Path
+
+    return json.loads(Path(path).read_text())

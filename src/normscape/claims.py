@@ -329,7 +329,12 @@ def evaluate_row(table: pd.DataFrame, row: Row, settings: dict | None = None) ->
     return {
         "statistic": row.statistic,
         "comparison": row.label,
-        "expected": row.expect + (f" (margin {row.margin:g})" if row.expect in ("equivalent", "different") else " 0"),
+        "expected": {
+            "greater": "> 0",
+            "less": "< 0",
+            "equivalent": f"≈ 0 (within ±{row.margin:g})",
+            "different": f"≠ 0 (beyond ±{row.margin:g} to refute)",
+        }[row.expect],
         "n_seeds": n,
         "per_seed": "; ".join(f"s{seed}: {v:.4g}" for seed, v in diffs.items()),
         "mean": mean,

@@ -165,6 +165,21 @@ def write_smoothness_h5(path, probe: SmoothnessProbe, attrs: dict | None = None)
             f.attrs[key] = value
 
 
+def write_smoothness(h5_path, json_path, probe: SmoothnessProbe, attrs: dict | None = None) -> dict:
+    """Per run: smoothness.h5 (every probe step, for the figure) and smoothness.json (:func:`summarize`)."""
+    from normscape.atomic import write_json
+
+    write_smoothness_h5(h5_path, probe, attrs)
+    summary = {
+        **summarize(probe.arrays()),
+        "every": probe.every,
+        "direction": probe.direction,
+        "probe_seconds": probe.seconds,
+    }
+    write_json(json_path, summary)
+    return summary
+
+
 def read_smoothness_h5(path) -> dict:
     with h5py.File(path, "r") as f:
         out = {key: f[key][()] for key in f}

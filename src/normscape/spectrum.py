@@ -206,6 +206,15 @@ def hessian_spectrum(
     return {"summary": summary, "nodes": nodes, "weights": weights}
 
 
+def write_spectrum(h5_path, json_path, results: dict[str, dict]) -> None:
+    """Per run: spectrum.h5 (SLQ nodes/weights per mode, for the density figure) and spectrum.json
+    ({mode: summary}, for tables and claims)."""
+    from normscape.atomic import write_json
+
+    write_spectrum_h5(h5_path, results)
+    write_json(json_path, {mode: res["summary"] for mode, res in results.items()})
+
+
 def write_spectrum_h5(path, results: dict[str, dict]) -> None:
     """One group per mode ('eval', 'train'): SLQ nodes/weights, summary as JSON attribute."""
     import json
