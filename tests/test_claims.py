@@ -32,6 +32,11 @@ def write_run(root, experiment, head, variant, seed, rng, final_acc, tau, epochs
         land = root / "landscapes" / experiment / head / variant / f"seed{seed}"
         land.mkdir(parents=True)
         (land / "sharpness.json").write_text(json.dumps(sharp))
+        # spectrum.json: eval mode for every head, train mode (batch statistics) only for BatchNorm
+        spectrum = {"eval": {"top_eigenvalues": [sharp["top_eigenvalue"], 1.0]}}
+        if head == "batch":
+            spectrum["train"] = {"top_eigenvalues": [3 * sharp["top_eigenvalue"], 1.0]}
+        (land / "spectrum.json").write_text(json.dumps(spectrum))
 
 
 @pytest.fixture
@@ -57,7 +62,8 @@ def study(tmp_path):
     summaries = sorted(map(str, tmp_path.glob("runs/**/summary.json")))
     metrics = sorted(map(str, tmp_path.glob("runs/**/metrics.csv")))
     sharpness = sorted(map(str, tmp_path.glob("landscapes/**/sharpness.json")))
-    return tmp_path, summaries, metrics, {"sharpness": sharpness}
+    spectrum = sorted(map(str, tmp_path.glob("landscapes/**/spectrum.json")))
+    return tmp_path, summaries, metrics, {"sharpness": sharpness, "spectrum": spectrum}
 
 
 def test_statistics_primitives():
@@ -108,6 +114,12 @@ def test_claims_table_gives_the_known_verdicts(study):
     assert row(key, "BatchNorm - baseline")["verdict"] == "refuted"
     assert row(key, "LayerNorm - baseline")["verdict"] == "supported"
     assert row("flatter_minima[sharpness.hessian_trace]", "LayerNorm - baseline")["verdict"] == "inconclusive"
+    # train mode: BatchNorm's batch-statistics eigenvalue (3 x 8 = 24) against the baseline's (= its eval, 11)
+    train = row("flatter_minima[spectrum.train.top_eigenvalues.0]", "BatchNorm - baseline")
+    assert train["verdict"] == "refuted" and train["mean"] == pytest.approx(24 - 11, rel=0.05)
+    assert row("flatter_minima[spectrum.train.top_eigenvalues.0]", "LayerNorm - baseline")["verdict"] == "supported"
+    # measures that were not computed make no rows
+    assert claim("flatter_minima[adaptive.eval.worst.0.002]") == "not testable (runs missing)"
     # one seed of the batch-size sweep: the range difference is there but cannot be judged
     bs = row("batchnorm_batch_size", "range(BatchNorm) - range(LayerNorm)")
     assert bs["n_seeds"] == 1 and bs["mean"] == pytest.approx(0.045) and bs["verdict"] == "inconclusive"

@@ -53,6 +53,15 @@ DEFAULTS = {
         "sharpness.top_eigenvalue": "top Hessian eigenvalue",
         "sharpness.hessian_trace": "Hessian trace",
         "sharpness.loss_increase_at_radius.0.5": "loss increase at r = 0.5 (filter-normalised)",
+        "spectrum.train.top_eigenvalues.0": "top Hessian eigenvalue in train mode (BatchNorm: batch statistics)",
+        "spectrum.eval.slq_trace": "Hessian trace (SLQ)",
+        "adaptive.eval.average.0.002": "average-case adaptive sharpness (rho = 0.002)",
+        "adaptive.eval.worst.0.002": "worst-case adaptive sharpness (rho = 0.002)",
+    },
+    "smoothness_measures": {
+        "smoothness.loss_range_median": "loss range along the update (median over steps)",
+        "smoothness.grad_change_median": "gradient change along the update (median over steps)",
+        "smoothness.beta_median": "effective beta-smoothness (median over steps)",
     },
 }
 ID_COLUMNS = ["experiment", "head", "variant", "seed"]
@@ -111,6 +120,13 @@ def run_table(
             key = tuple(k[c] for c in ID_COLUMNS)
             rows.setdefault(key, dict(zip(ID_COLUMNS, key))).update(flatten(json.loads(Path(path).read_text()), name))
     table = pd.DataFrame(list(rows.values()))
+    # train mode differs from eval mode only for BatchNorm (batch statistics); the other heads' measure files
+    # hold eval mode only, which IS their train-mode value
+    for column in [c for c in table.columns if ".train." in c]:
+        twin = column.replace(".train.", ".eval.", 1)
+        if twin in table:
+            same = table["head"] != "batch"
+            table.loc[same, column] = table.loc[same, column].fillna(table.loc[same, twin])
     if "best_val_acc" in table:
         table["learned"] = table["best_val_acc"] >= s["min_val_acc"]
     return table
@@ -261,6 +277,23 @@ def study_claims(table: pd.DataFrame, settings: dict | None = None) -> list[Clai
                 ],
             )
         )
+    claims.append(
+        Claim(
+            "smoother_landscape",
+            "Normalised heads descend a smoother landscape along their training trajectory (Santurkar et al.)",
+            [
+                Row(
+                    column,
+                    [(1, conv, h, "base"), (-1, conv, "none", "base")],
+                    "less",
+                    f"{label(h)} - baseline: {name}",
+                    require_learning=True,
+                )
+                for column, name in s["smoothness_measures"].items()
+                for h in norms
+            ],
+        )
+    )
     bn_heads = [h for h in _heads(table, bsz) if h != "batch"]
     claims.append(
         Claim(

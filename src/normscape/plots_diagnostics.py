@@ -76,7 +76,7 @@ def plot_smoothness(smoothness_paths: list, pdf, png) -> dict:
     return drawn
 
 
-def plot_spectrum_density(spectrum_paths: list, pdf, png, sigma_fraction: float = 0.005, points: int = 2000) -> dict:
+def plot_spectrum_density(spectrum_paths: list, pdf, png, sigma_fraction: float = 0.01, points: int = 2000) -> dict:
     """SLQ eigenvalue density per head (mean over seeds), log scale; one x-range for every head."""
     data = {head: [read_spectrum_h5(p) for p in paths] for head, paths in _by_head(spectrum_paths).items()}
     nodes = np.concatenate([r[m]["nodes"].ravel() for runs in data.values() for r in runs for m in r])
@@ -136,7 +136,8 @@ def plot_adaptive_sharpness(paths: list, pdf, png) -> dict:
     ball = "ℓ∞" if paths and read_adaptive_sharpness(paths[0])["eval"]["ball"] == "linf" else "ℓ2"
     for ax, key in zip(axes, ("average", "worst")):
         ax.set_xscale("log")
-        ax.set_yscale("log")
+        # the average case can be negative (first-order term, noise): a symmetric log scale keeps every head
+        ax.set_yscale("log" if key == "worst" else "symlog", **({} if key == "worst" else {"linthresh": 1e-4}))
         ax.set_xlabel(f"radius ρ ({ball} ball, relative to |θ|)")
         ax.set_title(f"{key}-case adaptive sharpness")
     axes[0].set_ylabel("loss increase")

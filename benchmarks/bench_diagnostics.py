@@ -1,0 +1,139 @@
+"""Cost of the optimisation diagnostics on the study's head size (1280 -> 256 -> 10).
+
+* smoothness probe: training epochs with and without the probe (every K steps), interleaved; overhead measured
+  directly (time inside the probe / epoch time) and as the difference of the fastest epochs on each side;
+* Hessian spectrum (SLQ + top-k + per-layer blocks) and adaptive sharpness of a trained head on 2,000 training
+  samples, eval mode and BatchNorm's train mode, with the proposed default settings.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from benchmarks.common import result
+from normscape.adaptive_sharpness import adaptive_sharpness
+from normscape.headloss import HeadLoss
+from normscape.smoothness import SmoothnessProbe
+from normscape.spectrum import hessian_spectrum
+from normscape.train import Trainer
+
+SPECTRUM = {"top_k": 5, "slq_steps": 60, "slq_runs": 1, "block_steps": 20, "block_probes": 10}
+ADAPTIVE = {"radii": [0.001, 0.002, 0.005], "ball": "linf", "samples": 10, "ascent_steps": 10}
+
+
+def make_data(n: int) -> dict:
+    rng = np.random.default_rng(0)
+    centers = rng.normal(0, 1, size=(10, 1280)).astype(np.float32)
+    y = rng.integers(0, 10, n)
+    x = np.maximum(centers[y] + rng.normal(size=(n, 1280)).astype(np.float32), 0)
+    x, y = torch.from_numpy(x), torch.from_numpy(y)
+    return {"train": (x, y), "val": (x[:2000], y[:2000]), "test": (x[:2000], y[:2000])}
+
+
+def smoothness_overhead(data: dict, every: int, pairs: int, norm: str = "batch") -> dict:
+    kw = dict(norm=norm, seed=0, epochs=1, batch_size=64, lr=1e-3)
+    probe = SmoothnessProbe(every=every)
+    with_probe = Trainer(data, probe=probe, **kw)
+    plain = Trainer(data, **kw)
+    t_with, t_without, direct = [], [], []
+    for epoch in range(1, pairs + 1):
+        before = probe.seconds
+        t0 = time.perf_counter()
+        with_probe.train_epoch(epoch)
+        t_with.append(time.perf_counter() - t0)
+        direct.append((probe.seconds - before) / t_with[-1])
+        t0 = time.perf_counter()
+        plain.train_epoch(epoch)
+        t_without.append(time.perf_counter() - t0)
+    return {
+        "direct": float(np.median(direct)),
+        "difference": (min(t_with) - min(t_without)) / min(t_without),
+        "epoch_with_s": t_with,
+        "epoch_without_s": t_without,
+        "probes_per_epoch": len(probe.records) / pairs,
+        "seconds_per_probe": probe.seconds / max(len(probe.records), 1),
+    }
+
+
+def trained_head(data: dict, norm: str):
+    trainer = Trainer(data, norm=norm, seed=0, epochs=2, batch_size=64, lr=1e-3)
+    trainer.fit()
+    return trainer.model.eval()
+
+
+def run(quick: bool) -> list[dict]:
+    torch.set_num_threads(1)
+    n, pairs, samples = (4000, 1, 500) if quick else (10000, 3, 2000)
+    data = make_data(n)
+    rows = []
+    for every in (100, 10):
+        o = smoothness_overhead(data, every, pairs)
+        rows.append(
+            result(
+                f"smoothness_overhead_every_{every}",
+                o["direct"],
+                "fraction",
+                None,
+                "<= 1.0 of training time (must not double a run)",
+                False,
+                **o,
+                rows=n,
+                note="time inside the probe / epoch time (median over epochs); difference: fastest epoch with vs "
+                "without, interleaved; BatchNorm head 1280-256-10, batch 64",
+            )
+        )
+    x, y = data["train"][0][:samples], data["train"][1][:samples]
+    for norm in ("none", "batch"):
+        model = trained_head(data, norm)
+        hvp = {}
+        for dtype in (torch.float64, torch.float32):
+            loss = HeadLoss(model, x, y, dtype=dtype)
+            v = torch.randn(loss.dim, dtype=dtype)
+            loss.hvp(v)
+            t0 = time.perf_counter()
+            for _ in range(3):
+                loss.hvp(v)
+            hvp[str(dtype)] = (time.perf_counter() - t0) / 3
+        modes = ("eval", "train") if norm == "batch" else ("eval",)
+        for mode in modes:
+            t0 = time.perf_counter()
+            spec = hessian_spectrum(model, x, y, mode=mode, batch_size=64, **SPECTRUM)
+            t_spec = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            sharp = adaptive_sharpness(model, x, y, mode=mode, batch_size=64, **ADAPTIVE)
+            t_sharp = time.perf_counter() - t0
+            rows.append(
+                result(
+                    f"spectrum_{norm}_{mode}",
+                    t_spec,
+                    "s",
+                    None,
+                    "part of <= 15 % of the study",
+                    False,
+                    samples=samples,
+                    settings=SPECTRUM,
+                    hvp_s=hvp,
+                    top_eigenvalues=spec["summary"]["top_eigenvalues"],
+                    residual_bounds=spec["summary"]["top_eigenvalue_residual_bounds"],
+                    slq_trace=spec["summary"]["slq_trace"],
+                    blocks=spec["summary"]["blocks"],
+                )
+            )
+            rows.append(
+                result(
+                    f"adaptive_sharpness_{norm}_{mode}",
+                    t_sharp,
+                    "s",
+                    None,
+                    "part of <= 15 % of the study",
+                    False,
+                    samples=samples,
+                    settings=ADAPTIVE,
+                    average=sharp["average"],
+                    worst=sharp["worst"],
+                )
+            )
+    return rows
