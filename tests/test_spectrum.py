@@ -136,3 +136,14 @@ def test_spectrum_file_round_trip(tmp_path):
     # deterministic: the same seed gives the same numbers
     again = hessian_spectrum(model, x, y, mode="eval", slq_steps=8, block_steps=4, block_probes=2)
     np.testing.assert_array_equal(again["nodes"], results["eval"]["nodes"])
+
+
+@pytest.mark.parametrize("norm", ["none", "batch", "layer", "group", "frn", "frn_learned_eps"])
+def test_head_loss_is_the_models_eval_loss_for_every_head(norm):
+    model, x, y = small_head(norm)
+    ref = torch.nn.functional.cross_entropy(model.double()(x.double()), y).item()
+    model.float()
+    loss = HeadLoss(model, x, y)
+    assert loss.loss(loss.theta).item() == pytest.approx(ref, rel=1e-12)
+    assert set(loss.block_slices()) == ({"fc1", "fc2"} if norm == "none" else {"fc1", "norm", "fc2"})
+    assert sum(s.stop - s.start for b in loss.block_slices().values() for s in b) == loss.dim
