@@ -50,7 +50,7 @@ def test_probe_measures_match_brute_force_and_leave_training_unchanged(norm):
     kw = dict(norm=norm, seed=0, epochs=2, batch_size=32, lr=1e-2, hidden=16, clip_grad_norm=1.0)
     plain = Trainer(data, **kw)
     plain.fit()
-    probe = SmoothnessProbe(every=3, multipliers=(0.5, 1.0, 2.0))
+    probe = SmoothnessProbe(every=3, multipliers=(0.5, 1.0, 2.0), dtype=torch.float64)
     probe.keep_vectors = True
     probed = Trainer(data, probe=probe, **kw)
     probed.fit()
@@ -126,3 +126,14 @@ def test_records_survive_resume_and_file_round_trip(tmp_path):
     assert back["attrs"]["direction"] == "update" and back["attrs"]["head"] == "batch"
     s = summarize(a)
     assert s["probes"] == len(a["step"]) and s["beta_median"] > 0 and s["loss_range_p90"] >= s["loss_range_median"]
+
+
+def test_float32_probe_agrees_with_float64():
+    data = small_data()
+    kw = dict(norm="batch", seed=0, epochs=1, batch_size=32, lr=1e-2, hidden=16)
+    probes = {dt: SmoothnessProbe(every=2, dtype=dt) for dt in (torch.float32, torch.float64)}
+    for probe in probes.values():
+        Trainer(data, probe=probe, **kw).fit()
+    a, b = derived(probes[torch.float32].arrays()), derived(probes[torch.float64].arrays())
+    for key in a:
+        np.testing.assert_allclose(a[key], b[key], rtol=2e-4)

@@ -147,3 +147,25 @@ def test_head_loss_is_the_models_eval_loss_for_every_head(norm):
     assert loss.loss(loss.theta).item() == pytest.approx(ref, rel=1e-12)
     assert set(loss.block_slices()) == ({"fc1", "fc2"} if norm == "none" else {"fc1", "norm", "fc2"})
     assert sum(s.stop - s.start for b in loss.block_slices().values() for s in b) == loss.dim
+
+
+@pytest.mark.parametrize("norm", ["none", "batch", "frn_learned_eps"])
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_tail_hvp_fast_path_equals_the_restricted_full_hvp(norm, mode):
+    model, x, y = small_head(norm)
+    loss = HeadLoss(model, x, y, mode=mode, batch_size=16)
+    n1 = loss.fc1_size
+    v = torch.randn(loss.dim, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    v[:n1] = 0
+    np.testing.assert_allclose(loss.tail_hvp(v[n1:]), loss.hvp(v)[n1:], rtol=1e-10, atol=1e-13)
+
+
+def test_float32_products_give_the_float64_spectrum_to_float32_accuracy():
+    model, x, y = small_head("layer")
+    kw = dict(top_k=3, slq_steps=40, block_steps=20, block_probes=4)
+    a = hessian_spectrum(model, x, y, dtype=torch.float64, **kw)["summary"]
+    b = hessian_spectrum(model, x, y, dtype=torch.float32, **kw)["summary"]
+    assert b["dtype"] == "float32"
+    np.testing.assert_allclose(b["top_eigenvalues"], a["top_eigenvalues"], rtol=1e-4)
+    for block in a["blocks"]:
+        assert b["blocks"][block]["top_eigenvalue"] == pytest.approx(a["blocks"][block]["top_eigenvalue"], rel=1e-4)

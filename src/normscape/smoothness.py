@@ -15,9 +15,10 @@ update; the study trains with Adam, whose per-coordinate scaling makes its step 
 landscape the optimiser traverses is the one along its own step. ``gradient`` (u = -lr * g, the SGD step
 with the same lr) is available for comparison with the paper.
 
-The loss and gradients are recomputed in float64 (:class:`normscape.headloss.HeadLoss`) from a copy of the
-model: the probe changes neither the model, the optimiser, its running statistics nor the RNG, so a run with
-the probe has exactly the metrics of a run without (tests/test_smoothness.py).
+The loss and gradients are recomputed (float32 by default, float64 on request;
+:class:`normscape.headloss.HeadLoss`) from a copy of the model: the probe changes neither the model, the
+optimiser, its running statistics nor the RNG, so a run with the probe has exactly the metrics of a run without
+(tests/test_smoothness.py).
 """
 
 from __future__ import annotations
@@ -79,12 +80,21 @@ def measure(loss: HeadLoss, direction: torch.Tensor, multipliers: tuple[float, .
 class SmoothnessProbe:
     """The Trainer's ``probe``: measures smoothness every ``every`` steps (step 0 included) and keeps records."""
 
-    def __init__(self, every: int = 100, multipliers=(0.5, 1.0, 2.0, 4.0), direction: str = "update"):
+    def __init__(
+        self,
+        every: int = 100,
+        multipliers=(0.5, 1.0, 2.0, 4.0),
+        direction: str = "update",
+        dtype: torch.dtype = torch.float32,
+    ):
         if direction not in DIRECTIONS:
             raise ValueError(f"unknown smoothness direction {direction!r}; choose one of {DIRECTIONS}")
         if every < 1:
             raise ValueError(f"smoothness every = {every}: must be a positive number of steps")
-        self.every, self.direction = int(every), direction
+        # float32 (the training's own precision) by default: the loss and gradient changes measured are 1e-3..1
+        # relative, far above float32 rounding (1e-6; tests/test_smoothness.py compares with float64), and a
+        # float64 probe costs ~10x more on a CPU
+        self.every, self.direction, self.dtype = int(every), direction, dtype
         self.multipliers = tuple(float(c) for c in multipliers)
         self.records: list[dict] = []
         self.seconds = 0.0  # time spent inside the probe (its cost)
@@ -99,7 +109,7 @@ class SmoothnessProbe:
             u = adam_update(trainer.opt, trainer.flat_param, trainer.flat_grad)
         else:
             u = -trainer.opt.param_groups[0]["lr"] * trainer.flat_grad.detach().double()
-        loss = HeadLoss(trainer.model, xb, yb, mode="train", batch_size=len(xb))
+        loss = HeadLoss(trainer.model, xb, yb, mode="train", batch_size=len(xb), dtype=self.dtype)
         record = {"step": step, **measure(loss, u, self.multipliers)}
         self.records.append(record)
         if self.keep_vectors:
@@ -159,7 +169,8 @@ def write_smoothness_h5(path, probe: SmoothnessProbe, attrs: dict | None = None)
             f.create_dataset(key, data=value)
         f.attrs["every"] = probe.every
         f.attrs["direction"] = probe.direction
-        f.attrs["mode"] = "train (batch statistics of the training batch), dropout off, float64"
+        f.attrs["mode"] = "train (batch statistics of the training batch), dropout off"
+        f.attrs["dtype"] = str(probe.dtype).replace("torch.", "")
         f.attrs["probe_seconds"] = probe.seconds
         for key, value in (attrs or {}).items():
             f.attrs[key] = value
