@@ -137,3 +137,27 @@ def test_float32_probe_agrees_with_float64():
     a, b = derived(probes[torch.float32].arrays()), derived(probes[torch.float64].arrays())
     for key in a:
         np.testing.assert_allclose(a[key], b[key], rtol=2e-4)
+
+
+def test_gradient_direction_is_the_sgd_step_of_the_clipped_gradient():
+    data = small_data()
+    probe = SmoothnessProbe(every=1, direction="gradient", dtype=torch.float64)
+    probe.keep_vectors = True
+    kw = dict(norm="none", seed=0, epochs=1, batch_size=32, lr=1e-2, hidden=16, clip_grad_norm=0.5)
+    trainer = Trainer(data, probe=probe, **kw)
+    seen = []
+    original = probe.__call__
+
+    def spy(tr, step, xb, yb):
+        seen.append(tr.flat_grad.detach().double().clone())
+        original(tr, step, xb, yb)
+
+    trainer.probe = spy
+    trainer.fit()
+    assert max(float(g.norm()) for g in seen) == pytest.approx(0.5, rel=1e-5)  # clipped: what the optimiser gets
+    for (_, u), g in zip(probe.vectors, seen):
+        np.testing.assert_allclose(u, -1e-2 * g, rtol=1e-12)
+    with pytest.raises(ValueError, match="direction"):
+        SmoothnessProbe(direction="sideways")
+    with pytest.raises(ValueError, match="positive"):
+        SmoothnessProbe(every=0)
