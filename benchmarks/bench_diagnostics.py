@@ -21,7 +21,14 @@ from normscape.spectrum import hessian_spectrum
 from normscape.train import Trainer
 
 SPECTRUM = {"top_k": 5, "slq_steps": 60, "slq_runs": 1, "block_steps": 20, "block_probes": 10, "dtype": torch.float32}
-ADAPTIVE = {"radii": [0.001, 0.002, 0.005], "ball": "linf", "samples": 10, "ascent_steps": 10, "dtype": torch.float32}
+ADAPTIVE = {
+    "radii": [0.001, 0.002, 0.005],
+    "average_radii": [0.02, 0.05, 0.1],
+    "ball": "linf",
+    "samples": 10,
+    "ascent_steps": 10,
+    "dtype": torch.float32,
+}
 
 
 def make_data(n: int) -> dict:

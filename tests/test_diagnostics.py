@@ -28,6 +28,7 @@ SPECTRUM = {
 SHARPNESS = {
     "samples": 256,
     "radii": [0.01, 0.02],
+    "average_radii": [0.05],
     "ball": "linf",
     "noise_samples": 2,
     "ascent_steps": 2,
@@ -67,6 +68,7 @@ def test_curvature_diagnostics_files(tmp_path, features_file, norm):
     assert set(spectra) == modes == set(json.loads((tmp_path / "spectrum.json").read_text()))
     adaptive = read_adaptive_sharpness(tmp_path / "adaptive_sharpness.json")
     assert set(adaptive) == modes and set(adaptive["eval"]["worst"]) == {"0.01", "0.02"}
+    assert set(adaptive["eval"]["average"]) == {"0.05"}
     # the same numbers as a direct call on the seeded subset of the training set
     x, y = featurestore.load_split(features_file, "train")
     idx = subset_indices(len(x), 256, 0)

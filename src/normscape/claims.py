@@ -55,7 +55,7 @@ DEFAULTS = {
         "sharpness.loss_increase_at_radius.0.5": "loss increase at r = 0.5 (filter-normalised)",
         "spectrum.train.top_eigenvalues.0": "top Hessian eigenvalue in train mode (BatchNorm: batch statistics)",
         "spectrum.eval.slq_trace": "Hessian trace (SLQ)",
-        "adaptive.eval.average.0.002": "average-case adaptive sharpness (rho = 0.002)",
+        "adaptive.eval.average.0.05": "average-case adaptive sharpness (rho = 0.05)",
         "adaptive.eval.worst.0.002": "worst-case adaptive sharpness (rho = 0.002)",
     },
     "smoothness_measures": {

@@ -89,6 +89,7 @@ def compute_curvature_diagnostics(
             x[: sharpness["samples"]],
             y[: sharpness["samples"]],
             sharpness["radii"],
+            average_radii=sharpness.get("average_radii"),
             ball=sharpness["ball"],
             samples=sharpness["noise_samples"],
             ascent_steps=sharpness["ascent_steps"],

@@ -117,8 +117,8 @@ def plot_adaptive_sharpness(paths: list, pdf, png) -> dict:
         for mode in ("eval", "train"):
             if mode not in runs[0]:
                 continue
-            radii = sorted(runs[0][mode]["worst"], key=float)
             for ax, key in zip(axes, ("average", "worst")):
+                radii = sorted(runs[0][mode][key], key=float)
                 values = np.array([[r[mode][key][rho] for rho in radii] for r in runs], dtype=float)
                 std = values.std(0, ddof=1) if len(runs) > 1 else None
                 drawn[(head, mode, key)] = values.mean(0)
