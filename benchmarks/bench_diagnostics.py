@@ -48,20 +48,26 @@ def smoothness_overhead(data: dict, every: int, pairs: int, norm: str = "batch")
     with_probe = Trainer(data, probe=probe, **kw)
     plain = Trainer(data, **kw)
     t_with, t_without, direct = [], [], []
+    cpu_with, cpu_without = [], []
     for epoch in range(1, pairs + 1):
         before = probe.seconds
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         with_probe.train_epoch(epoch)
         t_with.append(time.perf_counter() - t0)
+        cpu_with.append(time.process_time() - c0)
         direct.append((probe.seconds - before) / t_with[-1])
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         plain.train_epoch(epoch)
         t_without.append(time.perf_counter() - t0)
+        cpu_without.append(time.process_time() - c0)
     return {
         "direct": float(np.median(direct)),
         "difference": (min(t_with) - min(t_without)) / min(t_without),
         "epoch_with_s": t_with,
         "epoch_without_s": t_without,
+        "cpu_difference": (sum(cpu_with) - sum(cpu_without)) / sum(cpu_without),
+        "epoch_with_cpu_s": cpu_with,
+        "epoch_without_cpu_s": cpu_without,
         "probes_per_epoch": len(probe.records) / pairs,
         "seconds_per_probe": probe.seconds / max(len(probe.records), 1),
     }
@@ -108,12 +114,14 @@ def run(quick: bool) -> list[dict]:
             hvp[str(dtype)] = (time.perf_counter() - t0) / 3
         modes = ("eval", "train") if norm == "batch" else ("eval",)
         for mode in modes:
-            t0 = time.perf_counter()
+            # CPU time beside wall time: on a shared machine the process's CPU time is close to the wall time
+            # it would take alone (single-threaded here)
+            t0, c0 = time.perf_counter(), time.process_time()
             spec = hessian_spectrum(model, x, y, mode=mode, batch_size=64, **SPECTRUM)
-            t_spec = time.perf_counter() - t0
-            t0 = time.perf_counter()
+            t_spec, c_spec = time.perf_counter() - t0, time.process_time() - c0
+            t0, c0 = time.perf_counter(), time.process_time()
             sharp = adaptive_sharpness(model, x, y, mode=mode, batch_size=64, **ADAPTIVE)
-            t_sharp = time.perf_counter() - t0
+            t_sharp, c_sharp = time.perf_counter() - t0, time.process_time() - c0
             rows.append(
                 result(
                     f"spectrum_{norm}_{mode}",
@@ -123,6 +131,7 @@ def run(quick: bool) -> list[dict]:
                     "part of <= 15 % of the study",
                     False,
                     samples=samples,
+                    cpu_s=c_spec,
                     settings={**SPECTRUM, "dtype": "float32"},
                     hvp_s=hvp,
                     top_eigenvalues=spec["summary"]["top_eigenvalues"],
@@ -140,6 +149,7 @@ def run(quick: bool) -> list[dict]:
                     "part of <= 15 % of the study",
                     False,
                     samples=samples,
+                    cpu_s=c_sharp,
                     settings={**ADAPTIVE, "dtype": "float32"},
                     average=sharp["average"],
                     worst=sharp["worst"],
