@@ -14,6 +14,7 @@ from normscape.smoothness import (
     derived,
     read_smoothness_h5,
     summarize,
+    write_smoothness,
     write_smoothness_h5,
 )
 from normscape.train import Trainer
@@ -161,3 +162,12 @@ def test_gradient_direction_is_the_sgd_step_of_the_clipped_gradient():
         SmoothnessProbe(direction="sideways")
     with pytest.raises(ValueError, match="positive"):
         SmoothnessProbe(every=0)
+
+
+def test_a_probe_without_records_writes_empty_files(tmp_path):
+    # runs outside diagnostics.smoothness.experiments still produce the train rule's declared outputs
+    probe = SmoothnessProbe(every=100)
+    summary = write_smoothness(tmp_path / "s.h5", tmp_path / "s.json", probe)
+    assert summary["probes"] == 0
+    back = read_smoothness_h5(tmp_path / "s.h5")
+    assert back["step"].shape == (0,) and back["losses"].shape == (0, 4)
