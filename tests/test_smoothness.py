@@ -135,6 +135,10 @@ def test_float32_probe_agrees_with_float64():
     probes = {dt: SmoothnessProbe(every=2, dtype=dt) for dt in (torch.float32, torch.float64)}
     for probe in probes.values():
         Trainer(data, probe=probe, **kw).fit()
+    plain, probed = Trainer(data, **kw), Trainer(data, probe=SmoothnessProbe(every=1), **kw)  # float32 probe
+    plain.fit()
+    probed.fit()
+    assert torch.equal(plain.flat_param, probed.flat_param)  # the default probe does not touch training either
     a, b = derived(probes[torch.float32].arrays()), derived(probes[torch.float64].arrays())
     for key in a:
         np.testing.assert_allclose(a[key], b[key], rtol=2e-4)
