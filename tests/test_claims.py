@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from normscape.claims import bootstrap_ci, curve_statistics, run_table, sign_flip_p, verdict, write_claims
+from normscape.claims import bootstrap_ci, sign_flip_p, verdict, write_claims
+from normscape.runtable import curve_statistics, run_table
 
 PLATEAU = {"none": 0.76, "batch": 0.76, "layer": 0.76, "frn": 0.10, "frn_learned_eps": 0.75, "group": 0.76}
 TAU = {"none": 2.0, "batch": 0.5, "layer": 0.8, "frn": 1.0, "frn_learned_eps": 2.0, "group": 1.0}
