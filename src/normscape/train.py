@@ -174,8 +174,13 @@ class Trainer:
         dropout: float = 0.0,
         grad_hist: dict | None = None,
         tracker: Any = None,
+        probe: Any = None,
     ):
         self.data = data
+        # optional diagnostics hook (normscape.smoothness.SmoothnessProbe): called as probe(trainer, step, xb, yb)
+        # before every optimiser step, with the gradient Adam is about to receive in flat_grad; it must not
+        # change the model, the optimiser or the RNG. Its records travel in the checkpoint.
+        self.probe = probe
         self.seed, self.epochs, self.batch_size = seed, epochs, batch_size
         self.lr, self.weight_decay, self.clip = lr, weight_decay, clip_grad_norm
         x_train = data["train"][0]
@@ -260,6 +265,8 @@ class Trainer:
                     self.flat_grad.mul_(coef)
                     post[i] = norm * coef
             self.hist.update(self.flat_grad)  # the gradient Adam receives (after clipping)
+            if self.probe is not None:
+                self.probe(self, (epoch - 1) * n_batches + i, xb, yb)
             self.opt.step()
             loss_sum += loss.item() * len(yb)
             correct += int((logits.detach().argmax(1) == yb).sum())
@@ -352,6 +359,7 @@ class Trainer:
             "diverged_epoch": self.diverged_epoch,
             "diverged_reason": self.diverged_reason,
             "wall_time_s": self.wall_time_s,
+            "probe": self.probe.state_dict() if self.probe is not None else None,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -366,6 +374,8 @@ class Trainer:
         self.diverged_epoch, self.wall_time_s = state["diverged_epoch"], state["wall_time_s"]
         self.diverged_reason = state["diverged_reason"]
         self.start_epoch = state["epoch"] + 1
+        if self.probe is not None and state.get("probe") is not None:
+            self.probe.load_state_dict(state["probe"])
 
     # ------------------------------------------------------------------------------------------- results
     def summary(self) -> dict:

@@ -1,0 +1,158 @@
+"""Cost of the optimisation diagnostics on the study's head size (1280 -> 256 -> 10).
+
+* smoothness probe: training epochs with and without the probe (every K steps), interleaved; overhead measured
+  directly (time inside the probe / epoch time) and as the difference of the fastest epochs on each side;
+* Hessian spectrum (SLQ + top-k + per-layer blocks) and adaptive sharpness of a trained head on 2,000 training
+  samples, eval mode and BatchNorm's train mode, with the proposed default settings.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from benchmarks.common import result
+from normscape.adaptive_sharpness import adaptive_sharpness
+from normscape.headloss import HeadLoss
+from normscape.smoothness import SmoothnessProbe
+from normscape.spectrum import hessian_spectrum
+from normscape.train import Trainer
+
+SPECTRUM = {"top_k": 5, "slq_steps": 60, "slq_runs": 1, "block_steps": 20, "block_probes": 10, "dtype": torch.float32}
+ADAPTIVE = {
+    "radii": [0.001, 0.002, 0.005],
+    "average_radii": [0.02, 0.05, 0.1],
+    "ball": "linf",
+    "samples": 10,
+    "ascent_steps": 10,
+    "dtype": torch.float32,
+}
+
+
+def make_data(n: int) -> dict:
+    rng = np.random.default_rng(0)
+    # weakly separated classes: the head fits its training set only partly (like the real features), so the
+    # Hessian is not the near-zero one of a perfectly classified set
+    centers = rng.normal(0, 0.05, size=(10, 1280)).astype(np.float32)
+    y = rng.integers(0, 10, n)
+    x = np.maximum(centers[y] + rng.normal(size=(n, 1280)).astype(np.float32), 0)
+    x, y = torch.from_numpy(x), torch.from_numpy(y)
+    return {"train": (x, y), "val": (x[:2000], y[:2000]), "test": (x[:2000], y[:2000])}
+
+
+def smoothness_overhead(data: dict, every: int, pairs: int, norm: str = "batch") -> dict:
+    kw = dict(norm=norm, seed=0, epochs=1, batch_size=64, lr=1e-3)
+    probe = SmoothnessProbe(every=every)
+    with_probe = Trainer(data, probe=probe, **kw)
+    plain = Trainer(data, **kw)
+    t_with, t_without, direct = [], [], []
+    cpu_with, cpu_without = [], []
+    for epoch in range(1, pairs + 1):
+        before = probe.seconds
+        t0, c0 = time.perf_counter(), time.process_time()
+        with_probe.train_epoch(epoch)
+        t_with.append(time.perf_counter() - t0)
+        cpu_with.append(time.process_time() - c0)
+        direct.append((probe.seconds - before) / t_with[-1])
+        t0, c0 = time.perf_counter(), time.process_time()
+        plain.train_epoch(epoch)
+        t_without.append(time.perf_counter() - t0)
+        cpu_without.append(time.process_time() - c0)
+    return {
+        "direct": float(np.median(direct)),
+        "difference": (min(t_with) - min(t_without)) / min(t_without),
+        "epoch_with_s": t_with,
+        "epoch_without_s": t_without,
+        "cpu_difference": (sum(cpu_with) - sum(cpu_without)) / sum(cpu_without),
+        "epoch_with_cpu_s": cpu_with,
+        "epoch_without_cpu_s": cpu_without,
+        "probes_per_epoch": len(probe.records) / pairs,
+        "seconds_per_probe": probe.seconds / max(len(probe.records), 1),
+    }
+
+
+def trained_head(data: dict, norm: str):
+    trainer = Trainer(data, norm=norm, seed=0, epochs=3, batch_size=64, lr=1e-3)
+    trainer.fit()
+    return trainer.model.eval()
+
+
+def run(quick: bool) -> list[dict]:
+    torch.set_num_threads(1)
+    n, pairs, samples = (4000, 1, 500) if quick else (10000, 3, 2000)
+    data = make_data(n)
+    rows = []
+    for every in (100, 20):
+        o = smoothness_overhead(data, every, pairs)
+        rows.append(
+            result(
+                f"smoothness_overhead_every_{every}",
+                o["direct"],
+                "fraction",
+                None,
+                "<= 1.0 of training time (must not double a run)",
+                False,
+                **o,
+                rows=n,
+                note="time inside the probe / epoch time (median over epochs); difference: fastest epoch with vs "
+                "without, interleaved; BatchNorm head 1280-256-10, batch 64",
+            )
+        )
+    x, y = data["train"][0][:samples], data["train"][1][:samples]
+    for norm in ("none", "batch"):
+        model = trained_head(data, norm)
+        hvp = {}
+        for dtype in (torch.float64, torch.float32):
+            loss = HeadLoss(model, x, y, dtype=dtype)
+            v = torch.randn(loss.dim, dtype=dtype)
+            loss.hvp(v)
+            t0 = time.perf_counter()
+            for _ in range(3):
+                loss.hvp(v)
+            hvp[str(dtype)] = (time.perf_counter() - t0) / 3
+        modes = ("eval", "train") if norm == "batch" else ("eval",)
+        for mode in modes:
+            # CPU time beside wall time: on a shared machine the process's CPU time is close to the wall time
+            # it would take alone (single-threaded here)
+            t0, c0 = time.perf_counter(), time.process_time()
+            spec = hessian_spectrum(model, x, y, mode=mode, batch_size=64, **SPECTRUM)
+            t_spec, c_spec = time.perf_counter() - t0, time.process_time() - c0
+            t0, c0 = time.perf_counter(), time.process_time()
+            sharp = adaptive_sharpness(model, x, y, mode=mode, batch_size=64, **ADAPTIVE)
+            t_sharp, c_sharp = time.perf_counter() - t0, time.process_time() - c0
+            rows.append(
+                result(
+                    f"spectrum_{norm}_{mode}",
+                    t_spec,
+                    "s",
+                    None,
+                    "part of <= 15 % of the study",
+                    False,
+                    samples=samples,
+                    cpu_s=c_spec,
+                    settings={**SPECTRUM, "dtype": "float32"},
+                    hvp_s=hvp,
+                    top_eigenvalues=spec["summary"]["top_eigenvalues"],
+                    residual_bounds=spec["summary"]["top_eigenvalue_residual_bounds"],
+                    slq_trace=spec["summary"]["slq_trace"],
+                    blocks=spec["summary"]["blocks"],
+                )
+            )
+            rows.append(
+                result(
+                    f"adaptive_sharpness_{norm}_{mode}",
+                    t_sharp,
+                    "s",
+                    None,
+                    "part of <= 15 % of the study",
+                    False,
+                    samples=samples,
+                    cpu_s=c_sharp,
+                    settings={**ADAPTIVE, "dtype": "float32"},
+                    average=sharp["average"],
+                    worst=sharp["worst"],
+                )
+            )
+    return rows

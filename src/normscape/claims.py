@@ -1,0 +1,382 @@
+"""The study's claims as a generated table of verdicts (results/tables/claims.{md,csv}).
+
+Each claim is tested by one or more *rows*. A row is a paired comparison across seeds: for every seed that
+has all the runs it needs, d_s = (statistic of side A) - (statistic of side B), where a side is a sum of
+signed terms (experiment, head, variant) — e.g. a difference of two runs, or a difference of differences —
+or, for a sweep, the range of the statistic over the sweep's variants. From the d_s:
+
+* mean and a 95 % percentile **bootstrap** confidence interval of the mean (seeds resampled; seeded);
+* the **exact sign-flip** p-value (all 2^n sign patterns; one-sided in the claimed direction);
+* the row's **verdict** from the interval: ``greater``/``less`` — supported when the interval excludes 0 on
+  the claimed side, refuted when it excludes 0 on the other; ``equivalent`` (no effect) — supported when the
+  interval lies inside +-margin, refuted when it lies outside it; ``different`` — supported when it excludes 0,
+  refuted when it lies inside +-margin; otherwise (and always with fewer than 2 seeds) inconclusive.
+
+With n seeds the percentile bootstrap interval spans roughly [min d_s, max d_s] (n = 3: it excludes 0 exactly
+when all seeds agree in sign), and the exact test cannot go below 2^-n (0.125 at n = 3): the table says so, and
+"supported" means "consistent across every seed", not "significant". A claim is supported/refuted when all its
+rows are, ``mixed`` when rows disagree, inconclusive otherwise.
+
+Convergence speed is relative to each run's own plateau: the first epoch whose validation accuracy reaches
+``plateau_fraction`` of that run's best, and the area under the validation-accuracy curve (trapezoid, divided
+by the epoch span = mean accuracy over training). Runs that never learn (best validation accuracy below
+``min_val_acc``) have no convergence speed and no curvature: a dead network's flatness is not a finding.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from normscape.atomic import atomic_path, write_text
+from normscape.results import HEAD_LABELS
+from normscape.runtable import run_table
+
+DEFAULTS = {
+    "plateau_fraction": 0.95,
+    "min_val_acc": 0.2,
+    "confidence": 0.95,
+    "bootstrap": 10000,
+    "seed": 0,
+    "accuracy_margin": 0.005,  # |difference| below 0.5 percentage points counts as "no effect"
+    "experiments": {
+        "convergence": "convergence",
+        "clipping": "clipping",
+        "high_lr": "high_lr",
+        "batch_size": "batch_size",
+    },
+    "flatness_measures": {
+        "sharpness.top_eigenvalue": "top Hessian eigenvalue",
+        "sharpness.hessian_trace": "Hessian trace",
+        "sharpness.loss_increase_at_radius.0.5": "loss increase at r = 0.5 (filter-normalised)",
+        "spectrum.train.top_eigenvalues.0": "top Hessian eigenvalue in train mode (BatchNorm: batch statistics)",
+        "spectrum.eval.slq_trace": "Hessian trace (SLQ)",
+        "adaptive.eval.average.0.05": "average-case adaptive sharpness (rho = 0.05)",
+        "adaptive.eval.worst.0.002": "worst-case adaptive sharpness (rho = 0.002)",
+    },
+    "smoothness_measures": {
+        "smoothness.loss_range_median": "loss range along the update (median over steps)",
+        "smoothness.grad_change_median": "gradient change along the update (median over steps)",
+        "smoothness.beta_median": "effective beta-smoothness (median over steps)",
+    },
+}
+
+
+# --------------------------------------------------------------------------------------------- statistics
+def bootstrap_ci(d: np.ndarray, confidence: float, resamples: int, seed: int) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``d`` (seeds resampled with replacement)."""
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, len(d), size=(resamples, len(d)))].mean(1)
+    tail = 100 * (1 - confidence) / 2
+    return float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))
+
+
+def sign_flip_p(d: np.ndarray, alternative: str) -> float:
+    """Exact paired permutation (sign-flip) test of mean(d) = 0; alternative 'greater', 'less' or 'two-sided'."""
+    signs = np.array(list(itertools.product((1.0, -1.0), repeat=len(d))))
+    means = (signs * d[None, :]).mean(1)
+    obs, tol = d.mean(), 1e-12 * max(np.abs(d).max(), 1e-300)
+    if alternative == "greater":
+        return float(np.mean(means >= obs - tol))
+    if alternative == "less":
+        return float(np.mean(means <= obs + tol))
+    return float(np.mean(np.abs(means) >= abs(obs) - tol))
+
+
+def verdict(lo: float, hi: float, expect: str, margin: float, n: int) -> str:
+    if n < 2:
+        return "inconclusive"
+    inside = -margin <= lo and hi <= margin
+    if expect == "greater":
+        return "supported" if lo > 0 else "refuted" if hi < 0 else "inconclusive"
+    if expect == "less":
+        return "supported" if hi < 0 else "refuted" if lo > 0 else "inconclusive"
+    if expect == "different":
+        return "supported" if lo > 0 or hi < 0 else "refuted" if inside else "inconclusive"
+    if expect == "equivalent":
+        return "supported" if inside else "refuted" if lo > margin or hi < -margin else "inconclusive"
+    raise ValueError(f"unknown expectation {expect!r}")
+
+
+# --------------------------------------------------------------------------------------------- claims
+@dataclass
+class Row:
+    """d_s = sum(coef * stat(experiment, head, variant)) over ``terms``; variant None = range over variants."""
+
+    statistic: str
+    terms: list[tuple[float, str, str, str | None]]
+    expect: str
+    label: str
+    margin: float = 0.0
+    require_learning: bool = False
+
+
+@dataclass
+class Claim:
+    id: str
+    text: str
+    rows: list[Row] = field(default_factory=list)
+
+
+def _heads(table: pd.DataFrame, experiment: str) -> list[str]:
+    from normscape.results import head_sort_key
+
+    return sorted(table.loc[table["experiment"] == experiment, "head"].unique(), key=head_sort_key)
+
+
+def study_claims(table: pd.DataFrame, settings: dict | None = None) -> list[Claim]:
+    """The claims of the study and the README, as rows over the runs present in ``table``."""
+    s = {**DEFAULTS, **(settings or {})}
+    e, m = s["experiments"], s["accuracy_margin"]
+    conv, clip, high, bsz = e["convergence"], e["clipping"], e["high_lr"], e["batch_size"]
+    label = lambda h: HEAD_LABELS.get(h, h)  # noqa: E731
+    norms = [h for h in _heads(table, conv) if h != "none"]
+    claims = [
+        Claim(
+            "faster_convergence",
+            "A normalisation layer makes the head converge faster than the baseline",
+            [
+                Row(
+                    "epochs_to_plateau",
+                    [(1, conv, h, "base"), (-1, conv, "none", "base")],
+                    "less",
+                    f"{label(h)} - baseline",
+                    require_learning=True,
+                )
+                for h in norms
+            ]
+            + [
+                Row(
+                    "val_auc",
+                    [(1, conv, h, "base"), (-1, conv, "none", "base")],
+                    "greater",
+                    f"{label(h)} - baseline",
+                    require_learning=True,
+                )
+                for h in norms
+            ],
+        ),
+        Claim(
+            "clipping_layernorm_only",
+            "Gradient clipping changes LayerNorm's result and no other head's",
+            [
+                Row(
+                    "final_test_acc",
+                    [(1, clip, h, "base"), (-1, conv, h, "base")],
+                    "different" if h == "layer" else "equivalent",
+                    f"{label(h)}: clipped - unclipped",
+                    margin=m,
+                )
+                for h in _heads(table, clip)
+            ],
+        ),
+        Claim(
+            "high_lr_hurts_baseline_most",
+            "Learning rate 1e-2 hurts the baseline more than any normalised head",
+            [
+                Row(
+                    "final_test_acc",
+                    [
+                        (1, conv, "none", "base"),
+                        (-1, high, "none", "base"),
+                        (-1, conv, h, "base"),
+                        (1, high, h, "base"),
+                    ],
+                    "greater",
+                    f"drop(baseline) - drop({label(h)})",
+                )
+                for h in _heads(table, high)
+                if h != "none"
+            ],
+        ),
+    ]
+    for column, name in s["flatness_measures"].items():
+        claims.append(
+            Claim(
+                f"flatter_minima[{column}]",
+                f"Normalised heads find flatter minima than the baseline — by the {name}",
+                [
+                    Row(
+                        column,
+                        [(1, conv, h, "base"), (-1, conv, "none", "base")],
+                        "less",
+                        f"{label(h)} - baseline",
+                        require_learning=True,
+                    )
+                    for h in norms
+                ],
+            )
+        )
+    claims.append(
+        Claim(
+            "smoother_landscape",
+            "Normalised heads descend a smoother landscape along their training trajectory (Santurkar et al.)",
+            [
+                Row(
+                    column,
+                    [(1, conv, h, "base"), (-1, conv, "none", "base")],
+                    "less",
+                    f"{label(h)} - baseline: {name}",
+                    require_learning=True,
+                )
+                for column, name in s["smoothness_measures"].items()
+                for h in norms
+            ],
+        )
+    )
+    bn_heads = [h for h in _heads(table, bsz) if h != "batch"]
+    claims.append(
+        Claim(
+            "batchnorm_batch_size",
+            "BatchNorm depends on the batch size more than the other heads (range of test accuracy over the sweep)",
+            [
+                Row(
+                    "final_test_acc",
+                    [(1, bsz, "batch", None), (-1, bsz, h, None)],
+                    "greater",
+                    f"range(BatchNorm) - range({label(h)})",
+                )
+                for h in bn_heads
+            ],
+        )
+    )
+    claims.append(
+        Claim(
+            "frn_needs_learnable_eps",
+            "FRN on a vector needs a learnable eps (learned eps beats fixed eps)",
+            [
+                Row(
+                    "final_test_acc",
+                    [(1, conv, "frn_learned_eps", "base"), (-1, conv, "frn", "base")],
+                    "greater",
+                    "FRN learned eps - FRN fixed eps",
+                )
+            ],
+        )
+    )
+    return claims
+
+
+def _term_values(table: pd.DataFrame, statistic: str, experiment: str, head: str, variant, learning: bool):
+    sel = table[(table["experiment"] == experiment) & (table["head"] == head)]
+    if variant is not None:
+        sel = sel[sel["variant"] == variant]
+    if statistic not in sel or sel.empty:
+        return None
+    values = pd.to_numeric(sel[statistic], errors="coerce")
+    if learning and "learned" in sel:
+        values = values.where(sel["learned"].astype(bool))
+    if variant is not None:
+        return dict(zip(sel["seed"], values))
+    by_seed = pd.DataFrame({"seed": sel["seed"], "v": values}).groupby("seed")["v"]
+    # the range over the sweep's variants needs every variant's value
+    return {seed: (g.max() - g.min()) if g.notna().all() and len(g) > 1 else np.nan for seed, g in by_seed}
+
+
+def evaluate_row(table: pd.DataFrame, row: Row, settings: dict | None = None) -> dict | None:
+    s = {**DEFAULTS, **(settings or {})}
+    parts = [_term_values(table, row.statistic, e, h, v, row.require_learning) for _, e, h, v in row.terms]
+    if any(p is None for p in parts):
+        return None  # a run group this row needs is not in the study
+    seeds = sorted(set.intersection(*(set(p) for p in parts)))
+    diffs = {seed: sum(c * p[seed] for (c, *_), p in zip(row.terms, parts)) for seed in seeds}
+    diffs = {seed: float(v) for seed, v in diffs.items() if np.isfinite(v)}
+    d = np.array(list(diffs.values()))
+    n = len(d)
+    lo = hi = mean = p = np.nan
+    if n:
+        mean = float(d.mean())
+        lo, hi = bootstrap_ci(d, s["confidence"], s["bootstrap"], s["seed"])
+        alternative = row.expect if row.expect in ("greater", "less") else "two-sided"
+        p = sign_flip_p(d, alternative)
+    return {
+        "statistic": row.statistic,
+        "comparison": row.label,
+        "expected": {
+            "greater": "> 0",
+            "less": "< 0",
+            "equivalent": f"≈ 0 (within ±{row.margin:g})",
+            "different": f"≠ 0 (beyond ±{row.margin:g} to refute)",
+        }[row.expect],
+        "n_seeds": n,
+        "per_seed": "; ".join(f"s{seed}: {v:.4g}" for seed, v in diffs.items()),
+        "mean": mean,
+        "ci_low": lo,
+        "ci_high": hi,
+        "p_exact": p,
+        "verdict": verdict(lo, hi, row.expect, row.margin, n) if n else "inconclusive",
+    }
+
+
+def claim_verdict(verdicts: list[str]) -> str:
+    if not verdicts:
+        return "not testable (runs missing)"
+    if all(v == "supported" for v in verdicts):
+        return "supported"
+    if all(v == "refuted" for v in verdicts):
+        return "refuted"
+    if "supported" in verdicts and "refuted" in verdicts:
+        return "mixed"
+    return "refuted" if "refuted" in verdicts and "inconclusive" not in verdicts else "inconclusive"
+
+
+def evaluate_claims(table: pd.DataFrame, settings: dict | None = None) -> pd.DataFrame:
+    out = []
+    for claim in study_claims(table, settings):
+        rows = [r for r in (evaluate_row(table, row, settings) for row in claim.rows) if r is not None]
+        overall = claim_verdict([r["verdict"] for r in rows])
+        if not rows:
+            out.append({"claim_id": claim.id, "claim": claim.text, "claim_verdict": overall, "verdict": overall})
+        for r in rows:
+            out.append({"claim_id": claim.id, "claim": claim.text, "claim_verdict": overall, **r})
+    return pd.DataFrame(out)
+
+
+def to_markdown(result: pd.DataFrame, settings: dict | None = None) -> str:
+    s = {**DEFAULTS, **(settings or {})}
+    lines = []
+    for _, g in result.groupby("claim_id", sort=False):
+        first = g.iloc[0]
+        lines += [f"### {first['claim']} — **{first['claim_verdict']}**", ""]
+        if "statistic" not in g or g["statistic"].isna().all():
+            lines += ["(no runs for this claim in the study)", ""]
+            continue
+        lines += [
+            "| statistic | comparison | expected | n | per seed | mean | CI | exact p | verdict |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for _, r in g.iterrows():
+            ci = f"[{r['ci_low']:.4g}, {r['ci_high']:.4g}]" if np.isfinite(r["ci_low"]) else "—"
+            mean = f"{r['mean']:.4g}" if np.isfinite(r["mean"]) else "—"
+            p = f"{r['p_exact']:.3g}" if np.isfinite(r["p_exact"]) else "—"
+            lines.append(
+                f"| {r['statistic']} | {r['comparison']} | {r['expected']} | {r['n_seeds']} | {r['per_seed'] or '—'} "
+                f"| {mean} | {ci} | {p} | {r['verdict']} |"
+            )
+        lines.append("")
+    note = (
+        f"Paired across seeds: per seed the comparison's difference; mean, {100 * s['confidence']:.0f} % percentile "
+        f"bootstrap interval ({s['bootstrap']} resamples) and the exact one-sided sign-flip p-value. With n seeds the "
+        "interval is about [min, max] of the differences and p >= 2^-n, so 'supported' means every seed agrees. "
+        f"Accuracies as fractions; 'no effect' within ±{s['accuracy_margin']:g}. Convergence: epochs to "
+        f"{100 * s['plateau_fraction']:.0f} % of the run's own best validation accuracy; val_auc = mean validation "
+        f"accuracy over training. Runs with best validation accuracy < {s['min_val_acc']:g} count as not learning "
+        "(no convergence speed or flatness)."
+    )
+    return "\n".join(lines) + "\n" + note + "\n"
+
+
+def write_claims(
+    summary_paths: list, metrics_paths: list, measure_paths: dict[str, list], csv_path, md_path, settings=None
+) -> pd.DataFrame:
+    """Build the run table, evaluate every claim, write claims.csv and claims.md; returns the result table."""
+    s = {**DEFAULTS, **(settings or {})}
+    table = run_table(summary_paths, metrics_paths, measure_paths, s["plateau_fraction"], s["min_val_acc"])
+    result = evaluate_claims(table, settings)
+    with atomic_path(csv_path, suffix=".csv") as tmp:
+        result.to_csv(tmp, index=False)
+    write_text(md_path, "# Claims of the study, tested\n\n" + to_markdown(result, settings))
+    return result

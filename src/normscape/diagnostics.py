@@ -1,0 +1,104 @@
+"""Per-run entry points of the curvature diagnostics, from files to files (what a Snakemake script calls).
+
+:func:`compute_curvature_diagnostics` loads a trained head and the fixed training subset and writes
+``spectrum.h5`` + ``spectrum.json`` (:mod:`normscape.spectrum`) and ``adaptive_sharpness.json``
+(:mod:`normscape.adaptive_sharpness`), in eval mode and — for BatchNorm heads — also in train mode with the
+run's training batch size. :func:`smoothness_probe` builds the Trainer's probe from its config slice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import torch
+
+from normscape import featurestore
+from normscape.adaptive_sharpness import adaptive_sharpness, write_adaptive_sharpness
+from normscape.landscape import load_head, subset_indices
+from normscape.smoothness import SmoothnessProbe
+from normscape.spectrum import hessian_spectrum, write_spectrum
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def smoothness_probe(settings: dict) -> SmoothnessProbe | None:
+    """The probe for ``diagnostics.smoothness`` (None when disabled)."""
+    if not settings.get("enabled", True):
+        return None
+    return SmoothnessProbe(
+        every=settings["every"],
+        multipliers=tuple(settings["multipliers"]),
+        direction=settings["direction"],
+        dtype=DTYPES[settings.get("dtype", "float32")],
+    )
+
+
+def modes_for(head: str, train_mode: bool) -> tuple[str, ...]:
+    """eval always; train (batch statistics) too for BatchNorm — the only head where the two differ."""
+    return ("eval", "train") if train_mode and head == "batch" else ("eval",)
+
+
+def compute_curvature_diagnostics(
+    model_path,
+    features_path,
+    batch_size: int,
+    spectrum: dict,
+    sharpness: dict,
+    out_spectrum_h5,
+    out_spectrum_json,
+    out_adaptive_json,
+    seed: int = 0,
+) -> dict:
+    """Spectrum and adaptive sharpness of one trained head -> files; returns {"spectrum": .., "adaptive": ..}.
+
+    ``spectrum`` / ``sharpness`` are the ``diagnostics.spectrum`` / ``diagnostics.adaptive_sharpness`` config
+    slices; both use the same seeded subset of ``samples`` training rows (``seed``: the landscape's
+    ``direction_seed``, so it is the subset of the existing Hessian numbers).
+    """
+    model = load_head(model_path)
+    x_all, y_all = featurestore.load_split(features_path, "train")
+    samples = max(spectrum["samples"], sharpness["samples"])
+    idx = subset_indices(len(x_all), samples, seed)
+    x, y = torch.from_numpy(x_all[idx]), torch.from_numpy(y_all[idx]).long()
+    spectra, sharp = {}, {}
+    for mode in modes_for(model.norm_name, spectrum.get("batchnorm_train_mode", True)):
+        t0 = time.perf_counter()
+        spectra[mode] = hessian_spectrum(
+            model,
+            x[: spectrum["samples"]],
+            y[: spectrum["samples"]],
+            mode=mode,
+            batch_size=batch_size,
+            top_k=spectrum["top_k"],
+            slq_steps=spectrum["slq_steps"],
+            slq_runs=spectrum["slq_runs"],
+            block_steps=spectrum["block_steps"],
+            block_probes=spectrum["block_probes"],
+            dtype=DTYPES[spectrum["dtype"]],
+            seed=seed,
+        )
+        spectra[mode]["summary"]["seconds"] = time.perf_counter() - t0
+        log.info("spectrum (%s mode): top eigenvalues %s", mode, spectra[mode]["summary"]["top_eigenvalues"])
+    for mode in modes_for(model.norm_name, sharpness.get("batchnorm_train_mode", True)):
+        t0 = time.perf_counter()
+        sharp[mode] = adaptive_sharpness(
+            model,
+            x[: sharpness["samples"]],
+            y[: sharpness["samples"]],
+            sharpness["radii"],
+            average_radii=sharpness.get("average_radii"),
+            ball=sharpness["ball"],
+            samples=sharpness["noise_samples"],
+            ascent_steps=sharpness["ascent_steps"],
+            mode=mode,
+            batch_size=batch_size,
+            seed=seed,
+            dtype=DTYPES[sharpness["dtype"]],
+        )
+        sharp[mode]["seconds"] = time.perf_counter() - t0
+    write_spectrum(out_spectrum_h5, out_spectrum_json, spectra)
+    write_adaptive_sharpness(out_adaptive_json, sharp)
+    return {"spectrum": {m: r["summary"] for m, r in spectra.items()}, "adaptive": sharp}

@@ -1,0 +1,147 @@
+"""Figures of the optimisation diagnostics: smoothness along training, Hessian spectral density, adaptive sharpness.
+
+Each function takes the per-run files the measures write (``smoothness.h5``, ``spectrum.h5``,
+``adaptive_sharpness.json``; runs identified from their paths, as every figure of :mod:`normscape.plots`) and
+writes a PDF and a 300-dpi PNG. BatchNorm's train-mode numbers (batch statistics) are drawn dashed and labelled
+"train mode" wherever they appear, next to the eval-mode (running statistics) ones.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+from normscape.adaptive_sharpness import read_adaptive_sharpness
+from normscape.plots import PALETTE, plt, save
+from normscape.results import HEAD_LABELS, head_sort_key, run_key
+from normscape.smoothness import derived, read_smoothness_h5
+from normscape.spectrum import read_spectrum_h5, spectral_density
+
+SMOOTHNESS_PANELS = (
+    ("loss_range", "loss range along the step"),
+    ("grad_change", "‖∇L(θ+u) − ∇L(θ)‖ (gradient change)"),
+    ("beta", "effective β-smoothness"),
+)
+
+
+def _label(head: str, mode: str = "eval") -> str:
+    name = HEAD_LABELS.get(head, head)
+    return f"{name} (train mode: batch statistics)" if mode == "train" else name
+
+
+def _by_head(paths: list) -> dict[str, list]:
+    out = defaultdict(list)
+    for path in paths:
+        out[run_key(path)["head"]].append(path)
+    return dict(sorted(out.items(), key=lambda kv: head_sort_key(kv[0])))
+
+
+def plot_smoothness(smoothness_paths: list, pdf, png) -> dict:
+    """Top: per probe step, the median over seeds (line) and min-max over seeds (band), log scale.
+    Bottom: distribution over all probe steps and seeds per head (box: quartiles, whiskers 5-95 %)."""
+    fig, axes = plt.subplots(2, 3, figsize=(11, 6), gridspec_kw={"height_ratios": [3, 2]})
+    heads = _by_head(smoothness_paths)
+    drawn = {}
+    for col, (key, title) in enumerate(SMOOTHNESS_PANELS):
+        ax, box = axes[0, col], axes[1, col]
+        pooled, labels, colours = [], [], []
+        for head, paths in heads.items():
+            runs = [read_smoothness_h5(p) for p in paths]
+            steps = runs[0]["step"]
+            values = [derived(r)[key] for r in runs if np.array_equal(r["step"], steps)]
+            stack = np.vstack(values)
+            colour = PALETTE.get(head, None)
+            drawn[(key, head)] = np.nanmedian(stack, 0)
+            ax.plot(steps, drawn[(key, head)], color=colour, label=_label(head), lw=1.2)
+            ax.fill_between(steps, np.nanmin(stack, 0), np.nanmax(stack, 0), color=colour, alpha=0.2, lw=0)
+            flat = np.concatenate([derived(r)[key] for r in runs])
+            pooled.append(flat[np.isfinite(flat) & (flat > 0)])
+            labels.append(HEAD_LABELS.get(head, head))
+            colours.append(colour)
+        ax.set_yscale("log")
+        ax.set_xlabel("training step")
+        ax.set_title(title)
+        if pooled:
+            parts = box.boxplot(pooled, whis=(5, 95), showfliers=False, patch_artist=True)
+            for patch, colour in zip(parts["boxes"], colours):
+                patch.set_facecolor(colour or "grey")
+                patch.set_alpha(0.5)
+            box.set_xticks(range(1, len(labels) + 1), labels, rotation=30, ha="right")
+            box.set_yscale("log")
+    axes[0, 0].legend(frameon=False)
+    fig.suptitle("Smoothness along the training trajectory (steps along the optimiser's update)")
+    fig.tight_layout()
+    save(fig, pdf, png)
+    return drawn
+
+
+def plot_spectrum_density(spectrum_paths: list, pdf, png, sigma_fraction: float = 0.01, points: int = 2000) -> dict:
+    """SLQ eigenvalue density per head (mean over seeds), log scale; one x-range for every head."""
+    data = {head: [read_spectrum_h5(p) for p in paths] for head, paths in _by_head(spectrum_paths).items()}
+    nodes = np.concatenate([r[m]["nodes"].ravel() for runs in data.values() for r in runs for m in r])
+    lo, hi = float(nodes.min()), float(nodes.max())
+    pad = 0.05 * max(hi - lo, 1e-9)
+    grid = np.linspace(lo - pad, hi + pad, points)
+    sigma = sigma_fraction * max(hi - lo, 1e-9)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    drawn = {"grid": grid}
+    for head, runs in data.items():
+        for mode in ("eval", "train"):
+            if mode not in runs[0] or (mode == "train" and head != "batch"):
+                continue  # other heads: train mode is the same function as eval mode
+            dens = np.mean([spectral_density(r[mode]["nodes"], r[mode]["weights"], grid, sigma) for r in runs], 0)
+            drawn[(head, mode)] = dens
+            ax.semilogy(
+                grid,
+                dens + 1e-12,
+                color=PALETTE.get(head),
+                ls="--" if mode == "train" else "-",
+                label=_label(head, mode),
+            )
+    ax.set_ylim(bottom=1e-6)
+    ax.set_xlabel("eigenvalue of the training-loss Hessian")
+    ax.set_ylabel("spectral density (log scale)")
+    ax.set_title(f"Hessian eigenvalue density (stochastic Lanczos quadrature, Gaussian width {sigma:.2g})")
+    ax.legend(frameon=False)
+    save(fig, pdf, png)
+    return drawn
+
+
+def plot_adaptive_sharpness(paths: list, pdf, png) -> dict:
+    """Average- and worst-case adaptive sharpness vs radius: mean over seeds, error bars one std."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharex=True)
+    drawn = {}
+    for head, files in _by_head(paths).items():
+        runs = [read_adaptive_sharpness(p) for p in files]
+        for mode in ("eval", "train"):
+            if mode not in runs[0]:
+                continue
+            for ax, key in zip(axes, ("average", "worst")):
+                radii = sorted(runs[0][mode][key], key=float)
+                values = np.array([[r[mode][key][rho] for rho in radii] for r in runs], dtype=float)
+                std = values.std(0, ddof=1) if len(runs) > 1 else None
+                drawn[(head, mode, key)] = values.mean(0)
+                ax.errorbar(
+                    [float(r) for r in radii],
+                    values.mean(0),
+                    yerr=std,
+                    color=PALETTE.get(head),
+                    ls="--" if mode == "train" else "-",
+                    marker="o",
+                    ms=3,
+                    capsize=2,
+                    label=_label(head, mode),
+                )
+    ball = "ℓ∞" if paths and read_adaptive_sharpness(paths[0])["eval"]["ball"] == "linf" else "ℓ2"
+    for ax, key in zip(axes, ("average", "worst")):
+        ax.set_xscale("log")
+        # the average case can be negative (first-order term, noise): a symmetric log scale keeps every head
+        ax.set_yscale("log" if key == "worst" else "symlog", **({} if key == "worst" else {"linthresh": 1e-4}))
+        ax.set_xlabel(f"radius ρ ({ball} ball, relative to |θ|)")
+        ax.set_title(f"{key}-case adaptive sharpness")
+    axes[0].set_ylabel("loss increase")
+    axes[1].legend(frameon=False, fontsize=7)
+    fig.tight_layout()
+    save(fig, pdf, png)
+    return drawn

@@ -1,0 +1,87 @@
+"""One row per run of the study: identity, summary numbers, convergence relative to the run's own plateau, and
+every number of every per-run measure file — the table the claims (:mod:`normscape.claims`) are tested on.
+
+Convergence speed: the first epoch whose validation accuracy reaches ``plateau_fraction`` of that run's best,
+and the area under the validation-accuracy curve (trapezoid / epoch span = mean accuracy over training); fixed
+thresholds (80 / 85 %) sit above what frozen features allow. ``learned`` is False for runs whose best validation
+accuracy stays below ``min_val_acc`` (a dead network has no convergence speed and no meaningful flatness).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from normscape.results import load_metrics, load_summaries, run_key
+
+ID_COLUMNS = ["experiment", "head", "variant", "seed"]
+
+
+def flatten(obj, prefix: str = "") -> dict:
+    """Nested JSON -> {"a.b.c": value} for numbers; lists of numbers as "a.b.0", "a.b.1", ..."""
+    out = {}
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else None
+    if items is None:
+        if isinstance(obj, (int, float)) and not isinstance(obj, bool) or obj is None:
+            out[prefix] = np.nan if obj is None else float(obj)
+        return out
+    for k, v in items:
+        out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def curve_statistics(val_acc: np.ndarray, epochs: np.ndarray, plateau_fraction: float) -> dict[str, float]:
+    """Epochs to reach ``plateau_fraction`` of the run's best validation accuracy; mean accuracy over training."""
+    finite = np.isfinite(val_acc)
+    if not finite.any():
+        return {"epochs_to_plateau": np.nan, "val_auc": np.nan}
+    best = np.nanmax(val_acc)
+    reached = np.flatnonzero(finite & (val_acc >= plateau_fraction * best))
+    span = epochs[-1] - epochs[0]
+    auc = float(np.trapezoid(val_acc, epochs) / span) if span > 0 and finite.all() else float(val_acc[0])
+    return {"epochs_to_plateau": float(epochs[reached[0]]), "val_auc": auc}
+
+
+def run_table(
+    summary_paths: list,
+    metrics_paths: list,
+    measure_paths: dict[str, list] | None = None,
+    plateau_fraction: float = 0.95,
+    min_val_acc: float = 0.2,
+) -> pd.DataFrame:
+    """One row per run: identity, summary numbers, curve statistics, and every number of every measure file
+    (``measure_paths = {"sharpness": [...sharpness.json], "adaptive": [...], ...}`` -> columns "sharpness.<key>")."""
+    rows: dict[tuple, dict] = {}
+    for summary in load_summaries(summary_paths):
+        key = tuple(summary[k] for k in ID_COLUMNS)
+        rows[key] = {
+            **dict(zip(ID_COLUMNS, key)),
+            "final_test_acc": summary["final"]["test_acc"],
+            "best_test_acc": summary["best"]["test_acc"],
+            "best_val_acc": summary["best"]["val_acc"],
+        }
+    metrics = load_metrics(metrics_paths)
+    if len(metrics):
+        for key, g in metrics.groupby(ID_COLUMNS):
+            g = g.sort_values("epoch")
+            stats = curve_statistics(g["val_acc"].to_numpy(float), g["epoch"].to_numpy(float), plateau_fraction)
+            rows.setdefault(key, dict(zip(ID_COLUMNS, key))).update(stats)
+    for name, paths in (measure_paths or {}).items():
+        for path in paths:
+            k = run_key(path)
+            key = tuple(k[c] for c in ID_COLUMNS)
+            rows.setdefault(key, dict(zip(ID_COLUMNS, key))).update(flatten(json.loads(Path(path).read_text()), name))
+    table = pd.DataFrame(list(rows.values()))
+    # train mode differs from eval mode only for BatchNorm (batch statistics); the other heads' measure files
+    # hold eval mode only, which IS their train-mode value
+    for column in [c for c in table.columns if ".train." in c]:
+        twin = column.replace(".train.", ".eval.", 1)
+        if twin in table:
+            same = table["head"] != "batch"
+            table.loc[same, column] = table.loc[same, column].fillna(table.loc[same, twin])
+    if "best_val_acc" in table:
+        table["learned"] = table["best_val_acc"] >= min_val_acc
+    return table

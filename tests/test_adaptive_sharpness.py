@@ -1,0 +1,79 @@
+"""Adaptive sharpness: worst >= average, ReLU-rescaling invariance (adaptive) vs plain, quadratic reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from normscape.adaptive_sharpness import adaptive_sharpness
+from normscape.headloss import HeadLoss
+from normscape.heads import build_head
+
+
+def trained_head(norm: str, seed: int = 0):
+    torch.manual_seed(seed)
+    model = build_head(norm, in_features=20, hidden=12, num_classes=10).double()
+    x, y = torch.randn(200, 20, dtype=torch.float64).relu(), torch.randint(0, 10, (200,))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for i in range(60):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(
+            model(x[(i % 5) * 40 : (i % 5 + 1) * 40]), y[(i % 5) * 40 : (i % 5 + 1) * 40]
+        ).backward()
+        opt.step()
+    return model.eval(), x, y
+
+
+@pytest.mark.parametrize("ball", ["linf", "l2"])
+@pytest.mark.parametrize("norm", ["none", "batch", "layer"])
+def test_worst_case_exceeds_average_case(norm, ball):
+    model, x, y = trained_head(norm)
+    radii = [0.01, 0.05] if ball == "linf" else [0.1, 0.5]
+    res = adaptive_sharpness(model, x, y, radii, ball=ball, samples=8, ascent_steps=5)
+    assert res["radii"] == radii
+    for avg, sem, worst in zip(res["average"], res["average_sem"], res["worst"]):
+        assert worst >= avg + 2 * sem and worst > 0
+    assert res["worst"][1] > res["worst"][0]  # a larger ball holds a higher maximum
+
+
+def rescaled(model, c: torch.Tensor):
+    """fc1 row i (and bias i) times c_i, fc2 column i times 1/c_i: the same function for a ReLU head."""
+    out = build_head("none", 20, 12, 10).double()
+    out.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        out.fc1.weight.mul_(c[:, None])
+        out.fc1.bias.mul_(c)
+        out.fc2.weight.div_(c[None, :])
+    return out.eval()
+
+
+@pytest.mark.parametrize("ball", ["linf", "l2"])
+def test_adaptive_sharpness_is_invariant_to_relu_rescaling_plain_is_not(ball):
+    model, x, y = trained_head("none")
+    c = torch.linspace(0.2, 5.0, 12, dtype=torch.float64)
+    other = rescaled(model, c)
+    assert torch.allclose(model(x), other(x), rtol=1e-12, atol=1e-12)
+    radii = [0.02] if ball == "linf" else [0.2]
+    kw = dict(ball=ball, samples=6, ascent_steps=4, seed=3)
+    a, b = adaptive_sharpness(model, x, y, radii, **kw), adaptive_sharpness(other, x, y, radii, **kw)
+    np.testing.assert_allclose(a["average"], b["average"], rtol=1e-9)
+    np.testing.assert_allclose(a["worst"], b["worst"], rtol=1e-6)
+    plain_radii = [0.02] if ball == "linf" else [0.5]
+    pa = adaptive_sharpness(model, x, y, plain_radii, adaptive=False, **kw)
+    pb = adaptive_sharpness(other, x, y, plain_radii, adaptive=False, **kw)
+    assert abs(pb["average"][0] / pa["average"][0] - 1) > 0.1
+    assert abs(pb["worst"][0] / pa["worst"][0] - 1) > 0.1
+
+
+def test_small_radius_average_case_matches_the_hessian_quadratic_form():
+    # L(theta + s*eta) - L(theta) ~ g.(s*eta) + 1/2 (s*eta)^T H (s*eta); E over eta ~ N(0, rho^2 I):
+    # rho^2 / 2 * sum_i s_i^2 H_ii. With many samples the average matches it at a small radius.
+    model, x, y = trained_head("layer")
+    loss = HeadLoss(model, x, y)
+    h = torch.autograd.functional.hessian(loss.loss, loss.theta.clone())
+    s2 = loss.theta.abs() ** 2
+    rho = 1e-3
+    expected = 0.5 * rho**2 * float((s2 * torch.diagonal(h)).sum())
+    res = adaptive_sharpness(model, x, y, [rho], samples=400, ascent_steps=1)
+    assert res["average"][0] == pytest.approx(expected, rel=4 * res["average_sem"][0] / expected + 0.02)

@@ -1,0 +1,140 @@
+"""Claims table: statistics and verdicts on synthetic run records whose answers are known."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from normscape.claims import bootstrap_ci, sign_flip_p, verdict, write_claims
+from normscape.runtable import curve_statistics, run_table
+
+PLATEAU = {"none": 0.76, "batch": 0.76, "layer": 0.76, "frn": 0.10, "frn_learned_eps": 0.75, "group": 0.76}
+TAU = {"none": 2.0, "batch": 0.5, "layer": 0.8, "frn": 1.0, "frn_learned_eps": 2.0, "group": 1.0}
+CLIP_EFFECT = {"none": 0.0, "batch": 0.0, "layer": 0.02, "frn": 0.0}
+HIGH_LR_DROP = {"none": 0.03, "batch": 0.005, "layer": 0.004, "frn": 0.0}
+TOP_EIG = {"none": 11.0, "batch": 8.0, "layer": 8.3, "frn": 0.7, "frn_learned_eps": 21.9}
+LOSS_INCREASE = {"none": 0.57, "batch": 0.91, "layer": 0.32, "frn": 0.001, "frn_learned_eps": 0.21}
+
+
+def write_run(root, experiment, head, variant, seed, rng, final_acc, tau, epochs=8, sharp=None):
+    run = root / "runs" / experiment / head / variant / f"seed{seed}"
+    run.mkdir(parents=True)
+    e = np.arange(1, epochs + 1)
+    plateau = PLATEAU[head]
+    val = plateau * (1 - np.exp(-e / tau)) if plateau > 0.2 else np.full(epochs, plateau)
+    val = val + rng.normal(0, 0.0005, epochs)
+    pd.DataFrame({"epoch": e, "val_acc": val, "train_loss": 1.0}).to_csv(run / "metrics.csv", index=False)
+    summary = {"final": {"test_acc": final_acc}, "best": {"test_acc": final_acc, "val_acc": float(val.max())}}
+    (run / "summary.json").write_text(json.dumps(summary))
+    if sharp is not None:
+        land = root / "landscapes" / experiment / head / variant / f"seed{seed}"
+        land.mkdir(parents=True)
+        (land / "sharpness.json").write_text(json.dumps(sharp))
+        # spectrum.json: eval mode for every head, train mode (batch statistics) only for BatchNorm
+        spectrum = {"eval": {"top_eigenvalues": [sharp["top_eigenvalue"], 1.0]}}
+        if head == "batch":
+            spectrum["train"] = {"top_eigenvalues": [3 * sharp["top_eigenvalue"], 1.0]}
+        (land / "spectrum.json").write_text(json.dumps(spectrum))
+
+
+@pytest.fixture
+def study(tmp_path):
+    rng = np.random.default_rng(0)
+    seeds = range(5)
+    for seed in seeds:
+        noise = lambda: rng.normal(0, 0.0005)  # noqa: E731
+        for head in ("none", "batch", "layer", "frn", "frn_learned_eps"):
+            base = PLATEAU[head] + noise()
+            sharp = {
+                "top_eigenvalue": TOP_EIG[head] * (1 + 0.02 * rng.normal()),
+                "hessian_trace": 200 + 20 * rng.normal(),  # no systematic difference: inconclusive
+                "loss_increase_at_radius": {"0.5": LOSS_INCREASE[head] * (1 + 0.02 * rng.normal())},
+            }
+            write_run(tmp_path, "convergence", head, "base", seed, rng, base, TAU[head], sharp=sharp)
+            if head in CLIP_EFFECT:
+                write_run(tmp_path, "clipping", head, "base", seed, rng, base + CLIP_EFFECT[head] + noise(), TAU[head])
+                write_run(tmp_path, "high_lr", head, "base", seed, rng, base - HIGH_LR_DROP[head] + noise(), TAU[head])
+    for head, spread in (("batch", 0.05), ("layer", 0.005), ("group", 0.005)):
+        for i, bs in enumerate((8, 32, 128)):
+            write_run(tmp_path, "batch_size", head, f"bs-{bs}", 0, rng, 0.7 + spread * i / 2, TAU[head], epochs=3)
+    summaries = sorted(map(str, tmp_path.glob("runs/**/summary.json")))
+    metrics = sorted(map(str, tmp_path.glob("runs/**/metrics.csv")))
+    sharpness = sorted(map(str, tmp_path.glob("landscapes/**/sharpness.json")))
+    spectrum = sorted(map(str, tmp_path.glob("landscapes/**/spectrum.json")))
+    return tmp_path, summaries, metrics, {"sharpness": sharpness, "spectrum": spectrum}
+
+
+def test_statistics_primitives():
+    assert sign_flip_p(np.array([1.0, 2.0, 3.0]), "greater") == pytest.approx(1 / 8)
+    assert sign_flip_p(np.array([1.0, -2.0, 3.0]), "greater") == pytest.approx(3 / 8)  # (1,-2,3), (1,2,3), (-1,2,3)
+    assert sign_flip_p(np.array([1.0, 2.0, 3.0]), "two-sided") == pytest.approx(2 / 8)
+    assert bootstrap_ci(np.array([0.3, 0.3, 0.3]), 0.95, 1000, 0) == pytest.approx((0.3, 0.3))
+    lo, hi = bootstrap_ci(np.array([1.0, 2.0, 3.0]), 0.95, 20000, 0)
+    assert lo == pytest.approx(1.0) and hi == pytest.approx(3.0)  # n = 3: [min, max]
+    assert verdict(0.1, 0.2, "greater", 0, 3) == "supported" and verdict(-0.2, -0.1, "greater", 0, 3) == "refuted"
+    assert verdict(-0.1, 0.2, "less", 0, 3) == "inconclusive" and verdict(0.1, 0.2, "greater", 0, 1) == "inconclusive"
+    assert verdict(-0.001, 0.002, "equivalent", 0.005, 3) == "supported"
+    assert verdict(0.01, 0.02, "equivalent", 0.005, 3) == "refuted"
+    assert verdict(-0.001, 0.002, "different", 0.005, 3) == "refuted"
+    e = np.arange(1.0, 6.0)
+    stats = curve_statistics(np.array([0.5, 0.7, 0.75, 0.8, 0.79]), e, 0.95)
+    assert stats["epochs_to_plateau"] == 4.0  # 0.95 * 0.8 = 0.76: 0.75 at epoch 3 falls short
+    assert stats["val_auc"] == pytest.approx(np.trapezoid([0.5, 0.7, 0.75, 0.8, 0.79], e) / 4)
+
+
+def test_claims_table_gives_the_known_verdicts(study):
+    root, summaries, metrics, measures = study
+    result = write_claims(summaries, metrics, measures, root / "claims.csv", root / "claims.md")
+    row = lambda cid, comp, stat=None: result[  # noqa: E731
+        (result["claim_id"] == cid) & (result["comparison"] == comp) & ((result["statistic"] == stat) if stat else True)
+    ].iloc[0]
+    claim = lambda cid: result.loc[result["claim_id"] == cid, "claim_verdict"].iloc[0]  # noqa: E731
+    # convergence: BatchNorm/LayerNorm faster on both statistics; dead FRN has no speed
+    for head in ("BatchNorm", "LayerNorm"):
+        assert row("faster_convergence", f"{head} - baseline", "epochs_to_plateau")["verdict"] == "supported"
+        assert row("faster_convergence", f"{head} - baseline", "val_auc")["verdict"] == "supported"
+    assert row("faster_convergence", "FRN - baseline", "val_auc")["n_seeds"] == 0
+    # learned-eps FRN: same time constant as the baseline (epochs to plateau: no difference) but a 1-point lower
+    # plateau, so a smaller area under its curve
+    assert row("faster_convergence", "FRN (learned eps) - baseline", "epochs_to_plateau")["verdict"] == "inconclusive"
+    assert row("faster_convergence", "FRN (learned eps) - baseline", "val_auc")["verdict"] == "refuted"
+    assert claim("faster_convergence") == "mixed"
+    # clipping: LayerNorm +2 points, the others within noise
+    assert row("clipping_layernorm_only", "LayerNorm: clipped - unclipped")["verdict"] == "supported"
+    assert row("clipping_layernorm_only", "LayerNorm: clipped - unclipped")["mean"] == pytest.approx(0.02, abs=0.002)
+    assert claim("clipping_layernorm_only") == "supported"
+    assert claim("high_lr_hurts_baseline_most") == "supported"
+    # flatness per measure: eigenvalue smaller for BN/LN but larger for learned-eps FRN; BN's loss increase larger
+    assert row("flatter_minima[sharpness.top_eigenvalue]", "BatchNorm - baseline")["verdict"] == "supported"
+    assert row("flatter_minima[sharpness.top_eigenvalue]", "FRN (learned eps) - baseline")["verdict"] == "refuted"
+    assert claim("flatter_minima[sharpness.top_eigenvalue]") == "mixed"
+    key = "flatter_minima[sharpness.loss_increase_at_radius.0.5]"
+    assert row(key, "BatchNorm - baseline")["verdict"] == "refuted"
+    assert row(key, "LayerNorm - baseline")["verdict"] == "supported"
+    assert row("flatter_minima[sharpness.hessian_trace]", "LayerNorm - baseline")["verdict"] == "inconclusive"
+    # train mode: BatchNorm's batch-statistics eigenvalue (3 x 8 = 24) against the baseline's (= its eval, 11)
+    train = row("flatter_minima[spectrum.train.top_eigenvalues.0]", "BatchNorm - baseline")
+    assert train["verdict"] == "refuted" and train["mean"] == pytest.approx(24 - 11, rel=0.05)
+    assert row("flatter_minima[spectrum.train.top_eigenvalues.0]", "LayerNorm - baseline")["verdict"] == "supported"
+    # measures that were not computed make no rows
+    assert claim("flatter_minima[adaptive.eval.worst.0.002]") == "not testable (runs missing)"
+    # one seed of the batch-size sweep: the range difference is there but cannot be judged
+    bs = row("batchnorm_batch_size", "range(BatchNorm) - range(LayerNorm)")
+    assert bs["n_seeds"] == 1 and bs["mean"] == pytest.approx(0.045) and bs["verdict"] == "inconclusive"
+    assert claim("frn_needs_learnable_eps") == "supported"
+    fr = row("frn_needs_learnable_eps", "FRN learned eps - FRN fixed eps")
+    assert fr["n_seeds"] == 5 and fr["p_exact"] == pytest.approx(1 / 32)
+    md = (root / "claims.md").read_text()
+    assert "Gradient clipping changes LayerNorm's result and no other head's — **supported**" in md
+    assert pd.read_csv(root / "claims.csv").shape[0] == len(result)
+
+
+def test_run_table_flattens_measure_files(study):
+    root, summaries, metrics, measures = study
+    table = run_table(summaries, metrics, measures)
+    r = table[(table["experiment"] == "convergence") & (table["head"] == "frn") & (table["seed"] == 0)].iloc[0]
+    assert not r["learned"] and np.isfinite(r["sharpness.loss_increase_at_radius.0.5"])
+    assert len(table) == 5 * (5 + 4 + 4) + 9

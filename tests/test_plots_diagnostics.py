@@ -1,0 +1,97 @@
+"""Diagnostics figures drawn from real measure files of tiny trained heads: the plotted numbers are checked."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from normscape.adaptive_sharpness import adaptive_sharpness, write_adaptive_sharpness
+from normscape.plots_diagnostics import plot_adaptive_sharpness, plot_smoothness, plot_spectrum_density
+from normscape.smoothness import SmoothnessProbe, derived, read_smoothness_h5, write_smoothness
+from normscape.spectrum import hessian_spectrum, write_spectrum
+from normscape.train import Trainer
+
+HEADS = ("none", "batch", "layer")
+
+
+def data(seed=0, n=128, dim=24):
+    g = torch.Generator().manual_seed(seed)
+    centers = torch.randn(10, dim, generator=g)
+    out = {}
+    for name, size in (("train", n), ("val", 32), ("test", 32)):
+        y = torch.randint(0, 10, (size,), generator=g)
+        out[name] = ((centers[y] + torch.randn(size, dim, generator=g)).relu(), y)
+    return out
+
+
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory):
+    root = tmp_path_factory.mktemp("diag")
+    d = data()
+    files = {"smoothness": [], "spectrum": [], "adaptive": []}
+    for head in HEADS:
+        for seed in (0, 1):
+            run = root / "runs" / "convergence" / head / "base" / f"seed{seed}"
+            probe = SmoothnessProbe(every=2)
+            trainer = Trainer(d, norm=head, seed=seed, epochs=2, batch_size=32, lr=1e-2, hidden=16, probe=probe)
+            trainer.fit()
+            write_smoothness(run / "smoothness.h5", run / "smoothness.json", probe)
+            files["smoothness"].append(run / "smoothness.h5")
+            land = root / "landscapes" / "convergence" / head / "base" / f"seed{seed}"
+            x, y = d["train"]
+            modes = ("eval", "train") if head == "batch" else ("eval",)
+            spectra = {
+                m: hessian_spectrum(
+                    trainer.model, x, y, mode=m, batch_size=32, slq_steps=12, block_steps=4, block_probes=2
+                )
+                for m in modes
+            }
+            write_spectrum(land / "spectrum.h5", land / "spectrum.json", spectra)
+            files["spectrum"].append(land / "spectrum.h5")
+            sharp = {
+                m: adaptive_sharpness(
+                    trainer.model, x, y, [0.01, 0.05], mode=m, batch_size=32, samples=3, ascent_steps=2
+                )
+                for m in modes
+            }
+            write_adaptive_sharpness(land / "adaptive_sharpness.json", sharp)
+            files["adaptive"].append(land / "adaptive_sharpness.json")
+    return root, files
+
+
+def test_smoothness_figure_plots_median_over_seeds(measured):
+    root, files = measured
+    drawn = plot_smoothness(files["smoothness"], root / "s.pdf", root / "s.png")
+    assert (root / "s.pdf").stat().st_size > 0 and (root / "s.png").stat().st_size > 0
+    for head in HEADS:
+        runs = [read_smoothness_h5(p) for p in files["smoothness"] if f"/{head}/" in str(p)]
+        expected = np.median(np.vstack([derived(r)["beta"] for r in runs]), 0)
+        np.testing.assert_allclose(drawn[("beta", head)], expected)
+        assert np.all(drawn[("loss_range", head)] > 0)
+
+
+def test_spectrum_figure_draws_batchnorm_in_both_modes(measured):
+    root, files = measured
+    drawn = plot_spectrum_density(files["spectrum"], root / "d.pdf", root / "d.png")
+    assert set(k for k in drawn if k != "grid") == {
+        ("none", "eval"),
+        ("batch", "eval"),
+        ("batch", "train"),
+        ("layer", "eval"),
+    }
+    grid = drawn["grid"]
+    for key, dens in drawn.items():
+        if key != "grid":
+            assert np.sum(dens) * (grid[1] - grid[0]) == pytest.approx(1.0, abs=0.02)  # a density
+    assert not np.allclose(drawn[("batch", "eval")], drawn[("batch", "train")])
+
+
+def test_adaptive_sharpness_figure(measured):
+    root, files = measured
+    drawn = plot_adaptive_sharpness(files["adaptive"], root / "a.pdf", root / "a.png")
+    assert ("batch", "train", "worst") in drawn and ("none", "train", "worst") not in drawn
+    for (_, _, key), values in drawn.items():
+        assert values.shape == (2,) and np.all(np.isfinite(values))
+        if key == "worst":
+            assert values[1] > values[0]  # the larger ball holds a higher maximum

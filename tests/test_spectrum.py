@@ -1,0 +1,171 @@
+"""Hessian spectrum (top-k, SLQ density, per-layer blocks, BatchNorm eval/train) vs the explicit Hessian."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from normscape.headloss import HeadLoss
+from normscape.heads import build_head
+from normscape.spectrum import (
+    density_grid,
+    density_moments,
+    hessian_spectrum,
+    lanczos,
+    rademacher,
+    read_spectrum_h5,
+    ritz,
+    slq,
+    spectral_density,
+    write_spectrum_h5,
+)
+
+
+def small_head(norm: str, seed: int = 0):
+    """16-d input, hidden 8, 10 classes; trained a little so the Hessian is not that of the init."""
+    torch.manual_seed(seed)
+    model = build_head(norm, in_features=16, hidden=8, num_classes=10)
+    x, y = torch.randn(96, 16).relu(), torch.randint(0, 10, (96,))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.train()
+    for i in range(30):
+        xb, yb = x[(i % 6) * 16 : (i % 6 + 1) * 16], y[(i % 6) * 16 : (i % 6 + 1) * 16]
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(xb), yb).backward()
+        opt.step()
+    return model.eval(), x, y
+
+
+def explicit(loss: HeadLoss) -> torch.Tensor:
+    return torch.autograd.functional.hessian(loss.loss, loss.theta.clone())
+
+
+@pytest.mark.parametrize("norm", ["none", "layer", "frn_learned_eps"])
+def test_lanczos_top_k_and_moments_match_the_explicit_hessian(norm):
+    model, x, y = small_head(norm)
+    loss = HeadLoss(model, x, y)
+    h = explicit(loss)
+    np.testing.assert_allclose(loss.hvp(torch.ones(loss.dim, dtype=torch.float64)), h.sum(1), rtol=1e-10, atol=1e-12)
+    eigs = torch.linalg.eigvalsh(h).numpy()[::-1]
+    res = hessian_spectrum(model, x, y, top_k=5, slq_steps=80, slq_runs=1, block_steps=40, block_probes=0)
+    top = np.asarray(res["summary"]["top_eigenvalues"])
+    np.testing.assert_allclose(top, eigs[:5], rtol=1e-7, atol=1e-10)
+    assert max(res["summary"]["top_eigenvalue_residual_bounds"]) < 1e-5 * eigs[0]
+    # Gauss quadrature: the Ritz rule reproduces v^T H^j v / v^T v of its own start vector exactly (j < 2m)
+    v = rademacher(loss.dim, torch.Generator().manual_seed(0))
+    alphas, betas = lanczos(loss.hvp, v, 12)
+    r = ritz(alphas, betas)
+    for j in range(1, 6):
+        exact = float(v @ torch.linalg.matrix_power(h, j) @ v / (v @ v))
+        assert float(np.sum(r["weights"] * r["values"] ** j)) == pytest.approx(exact, rel=1e-8)
+
+
+def test_slq_density_moments_estimate_trace_moments():
+    model, x, y = small_head("layer")
+    loss = HeadLoss(model, x, y)
+    h = explicit(loss)
+    eigs = torch.linalg.eigvalsh(h).numpy()
+    nodes, weights, _ = slq(loss.hvp, loss.dim, steps=30, runs=100, seed=3)
+    assert np.allclose(weights.sum(1), 1.0)
+    est = density_moments(nodes, weights, orders=(1, 2))
+    exact = [np.mean(eigs), np.mean(eigs**2)]
+    # unbiased estimates; 100 Rademacher starts: within ~10 % of tr(H^j)/P
+    np.testing.assert_allclose(est, exact, rtol=0.12)
+    grid = density_grid(nodes, 4000, margin=0.5)
+    sigma = 0.01 * (eigs.max() - eigs.min())
+    dens = spectral_density(nodes, weights, grid, sigma)
+    dx = grid[1] - grid[0]
+    assert np.sum(dens) * dx == pytest.approx(1.0, abs=1e-3)
+    assert np.sum(dens * grid) * dx == pytest.approx(est[0], rel=1e-3, abs=1e-6)
+
+
+@pytest.mark.parametrize("norm", ["none", "batch", "frn_learned_eps"])
+def test_block_top_eigenvalue_and_trace(norm):
+    model, x, y = small_head(norm)
+    loss = HeadLoss(model, x, y)
+    h = explicit(loss)
+    res = hessian_spectrum(model, x, y, top_k=3, slq_steps=10, block_steps=200, block_probes=100, seed=1)
+    blocks = res["summary"]["blocks"]
+    assert list(blocks) == (["fc1", "fc2"] if norm == "none" else ["fc1", "norm", "fc2"])
+    for name, numbers in blocks.items():
+        idx = torch.cat([torch.arange(s.start, s.stop) for s in loss.block_slices()[name]])
+        hb = h[idx][:, idx]
+        assert numbers["size"] == len(idx)
+        assert numbers["top_eigenvalue"] == pytest.approx(torch.linalg.eigvalsh(hb).max().item(), rel=1e-7, abs=1e-10)
+        assert abs(numbers["trace"] - torch.trace(hb).item()) < 4 * numbers["trace_sem"] + 1e-9
+
+
+def test_batchnorm_train_mode_is_the_mean_over_training_batches_and_differs_from_eval():
+    model, x, y = small_head("batch")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    train = HeadLoss(model, x, y, mode="train", batch_size=16)
+    # reference: the model itself in train mode, one forward per training-size batch, losses averaged
+    ref_model = build_head("batch", 16, 8, 10).double()
+    ref_model.load_state_dict(model.state_dict())
+    ref_model.train()
+    chunks = [
+        torch.nn.functional.cross_entropy(ref_model(x[i : i + 16].double()), y[i : i + 16]) for i in range(0, 96, 16)
+    ]
+    assert train.loss(train.theta).item() == pytest.approx(torch.stack(chunks).mean().item(), rel=1e-12)
+    h_train = explicit(train)
+    res_train = hessian_spectrum(model, x, y, mode="train", batch_size=16, top_k=3, slq_steps=80, block_probes=0)
+    res_eval = hessian_spectrum(model, x, y, mode="eval", top_k=3, slq_steps=80, block_probes=0)
+    assert res_train["summary"]["mode"] == "train" and res_eval["summary"]["mode"] == "eval"
+    assert res_train["summary"]["batch_size"] == 16
+    np.testing.assert_allclose(
+        res_train["summary"]["top_eigenvalues"], torch.linalg.eigvalsh(h_train).numpy()[::-1][:3], rtol=1e-7
+    )
+    assert abs(res_train["summary"]["top_eigenvalues"][0] / res_eval["summary"]["top_eigenvalues"][0] - 1) > 1e-3
+    for k, v in model.state_dict().items():  # running statistics untouched by the train-mode function
+        assert torch.equal(v, before[k]), k
+
+
+def test_spectrum_file_round_trip(tmp_path):
+    model, x, y = small_head("batch")
+    results = {
+        mode: hessian_spectrum(model, x, y, mode=mode, batch_size=16, slq_steps=8, block_steps=4, block_probes=2)
+        for mode in ("eval", "train")
+    }
+    write_spectrum_h5(tmp_path / "spectrum.h5", results)
+    back = read_spectrum_h5(tmp_path / "spectrum.h5")
+    assert set(back) == {"eval", "train"}
+    for mode in back:
+        np.testing.assert_array_equal(back[mode]["nodes"], results[mode]["nodes"])
+        assert back[mode]["summary"] == results[mode]["summary"]
+    # deterministic: the same seed gives the same numbers
+    again = hessian_spectrum(model, x, y, mode="eval", slq_steps=8, block_steps=4, block_probes=2)
+    np.testing.assert_array_equal(again["nodes"], results["eval"]["nodes"])
+
+
+@pytest.mark.parametrize("norm", ["none", "batch", "layer", "group", "frn", "frn_learned_eps"])
+def test_head_loss_is_the_models_eval_loss_for_every_head(norm):
+    model, x, y = small_head(norm)
+    ref = torch.nn.functional.cross_entropy(model.double()(x.double()), y).item()
+    model.float()
+    loss = HeadLoss(model, x, y)
+    assert loss.loss(loss.theta).item() == pytest.approx(ref, rel=1e-12)
+    assert set(loss.block_slices()) == ({"fc1", "fc2"} if norm == "none" else {"fc1", "norm", "fc2"})
+    assert sum(s.stop - s.start for b in loss.block_slices().values() for s in b) == loss.dim
+
+
+@pytest.mark.parametrize("norm", ["none", "batch", "frn_learned_eps"])
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_tail_hvp_fast_path_equals_the_restricted_full_hvp(norm, mode):
+    model, x, y = small_head(norm)
+    loss = HeadLoss(model, x, y, mode=mode, batch_size=16)
+    n1 = loss.fc1_size
+    v = torch.randn(loss.dim, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    v[:n1] = 0
+    np.testing.assert_allclose(loss.tail_hvp(v[n1:]), loss.hvp(v)[n1:], rtol=1e-10, atol=1e-13)
+
+
+def test_float32_products_give_the_float64_spectrum_to_float32_accuracy():
+    model, x, y = small_head("layer")
+    kw = dict(top_k=3, slq_steps=40, block_steps=20, block_probes=4)
+    a = hessian_spectrum(model, x, y, dtype=torch.float64, **kw)["summary"]
+    b = hessian_spectrum(model, x, y, dtype=torch.float32, **kw)["summary"]
+    assert b["dtype"] == "float32"
+    np.testing.assert_allclose(b["top_eigenvalues"], a["top_eigenvalues"], rtol=1e-4)
+    for block in a["blocks"]:
+        assert b["blocks"][block]["top_eigenvalue"] == pytest.approx(a["blocks"][block]["top_eigenvalue"], rel=1e-4)
