@@ -8,8 +8,10 @@ run's training batch size. :func:`smoothness_probe` builds the Trainer's probe f
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+from pathlib import Path
 
 import torch
 
@@ -51,11 +53,13 @@ def compute_curvature_diagnostics(
     out_spectrum_json,
     out_adaptive_json,
     seed: int = 0,
+    enabled: dict | None = None,
 ) -> dict:
     """Spectrum and adaptive sharpness of one trained head -> files; returns {"spectrum": .., "adaptive": ..}.
 
     ``spectrum`` / ``sharpness`` are the ``diagnostics.spectrum`` / ``diagnostics.adaptive_sharpness`` config
-    slices; both use the same seeded subset of ``samples`` training rows (``seed``: the landscape's
+    slices (``enabled``: {"spectrum": bool, "adaptive": bool}; a disabled one writes no modes); both use the
+    same seeded subset of ``samples`` training rows (``seed``: the landscape's
     ``direction_seed``, so it is the subset of the existing Hessian numbers).
     """
     model = load_head(model_path)
@@ -64,7 +68,9 @@ def compute_curvature_diagnostics(
     idx = subset_indices(len(x_all), samples, seed)
     x, y = torch.from_numpy(x_all[idx]), torch.from_numpy(y_all[idx]).long()
     spectra, sharp = {}, {}
-    for mode in modes_for(model.norm_name, spectrum.get("batchnorm_train_mode", True)):
+    enabled = {"spectrum": True, "adaptive": True, **(enabled or {})}
+    spectrum_modes = modes_for(model.norm_name, spectrum.get("batchnorm_train_mode", True))
+    for mode in spectrum_modes if enabled["spectrum"] else ():
         t0 = time.perf_counter()
         spectra[mode] = hessian_spectrum(
             model,
@@ -82,7 +88,8 @@ def compute_curvature_diagnostics(
         )
         spectra[mode]["summary"]["seconds"] = time.perf_counter() - t0
         log.info("spectrum (%s mode): top eigenvalues %s", mode, spectra[mode]["summary"]["top_eigenvalues"])
-    for mode in modes_for(model.norm_name, sharpness.get("batchnorm_train_mode", True)):
+    sharpness_modes = modes_for(model.norm_name, sharpness.get("batchnorm_train_mode", True))
+    for mode in sharpness_modes if enabled["adaptive"] else ():
         t0 = time.perf_counter()
         sharp[mode] = adaptive_sharpness(
             model,
@@ -102,3 +109,70 @@ def compute_curvature_diagnostics(
     write_spectrum(out_spectrum_h5, out_spectrum_json, spectra)
     write_adaptive_sharpness(out_adaptive_json, sharp)
     return {"spectrum": {m: r["summary"] for m, r in spectra.items()}, "adaptive": sharp}
+
+
+def compute_curvature(
+    model_final,
+    features_path,
+    batch_size: int,
+    spectrum: dict,
+    sharpness: dict,
+    out_spectrum_h5,
+    out_spectrum_json,
+    out_adaptive_json,
+    seed: int = 0,
+) -> dict:
+    """The curvature rule: :func:`compute_curvature_diagnostics` with provenance, and diverged runs recorded.
+
+    Every file records ``provenance``: the run identity of ``model_final.pt`` (the training it describes), the
+    feature cache's identity and digests of the two settings. A diverged run (its model has non-finite
+    parameters) gets null numbers and the reason, like sharpness.json, never a traceback.
+    """
+    import h5py
+
+    from normscape.atomic import atomic_path, write_json
+    from normscape.errors import DataError
+    from normscape.featurestore import digest, identity
+    from normscape.landscape import _load_head_file, divergence_of
+
+    model, state = _load_head_file(model_final)
+    run = state.get("provenance") or {}
+    features_identity = identity(features_path)
+    if run.get("features_identity") not in (None, features_identity):
+        raise DataError(
+            f"{model_final} was trained on other features than {features_path}; rerun it: snakemake --cores 2 all"
+        )
+    provenance = {
+        "run_identity": run.get("identity"),
+        "features_identity": features_identity,
+        "spectrum": digest(spectrum),
+        "adaptive_sharpness": digest(sharpness),
+    }
+    reason = divergence_of(model, state)
+    if reason is not None:
+        record = {"diverged": True, "reason": reason, "provenance": provenance}
+        with atomic_path(out_spectrum_h5, suffix=".h5") as tmp, h5py.File(tmp, "w") as f:
+            f.attrs.update({"status": "diverged", "reason": reason, "run_identity": str(run.get("identity"))})
+        write_json(out_spectrum_json, record)
+        write_json(out_adaptive_json, record)
+        log.info("run diverged (%s): no curvature numbers", reason)
+        return {"diverged": True, "reason": reason}
+    enabled = {"spectrum": spectrum.get("enabled", True), "adaptive": sharpness.get("enabled", True)}
+    result = compute_curvature_diagnostics(
+        model_final,
+        features_path,
+        batch_size,
+        {**spectrum, "batchnorm_train_mode": spectrum.get("batchnorm_train_mode", True)},
+        sharpness,
+        out_spectrum_h5,
+        out_spectrum_json,
+        out_adaptive_json,
+        seed=seed,
+        enabled=enabled,
+    )
+    for path, name in ((out_spectrum_json, "spectrum"), (out_adaptive_json, "adaptive")):
+        record = json.loads(Path(path).read_text())
+        write_json(path, {**record, "enabled": enabled[name], "provenance": provenance})
+    with h5py.File(out_spectrum_h5, "a") as f:
+        f.attrs.update({"status": "ok", "run_identity": str(run.get("identity"))})
+    return result

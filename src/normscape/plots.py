@@ -394,10 +394,13 @@ class FigureSpec:
 
     category: str
     inputs: dict[str, list[tuple[str, str, list[str] | None]]]
-    draw: Callable[[dict[str, list[str]], int], plt.Figure]  # (input files by kind, smoothing window)
+    # (input files by kind, smoothing window) -> figure; with ``settings``: (input files, the figure settings)
+    draw: Callable[[dict[str, list[str]], int], plt.Figure]
+    # the diagnostics.<key> config slice the drawing reads (merged into the figure rule's settings), if any
+    settings: str | None = None
 
 
-INPUT_KINDS = ("metrics", "grads", "landscapes", "summaries")
+INPUT_KINDS = ("metrics", "grads", "landscapes", "summaries", "smoothness", "spectra", "adaptive")
 CLIPPING_HEADS = ["batch", "frn", "none"]
 CONVERGENCE_LANDSCAPES = {"landscapes": [("convergence", "landscape.h5", None)]}
 
@@ -471,14 +474,39 @@ FIGURES: dict[str, FigureSpec] = {
         {"summaries": [("batch_size", "summary.json", None)]},
         lambda i, w: batch_size_figure(i["summaries"]),
     ),
+    # optimisation diagnostics (normscape.plots_diagnostics; measures registered in normscape.measures)
+    "fig_smoothness": FigureSpec(
+        "diagnostics",
+        {"smoothness": [("convergence", "smoothness.h5", None)]},
+        lambda i, w: _diagnostics().plot_smoothness(i["smoothness"], None, None),
+    ),
+    "fig_hessian_density": FigureSpec(
+        "diagnostics",
+        {"spectra": [("convergence", "spectrum.h5", None)]},
+        lambda i, s: _diagnostics().plot_spectrum_density(
+            i["spectra"], None, None, sigma_fraction=s["density_sigma_fraction"]
+        ),
+        settings="spectrum",
+    ),
+    "fig_adaptive_sharpness": FigureSpec(
+        "diagnostics",
+        {"adaptive": [("convergence", "adaptive_sharpness.json", None)]},
+        lambda i, w: _diagnostics().plot_adaptive_sharpness(i["adaptive"], None, None),
+    ),
 }
+
+
+def _diagnostics():
+    """normscape.plots_diagnostics, imported when drawn (it imports this module)."""
+    return importlib.import_module("normscape.plots_diagnostics")
 
 
 def draw(name: str, inputs: dict[str, list[str]], settings: dict) -> plt.Figure:
     """The figure called ``name`` (see FIGURES.md) from its input files."""
     if name not in FIGURES:
         raise ValueError(f"unknown figure {name!r}; defined: {sorted(FIGURES)}")
-    return FIGURES[name].draw(inputs, settings.get("smoothing_window", 3))
+    spec = FIGURES[name]
+    return spec.draw(inputs, settings if spec.settings else settings.get("smoothing_window", 3))
 
 
 def render(name: str, inputs: dict[str, list[str]], settings: dict, pdf: str | Path, png: str | Path) -> None:

@@ -30,9 +30,27 @@ def _label(head: str, mode: str = "eval") -> str:
     return f"{name} (train mode: batch statistics)" if mode == "train" else name
 
 
+def _finish(fig, drawn: dict, pdf, png):
+    """Save and return what was drawn; ``pdf=None``: return the figure unsaved (plots.FIGURES saves it)."""
+    if pdf is None:
+        return fig
+    save(fig, pdf, png)
+    return drawn
+
+
+def _measured(path) -> bool:
+    """False for the files of a diverged run (no numbers: the curvature rule records only the reason)."""
+    import h5py
+
+    if str(path).endswith(".json"):
+        return "eval" in read_adaptive_sharpness(path)
+    with h5py.File(path, "r") as f:
+        return len(f.keys()) > 0 and ("step" not in f or len(f["step"]) > 0)
+
+
 def _by_head(paths: list) -> dict[str, list]:
     out = defaultdict(list)
-    for path in paths:
+    for path in filter(_measured, paths):
         out[run_key(path)["head"]].append(path)
     return dict(sorted(out.items(), key=lambda kv: head_sort_key(kv[0])))
 
@@ -72,8 +90,7 @@ def plot_smoothness(smoothness_paths: list, pdf, png) -> dict:
     axes[0, 0].legend(frameon=False)
     fig.suptitle("Smoothness along the training trajectory (steps along the optimiser's update)")
     fig.tight_layout()
-    save(fig, pdf, png)
-    return drawn
+    return _finish(fig, drawn, pdf, png)
 
 
 def plot_spectrum_density(spectrum_paths: list, pdf, png, sigma_fraction: float = 0.01, points: int = 2000) -> dict:
@@ -104,8 +121,7 @@ def plot_spectrum_density(spectrum_paths: list, pdf, png, sigma_fraction: float 
     ax.set_ylabel("spectral density (log scale)")
     ax.set_title(f"Hessian eigenvalue density (stochastic Lanczos quadrature, Gaussian width {sigma:.2g})")
     ax.legend(frameon=False)
-    save(fig, pdf, png)
-    return drawn
+    return _finish(fig, drawn, pdf, png)
 
 
 def plot_adaptive_sharpness(paths: list, pdf, png) -> dict:
@@ -143,5 +159,4 @@ def plot_adaptive_sharpness(paths: list, pdf, png) -> dict:
     axes[0].set_ylabel("loss increase")
     axes[1].legend(frameon=False, fontsize=7)
     fig.tight_layout()
-    save(fig, pdf, png)
-    return drawn
+    return _finish(fig, drawn, pdf, png)

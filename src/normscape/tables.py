@@ -15,13 +15,14 @@ import pandas as pd
 
 from normscape.atomic import atomic_path, write_text
 from normscape.errors import DataError
-from normscape.results import HEAD_LABELS, head_sort_key, load_summaries, run_key
+from normscape.results import HEAD_LABELS, head_sort_key, load_metrics, load_summaries, run_key
+from normscape.runtable import curve_statistics
 
 COLUMNS = [
     ("final_test_acc", "final test acc"),
     ("best_test_acc", "best-val test acc"),
-    ("epochs_to_80", "epochs to 80% val"),
-    ("epochs_to_85", "epochs to 85% val"),
+    ("epochs_to_plateau", "epochs to plateau"),
+    ("val_auc", "mean val acc (AUC)"),
     ("final_val_loss", "final val loss"),
     ("grad_norm_median", "|g| median"),
     ("grad_norm_p99", "|g| p99"),
@@ -32,7 +33,20 @@ COLUMNS = [
 ]
 
 
-def run_rows(summary_paths: list[str], sharpness_paths: list[str]) -> pd.DataFrame:
+def run_rows(
+    summary_paths: list[str],
+    sharpness_paths: list[str],
+    metrics_paths: list[str] = (),
+    plateau_fraction: float = 0.95,
+) -> pd.DataFrame:
+    """One row per run. Convergence relative to the run's own plateau (normscape.runtable.curve_statistics, from
+    its metrics.csv): frozen features cap the accuracy, so fixed thresholds would read "—" for every head."""
+    curves = {}
+    metrics = load_metrics(list(metrics_paths))
+    if len(metrics):
+        for key, g in metrics.groupby(["experiment", "head", "variant", "seed"]):
+            g = g.sort_values("epoch")
+            curves[key] = curve_statistics(g["val_acc"].to_numpy(float), g["epoch"].to_numpy(float), plateau_fraction)
     sharp, sharp_path = {}, {}
     for path in sharpness_paths:
         k = run_key(path)
@@ -56,8 +70,7 @@ def run_rows(summary_paths: list[str], sharpness_paths: list[str]) -> pd.DataFra
                 "seed": s["seed"],
                 "final_test_acc": s["final"]["test_acc"],
                 "best_test_acc": s["best"]["test_acc"],
-                "epochs_to_80": s["epochs_to_val_acc"].get("0.80"),
-                "epochs_to_85": s["epochs_to_val_acc"].get("0.85"),
+                **curves.get(key, {"epochs_to_plateau": None, "val_auc": None}),
                 "final_val_loss": s["final"]["val_loss"],
                 "grad_norm_median": s["grad_norm"]["median"],
                 "grad_norm_p99": s["grad_norm"]["p99"],
@@ -99,7 +112,7 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
 def _fmt(mean: float, std: float, n: int, col: str) -> str:
     if not np.isfinite(mean):
         return "—"
-    pct = col in ("final_test_acc", "best_test_acc", "clipped_fraction")
+    pct = col in ("final_test_acc", "best_test_acc", "clipped_fraction", "val_auc")
     scale, digits = (100.0, 1) if pct else (1.0, 3 if abs(mean) < 100 else 0)
     text = f"{mean * scale:.{digits}f}"
     if np.isfinite(std):
@@ -109,7 +122,7 @@ def _fmt(mean: float, std: float, n: int, col: str) -> str:
     return text + ("%" if pct else "")
 
 
-def to_markdown(table: pd.DataFrame) -> str:
+def to_markdown(table: pd.DataFrame, plateau_fraction: float = 0.95) -> str:
     head = ["experiment", "head", "variant", "seeds", "diverged"] + [label for _, label in COLUMNS]
     head = [h.replace("|", "\\|") for h in head]  # "|g|": a literal pipe must be escaped in a Markdown table
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -118,18 +131,24 @@ def to_markdown(table: pd.DataFrame) -> str:
         cells += [_fmt(r[f"{c}_mean"], r[f"{c}_std"], r[f"{c}_n"], c) for c, _ in COLUMNS]
         lines.append("| " + " | ".join(cells) + " |")
     note = (
-        "Mean ± std over seeds. Accuracies in %. 'epochs to X% val': first epoch whose validation accuracy "
-        "reaches X, averaged over the seeds that reach it (count in parentheses). |g|: global gradient L2 norm "
+        "Mean ± std over seeds. Accuracies in %. 'epochs to plateau': first epoch whose validation accuracy "
+        f"reaches {plateau_fraction:.0%} of that run's own best (count of seeds in parentheses); 'mean val acc "
+        "(AUC)': area under the validation-accuracy curve / epoch span. |g|: global gradient L2 norm "
         "per step before clipping. Sharpness on the training loss w.r.t. the head's parameters (eval mode)."
     )
     return "\n".join(lines) + "\n\n" + note + "\n"
 
 
 def write_summary_table(
-    summary_paths: list[str], sharpness_paths: list[str], csv_path: str, md_path: str
+    summary_paths: list[str],
+    sharpness_paths: list[str],
+    csv_path: str,
+    md_path: str,
+    metrics_paths: list[str] = (),
+    plateau_fraction: float = 0.95,
 ) -> pd.DataFrame:
-    table = aggregate(run_rows(summary_paths, sharpness_paths))
+    table = aggregate(run_rows(summary_paths, sharpness_paths, metrics_paths, plateau_fraction))
     with atomic_path(csv_path, suffix=".csv") as tmp:
         table.to_csv(tmp, index=False)
-    write_text(md_path, to_markdown(table))
+    write_text(md_path, to_markdown(table, plateau_fraction))
     return table

@@ -490,6 +490,8 @@ def train_run(
     tracker_factory: Any = None,
     features_expected: dict | None = None,
     trajectory: bool = True,
+    smoothness: dict | None = None,
+    smoothness_paths: tuple | None = None,
 ) -> dict:
     """Train one run into ``run_dir`` (resuming from ``checkpoints/last.pt`` when its identity matches) and
     write metrics.csv, summary.json, grads.h5, model_{init,final,best}.pt and (unless ``trajectory`` is False: no
@@ -497,9 +499,19 @@ def train_run(
 
     ``features_expected`` (:func:`normscape.featurestore.expected_attrs` of the config): the feature cache must
     have been built for it, else one DataError names the mismatch and the rebuild command.
+
+    ``smoothness`` (the ``diagnostics.smoothness`` slice, None for runs without the probe): the probe's
+    settings are part of the run's identity (a checkpoint never resumes under other settings); with
+    ``smoothness_paths`` = (h5, json) the probe's records are written there (zero records without a probe).
     """
+    from normscape.diagnostics import smoothness_probe
+    from normscape.smoothness import SmoothnessProbe, write_smoothness
+
     run_dir = Path(run_dir)
     resolved = {"run": run, "training": training, "head": head, "grad_hist": grad_hist}
+    probe = smoothness_probe(smoothness) if smoothness else None
+    if probe is not None:
+        resolved["smoothness"] = smoothness
     if features_expected is not None:
         features_identity = featurestore.require_compatible(features, features_expected)
     else:
@@ -513,6 +525,7 @@ def train_run(
         hidden=head["hidden"],
         dropout=head["dropout"],
         grad_hist=grad_hist,
+        probe=probe,
         **training,
     )
     ckpt_path = run_dir / "checkpoints" / "last.pt"
@@ -556,6 +569,9 @@ def train_run(
                     },
                     tmp,
                 )
+        if smoothness_paths is not None:
+            attrs = {"head": run["head"], "run_identity": provenance["identity"], "probed": probe is not None}
+            write_smoothness(*smoothness_paths, probe if probe is not None else SmoothnessProbe(), attrs)
         if tracker is not None:
             tracker.log_summary(summary, [run_dir / "model_final.pt", run_dir / "model_best.pt"])
         write_json(run_dir / "summary.json", summary)

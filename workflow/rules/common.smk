@@ -14,6 +14,7 @@ from normscape.config import enumerate_runs, experiment_runs, find_run, validate
 from normscape import datasets, paths  # noqa: E402
 from normscape.plots import FIGURES as FIGURE_SPECS, INPUT_KINDS as FIGURE_INPUT_KINDS  # noqa: E402
 from normscape.errors import ConfigError  # noqa: E402
+from normscape.measures import MEASURES, curvature_enabled, location_of, measured_experiments  # noqa: E402
 from normscape.runtime import JOB_ENV  # noqa: E402
 
 # Every job inherits these (OpenMP settings must be in place before a job imports torch); a value already set wins.
@@ -75,6 +76,14 @@ def run_identity(wildcards):
     """The identity of the run a job's wildcards name (fails clearly if the config does not define it)."""
     run = find_run(config, wildcards.experiment, wildcards.head, wildcards.variant, wildcards.seed)
     return {"experiment": run.experiment, "head": run.head, "seed": run.seed, "variant": run.variant}
+
+
+# ---- diagnostics (normscape/measures.py: which rule writes which measure file, for which runs)
+def smoothness_settings(experiment):
+    """The smoothness probe's config slice for runs of ``experiment`` (None: that run is not probed)."""
+    if experiment not in measured_experiments("smoothness.json", config):
+        return None
+    return canonical(config["diagnostics"]["smoothness"])
 
 
 # ---- data and features stages
@@ -141,7 +150,7 @@ def backbone_weights_file():
 def run_files(experiment, filename, heads=None):
     """The files ``filename`` of every run of ``experiment`` (optionally only some heads)."""
     runs = [r for r in experiment_runs(config, experiment) if heads is None or r.head in heads]
-    if filename in ("landscape.h5", "sharpness.json"):
+    if location_of(filename) == "landscape":
         return [f"{landscape_dir(r)}/{filename}" for r in runs]
     return [f"{run_dir(r)}/{filename}" for r in runs]
 
@@ -154,13 +163,19 @@ def figure_inputs(name):
         for experiment, filename, heads in spec.inputs.get(kind, []):
             if experiment not in config["experiments"]:
                 return None
-            if filename == "landscape.h5" and experiment not in config["landscape"]["experiments"]:
+            if experiment not in measured_experiments(filename, config):
                 return None
             files = run_files(experiment, filename, heads)
             if not files:
                 return None
             inputs.setdefault(kind, []).extend(files)
     return inputs
+
+
+def figure_settings(name):
+    """The figures slice, plus the diagnostics slice a figure's drawing reads (its spec's ``settings``)."""
+    extra = FIGURE_SPECS[name].settings
+    return {**config["figures"], **(config["diagnostics"][extra] if extra else {})}
 
 
 def missing_for_figure(name):
@@ -170,8 +185,8 @@ def missing_for_figure(name):
         for experiment, filename, heads in FIGURE_SPECS[name].inputs.get(kind, []):
             if experiment not in config["experiments"]:
                 missing.append(f"experiment '{experiment}' (add experiments.{experiment})")
-            elif filename == "landscape.h5" and experiment not in config["landscape"]["experiments"]:
-                missing.append(f"landscapes of '{experiment}' (add it to landscape.experiments)")
+            elif experiment not in measured_experiments(filename, config):
+                missing.append(f"{filename} of '{experiment}' (add it to the experiments of its measure, enabled)")
             elif not run_files(experiment, filename, heads):
                 missing.append(f"heads {heads} in experiment '{experiment}'")
     return "; ".join(dict.fromkeys(missing))

@@ -36,7 +36,7 @@ for fig_name, fig_inputs in FIGURES.items():
             runtime=15,
         params:
             figure=fig_name,
-            settings=canonical(config["figures"]),
+            settings=canonical(figure_settings(fig_name)),
         script:
             "../scripts/figure.py"
 
@@ -47,6 +47,7 @@ rule summary_table:
         sharpness=[
             f"{landscape_dir(r)}/sharpness.json" for r in enumerate_runs(config, config["landscape"]["experiments"])
         ],
+        metrics=[f"{run_dir(r)}/metrics.csv" for r in enumerate_runs(config)],
     output:
         csv=f"{RESULTS}/tables/summary.csv",
         md=f"{RESULTS}/tables/summary.md",  # shown in the report as HTML (rule table_html_summary, report.smk)
@@ -58,9 +59,49 @@ rule summary_table:
     resources:
         mem_mb=1000,
         runtime=10,
+    params:
+        plateau_fraction=config["claims"]["plateau_fraction"],
     script:
         "../scripts/summary_table.py"
 
 
+def claims_measure_files():
+    """Every enabled measure's summary file by measure name (normscape/measures.py), for the claims' run table."""
+    return {
+        name: run_files_of(measure.file)
+        for name, measure in MEASURES.items()
+        if (measure.rule != "curvature" or curvature_enabled(config)) and run_files_of(measure.file)
+    }
+
+
+def run_files_of(filename):
+    """``filename`` of every run that has it computed."""
+    experiments = [e for e in measured_experiments(filename, config) if e in config["experiments"]]
+    return [path for experiment in experiments for path in run_files(experiment, filename)]
+
+
+rule claims:
+    input:
+        **claims_measure_files(),
+        summaries=[f"{run_dir(r)}/summary.json" for r in enumerate_runs(config)],
+        metrics=[f"{run_dir(r)}/metrics.csv" for r in enumerate_runs(config)],
+    output:
+        csv=f"{RESULTS}/tables/claims.csv",
+        md=f"{RESULTS}/tables/claims.md",  # shown in the report as HTML (rule table_html_claims, report.smk)
+    log:
+        f"{RESULTS}/logs/tables/claims.log",
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        settings=canonical(config["claims"]),
+        measures=list(claims_measure_files()),
+    script:
+        "../scripts/claims.py"
+
+
 STAGE_TARGETS["figures"] = [f"{RESULTS}/figures/{name}.{ext}" for name in FIGURES for ext in ("pdf", "png")]
-STAGE_TARGETS["tables"] = rules.summary_table.output
+STAGE_TARGETS["tables"] = rules.summary_table.output + rules.claims.output

@@ -55,8 +55,52 @@ rule sharpness:
         "../scripts/sharpness.py"
 
 
+# Curvature diagnostics (normscape.diagnostics): Hessian spectrum and adaptive sharpness of the final head, in eval
+# mode and, for BatchNorm, in train mode (batch statistics at the run's batch size). Params: only the
+# diagnostics.spectrum / adaptive_sharpness slices, the run's batch size and the subset seed, so editing them
+# reruns only these jobs (and what reads them).
+
+
+rule curvature:
+    input:
+        features=rules.extract_features.output[0],
+        model_final=f"{RUN_DIR}/model_final.pt",
+    output:
+        spectrum_h5=f"{LANDSCAPE_DIR}/spectrum.h5",
+        spectrum_json=f"{LANDSCAPE_DIR}/spectrum.json",
+        adaptive=f"{LANDSCAPE_DIR}/adaptive_sharpness.json",
+    log:
+        f"{RESULTS}/logs/curvature/{paths.RUN_LAYOUT}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/curvature/{paths.RUN_LAYOUT}.tsv"
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    params:
+        spectrum=canonical(config["diagnostics"]["spectrum"]),
+        adaptive_sharpness=canonical(config["diagnostics"]["adaptive_sharpness"]),
+        batch_size=lambda wc: find_run(config, wc.experiment, wc.head, wc.variant, wc.seed).training["batch_size"],
+        seed=config["landscape"]["direction_seed"],
+    script:
+        "../scripts/curvature.py"
+
+
+def landscape_stage_files():
+    """landscape.h5 and every enabled measure of the landscape directory (normscape/measures.py)."""
+    names = ["landscape.h5"] + [
+        name
+        for measure in MEASURES.values()
+        if measure.location == "landscape" and (measure.rule != "curvature" or curvature_enabled(config))
+        for name in measure.files
+    ]
+    return list(dict.fromkeys(names))
+
+
 STAGE_TARGETS["landscape"] = [
     f"{landscape_dir(run)}/{name}"
     for run in enumerate_runs(config, config["landscape"]["experiments"])
-    for name in ("landscape.h5", "sharpness.json")
+    for name in landscape_stage_files()
 ]

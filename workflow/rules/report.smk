@@ -5,7 +5,7 @@
 # 3D figures that also get a self-contained, rotatable plotly HTML version: figure name -> title.
 INTERACTIVE_FIGURES = {"fig5_landscape_surface": "Loss landscape per head (rotate: drag; zoom: scroll)"}
 # Tables shown in the report: table name (results/tables/<name>.md) -> label.
-REPORT_TABLES = {"summary": "Summary of all runs"}
+REPORT_TABLES = {"summary": "Summary of all runs", "claims": "Claims of the study with verdicts"}
 
 
 for fig_name in [name for name in INTERACTIVE_FIGURES if name in FIGURES]:

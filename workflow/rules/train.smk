@@ -13,6 +13,9 @@ rule train:
         model_final=f"{RUN_DIR}/model_final.pt",
         model_best=f"{RUN_DIR}/model_best.pt",
         trajectory=f"{RUN_DIR}/trajectory.pt",
+        # every run declares them (stable outputs); runs outside diagnostics.smoothness.experiments: zero records
+        smoothness_h5=f"{RUN_DIR}/smoothness.h5",
+        smoothness_json=f"{RUN_DIR}/smoothness.json",
     log:
         f"{RESULTS}/logs/train/{paths.RUN_LAYOUT}.log",
     benchmark:
@@ -32,6 +35,8 @@ rule train:
         features_request=canonical({"backbone": config["backbone"], "data": config["data"]}),
         wandb=canonical(config["tracking"]["wandb"]),
         wandb_dir=f"{RESULTS}/wandb",
+        # the probe's slice only for the runs it probes (None otherwise): editing it reruns only those
+        smoothness=lambda wc: smoothness_settings(wc.experiment),
     script:
         "../scripts/train.py"
 

@@ -5,7 +5,14 @@ from normscape.tables import write_summary_table
 
 
 def main(smk):
-    write_summary_table(list(smk.input.summaries), list(smk.input.sharpness), smk.output.csv, smk.output.md)
+    write_summary_table(
+        list(smk.input.summaries),
+        list(smk.input.sharpness),
+        smk.output.csv,
+        smk.output.md,
+        list(smk.input.metrics),
+        smk.params.plateau_fraction,
+    )
 
 
 script_main(snakemake, main)  # noqa: F821

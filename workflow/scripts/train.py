@@ -31,6 +31,8 @@ def main(smk):
         tracker_factory=tracker,
         features_expected=expected_attrs(p.features_request["backbone"], p.features_request["data"]),
         trajectory="trajectory" in smk.output.keys(),  # only where a landscape reads it
+        smoothness=dict(p.smoothness) if p.smoothness else None,
+        smoothness_paths=(smk.output.smoothness_h5, smk.output.smoothness_json),
     )
 
 

@@ -1,0 +1,19 @@
+"""The claims table: every claim of the study with its statistic, per-seed values, CI and verdict (rule claims)."""
+
+from normscape.claims import write_claims
+from normscape.runtime import script_main
+
+
+def main(smk):
+    measures = {name: list(getattr(smk.input, name)) for name in smk.params.measures}
+    write_claims(
+        list(smk.input.summaries),
+        list(smk.input.metrics),
+        measures,
+        smk.output.csv,
+        smk.output.md,
+        dict(smk.params.settings),
+    )
+
+
+script_main(snakemake, main)  # noqa: F821
