@@ -21,6 +21,9 @@ TINY_FIGURES = [
     "fig_landscape_1d",
     "fig6_grad_hist_fc2",
     "fig11_lr_sweep_grads",
+    "fig_smoothness",
+    "fig_hessian_density",
+    "fig_adaptive_sharpness",
 ]
 
 
@@ -55,7 +58,8 @@ def test_targeting_one_figure_schedules_only_what_it_needs(tiny_config, tmp_path
 
 
 def test_table_aggregates_mean_and_std_over_seeds(tmp_path):
-    paths = []
+    paths, metrics = [], []
+    curves = [[0.5, 0.7, 0.78, 0.8], [0.6, 0.8, 0.8, 0.8], [0.3, 0.4, 0.5, 0.9]]  # 95 % plateau: epochs 3, 2, 4
     for seed, acc in enumerate([0.80, 0.84, 0.86]):
         d = tmp_path / "runs" / "convergence" / "layer" / "base" / f"seed{seed}"
         d.mkdir(parents=True)
@@ -69,11 +73,18 @@ def test_table_aggregates_mean_and_std_over_seeds(tmp_path):
         }
         (d / "summary.json").write_text(json.dumps(summary))
         paths.append(str(d / "summary.json"))
-    table = tables.write_summary_table(paths, [], tmp_path / "t.csv", tmp_path / "t.md")
+        rows = [f"{epoch},{acc}" for epoch, acc in enumerate(curves[seed], start=1)]
+        (d / "metrics.csv").write_text("epoch,val_acc\n" + "\n".join(rows) + "\n")
+        metrics.append(str(d / "metrics.csv"))
+    table = tables.write_summary_table(paths, [], tmp_path / "t.csv", tmp_path / "t.md", metrics, 0.95)
     row = table.iloc[0]
     assert row["final_test_acc_mean"] == pytest.approx(np.mean([0.80, 0.84, 0.86]))
     assert row["final_test_acc_std"] == pytest.approx(np.std([0.80, 0.84, 0.86], ddof=1))
-    assert row["epochs_to_80_mean"] == pytest.approx(4.0) and row["epochs_to_85_n"] == 1
+    assert row["epochs_to_plateau_mean"] == pytest.approx(3.0) and row["epochs_to_plateau_n"] == 3
+    aucs = [np.trapezoid(c, [1, 2, 3, 4]) / 3 for c in curves]
+    assert row["val_auc_mean"] == pytest.approx(np.mean(aucs)) and row["val_auc_std"] == pytest.approx(
+        np.std(aucs, ddof=1)
+    )
     assert row["diverged"] == "1/3"
     assert "83.3 ± 3.1%" in (tmp_path / "t.md").read_text()
 

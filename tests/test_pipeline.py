@@ -75,7 +75,8 @@ def test_editing_hessian_settings_reruns_sharpness_not_the_planes(tiny_workflow,
     hessian = {**cfg["landscape"]["hessian"], "power_iters": 7}
     cfg = {**cfg, "landscape": {**cfg["landscape"], "hessian": hessian}}
     jobs = planned_jobs(run_snakemake(["-n", "all"], configfile=write_config(cfg, tmp_path / "h.yaml")))
-    assert jobs == {"sharpness": 3, "summary_table": 1, "all": 1}, jobs
+    tables = {"summary_table": 1, "table_html_summary": 1, "claims": 1, "table_html_claims": 1}  # both read it
+    assert jobs == {"sharpness": 3, **tables, "all": 1}, jobs
 
 
 def test_tiny_heads_learn_and_landscapes_have_a_basin(tiny_workflow):
@@ -95,3 +96,69 @@ def test_tiny_heads_learn_and_landscapes_have_a_basin(tiny_workflow):
         with h5py.File(results / "runs" / "convergence" / head / "base" / "seed0" / "grads.h5") as f:
             for layer in f["layers"]:
                 assert (f["layers"][layer]["counts"][()].sum(axis=-1) > 0).all(), (head, layer)
+
+
+def test_editing_spectrum_settings_reruns_only_curvature_and_its_readers(tiny_workflow, tmp_path):
+    path, cfg, _ = tiny_workflow
+    diagnostics = {**cfg["diagnostics"], "spectrum": {**cfg["diagnostics"]["spectrum"], "top_k": 2}}
+    cfg = {**cfg, "diagnostics": diagnostics}
+    jobs = planned_jobs(run_snakemake(["-n", "all"], configfile=write_config(cfg, tmp_path / "s.yaml")))
+    assert jobs.pop("curvature") == 3 and "train" not in jobs and "landscape" not in jobs, jobs
+    readers = {"claims", "table_html_claims", "figure_fig_hessian_density", "figure_fig_adaptive_sharpness", "all"}
+    assert set(jobs) <= readers, jobs
+
+
+def test_editing_smoothness_settings_reruns_only_the_probed_runs(tiny_workflow, tmp_path):
+    path, cfg, _ = tiny_workflow
+    diagnostics = {**cfg["diagnostics"], "smoothness": {**cfg["diagnostics"]["smoothness"], "every": 7}}
+    cfg = {**cfg, "diagnostics": diagnostics}
+    proc = run_snakemake(["-n", "all"], configfile=write_config(cfg, tmp_path / "p.yaml"))
+    jobs = planned_jobs(proc)
+    assert jobs.get("train") == 3, jobs  # the convergence runs carry the probe; lr_sweep runs are untouched
+    assert "extract_features" not in jobs
+    assert "lr_sweep" not in " ".join(line for line in proc.stdout.splitlines() if "output:" in line)
+
+
+def test_diagnostics_outputs_have_sane_numbers(tiny_workflow):
+    """Every new output of the default workflow exists with numbers that mean something (not only files)."""
+    import json
+
+    import numpy as np
+
+    _, cfg, results = tiny_workflow
+    diag = cfg["diagnostics"]
+    for head in ("none", "batch", "rms"):
+        run = results / "runs" / "convergence" / head / "base" / "seed0"
+        smooth = json.loads((run / "smoothness.json").read_text())
+        steps = 8 * -(-200 // 16)  # epochs x batches per epoch of the tiny config
+        assert smooth["probes"] == len(range(0, steps, diag["smoothness"]["every"])), smooth
+        assert 0 < smooth["loss_range_median"] <= smooth["loss_range_p90"] and smooth["beta_median"] > 0, smooth
+        summary = json.loads((run / "summary.json").read_text())
+        assert summary["config"]["smoothness"]["every"] == diag["smoothness"]["every"]  # in the run's identity
+        land = results / "landscapes" / "convergence" / head / "base" / "seed0"
+        spectrum = json.loads((land / "spectrum.json").read_text())
+        adaptive = json.loads((land / "adaptive_sharpness.json").read_text())
+        for record in (spectrum, adaptive):
+            assert record["provenance"]["run_identity"] == summary["provenance"]["identity"]
+        assert set(spectrum) - {"enabled", "provenance"} == ({"eval", "train"} if head == "batch" else {"eval"})
+        for mode in set(spectrum) - {"enabled", "provenance"}:
+            top = spectrum[mode]["top_eigenvalues"]
+            assert len(top) == diag["spectrum"]["top_k"] and top == sorted(top, reverse=True) and top[0] > 0
+            blocks = spectrum[mode]["blocks"]
+            assert {"fc1", "fc2"} <= set(blocks) and all(b["trace"] > 0 for b in blocks.values())
+            # no diagonal block's top eigenvalue exceeds the whole Hessian's (Cauchy interlacing), up to Lanczos error
+            assert max(b["top_eigenvalue"] for b in blocks.values()) <= 1.05 * top[0]
+            sharp = adaptive[mode]
+            for kind, radii in (("worst", "radii"), ("average", "average_radii")):
+                values = [sharp[kind][f"{r:g}"] for r in diag["adaptive_sharpness"][radii]]
+                assert np.all(np.diff(values) > 0), (head, mode, kind, values)  # grows with the radius
+    lr_run = results / "runs" / "lr_sweep" / "none" / "lr-0.01" / "seed0" / "smoothness.json"
+    assert json.loads(lr_run.read_text())["probes"] == 0  # outside diagnostics.smoothness.experiments
+    claims = (results / "tables" / "claims.md").read_text()
+    assert "adaptive sharpness" in claims and "smoother landscape" in claims and "BatchNorm - baseline" in claims
+    summary_md = (results / "tables" / "summary.md").read_text()
+    assert "epochs to plateau" in summary_md and "80%" not in summary_md
+    assert "Claims of the study" in (results / "tables" / "claims.html").read_text()
+    for name in ("fig_smoothness", "fig_hessian_density", "fig_adaptive_sharpness"):
+        assert (results / "figures" / f"{name}.pdf").stat().st_size > 0
+        assert (results / "figures" / f"{name}.png").stat().st_size > 10_000
