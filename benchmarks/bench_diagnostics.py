@@ -3,32 +3,37 @@
 * smoothness probe: training epochs with and without the probe (every K steps), interleaved; overhead measured
   directly (time inside the probe / epoch time) and as the difference of the fastest epochs on each side;
 * Hessian spectrum (SLQ + top-k + per-layer blocks) and adaptive sharpness of a trained head on 2,000 training
-  samples, eval mode and BatchNorm's train mode, with the proposed default settings.
+  samples, eval mode and BatchNorm's train mode, with the study's settings (config.yaml's diagnostics).
 """
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from benchmarks.common import result
 from normscape.adaptive_sharpness import adaptive_sharpness
+from normscape.config import load_config
+from normscape.diagnostics import DTYPES
 from normscape.headloss import HeadLoss
 from normscape.smoothness import SmoothnessProbe
 from normscape.spectrum import hessian_spectrum
 from normscape.train import Trainer
 
-SPECTRUM = {"top_k": 5, "slq_steps": 60, "slq_runs": 1, "block_steps": 20, "block_probes": 10, "dtype": torch.float32}
-ADAPTIVE = {
-    "radii": [0.001, 0.002, 0.005],
-    "average_radii": [0.02, 0.05, 0.1],
-    "ball": "linf",
-    "samples": 10,
-    "ascent_steps": 10,
-    "dtype": torch.float32,
-}
+REPO = Path(__file__).resolve().parents[1]
+
+
+def study_settings() -> tuple[dict, dict]:
+    """The spectrum and adaptive-sharpness settings of the default study (config.yaml, schema defaults filled)."""
+    diag = load_config(REPO / "config.yaml")["diagnostics"]
+    spec, sharp = diag["spectrum"], diag["adaptive_sharpness"]
+    spectrum = {k: spec[k] for k in ("top_k", "slq_steps", "slq_runs", "block_steps", "block_probes")}
+    adaptive = {k: sharp[k] for k in ("radii", "average_radii", "ball", "ascent_steps")}
+    adaptive["samples"] = sharp["noise_samples"]
+    return {**spectrum, "dtype": DTYPES[spec["dtype"]]}, {**adaptive, "dtype": DTYPES[sharp["dtype"]]}
 
 
 def make_data(n: int) -> dict:
@@ -83,6 +88,7 @@ def run(quick: bool) -> list[dict]:
     torch.set_num_threads(1)
     n, pairs, samples = (4000, 1, 500) if quick else (10000, 3, 2000)
     data = make_data(n)
+    spectrum_settings, adaptive_settings = study_settings()
     rows = []
     for every in (100, 20):
         o = smoothness_overhead(data, every, pairs)
@@ -117,10 +123,10 @@ def run(quick: bool) -> list[dict]:
             # CPU time beside wall time: on a shared machine the process's CPU time is close to the wall time
             # it would take alone (single-threaded here)
             t0, c0 = time.perf_counter(), time.process_time()
-            spec = hessian_spectrum(model, x, y, mode=mode, batch_size=64, **SPECTRUM)
+            spec = hessian_spectrum(model, x, y, mode=mode, batch_size=64, **spectrum_settings)
             t_spec, c_spec = time.perf_counter() - t0, time.process_time() - c0
             t0, c0 = time.perf_counter(), time.process_time()
-            sharp = adaptive_sharpness(model, x, y, mode=mode, batch_size=64, **ADAPTIVE)
+            sharp = adaptive_sharpness(model, x, y, mode=mode, batch_size=64, **adaptive_settings)
             t_sharp, c_sharp = time.perf_counter() - t0, time.process_time() - c0
             rows.append(
                 result(
@@ -132,7 +138,7 @@ def run(quick: bool) -> list[dict]:
                     False,
                     samples=samples,
                     cpu_s=c_spec,
-                    settings={**SPECTRUM, "dtype": "float32"},
+                    settings={**spectrum_settings, "dtype": str(spectrum_settings["dtype"])},
                     hvp_s=hvp,
                     top_eigenvalues=spec["summary"]["top_eigenvalues"],
                     residual_bounds=spec["summary"]["top_eigenvalue_residual_bounds"],
@@ -150,7 +156,7 @@ def run(quick: bool) -> list[dict]:
                     False,
                     samples=samples,
                     cpu_s=c_sharp,
-                    settings={**ADAPTIVE, "dtype": "float32"},
+                    settings={**adaptive_settings, "dtype": str(adaptive_settings["dtype"])},
                     average=sharp["average"],
                     worst=sharp["worst"],
                 )

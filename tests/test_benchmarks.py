@@ -20,6 +20,9 @@ REQUIRED = {
     "contention_extraction",
     "contention_training",
     "contention_landscape",
+    "smoothness_overhead_every_100",
+    "spectrum_batch_train",
+    "adaptive_sharpness_batch_train",
 }
 
 
