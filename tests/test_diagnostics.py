@@ -94,3 +94,30 @@ def test_smoothness_probe_from_config():
     assert probe.every == 50 and probe.multipliers == (1.0, 2.0) and probe.direction == "gradient"
     assert probe.dtype == torch.float32
     assert smoothness_probe({"enabled": False}) is None
+
+
+def test_curvature_rule_records_provenance_and_a_diverged_run(tmp_path, features_file):
+    """compute_curvature (the rule's entry): provenance in every output; a diverged run gets null numbers and
+    the reason instead of a traceback."""
+    from normscape.diagnostics import compute_curvature
+
+    saved_head(tmp_path / "model_final.pt", "batch", features_file)
+    state = torch.load(tmp_path / "model_final.pt", weights_only=False)
+    state["provenance"] = {"identity": "run-abc", "features_identity": featurestore.identity(features_file)}
+    torch.save(state, tmp_path / "model_final.pt")
+    outs = [tmp_path / name for name in ("spectrum.h5", "spectrum.json", "adaptive_sharpness.json")]
+    compute_curvature(tmp_path / "model_final.pt", features_file, 32, SPECTRUM, SHARPNESS, *outs)
+    for path in outs[1:]:
+        record = json.loads(path.read_text())
+        assert record["provenance"]["run_identity"] == "run-abc" and {"eval", "train"} <= set(record)
+    assert set(read_spectrum_h5(outs[0])) == {"eval", "train"}
+
+    state["state_dict"] = {k: v * float("nan") if v.is_floating_point() else v for k, v in state["state_dict"].items()}
+    state.update(diverged=True, diverged_reason="loss exploded at epoch 3")
+    torch.save(state, tmp_path / "model_final.pt")
+    result = compute_curvature(tmp_path / "model_final.pt", features_file, 32, SPECTRUM, SHARPNESS, *outs)
+    assert result["diverged"] and "epoch 3" in result["reason"]
+    for path in outs[1:]:
+        record = json.loads(path.read_text())
+        assert record["diverged"] and "eval" not in record and record["provenance"]["run_identity"] == "run-abc"
+    assert read_spectrum_h5(outs[0]) == {}

@@ -95,3 +95,25 @@ def test_adaptive_sharpness_figure(measured):
         assert values.shape == (2,) and np.all(np.isfinite(values))
         if key == "worst":
             assert values[1] > values[0]  # the larger ball holds a higher maximum
+
+
+def test_figures_skip_the_records_of_diverged_runs(measured, tmp_path):
+    """A diverged run's curvature files hold only the reason (normscape.diagnostics.compute_curvature): the
+    figures draw the other runs, unchanged."""
+    import json
+
+    import h5py
+
+    root, files = measured
+    land = tmp_path / "landscapes" / "convergence" / "none" / "base" / "seed7"
+    land.mkdir(parents=True)
+    with h5py.File(land / "spectrum.h5", "w") as f:
+        f.attrs["status"] = "diverged"
+    (land / "adaptive_sharpness.json").write_text(json.dumps({"diverged": True, "reason": "loss exploded"}))
+    clean = plot_spectrum_density(files["spectrum"], root / "d.pdf", root / "d.png")
+    with_diverged = plot_spectrum_density(files["spectrum"] + [land / "spectrum.h5"], root / "e.pdf", root / "e.png")
+    np.testing.assert_allclose(with_diverged[("none", "eval")], clean[("none", "eval")])
+    paths = files["adaptive"] + [land / "adaptive_sharpness.json"]
+    drawn = plot_adaptive_sharpness(paths, root / "b.pdf", root / "b.png")
+    clean = plot_adaptive_sharpness(files["adaptive"], root / "c.pdf", root / "c.png")
+    np.testing.assert_allclose(drawn[("none", "eval", "worst")], clean[("none", "eval", "worst")])

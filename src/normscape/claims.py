@@ -352,8 +352,9 @@ def to_markdown(result: pd.DataFrame, settings: dict | None = None) -> str:
             ci = f"[{r['ci_low']:.4g}, {r['ci_high']:.4g}]" if np.isfinite(r["ci_low"]) else "—"
             mean = f"{r['mean']:.4g}" if np.isfinite(r["mean"]) else "—"
             p = f"{r['p_exact']:.3g}" if np.isfinite(r["p_exact"]) else "—"
+            n = f"{r['n_seeds']:.0f}" if np.isfinite(r["n_seeds"]) else "—"  # float once a row lacks it
             lines.append(
-                f"| {r['statistic']} | {r['comparison']} | {r['expected']} | {r['n_seeds']} | {r['per_seed'] or '—'} "
+                f"| {r['statistic']} | {r['comparison']} | {r['expected']} | {n} | {r['per_seed'] or '—'} "
                 f"| {mean} | {ci} | {p} | {r['verdict']} |"
             )
         lines.append("")
