@@ -86,6 +86,32 @@ def smoothness_settings(experiment):
     return canonical(config["diagnostics"]["smoothness"])
 
 
+def landscape_stage_files():
+    """landscape.h5 and every enabled measure of the landscape directory (normscape/measures.py)."""
+    names = ["landscape.h5"] + [
+        name
+        for measure in MEASURES.values()
+        if measure.location == "landscape" and (measure.rule != "curvature" or curvature_enabled(config))
+        for name in measure.files
+    ]
+    return list(dict.fromkeys(names))
+
+
+def claims_measure_files():
+    """Every enabled measure's summary file by measure name (normscape/measures.py), for the claims' run table."""
+    return {
+        name: run_files_of(measure.file)
+        for name, measure in MEASURES.items()
+        if (measure.rule != "curvature" or curvature_enabled(config)) and run_files_of(measure.file)
+    }
+
+
+def run_files_of(filename):
+    """``filename`` of every run that has it computed."""
+    experiments = [e for e in measured_experiments(filename, config) if e in config["experiments"]]
+    return [path for experiment in experiments for path in run_files(experiment, filename)]
+
+
 # ---- data and features stages
 DATA = config["data"]
 DATASET = datasets.get_dataset(DATA["dataset"])

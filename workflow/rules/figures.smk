@@ -65,21 +65,6 @@ rule summary_table:
         "../scripts/summary_table.py"
 
 
-def claims_measure_files():
-    """Every enabled measure's summary file by measure name (normscape/measures.py), for the claims' run table."""
-    return {
-        name: run_files_of(measure.file)
-        for name, measure in MEASURES.items()
-        if (measure.rule != "curvature" or curvature_enabled(config)) and run_files_of(measure.file)
-    }
-
-
-def run_files_of(filename):
-    """``filename`` of every run that has it computed."""
-    experiments = [e for e in measured_experiments(filename, config) if e in config["experiments"]]
-    return [path for experiment in experiments for path in run_files(experiment, filename)]
-
-
 rule claims:
     input:
         **claims_measure_files(),

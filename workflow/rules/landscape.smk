@@ -88,17 +88,6 @@ rule curvature:
         "../scripts/curvature.py"
 
 
-def landscape_stage_files():
-    """landscape.h5 and every enabled measure of the landscape directory (normscape/measures.py)."""
-    names = ["landscape.h5"] + [
-        name
-        for measure in MEASURES.values()
-        if measure.location == "landscape" and (measure.rule != "curvature" or curvature_enabled(config))
-        for name in measure.files
-    ]
-    return list(dict.fromkeys(names))
-
-
 STAGE_TARGETS["landscape"] = [
     f"{landscape_dir(run)}/{name}"
     for run in enumerate_runs(config, config["landscape"]["experiments"])
