@@ -149,9 +149,11 @@ def test_diagnostics_outputs_have_sane_numbers(tiny_workflow):
             # no diagonal block's top eigenvalue exceeds the whole Hessian's (Cauchy interlacing), up to Lanczos error
             assert max(b["top_eigenvalue"] for b in blocks.values()) <= 1.05 * top[0]
             sharp = adaptive[mode]
-            for kind, radii in (("worst", "radii"), ("average", "average_radii")):
-                values = [sharp[kind][f"{r:g}"] for r in diag["adaptive_sharpness"][radii]]
-                assert np.all(np.diff(values) > 0), (head, mode, kind, values)  # grows with the radius
+            assert len(sharp["worst"]) == len(sharp["average"]) == 3, sharp  # the schema's default radii
+            worst = [sharp["worst"][r] for r in sorted(sharp["worst"], key=float)]
+            assert worst[0] > 0 and np.all(np.diff(worst) > 0), (head, mode, worst)  # a larger ball holds more
+            # average case: second order at a minimum, a few noise draws -> small, of either sign off the minimum
+            assert all(abs(v) < worst[-1] * 100 and np.isfinite(v) for v in sharp["average"].values()), sharp
     lr_run = results / "runs" / "lr_sweep" / "none" / "lr-0.01" / "seed0" / "smoothness.json"
     assert json.loads(lr_run.read_text())["probes"] == 0  # outside diagnostics.smoothness.experiments
     claims = (results / "tables" / "claims.md").read_text()
