@@ -400,3 +400,35 @@ def test_summary_table_refuses_sharpness_of_another_training(features_file, tmp_
     sharpness.write_text(json.dumps(record))
     with pytest.raises(DataError, match="computed from another training of run e/batch/base/0"):
         write_summary_table([str(run_dir / "summary.json")], [str(sharpness)], tmp_path / "t.csv", tmp_path / "t.md")
+
+
+def test_smoothness_settings_are_part_of_the_run_identity(features_file, tmp_path, caplog, monkeypatch):
+    """A probed run's identity covers the probe's settings: a checkpoint of other settings is discarded, never
+    resumed; the probe's records land in smoothness.{h5,json}, and an unprobed run writes zero records."""
+    probe = {"enabled": True, "every": 5, "multipliers": [0.5, 1.0], "direction": "update", "dtype": "float32"}
+    run_dir = tmp_path / "r"
+    original = Trainer.train_epoch
+
+    def dying(self, epoch):
+        if epoch == self.epochs:
+            raise KeyboardInterrupt(f"killed in epoch {epoch}")
+        return original(self, epoch)
+
+    monkeypatch.setattr(Trainer, "train_epoch", dying)
+    with pytest.raises(KeyboardInterrupt):
+        train_run(features_file, run_dir, RUN, training(), HEAD, GH, smoothness=probe)
+    monkeypatch.setattr(Trainer, "train_epoch", original)
+    paths = (run_dir / "smoothness.h5", run_dir / "smoothness.json")
+    with caplog.at_level(logging.INFO):
+        summary = train_run(
+            features_file, run_dir, RUN, training(), HEAD, GH, smoothness={**probe, "every": 7}, smoothness_paths=paths
+        )
+    assert not any("resuming" in r.getMessage() for r in caplog.records)  # other probe settings: fresh start
+    plain = train_run(features_file, tmp_path / "p", RUN, training(), HEAD, GH)
+    assert summary["provenance"]["identity"] != plain["provenance"]["identity"]
+    assert summary["config"]["smoothness"]["every"] == 7
+    steps = 2 * -(-2000 // 64)  # epochs x batches of the synthetic cache's 2,000 training rows
+    assert json.loads(paths[1].read_text())["probes"] == len(range(0, steps, 7))
+    unprobed = (tmp_path / "u" / "smoothness.h5", tmp_path / "u" / "smoothness.json")
+    train_run(features_file, tmp_path / "u", RUN, training(), HEAD, GH, smoothness_paths=unprobed)
+    assert json.loads(unprobed[1].read_text())["probes"] == 0
