@@ -125,7 +125,7 @@ def test_claims_table_gives_the_known_verdicts(study):
     bs = row("batchnorm_batch_size", "range(BatchNorm) - range(LayerNorm)")
     assert bs["n_seeds"] == 1 and bs["mean"] == pytest.approx(0.045) and bs["verdict"] == "inconclusive"
     assert claim("frn_needs_learnable_eps") == "supported"
-    fr = row("frn_needs_learnable_eps", "FRN learned eps - FRN fixed eps")
+    fr = row("frn_needs_learnable_eps", "FRN (learned eps) - FRN")
     assert fr["n_seeds"] == 5 and fr["p_exact"] == pytest.approx(1 / 32)
     md = (root / "claims.md").read_text()
     assert "Gradient clipping changes LayerNorm's result and no other head's — **supported**" in md

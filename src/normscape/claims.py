@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from normscape.atomic import atomic_path, write_text
+from normscape.norms import NORMS
 from normscape.results import HEAD_LABELS
 from normscape.runtable import run_table
 
@@ -247,13 +248,15 @@ def study_claims(table: pd.DataFrame, settings: dict | None = None) -> list[Clai
         Claim(
             "frn_needs_learnable_eps",
             "FRN on a vector needs a learnable eps (learned eps beats fixed eps)",
-            [
+            [  # the registry's variants (normscape.norms: NormSpec.variant_of), e.g. FRN with a learnable eps
                 Row(
                     "final_test_acc",
-                    [(1, conv, "frn_learned_eps", "base"), (-1, conv, "frn", "base")],
+                    [(1, conv, name, "base"), (-1, conv, spec.variant_of, "base")],
                     "greater",
-                    "FRN learned eps - FRN fixed eps",
+                    f"{label(name)} - {label(spec.variant_of)}",
                 )
+                for name, spec in NORMS.items()
+                if spec.variant_of
             ],
         )
     )

@@ -46,6 +46,7 @@ class NormSpec:
     label: str  # legend / title text
     colour: str  # matplotlib colour of its curves
     plane_rule: str | None = None  # one of PLANE_RULES, or None: landscapes via the per-point loop
+    variant_of: str | None = None  # the norm this one modifies (the claims table compares the two)
 
 
 NORMS: dict[str, NormSpec] = {}
@@ -104,6 +105,7 @@ register(
         "FRN (learned eps)",
         "#ff7f0e",
         "frn",
+        variant_of="frn",
     )
 )
 # RMSNorm (Zhang & Sennrich 2019; torch.nn.RMSNorm): x / sqrt(mean(x^2) + eps) * gamma. No fast plane rule.
