@@ -80,6 +80,10 @@ def run_identity(wildcards):
 # ---- data and features stages
 DATA = config["data"]
 DATASET = datasets.get_dataset(DATA["dataset"])
+# The feature store every later stage reads; with features.shards > 1 it is merged from per-shard parts.
+FEATURES = f"{RESULTS}/features/features.h5"
+SHARDS = config["features"]["shards"]
+FEATURE_SHARD = f"features/shards{SHARDS}/part{{index}}"  # under results/ (and its logs/, benchmarks/)
 
 
 def data_source():

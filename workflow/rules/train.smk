@@ -4,7 +4,7 @@
 
 rule train:
     input:
-        features=rules.extract_features.output[0],
+        features=FEATURES,
     output:
         summary=f"{RUN_DIR}/summary.json",
         metrics=f"{RUN_DIR}/metrics.csv",
