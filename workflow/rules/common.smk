@@ -71,6 +71,12 @@ def landscape_dir(run):
     return paths.landscape_dir(RESULTS, run.run_id)
 
 
+def experiment_pattern(names, negate=False):
+    """Wildcard regex of an experiment in ``names`` (``negate``: of any experiment not in them)."""
+    listed = "|".join(re.escape(name) for name in names) or "(?!)"  # (?!) matches nothing
+    return f"(?!(?:{listed})/)[A-Za-z][A-Za-z0-9_]*" if negate else f"(?:{listed})"
+
+
 def run_identity(wildcards):
     """The identity of the run a job's wildcards name (fails clearly if the config does not define it)."""
     run = find_run(config, wildcards.experiment, wildcards.head, wildcards.variant, wildcards.seed)

@@ -2,17 +2,23 @@
 # Each job's params hold only its own slice of the config, so editing one experiment reruns only its runs.
 
 
+TRAIN_OUTPUTS = {
+    name: f"{RUN_DIR}/{name}{ext}"
+    for name, ext in [("summary", ".json"), ("metrics", ".csv"), ("grads", ".h5")]
+    + [(model, ".pt") for model in ("model_init", "model_final", "model_best")]
+}
+
+
+# Runs of the experiments in landscape.experiments are trained by train_tracked, which also keeps the
+# trajectory (~21 MB a run) their landscape reads; the rest by train, without one. The experiment alone picks
+# the rule: removing an experiment from landscape.experiments reruns nothing, adding one retrains its runs.
 rule train:
+    wildcard_constraints:
+        experiment=experiment_pattern(config["landscape"]["experiments"], negate=True),
     input:
         features=FEATURES,
     output:
-        summary=f"{RUN_DIR}/summary.json",
-        metrics=f"{RUN_DIR}/metrics.csv",
-        grads=f"{RUN_DIR}/grads.h5",
-        model_init=f"{RUN_DIR}/model_init.pt",
-        model_final=f"{RUN_DIR}/model_final.pt",
-        model_best=f"{RUN_DIR}/model_best.pt",
-        trajectory=f"{RUN_DIR}/trajectory.pt",
+        **TRAIN_OUTPUTS,
     log:
         f"{RESULTS}/logs/train/{paths.RUN_LAYOUT}.log",
     benchmark:
@@ -34,6 +40,14 @@ rule train:
         wandb_dir=f"{RESULTS}/wandb",
     script:
         "../scripts/train.py"
+
+
+use rule train as train_tracked with:
+    wildcard_constraints:
+        experiment=experiment_pattern(config["landscape"]["experiments"]),
+    output:
+        **TRAIN_OUTPUTS,
+        trajectory=f"{RUN_DIR}/trajectory.pt",
 
 
 STAGE_TARGETS["train"] = [f"{run_dir(run)}/summary.json" for run in enumerate_runs(config)]
