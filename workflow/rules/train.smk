@@ -13,8 +13,6 @@ TRAIN_OUTPUTS = {
 # trajectory (~21 MB a run) their landscape reads; the rest by train, without one. The experiment alone picks
 # the rule: removing an experiment from landscape.experiments reruns nothing, adding one retrains its runs.
 rule train:
-    wildcard_constraints:
-        experiment=experiment_pattern(config["landscape"]["experiments"], negate=True),
     input:
         features=FEATURES,
     output:
@@ -23,6 +21,8 @@ rule train:
         f"{RESULTS}/logs/train/{paths.RUN_LAYOUT}.log",
     benchmark:
         f"{RESULTS}/benchmarks/train/{paths.RUN_LAYOUT}.tsv"
+    wildcard_constraints:
+        experiment=experiment_pattern(config["landscape"]["experiments"], negate=True),
     conda:
         ENV
     threads: 1
@@ -43,11 +43,11 @@ rule train:
 
 
 use rule train as train_tracked with:
-    wildcard_constraints:
-        experiment=experiment_pattern(config["landscape"]["experiments"]),
     output:
         **TRAIN_OUTPUTS,
         trajectory=f"{RUN_DIR}/trajectory.pt",
+    wildcard_constraints:
+        experiment=experiment_pattern(config["landscape"]["experiments"]),
 
 
 STAGE_TARGETS["train"] = [f"{run_dir(run)}/summary.json" for run in enumerate_runs(config)]
