@@ -35,7 +35,7 @@ include: "workflow/rules/report.smk"
 
 
 # A truncated or corrupt cache is reported now, before any job starts (and before Snakemake deletes anything).
-check_cached_files({"prepared dataset": rules.prepare_data.output[0], "feature file": rules.extract_features.output[0]})
+check_cached_files({"prepared dataset": rules.prepare_data.output[0], "feature file": FEATURES})
 
 
 rule all:

@@ -9,8 +9,10 @@ measured three ways:
   * ``alone``: the job's own settings, no competitor;
   * ``contended``: the job's own settings while a pure-Python spin loop (started here, bounded in time and
     killed at the end) keeps one CPU busy;
-plus the naive setting under contention: every CPU's worth of threads with OpenMP's default (spinning)
-barriers. The configurations alternate over the rounds (machines are noisy) and each one's median is reported.
+for extraction also as ``SHARDS`` single-thread processes side by side (features.shards: throughput summed),
+alone and contended; plus the naive setting under contention: every CPU's worth of threads with OpenMP's
+default (spinning) barriers. The configurations alternate over the rounds (machines are noisy) and each one's
+median is reported.
 ``value`` is the contended throughput, ``naive_value`` the single-thread bar: ``ratio_vs_naive`` >= 1 is met.
 """
 
@@ -28,6 +30,7 @@ from benchmarks.common import result
 REPO = Path(__file__).resolve().parents[1]
 # Threads of each stage's rule (workflow/rules/*.smk) on a local machine.
 STAGE_THREADS = {"extraction": 2, "training": 1, "landscape": 1}
+SHARDS = 2  # config.yaml's features.shards: single-thread extraction processes
 UNITS = {"extraction": "images/s", "training": "steps/s", "landscape": "grid points/s"}
 SPIN = "import sys, time\nend = time.monotonic() + float(sys.argv[1])\nwhile time.monotonic() < end:\n    pass\n"
 
@@ -78,8 +81,9 @@ def worker(stage: str, quick: bool) -> float:
     raise ValueError(stage)
 
 
-def measure(stage: str, threads: int, job_env: bool, competitors: int, quick: bool) -> float:
-    """One stage's throughput in a fresh process, with ``competitors`` spin loops running meanwhile."""
+def measure(stage: str, threads: int, job_env: bool, competitors: int, quick: bool, processes: int = 1) -> float:
+    """One stage's throughput in fresh processes (``processes`` side by side, summed: shards), with
+    ``competitors`` spin loops running meanwhile."""
     from normscape.runtime import JOB_ENV
 
     env = {k: v for k, v in os.environ.items() if k not in JOB_ENV}
@@ -89,8 +93,11 @@ def measure(stage: str, threads: int, job_env: bool, competitors: int, quick: bo
     spinners = [subprocess.Popen([sys.executable, "-c", SPIN, "600"]) for _ in range(competitors)]
     try:
         args = [sys.executable, "-m", "benchmarks.bench_contention", stage, "quick" if quick else "full"]
-        out = subprocess.run(args, env=env, capture_output=True, text=True, check=True, timeout=600)
-        return float(out.stdout.strip().splitlines()[-1])
+        jobs = [subprocess.Popen(args, env=env, stdout=subprocess.PIPE, text=True) for _ in range(processes)]
+        outs = [job.communicate(timeout=600)[0] for job in jobs]
+        if any(job.returncode for job in jobs):
+            raise RuntimeError(f"{stage} worker failed")
+        return sum(float(out.strip().splitlines()[-1]) for out in outs)
     finally:
         for spinner in spinners:
             spinner.kill()
@@ -105,17 +112,19 @@ def run(quick: bool) -> list[dict]:
     rows = []
     for stage, threads in STAGE_THREADS.items():
         configs = {
-            "single": (1, True, 0),
-            "alone": (threads, True, 0),
-            "contended": (threads, True, 1),
-            "naive_contended": (cpus, False, 1),
+            "single": (1, True, 0, 1),
+            "alone": (threads, True, 0, 1),
+            "contended": (threads, True, 1, 1),
+            "naive_contended": (cpus, False, 1, 1),
         }
+        if stage == "extraction":
+            configs.update(sharded_alone=(1, True, 0, SHARDS), sharded_contended=(1, True, 1, SHARDS))
         if quick:  # a smoke test: the bar and the contended run only (each configuration is a fresh process)
             configs = {name: configs[name] for name in ("single", "contended")}
         raw = {name: [] for name in configs}
         for _ in range(rounds):
-            for name, (n_threads, job_env, competitors) in configs.items():
-                raw[name].append(measure(stage, n_threads, job_env, competitors, quick))
+            for name, (n_threads, job_env, competitors, processes) in configs.items():
+                raw[name].append(measure(stage, n_threads, job_env, competitors, quick, processes))
         med = {name: statistics.median(values) for name, values in raw.items()}
         rows.append(
             result(
@@ -129,11 +138,14 @@ def run(quick: bool) -> list[dict]:
                 job_env=JOB_ENV,
                 alone=med.get("alone"),
                 naive_contended=med.get("naive_contended"),
+                sharded_alone=med.get("sharded_alone"),
+                sharded_contended=med.get("sharded_contended"),
                 naive_threads=cpus,
                 raw=raw,
                 rounds=rounds,
                 note="value: the job's settings with one spin-loop competitor; naive_value: 1 thread, no "
-                "competitor; naive_contended: all CPUs' threads, OpenMP's default spinning barriers, competitor",
+                "competitor; naive_contended: all CPUs' threads, OpenMP's default spinning barriers, competitor; "
+                "sharded_*: extraction as SHARDS single-thread processes side by side, summed",
             )
         )
     return rows

@@ -51,7 +51,8 @@ def test_editing_one_experiment_reruns_only_its_jobs(tiny_workflow, tmp_path):
     edited = write_config(cfg, tmp_path / "edited.yaml")
     proc = run_snakemake(["-n", "all"], configfile=edited)
     jobs = planned_jobs(proc)
-    assert jobs.get("train") == 3, proc.stdout  # the three convergence runs, not the lr_sweep runs
+    assert jobs.get("train_tracked") == 3, proc.stdout  # the three convergence runs, not the lr_sweep runs
+    assert "train" not in jobs
     assert "extract_features" not in jobs and "prepare_data" not in jobs
     assert "lr_sweep" not in " ".join(line for line in proc.stdout.splitlines() if "output:" in line)
 
@@ -60,7 +61,8 @@ def test_editing_backbone_rebuilds_features_and_everything_after(tiny_workflow, 
     path, cfg, _ = tiny_workflow
     cfg = {**cfg, "backbone": {**cfg["backbone"], "input_size": 96}}
     jobs = planned_jobs(run_snakemake(["-n", "all"], configfile=write_config(cfg, tmp_path / "b.yaml")))
-    assert jobs.get("extract_features") == 1 and jobs.get("train") == 5 and "prepare_data" not in jobs
+    assert jobs.get("extract_features") == 1 and "prepare_data" not in jobs
+    assert jobs.get("train") == 2 and jobs.get("train_tracked") == 3
 
 
 def test_targeting_one_run_schedules_only_its_jobs(tiny_config, tmp_path):
@@ -68,6 +70,25 @@ def test_targeting_one_run_schedules_only_its_jobs(tiny_config, tmp_path):
     target = f"{tiny_config['results_dir']}/runs/lr_sweep/none/lr-0.01/seed0/summary.json"
     jobs = planned_jobs(run_snakemake(["-n", target], configfile=path))
     assert jobs == {"prepare_data": 1, "extract_features": 1, "train": 1}
+
+
+def test_trajectories_only_where_a_landscape_reads_them(tiny_workflow, tmp_path):
+    """Runs of landscape.experiments keep trajectory.pt, the others write none; re-targeting a finished run,
+    removing an experiment from landscape.experiments rerun nothing; adding one retrains only its runs."""
+    path, cfg, results = tiny_workflow
+    assert len(list((results / "runs" / "convergence").rglob("trajectory.pt"))) == 3
+    assert not list((results / "runs" / "lr_sweep").rglob("trajectory.pt"))
+    assert len(list((results / "runs").rglob("summary.json"))) == 5
+    for run in ("convergence/batch/base/seed0", "lr_sweep/none/lr-0.01/seed0"):
+        proc = run_snakemake(["-n", str(results / "runs" / run / "summary.json")], configfile=path)
+        assert "Nothing to be done" in proc.stdout + proc.stderr, proc.stdout
+    removed = {**cfg, "landscape": {**cfg["landscape"], "experiments": []}}
+    jobs = planned_jobs(run_snakemake(["-n", "all"], configfile=write_config(removed, tmp_path / "r.yaml")))
+    assert not {"train", "train_tracked", "landscape", "sharpness"} & set(jobs), jobs
+    added = {**cfg, "landscape": {**cfg["landscape"], "experiments": ["convergence", "lr_sweep"]}}
+    jobs = planned_jobs(run_snakemake(["-n", "all"], configfile=write_config(added, tmp_path / "a.yaml")))
+    assert jobs.get("train_tracked") == 2 and "train" not in jobs, jobs  # the two lr_sweep runs
+    assert jobs.get("landscape") == 2 and jobs.get("sharpness") == 2, jobs
 
 
 def test_editing_hessian_settings_reruns_sharpness_not_the_planes(tiny_workflow, tmp_path):

@@ -53,3 +53,32 @@ def test_data_and_features_stage_produce_the_cache(tiny_config, tmp_path, synthe
     # A second invocation has nothing to do.
     proc = run_snakemake([str(target), "--cores", "2", "-n"], configfile=path)
     assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_sharded_extraction_equals_the_unsharded_file(tiny_config, tmp_path):
+    """features.shards = 3 (single-thread shard jobs, merged) gives the unsharded 2-thread file bit for bit."""
+    stores = {}
+    for shards in (1, 3):
+        cfg = {**tiny_config, "results_dir": str(tmp_path / f"shards{shards}"), "features": {"shards": shards}}
+        path = write_config(cfg, tmp_path / f"config{shards}.yaml")
+        target = tmp_path / f"shards{shards}" / "features" / "features.h5"
+        proc = run_snakemake([str(target), "--cores", "2"], configfile=path)
+        stores[shards] = target
+        if shards > 1:
+            assert proc.stderr.count("rule extract_features:") == shards, proc.stderr[-3000:]
+            assert "rule merge_features:" in proc.stderr
+            # the parts are temporary: only the merged file stays
+            assert not list((tmp_path / f"shards{shards}" / "features").rglob("part*.h5"))
+            assert run_snakemake([str(target), "--cores", "2", "-n"], configfile=path).stdout.count("rule ") == 0
+    whole, merged = (featurestore.read_attrs(stores[s]) for s in (1, 3))
+    assert "shard" not in merged
+    for attrs in (whole, merged):
+        attrs.pop("created")
+    assert merged == whole  # identity, split sizes and fingerprint included
+    assert whole["identity"]
+    with h5py.File(stores[1], "r") as a, h5py.File(stores[3], "r") as b:
+        for split in ("train", "val", "test"):
+            for key in ("features", "labels", "indices"):
+                x, y = a[f"{split}/{key}"][()], b[f"{split}/{key}"][()]
+                assert x.dtype == y.dtype and x.shape == y.shape
+                assert x.tobytes() == y.tobytes(), f"{split}/{key} differs"

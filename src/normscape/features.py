@@ -39,6 +39,7 @@ from normscape.backbone import (
 )
 from normscape.cifar import file_digest
 from normscape.datasets import load_prepared
+from normscape.shards import shard_ranges, write_shard
 
 log = logging.getLogger(__name__)
 
@@ -146,10 +147,13 @@ def extract_features(
     device: str,
     arch: str = "mobilenet_v2",
     splits: Iterable[str] = SPLITS,
+    shard: tuple[int, int] | None = None,
 ) -> dict:
     """Extract features of every split of a prepared dataset into ``out_path`` (atomic). Returns the attrs.
 
     ``input_size`` None: the weights' own crop size (their transforms metadata); mean/std always come from there.
+    ``shard`` ``(index, count)``: only that shard's batch-aligned block of rows of every split, written as a
+    shard (:mod:`normscape.shards`) that ``merge_shards`` joins into the unsharded file bit for bit.
     """
     data = load_prepared(dataset_path)
     pre = preprocessing(arch, weights)
@@ -157,9 +161,13 @@ def extract_features(
     model = build_backbone(weights, weights_file, weights_sha256, arch=arch, input_size=input_size)
     extractor = FeatureExtractor(model, input_size, device, precision, batch_size, mean=pre["mean"], std=pre["std"])
     log.info("extracting %s features at %d px on %s in %s", arch, input_size, extractor.device, extractor.precision)
-    arrays = {}
+    arrays, rows = {}, {}
     for split in splits:
         images, labels, indices = data[split]
+        if shard is not None:  # whole batches of the unsharded run: every forward pass sees the same batch
+            start, stop = shard_ranges(len(images), shard[1], batch_size)[shard[0]]
+            rows[split] = (start, stop, len(images))
+            images, labels, indices = images[start:stop], labels[start:stop], indices[start:stop]
         t0 = datetime.datetime.now()
         feats = extractor(images, progress=f"features {split}")
         secs = (datetime.datetime.now() - t0).total_seconds()
@@ -196,5 +204,8 @@ def extract_features(
         "versions": versions(),
         "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
-    featurestore.write_features(out_path, arrays, attrs)
+    if shard is not None:
+        write_shard(out_path, arrays, attrs, shard[0], shard[1], rows)
+    else:
+        featurestore.write_features(out_path, arrays, attrs)
     return attrs

@@ -335,8 +335,11 @@ class WandbTracker:
                     type="model",
                     metadata={"final": summary.get("final"), "best": summary.get("best")},
                 )
+                # immutable: the manifest points at the run's own files instead of a staging copy (offline
+                # runs keep their staged files until `wandb sync`), skip_cache: no cache copy after upload.
+                # So W&B stores no second copy on disk; sync an offline run before its files are rewritten.
                 for path in checkpoint_files:
-                    art.add_file(str(path))
+                    art.add_file(str(path), policy="immutable", skip_cache=True)
                 self.run.log_artifact(art, aliases=["latest"])
 
             self._safe(log_artifact, "artifact")

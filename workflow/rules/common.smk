@@ -72,6 +72,12 @@ def landscape_dir(run):
     return paths.landscape_dir(RESULTS, run.run_id)
 
 
+def experiment_pattern(names, negate=False):
+    """Wildcard regex of an experiment in ``names`` (``negate``: of any experiment not in them)."""
+    listed = "|".join(re.escape(name) for name in names) or "(?!)"  # (?!) matches nothing
+    return f"(?!(?:{listed})/)[A-Za-z][A-Za-z0-9_]*" if negate else f"(?:{listed})"
+
+
 def run_identity(wildcards):
     """The identity of the run a job's wildcards name (fails clearly if the config does not define it)."""
     run = find_run(config, wildcards.experiment, wildcards.head, wildcards.variant, wildcards.seed)
@@ -115,6 +121,10 @@ def run_files_of(filename):
 # ---- data and features stages
 DATA = config["data"]
 DATASET = datasets.get_dataset(DATA["dataset"])
+# The feature store every later stage reads; with features.shards > 1 it is merged from per-shard parts.
+FEATURES = f"{RESULTS}/features/features.h5"
+SHARDS = config["features"]["shards"]
+FEATURE_SHARD = f"features/shards{SHARDS}/part{{index}}"  # under results/ (and its logs/, benchmarks/)
 
 
 def data_source():

@@ -30,26 +30,49 @@ rule download:
         backbone_weights_file(),
 
 
+# features.shards > 1: each shard (a batch-aligned block of rows of every split) is its own single-thread job,
+# so processes replace OpenMP threads locally and shards run side by side on a cluster; merge_features joins
+# them into the same file, bit for bit. Changing the shard count rebuilds the features (identical bits).
 rule extract_features:
     input:
         dataset=rules.prepare_data.output[0],
         weights=backbone_weights_file(),
     output:
-        f"{RESULTS}/features/features.h5",
+        FEATURES if SHARDS == 1 else temp(f"{RESULTS}/{FEATURE_SHARD}.h5"),
     log:
-        f"{RESULTS}/logs/extract_features.log",
+        f"{RESULTS}/logs/extract_features.log" if SHARDS == 1 else f"{RESULTS}/logs/{FEATURE_SHARD}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/extract_features.tsv"
+        (f"{RESULTS}/benchmarks/extract_features.tsv" if SHARDS == 1 else f"{RESULTS}/benchmarks/{FEATURE_SHARD}.tsv")
     conda:
         ENV
-    threads: 2
+    threads: 2 if SHARDS == 1 else 1
     resources:
         mem_mb=2500,
         runtime=90,
     params:
         backbone=canonical(config["backbone"]),
+        shard=lambda wc: [int(wc.index), SHARDS] if SHARDS > 1 else None,
     script:
         "../scripts/extract_features.py"
 
 
-STAGE_TARGETS["features"] = rules.extract_features.output
+if SHARDS > 1:
+
+    rule merge_features:
+        input:
+            parts=expand(f"{RESULTS}/{FEATURE_SHARD}.h5", index=range(SHARDS)),
+        output:
+            FEATURES,
+        log:
+            f"{RESULTS}/logs/merge_features.log",
+        conda:
+            ENV
+        threads: 1
+        resources:
+            mem_mb=1500,
+            runtime=20,
+        script:
+            "../scripts/merge_features.py"
+
+
+STAGE_TARGETS["features"] = [FEATURES]

@@ -6,7 +6,7 @@
 
 rule landscape:
     input:
-        features=rules.extract_features.output[0],
+        features=FEATURES,
         model_final=f"{RUN_DIR}/model_final.pt",
         model_init=f"{RUN_DIR}/model_init.pt",
         trajectory=f"{RUN_DIR}/trajectory.pt",
@@ -34,7 +34,7 @@ rule landscape:
 
 rule sharpness:
     input:
-        features=rules.extract_features.output[0],
+        features=FEATURES,
         model_final=f"{RUN_DIR}/model_final.pt",
         landscape=rules.landscape.output.landscape,
     output:
@@ -63,7 +63,7 @@ rule sharpness:
 
 rule curvature:
     input:
-        features=rules.extract_features.output[0],
+        features=FEATURES,
         model_final=f"{RUN_DIR}/model_final.pt",
     output:
         spectrum_h5=f"{LANDSCAPE_DIR}/spectrum.h5",

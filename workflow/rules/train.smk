@@ -2,24 +2,29 @@
 # Each job's params hold only its own slice of the config, so editing one experiment reruns only its runs.
 
 
+TRAIN_OUTPUTS = {
+    name: f"{RUN_DIR}/{name}{ext}"
+    for name, ext in [("summary", ".json"), ("metrics", ".csv"), ("grads", ".h5")]
+    + [(model, ".pt") for model in ("model_init", "model_final", "model_best")]
+    # every run declares them (stable outputs); runs outside diagnostics.smoothness.experiments: zero records
+    + [("smoothness_h5", ".h5"), ("smoothness_json", ".json")]
+}
+
+
+# Runs of the experiments in landscape.experiments are trained by train_tracked, which also keeps the
+# trajectory (~21 MB a run) their landscape reads; the rest by train, without one. The experiment alone picks
+# the rule: removing an experiment from landscape.experiments reruns nothing, adding one retrains its runs.
 rule train:
     input:
-        features=rules.extract_features.output[0],
+        features=FEATURES,
     output:
-        summary=f"{RUN_DIR}/summary.json",
-        metrics=f"{RUN_DIR}/metrics.csv",
-        grads=f"{RUN_DIR}/grads.h5",
-        model_init=f"{RUN_DIR}/model_init.pt",
-        model_final=f"{RUN_DIR}/model_final.pt",
-        model_best=f"{RUN_DIR}/model_best.pt",
-        trajectory=f"{RUN_DIR}/trajectory.pt",
-        # every run declares them (stable outputs); runs outside diagnostics.smoothness.experiments: zero records
-        smoothness_h5=f"{RUN_DIR}/smoothness.h5",
-        smoothness_json=f"{RUN_DIR}/smoothness.json",
+        **TRAIN_OUTPUTS,
     log:
         f"{RESULTS}/logs/train/{paths.RUN_LAYOUT}.log",
     benchmark:
         f"{RESULTS}/benchmarks/train/{paths.RUN_LAYOUT}.tsv"
+    wildcard_constraints:
+        experiment=experiment_pattern(config["landscape"]["experiments"], negate=True),
     conda:
         ENV
     threads: 1
@@ -39,6 +44,14 @@ rule train:
         smoothness=lambda wc: smoothness_settings(wc.experiment),
     script:
         "../scripts/train.py"
+
+
+use rule train as train_tracked with:
+    output:
+        **TRAIN_OUTPUTS,
+        trajectory=f"{RUN_DIR}/trajectory.pt",
+    wildcard_constraints:
+        experiment=experiment_pattern(config["landscape"]["experiments"]),
 
 
 STAGE_TARGETS["train"] = [f"{run_dir(run)}/summary.json" for run in enumerate_runs(config)]

@@ -1,4 +1,4 @@
-"""Extract frozen-backbone features of every split into one HDF5 file (rule extract_features)."""
+"""Extract frozen-backbone features of every split into one HDF5 file, or one shard of it (rule extract_features)."""
 
 from normscape.features import extract_features
 from normscape.runtime import script_main
@@ -17,6 +17,7 @@ def main(smk):
         batch_size=b["batch_size"],
         device=b["device"],
         arch=b["arch"],
+        shard=tuple(smk.params.shard) if smk.params.shard else None,
     )
 
 
