@@ -118,7 +118,8 @@ def surfaces_html(surfaces: Mapping[str, Mapping[str, np.ndarray]], title: str, 
     from plotly.subplots import make_subplots
 
     labels = list(surfaces)
-    zmax = max((float(np.nanmax(s["loss"])) for s in surfaces.values()), default=1.0)
+    finite = [np.asarray(s["loss"])[np.isfinite(s["loss"])] for s in surfaces.values()]
+    zmax = max((float(f.max()) for f in finite if f.size), default=1.0)
     fig = make_subplots(rows=1, cols=len(labels), specs=[[{"type": "scene"}] * len(labels)], subplot_titles=labels)
     for k, label in enumerate(labels, 1):
         s = surfaces[label]
@@ -163,7 +164,10 @@ def write_landscape_surfaces_html(landscapes: list[str], path: str | Path, title
     surfaces = {}
     for head, p in sorted(chosen.items(), key=lambda kv: head_sort_key(kv[0])):
         plane = load_surfaces(p).get("plane")
-        if plane is not None:  # a diverged run has no surface to draw
+        if plane is None:  # a diverged run has no surface: an empty panel that says so
+            nan = np.full((1, 1), np.nan)
+            surfaces[f"{HEAD_LABELS.get(head, head)} (diverged)"] = {"alphas": [0.0], "betas": [0.0], "loss": nan}
+        else:
             surfaces[HEAD_LABELS.get(head, head)] = plane
     surfaces_html(surfaces, title, path)
 

@@ -38,6 +38,14 @@ def _finish(fig, drawn: dict, pdf, png):
     return drawn
 
 
+def _nothing_measured(title: str, pdf, png):
+    """The figure of a study whose every run diverged (or was not measured): one panel that says so."""
+    fig, ax = plt.subplots(figsize=(7, 2.5))
+    ax.axis("off")
+    ax.text(0.5, 0.5, f"{title}:\nno run has numbers (every run diverged)", ha="center", va="center")
+    return _finish(fig, {}, pdf, png)
+
+
 def _measured(path) -> bool:
     """False for the files of a diverged run (no numbers: the curvature rule records only the reason)."""
     import h5py
@@ -58,8 +66,10 @@ def _by_head(paths: list) -> dict[str, list]:
 def plot_smoothness(smoothness_paths: list, pdf, png) -> dict:
     """Top: per probe step, the median over seeds (line) and min-max over seeds (band), log scale.
     Bottom: distribution over all probe steps and seeds per head (box: quartiles, whiskers 5-95 %)."""
-    fig, axes = plt.subplots(2, 3, figsize=(11, 6), gridspec_kw={"height_ratios": [3, 2]})
     heads = _by_head(smoothness_paths)
+    if not heads:
+        return _nothing_measured("Smoothness along the training trajectory", pdf, png)
+    fig, axes = plt.subplots(2, 3, figsize=(11, 6), gridspec_kw={"height_ratios": [3, 2]})
     drawn = {}
     for col, (key, title) in enumerate(SMOOTHNESS_PANELS):
         ax, box = axes[0, col], axes[1, col]
@@ -96,6 +106,8 @@ def plot_smoothness(smoothness_paths: list, pdf, png) -> dict:
 def plot_spectrum_density(spectrum_paths: list, pdf, png, sigma_fraction: float = 0.01, points: int = 2000) -> dict:
     """SLQ eigenvalue density per head (mean over seeds), log scale; one x-range for every head."""
     data = {head: [read_spectrum_h5(p) for p in paths] for head, paths in _by_head(spectrum_paths).items()}
+    if not data:
+        return _nothing_measured("Hessian eigenvalue density", pdf, png)
     nodes = np.concatenate([r[m]["nodes"].ravel() for runs in data.values() for r in runs for m in r])
     lo, hi = float(nodes.min()), float(nodes.max())
     pad = 0.05 * max(hi - lo, 1e-9)
@@ -126,9 +138,12 @@ def plot_spectrum_density(spectrum_paths: list, pdf, png, sigma_fraction: float 
 
 def plot_adaptive_sharpness(paths: list, pdf, png) -> dict:
     """Average- and worst-case adaptive sharpness vs radius: mean over seeds, error bars one std."""
+    by_head = _by_head(paths)
+    if not by_head:
+        return _nothing_measured("Adaptive sharpness", pdf, png)
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharex=True)
     drawn = {}
-    for head, files in _by_head(paths).items():
+    for head, files in by_head.items():
         runs = [read_adaptive_sharpness(p) for p in files]
         for mode in ("eval", "train"):
             if mode not in runs[0]:
@@ -149,7 +164,8 @@ def plot_adaptive_sharpness(paths: list, pdf, png) -> dict:
                     capsize=2,
                     label=_label(head, mode),
                 )
-    ball = "ℓ∞" if paths and read_adaptive_sharpness(paths[0])["eval"]["ball"] == "linf" else "ℓ2"
+    first = read_adaptive_sharpness(next(iter(by_head.values()))[0])
+    ball = "ℓ∞" if first["eval"]["ball"] == "linf" else "ℓ2"
     for ax, key in zip(axes, ("average", "worst")):
         ax.set_xscale("log")
         # the average case can be negative (first-order term, noise): a symmetric log scale keeps every head

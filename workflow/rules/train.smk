@@ -3,11 +3,18 @@
 
 
 TRAIN_OUTPUTS = {
-    name: f"{RUN_DIR}/{name}{ext}"
-    for name, ext in [("summary", ".json"), ("metrics", ".csv"), ("grads", ".h5")]
-    + [(model, ".pt") for model in ("model_init", "model_final", "model_best")]
-    # every run declares them (stable outputs); runs outside diagnostics.smoothness.experiments: zero records
-    + [("smoothness_h5", ".h5"), ("smoothness_json", ".json")]
+    name: f"{RUN_DIR}/{filename}"
+    for name, filename in [
+        ("summary", "summary.json"),
+        ("metrics", "metrics.csv"),
+        ("grads", "grads.h5"),
+        ("model_init", "model_init.pt"),
+        ("model_final", "model_final.pt"),
+        ("model_best", "model_best.pt"),
+        # every run declares them (stable outputs); runs outside diagnostics.smoothness.experiments: zero records
+        ("smoothness_h5", "smoothness.h5"),
+        ("smoothness_json", "smoothness.json"),
+    ]
 }
 
 
