@@ -135,7 +135,7 @@ def test_editing_smoothness_settings_reruns_only_the_probed_runs(tiny_workflow, 
     cfg = {**cfg, "diagnostics": diagnostics}
     proc = run_snakemake(["-n", "all"], configfile=write_config(cfg, tmp_path / "p.yaml"))
     jobs = planned_jobs(proc)
-    assert jobs.get("train") == 3, jobs  # the convergence runs carry the probe; lr_sweep runs are untouched
+    assert jobs.get("train_tracked") == 3 and "train" not in jobs, jobs  # the convergence runs carry the probe
     assert "extract_features" not in jobs
     assert "lr_sweep" not in " ".join(line for line in proc.stdout.splitlines() if "output:" in line)
 
