@@ -34,7 +34,7 @@ from normscape.train import DIVERGENCE_LOSS_FACTOR, Trainer, divergence_reason, 
 PROPERTY_EXPERIMENTS = {"alpha": {"heads": ["batch"], "lr": 1.0e-3}, "beta": {"heads": ["none"], "lr": 1.0e-3}}
 UPSTREAM = ["data/*"]
 FEATURES = ["data/*", "features/*"]
-WEIGHTS = "<weights file>"  # replaced by a real mobilenet_v2 state_dict (another random init) at run time
+WEIGHTS = "<weights file>"  # replaced by a real state_dict of the tiny config's arch (another random init) at run time
 
 # (dotted config key, new value, globs under results/ that this edit must not rewrite)
 EDITS = [
@@ -51,7 +51,7 @@ EDITS = [
 ]
 
 SKIP_DIRS = {"logs", "benchmarks", "checkpoints", "wandb"}
-TIMING_KEYS = {"wall_time_s", "epoch_time_s", "created"}
+TIMING_KEYS = {"wall_time_s", "epoch_time_s", "created", "seconds", "probe_seconds"}  # measured durations
 
 
 def set_key(cfg: dict, dotted: str, value) -> dict:
@@ -137,10 +137,13 @@ def run_all(workdir: Path, cfg: dict) -> None:
 @pytest.fixture(scope="module")
 def weights_file(tmp_path_factory) -> Path:
     import torchvision
+    import yaml
+    from conftest import TINY_CONFIG
 
+    arch = yaml.safe_load(TINY_CONFIG.read_text())["backbone"]["arch"]
     torch.manual_seed(1)  # another random init than the pipeline's `random` weights (seed 0)
-    path = tmp_path_factory.mktemp("weights") / "mobilenet_v2-seed1.pth"
-    torch.save(torchvision.models.mobilenet_v2().state_dict(), path)
+    path = tmp_path_factory.mktemp("weights") / f"{arch}-seed1.pth"
+    torch.save(torchvision.models.get_model(arch).state_dict(), path)
     return path
 
 
