@@ -1,8 +1,9 @@
 """Throughput of each stage while ONE other busy process competes for the CPUs.
 
 Shared workstations and cluster nodes rarely give a job the whole machine. Each stage (feature extraction,
-training, landscape) runs in a fresh process exactly as its workflow job does — the rule's ``threads`` and
-the job environment of ``normscape.runtime.JOB_ENV``, which must be set before torch is imported — and is
+training, landscape) runs in a fresh process exactly as its workflow job does — the rule's ``threads``, the
+job environment of ``normscape.runtime.JOB_ENV`` (set before torch is imported) and the allocator settings —
+and is
 measured three ways:
 
   * ``single``: one thread, no competitor: the bar (a job must never be worse off than this);
@@ -13,7 +14,8 @@ for extraction also as ``SHARDS`` single-thread processes side by side (features
 alone and contended; plus the naive setting under contention: every CPU's worth of threads with OpenMP's
 default (spinning) barriers. The configurations alternate over the rounds (machines are noisy) and each one's
 median is reported.
-``value`` is the contended throughput, ``naive_value`` the single-thread bar: ``ratio_vs_naive`` >= 1 is met.
+``value`` is the contended throughput of what the default study runs (extraction: the shards when
+``features.shards`` > 1), ``naive_value`` the single-thread bar: ``ratio_vs_naive`` >= 1 is met.
 """
 
 from __future__ import annotations
@@ -30,7 +32,18 @@ from benchmarks.common import result
 REPO = Path(__file__).resolve().parents[1]
 # Threads of each stage's rule (workflow/rules/*.smk) on a local machine.
 STAGE_THREADS = {"extraction": 2, "training": 1, "landscape": 1}
-SHARDS = 2  # config.yaml's features.shards: single-thread extraction processes
+
+
+def default_shards() -> int:
+    """config.yaml's features.shards: how many single-thread extraction jobs the default study runs."""
+    import yaml
+
+    return int(yaml.safe_load((REPO / "config.yaml").read_text())["features"]["shards"])
+
+
+SHARDS = default_shards()
+EXTRACT_IMAGES_ENV = "NORMSCAPE_BENCH_EXTRACT_IMAGES"  # images per extraction worker (full mode)
+JOB_SETTINGS_ENV = "NORMSCAPE_BENCH_JOB_SETTINGS"  # "1": the worker tunes the allocator as a workflow job does
 UNITS = {"extraction": "images/s", "training": "steps/s", "landscape": "grid points/s"}
 SPIN = "import sys, time\nend = time.monotonic() + float(sys.argv[1])\nwhile time.monotonic() < end:\n    pass\n"
 
@@ -40,15 +53,21 @@ def worker(stage: str, quick: bool) -> float:
     import numpy as np
     import torch
 
+    if os.environ.get(JOB_SETTINGS_ENV) == "1":  # as runtime.script_main does for every workflow job
+        from normscape.runtime import tune_allocator
+
+        tune_allocator()
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     if stage == "extraction":
         from normscape.backbone import build_backbone
         from normscape.features import FeatureExtractor
         from normscape.synthetic import synthetic_images
 
-        n, size = (32, 96) if quick else (256, 224)
+        n, size = (32, 96) if quick else (int(os.environ.get(EXTRACT_IMAGES_ENV, 256)), 224)
         images = synthetic_images(n, np.random.default_rng(0))[0]
-        extractor = FeatureExtractor(build_backbone("random"), size, "cpu", "fp32", 16)
+        weights = os.environ.get("NORMSCAPE_BENCH_WEIGHTS")  # the real weights when given (as bench_features)
+        model = build_backbone(weights, weights) if weights else build_backbone("random")
+        extractor = FeatureExtractor(model, size, "cpu", "fp32", 16)
         extractor(images[:32])
         t0 = time.perf_counter()
         extractor(images)
@@ -81,13 +100,17 @@ def worker(stage: str, quick: bool) -> float:
     raise ValueError(stage)
 
 
-def measure(stage: str, threads: int, job_env: bool, competitors: int, quick: bool, processes: int = 1) -> float:
-    """One stage's throughput in fresh processes (``processes`` side by side, summed: shards), with
-    ``competitors`` spin loops running meanwhile."""
+def measure(
+    stage: str, threads: int, job_env: bool, competitors: int, quick: bool, processes: int = 1, images: int = 256
+) -> float:
+    """One stage's throughput in fresh processes (``processes`` side by side, summed: shards; extraction:
+    ``images`` each), with ``competitors`` spin loops running meanwhile."""
     from normscape.runtime import JOB_ENV
 
     env = {k: v for k, v in os.environ.items() if k not in JOB_ENV}
+    env[EXTRACT_IMAGES_ENV] = str(images)
     env.update(JOB_ENV if job_env else {})
+    env[JOB_SETTINGS_ENV] = "1" if job_env else "0"
     env["OMP_NUM_THREADS"] = str(threads)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO / "src"), str(REPO), env.get("PYTHONPATH")) if p)
     spinners = [subprocess.Popen([sys.executable, "-c", SPIN, "600"]) for _ in range(competitors)]
@@ -119,8 +142,10 @@ def run(quick: bool) -> list[dict]:
         }
         if stage == "extraction":
             configs.update(sharded_alone=(1, True, 0, SHARDS), sharded_contended=(1, True, 1, SHARDS))
-        if quick:  # a smoke test: the bar and the contended run only (each configuration is a fresh process)
-            configs = {name: configs[name] for name in ("single", "contended")}
+        # what the default study runs: extraction as SHARDS single-thread jobs when sharded
+        workflow = "sharded_contended" if stage == "extraction" and SHARDS > 1 else "contended"
+        if quick:  # a smoke test: the bar and the workflow's contended run only (each one a fresh process)
+            configs = {name: configs[name] for name in ("single", workflow)}
         raw = {name: [] for name in configs}
         for _ in range(rounds):
             for name, (n_threads, job_env, competitors, processes) in configs.items():
@@ -129,23 +154,25 @@ def run(quick: bool) -> list[dict]:
         rows.append(
             result(
                 f"contention_{stage}",
-                med["contended"],
+                med[workflow],
                 UNITS[stage],
                 med["single"],
                 ">= single-thread throughput (ratio >= 1) with one competing busy process",
                 True,
                 threads=threads,
                 job_env=JOB_ENV,
+                measured=workflow,
                 alone=med.get("alone"),
+                contended=med.get("contended"),
                 naive_contended=med.get("naive_contended"),
                 sharded_alone=med.get("sharded_alone"),
                 sharded_contended=med.get("sharded_contended"),
                 naive_threads=cpus,
                 raw=raw,
                 rounds=rounds,
-                note="value: the job's settings with one spin-loop competitor; naive_value: 1 thread, no "
-                "competitor; naive_contended: all CPUs' threads, OpenMP's default spinning barriers, competitor; "
-                "sharded_*: extraction as SHARDS single-thread processes side by side, summed",
+                note="value: the default study's setting (`measured`) with one spin-loop competitor; naive_value: "
+                "1 thread, no competitor; naive_contended: all CPUs' threads, OpenMP's default spinning barriers, "
+                "competitor; sharded_*: extraction as SHARDS single-thread processes side by side, summed",
             )
         )
     return rows

@@ -13,6 +13,7 @@ import time
 import numpy as np
 import torch
 
+from benchmarks.bench_contention import STAGE_THREADS
 from benchmarks.common import result
 from normscape.heads import build_head
 from normscape.landscape import random_directions
@@ -21,7 +22,7 @@ from normscape.planeeval import PlaneEvaluator, loop_evaluate
 
 
 def run(quick: bool) -> list[dict]:
-    torch.set_num_threads(2)
+    torch.set_num_threads(STAGE_THREADS["landscape"])  # what the rule's jobs get (with the job environment)
     n, res, loop_points, fast_repeats = (1000, 9, 4, 1) if quick else (8000, 51, 12, 3)
     torch.manual_seed(0)
     x, y = torch.relu(torch.randn(n, 1280)), torch.randint(0, 10, (n,))

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from benchmarks.bench_contention import STAGE_THREADS
 from benchmarks.common import result
 from normscape.gradhist import GradHistogram, default_backend
 from normscape.heads import build_head
@@ -123,7 +124,7 @@ def histogram_overhead(data: dict, backend: str, pairs: int) -> dict:
 
 
 def run(quick: bool) -> list[dict]:
-    torch.set_num_threads(2)
+    torch.set_num_threads(STAGE_THREADS["training"])  # what the rule's jobs get (with the job environment)
     n, epochs, naive_every, pairs = (4000, 1, 1, 1) if quick else (50000, 15, 2, 6)
     data = make_data(n)
     ours_s, naive_s = interleaved(data, epochs, naive_every)

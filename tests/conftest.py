@@ -63,6 +63,20 @@ def write_config(cfg: dict, path: Path) -> Path:
     return path
 
 
+def snakemake_command(directory: Path, *args: str) -> list[str]:
+    """The Snakemake CLI of this environment on the repository's Snakefile, working in ``directory``."""
+    return [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(directory),
+        *args,
+    ]
+
+
 def run_snakemake(
     args: list[str], cwd: Path = REPO, check: bool = True, timeout: float = 900, configfile: Path | None = None
 ) -> subprocess.CompletedProcess:
@@ -71,7 +85,7 @@ def run_snakemake(
     With ``configfile`` the test config *replaces* config.yaml (``--replace-workflow-config``) instead of being
     merged into it, so the tiny config's experiments are the only ones.
     """
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(cwd), *args]
+    cmd = snakemake_command(cwd, *args)
     if configfile is not None:
         cmd += ["--configfile", str(configfile), "--replace-workflow-config"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)

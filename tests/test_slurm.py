@@ -18,7 +18,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import REPO, write_config
+from conftest import REPO, snakemake_command, write_config
 
 sys.path.insert(0, str(Path(__file__).parent / "cluster"))
 import slurm_cluster  # noqa: E402
@@ -52,14 +52,8 @@ def slurm_snakemake(cluster, workdir: Path, logdir: Path, *targets: str) -> subp
     snakemake 9.27 does not pass --replace-workflow-config on to the jobs it submits, so inside a SLURM job the
     study's config.yaml would be merged under the tiny config (jobs then see other experiments and params).
     """
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
+    cmd = snakemake_command(
+        workdir,
         "--profile",
         str(REPO / "profiles" / "slurm"),
         "--workflow-profile",
@@ -87,7 +81,7 @@ def slurm_snakemake(cluster, workdir: Path, logdir: Path, *targets: str) -> subp
         "--jobs",
         "8",
         *targets,
-    ]
+    )
     try:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=SLURM_RUN_TIMEOUT_S, env=cluster.env)
     except subprocess.TimeoutExpired as exc:
@@ -169,14 +163,8 @@ def test_profile_entries_are_commented(name):
 def test_slurm_profile_maps_rule_resources(tiny_config, tmp_path):
     """The slurm profile (+ the workflow profile on top) parses and gives each rule the intended resources."""
     write_config(tiny_config, tmp_path / "config.yaml")
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(tmp_path),
+    cmd = snakemake_command(
+        tmp_path,
         "--profile",
         str(REPO / "profiles" / "slurm"),
         "-n",
@@ -185,7 +173,7 @@ def test_slurm_profile_maps_rule_resources(tiny_config, tmp_path):
         # not set `cores`, or it caps them at the login node's core count)
         "--cores",
         "64",
-    ]
+    )
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     log = proc.stdout + proc.stderr
