@@ -28,7 +28,7 @@ RULES = [
     (r"pip install -e \"\.\[test\]\" && python -m pytest", "covered", ".ci/run step 3 runs it verbatim"),
     (r"^python3 -m venv \.venv && \. \.venv/bin/activate && pip install -e \.$", "covered", ".ci/run step 4"),
     (r"^python -m pytest", "covered", "CI runs the whole suite"),
-    (r"^python -m benchmarks", "covered", ".ci/run step 4 runs `python -m benchmarks --quick`"),
+    (r"^python -m benchmarks", "covered", "tests/test_benchmarks.py runs --quick; .ci/run step 4 one module"),
     (r"^snakemake --report ", "covered", "tests/test_report.py and .ci/run step 4 (needs a finished workflow)"),
     (r"^python tests/cluster/slurm_cluster\.py ", "covered", "tests/test_slurm.py brings the cluster up and down"),
     (r"^export SLURM_CONF=|^sinfo", "covered", "needs the SLURM cluster of tests/test_slurm.py"),
