@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks.common import result
+from benchmarks.common import bench_weights, build_bench_backbone, result, weights_label
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,12 +42,11 @@ def _child(images: int, input_size: int, threads: int, weights: str | None) -> d
     import numpy as np
     import torch
 
-    from normscape.backbone import build_backbone
     from normscape.features import FeatureExtractor
     from normscape.synthetic import synthetic_images
 
     torch.set_num_threads(threads)
-    model = build_backbone(weights, weights) if weights else build_backbone("random")
+    model = build_bench_backbone(weights)
     batch = synthetic_images(images, np.random.default_rng(0))[0]
     extractor = FeatureExtractor(model, input_size, "cpu", "fp32", 16)
     extractor(batch[:32])  # warm-up: oneDNN kernel selection, first allocations
@@ -68,7 +67,7 @@ def _child(images: int, input_size: int, threads: int, weights: str | None) -> d
 
 def run(quick: bool) -> list[dict]:
     images, size, rounds = (32, 160, 1) if quick else (480, 224, 3)
-    weights = os.environ.get("NORMSCAPE_BENCH_WEIGHTS")
+    weights = bench_weights()
     runs = {"default": [], "tuned": []}
     for _ in range(rounds):
         for allocator in runs:
@@ -78,7 +77,7 @@ def run(quick: bool) -> list[dict]:
         return statistics.median(r[key] for r in runs[side])
 
     common = {"images": images, "input_px": size, "threads": 2, "rounds": rounds, "runs": runs}
-    common["weights"] = "real (NORMSCAPE_BENCH_WEIGHTS)" if weights else "random init"
+    common["weights"] = weights_label(weights)
     return [
         result(
             "extraction_page_faults",

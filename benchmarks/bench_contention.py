@@ -3,8 +3,7 @@
 Shared workstations and cluster nodes rarely give a job the whole machine. Each stage (feature extraction,
 training, landscape) runs in a fresh process exactly as its workflow job does — the rule's ``threads``, the
 job environment of ``normscape.runtime.JOB_ENV`` (set before torch is imported) and the allocator settings —
-and is
-measured three ways:
+and is measured three ways:
 
   * ``single``: one thread, no competitor: the bar (a job must never be worse off than this);
   * ``alone``: the job's own settings, no competitor;
@@ -27,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.common import result
+from benchmarks.common import bench_weights, build_bench_backbone, result
 
 REPO = Path(__file__).resolve().parents[1]
 # Threads of each stage's rule (workflow/rules/*.smk) on a local machine.
@@ -59,15 +58,12 @@ def worker(stage: str, quick: bool) -> float:
         tune_allocator()
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     if stage == "extraction":
-        from normscape.backbone import build_backbone
         from normscape.features import FeatureExtractor
         from normscape.synthetic import synthetic_images
 
         n, size = (32, 96) if quick else (int(os.environ.get(EXTRACT_IMAGES_ENV, 256)), 224)
         images = synthetic_images(n, np.random.default_rng(0))[0]
-        weights = os.environ.get("NORMSCAPE_BENCH_WEIGHTS")  # the real weights when given (as bench_features)
-        model = build_backbone(weights, weights) if weights else build_backbone("random")
-        extractor = FeatureExtractor(model, size, "cpu", "fp32", 16)
+        extractor = FeatureExtractor(build_bench_backbone(bench_weights()), size, "cpu", "fp32", 16)
         extractor(images[:32])
         t0 = time.perf_counter()
         extractor(images)

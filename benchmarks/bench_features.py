@@ -11,7 +11,6 @@ images/s over rounds is reported, the best, every raw rate and the in-process 2-
 
 from __future__ import annotations
 
-import os
 import statistics
 import time
 
@@ -19,8 +18,8 @@ import numpy as np
 import torch
 
 from benchmarks.bench_contention import SHARDS, measure
-from benchmarks.common import result
-from normscape.backbone import build_backbone, reference_extractor
+from benchmarks.common import bench_weights, build_bench_backbone, result, weights_label
+from normscape.backbone import reference_extractor
 from normscape.features import FeatureExtractor
 from normscape.synthetic import synthetic_images
 
@@ -60,8 +59,8 @@ def run(quick: bool) -> list[dict]:
     # so it is timed on fewer images. Rounds alternate ours / naive so a slow phase of the machine hits both.
     n, n_naive, size, rounds = (32, 16, 64, 1) if quick else (2048, 256, 224, 3)
     images = synthetic_images(n, np.random.default_rng(0))[0]
-    weights = os.environ.get("NORMSCAPE_BENCH_WEIGHTS")
-    model = build_backbone(weights, weights) if weights else build_backbone("random")
+    weights = bench_weights()
+    model = build_bench_backbone(weights)
     fast = FeatureExtractor(model, size, device="auto", precision="auto", batch_size=16)
     fast(images[:32])  # warm-up (allocations, oneDNN kernel selection)
     naive_extract(model, images[:16], size)
@@ -84,7 +83,6 @@ def run(quick: bool) -> list[dict]:
     fp32 = FeatureExtractor(model, size, "cpu", "fp32", 16)(images[:64])
     bf16 = FeatureExtractor(model, size, "cpu", "bf16", 16)(images[:64])
     cos_bf16 = float(np.min((fp32 * bf16).sum(1) / (np.linalg.norm(fp32, axis=1) * np.linalg.norm(bf16, axis=1))))
-    weights_label = "real (NORMSCAPE_BENCH_WEIGHTS)" if weights else "random init"
     return [
         result(
             "feature_extraction_224",
@@ -97,7 +95,7 @@ def run(quick: bool) -> list[dict]:
             naive_images=n_naive,
             rounds=rounds,
             input_px=size,
-            weights=weights_label,
+            weights=weights_label(weights),
             device=str(fast.device),
             precision=fast.precision,
             shards=SHARDS,
@@ -117,6 +115,6 @@ def run(quick: bool) -> list[dict]:
             None,
             "informational: bf16 would need >= 0.999 vs fp32 to be `precision: auto` (so auto is fp32)",
             True,
-            weights=weights_label,
+            weights=weights_label(weights),
         ),
     ]

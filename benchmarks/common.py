@@ -3,10 +3,29 @@
 from __future__ import annotations
 
 import gc
+import os
 import statistics
 import time
 from collections.abc import Callable
 from typing import Any
+
+WEIGHTS_ENV = "NORMSCAPE_BENCH_WEIGHTS"  # a torchvision mobilenet_v2 state_dict: extraction with real weights
+
+
+def bench_weights() -> str | None:
+    """The state_dict path the extraction benchmarks use (``NORMSCAPE_BENCH_WEIGHTS``), or None: random init."""
+    return os.environ.get(WEIGHTS_ENV)
+
+
+def build_bench_backbone(weights: str | None):
+    """MobileNet-V2 with that state_dict (its path is also its id), else random init."""
+    from normscape.backbone import build_backbone
+
+    return build_backbone(weights, weights) if weights else build_backbone("random")
+
+
+def weights_label(weights: str | None) -> str:
+    return f"real ({WEIGHTS_ENV})" if weights else "random init"
 
 
 def time_median(fn: Callable[[], Any], repeats: int = 3, warmup: int = 1) -> tuple[float, list[float]]:
