@@ -36,10 +36,11 @@ DIRECTIONS = ("update", "gradient")
 RECORD_FIELDS = ("step", "loss", "grad_norm", "direction_norm", "losses", "grad_changes")
 
 
-def adam_update(opt: torch.optim.Adam, param: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+def adam_update(opt, param: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
     """The change ``opt.step()`` would make to ``param`` given ``grad`` (float64; the optimiser is not touched).
 
-    torch.optim.Adam without amsgrad/maximize: g += wd * theta; m, v updated; bias-corrected step.
+    ``opt``: torch.optim.Adam or normscape.flat_adam.FlatAdam (same state layout) without amsgrad/maximize:
+    g += wd * theta; m, v updated; bias-corrected step.
     """
     group = opt.param_groups[0]
     if group.get("amsgrad") or group.get("maximize"):

@@ -7,7 +7,8 @@ is cut:
     ``index_select`` of its rows — no per-sample DataLoader, no collate, no copy of the whole set;
   * all parameters live in one flat tensor and all gradients in another (every ``p.data``/``p.grad`` is a
     view): the global norm, clipping (one multiply, skipped when the norm is below the threshold), the
-    histograms and the fused Adam update are each ONE op over one buffer;
+    histograms and the fused Adam update are each ONE op over one buffer; Adam's kernel is called without
+    torch.optim's per-step Python and import cost (normscape.flat_adam: bit for bit the same update);
   * the first layer's 1280 x 256 weight gradient is written straight into that buffer (:class:`LinearGradInto`)
     instead of being zeroed, computed into a temporary and accumulated — three passes over 1.3 MB saved;
   * gradient histograms of every element are one native pass (normscape.gradhist);
@@ -47,6 +48,7 @@ import torch.nn.functional as F
 from normscape import featurestore
 from normscape.atomic import atomic_path, write_json
 from normscape.checkpoint import discard_checkpoint, load_checkpoint, save_checkpoint
+from normscape.flat_adam import FlatAdam
 from normscape.gradhist import GradHistogram
 from normscape.heads import build_head
 
@@ -213,8 +215,8 @@ class Trainer:
         self.fc1_grads = (self.model.fc1.weight.grad, self.model.fc1.bias.grad)
         assert self.names[:2] == ["fc1.weight", "fc1.bias"]
         self.accumulated_grad = self.flat_grad[sizes[0] + sizes[1] :]
-        # fused Adam on the one flat tensor: one kernel, no per-parameter bookkeeping (same update rule).
-        self.opt = torch.optim.Adam([self.flat_param], lr=lr, weight_decay=weight_decay, fused=True)
+        # fused Adam on the one flat tensor: one kernel per step, bit for bit torch.optim.Adam(fused=True)
+        self.opt = FlatAdam(self.flat_param, lr=lr, weight_decay=weight_decay)
         gh = grad_hist or {"min": 1e-9, "max": 10.0, "bins_per_octave": 4}
         self.hist = GradHistogram(self.names, sizes, gh["min"], gh["max"], gh["bins_per_octave"])
         self.tracker = tracker
