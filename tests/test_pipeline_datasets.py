@@ -51,7 +51,8 @@ def test_cifar100_end_to_end(tiny_config, tmp_path):
     archive = make_cifar100_archive(tmp_path / "cifar-100-python.tar.gz", n_train=300, n_test=120)
     cfg = small_study(tiny_config, {"dataset": "cifar100", "archive": str(archive), "val_size": 60, "test_size": 60})
     check_study(cfg, write_config(cfg, tmp_path / "c.yaml"), num_classes=100)
-    assert (tmp_path / "results" / "data" / "cifar100.h5").is_file()
+    assert (tmp_path / "results" / "logs" / "prepare_data.log").is_file()
+    assert not (tmp_path / "results" / "data" / "cifar100.h5").exists()  # temporary: removed after extraction
 
 
 def test_image_folder_end_to_end(tiny_config, tmp_path):

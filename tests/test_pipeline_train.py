@@ -20,7 +20,6 @@ RUN_FILES = [
     "summary.json",
     "metrics.csv",
     "grads.h5",
-    "model_init.pt",
     "model_final.pt",
     "model_best.pt",
 ]
@@ -45,7 +44,8 @@ def test_every_run_has_the_contract_outputs_log_and_benchmark(tiny_workflow):
     run = results / "runs" / "lr_sweep" / "none" / "lr-0.01" / "seed0"
     for name in RUN_FILES:
         assert (run / name).is_file(), name
-    assert not (run / "trajectory.pt").exists()  # lr_sweep is not in landscape.experiments: no trajectory
+    for name in ("trajectory.pt", "model_init.pt"):  # lr_sweep is not in landscape.experiments: no landscape inputs
+        assert not (run / name).exists(), name
     assert (results / "logs" / "train" / "lr_sweep" / "none" / "lr-0.01" / "seed0.log").is_file()
     assert (results / "benchmarks" / "train" / "lr_sweep" / "none" / "lr-0.01" / "seed0.tsv").is_file()
     summary = json.loads((run / "summary.json").read_text())

@@ -137,11 +137,16 @@ def test_finished_run_keeps_no_resume_state_and_reruns_identically(features_file
     torch.testing.assert_close(torch.load(run_dir / "trajectory.pt")["flat"], trajectory, rtol=0, atol=0)
 
 
-def test_trajectory_only_when_asked_for(features_file, tmp_path):
+def test_landscape_inputs_only_when_asked_for(features_file, tmp_path):
     with_t = train_run(features_file, tmp_path / "a", RUN, training(epochs=2), HEAD, GH)
-    without = train_run(features_file, tmp_path / "b", RUN, training(epochs=2), HEAD, GH, trajectory=False)
-    assert (tmp_path / "a" / "trajectory.pt").is_file() and not (tmp_path / "b" / "trajectory.pt").exists()
+    without = train_run(features_file, tmp_path / "b", RUN, training(epochs=2), HEAD, GH, landscape_inputs=False)
+    for name in ("trajectory.pt", "model_init.pt"):
+        assert (tmp_path / "a" / name).is_file() and not (tmp_path / "b" / name).exists()
     assert with_t["final"] == without["final"]
+    trajectory = torch.load(tmp_path / "a" / "trajectory.pt")
+    init = torch.load(tmp_path / "a" / "model_init.pt")["state_dict"]
+    # row 0 of the trajectory is the initial model (what the landscape's init -> final line starts from)
+    torch.testing.assert_close(trajectory["flat"][0], torch.cat([init[n].flatten() for n in trajectory["names"]]))
 
 
 def test_checkpoint_of_another_config_is_not_resumed(features_file, tmp_path):

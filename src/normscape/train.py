@@ -491,13 +491,14 @@ def train_run(
     grad_hist: dict,
     tracker_factory: Any = None,
     features_expected: dict | None = None,
-    trajectory: bool = True,
+    landscape_inputs: bool = True,
     smoothness: dict | None = None,
     smoothness_paths: tuple | None = None,
 ) -> dict:
     """Train one run into ``run_dir`` (resuming from ``checkpoints/last.pt`` when its identity matches) and
-    write metrics.csv, summary.json, grads.h5, model_{init,final,best}.pt and (unless ``trajectory`` is False: no
-    landscape reads it) trajectory.pt; the checkpoint is removed once they are all written. Returns the summary.
+    write metrics.csv, summary.json, grads.h5, model_{final,best}.pt and, unless ``landscape_inputs`` is False (no
+    landscape reads this run), what a landscape reads: model_init.pt and trajectory.pt (the parameters after every
+    epoch, ~21 MB at the default head). The checkpoint is removed once they are all written. Returns the summary.
 
     ``features_expected`` (:func:`normscape.featurestore.expected_attrs` of the config): the feature cache must
     have been built for it, else one DataError names the mismatch and the rebuild command.
@@ -553,11 +554,11 @@ def train_run(
         write_grads_h5(run_dir / "grads.h5", trainer)
         hc = trainer.head_config
         n_epochs = len(trainer.metrics)
-        _save_model(run_dir / "model_init.pt", trainer.init_state, hc, 0, {**meta, "metrics": {}})
         final_meta, best_meta = {**meta, "metrics": summary["final"]}, {**meta, "metrics": summary["best"]}
         _save_model(run_dir / "model_final.pt", trainer.model.state_dict(), hc, n_epochs, final_meta)
         _save_model(run_dir / "model_best.pt", trainer.best["state"], hc, trainer.best["epoch"], best_meta)
-        if trajectory:
+        if landscape_inputs:
+            _save_model(run_dir / "model_init.pt", trainer.init_state, hc, 0, {**meta, "metrics": {}})
             with atomic_path(run_dir / "trajectory.pt", suffix=".pt") as tmp:
                 flat = torch.stack(trainer.trajectory)
                 names, shapes = trainer.names, [list(p.shape) for p in trainer.params]

@@ -15,7 +15,7 @@ from normscape import datasets, paths  # noqa: E402
 from normscape.plots import FIGURES as FIGURE_SPECS, INPUT_KINDS as FIGURE_INPUT_KINDS  # noqa: E402
 from normscape.errors import ConfigError  # noqa: E402
 from normscape.measures import MEASURES, curvature_enabled, location_of, measured_experiments  # noqa: E402
-from normscape.runtime import JOB_ENV  # noqa: E402
+from normscape.runtime import JOB_ENV, limit_cores  # noqa: E402
 
 # Every job inherits these (OpenMP settings must be in place before a job imports torch); a value already set wins.
 os.environ.update({key: os.environ.get(key, value) for key, value in JOB_ENV.items()})
@@ -24,6 +24,10 @@ try:
     validate_config(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
 except ConfigError as exc:
     sys.exit(f"normscape: {exc}")
+
+# Local runs: at most one job per CPU, whatever `--cores` says (normscape.runtime.local_job_limit says why).
+if workflow.local_exec:
+    limit_cores(workflow.global_resources)
 
 RESULTS = config["results_dir"]
 ENV = "../../envs/normscape.yaml"

@@ -22,11 +22,14 @@ if DATASET.url is not None:
             "../scripts/download_data.py"
 
 
+# The prepared images (~180 MB for CIFAR) are only read by feature extraction: temporary, so Snakemake removes
+# them once the features are built (re-preparing from the kept archive takes seconds when features are rebuilt;
+# `snakemake --notemp` keeps them).
 rule prepare_data:
     input:
         **data_inputs(),
     output:
-        f"{RESULTS}/data/{DATASET.name}.h5",
+        temp(f"{RESULTS}/data/{DATASET.name}.h5"),
     log:
         f"{RESULTS}/logs/prepare_data.log",
     conda:
@@ -41,6 +44,3 @@ rule prepare_data:
         data=canonical({k: v for k, v in DATA.items() if k not in ("url", "archive", "root")}),
     script:
         "../scripts/prepare_data.py"
-
-
-STAGE_TARGETS["data"] = rules.prepare_data.output

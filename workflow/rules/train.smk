@@ -8,7 +8,6 @@ TRAIN_OUTPUTS = {
         ("summary", "summary.json"),
         ("metrics", "metrics.csv"),
         ("grads", "grads.h5"),
-        ("model_init", "model_init.pt"),
         ("model_final", "model_final.pt"),
         ("model_best", "model_best.pt"),
         # every run declares them (stable outputs); runs outside diagnostics.smoothness.experiments: zero records
@@ -18,8 +17,8 @@ TRAIN_OUTPUTS = {
 }
 
 
-# Runs of the experiments in landscape.experiments are trained by train_tracked, which also keeps the
-# trajectory (~21 MB a run) their landscape reads; the rest by train, without one. The experiment alone picks
+# Runs of the experiments in landscape.experiments are trained by train_tracked, which also keeps what their
+# landscape reads: the trajectory (~21 MB a run) and the initial model; the rest by train, without them. The experiment alone picks
 # the rule: removing an experiment from landscape.experiments reruns nothing, adding one retrains its runs.
 rule train:
     input:
@@ -56,6 +55,7 @@ rule train:
 use rule train as train_tracked with:
     output:
         **TRAIN_OUTPUTS,
+        model_init=f"{RUN_DIR}/model_init.pt",
         trajectory=f"{RUN_DIR}/trajectory.pt",
     wildcard_constraints:
         experiment=experiment_pattern(config["landscape"]["experiments"]),

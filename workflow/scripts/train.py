@@ -30,7 +30,7 @@ def main(smk):
         dict(p.grad_hist),
         tracker_factory=tracker,
         features_expected=expected_attrs(p.features_request["backbone"], p.features_request["data"]),
-        trajectory="trajectory" in smk.output.keys(),  # only where a landscape reads it
+        landscape_inputs="trajectory" in smk.output.keys(),  # model_init.pt + trajectory.pt: a landscape reads them
         smoothness=dict(p.smoothness) if p.smoothness else None,
         smoothness_paths=(smk.output.smoothness_h5, smk.output.smoothness_json),
     )
