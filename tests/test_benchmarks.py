@@ -21,6 +21,7 @@ REQUIRED = {
     "contention_extraction",
     "contention_training",
     "contention_landscape",
+    "oversubscription_training",
     "smoothness_overhead_every_100",
     "spectrum_batch_train",
     "adaptive_sharpness_batch_train",
@@ -48,3 +49,31 @@ def test_quick_benchmarks_write_results_json(tmp_path):
         assert math.isfinite(row["value"]) and row["value"] >= 0, row
         if row["naive_value"] and row["value"]:  # a ratio against zero (no faults left) is undefined: None
             assert row["ratio_vs_naive"] > 0
+
+
+def test_compare_flags_figures_outside_the_tolerance(tmp_path):
+    from benchmarks.compare import compare, main
+
+    first = [
+        {"name": "a", "value": 10.0, "ratio_vs_naive": 3.0},
+        {"name": "b", "value": 100.0, "ratio_vs_naive": None},
+        {"name": "only_first", "value": 1.0, "ratio_vs_naive": None},
+    ]
+    second = [
+        {"name": "a", "value": 11.0, "ratio_vs_naive": 2.0},  # value 9 % apart, ratio 33 % apart
+        {"name": "b", "value": 0.0, "ratio_vs_naive": 1.0},  # 100 % apart; a ratio in one run only is skipped
+    ]
+    records, unmatched = compare(first, second, tolerance=0.2)
+    got = {(r["name"], r["field"]): (round(r["relative"], 4), r["ok"]) for r in records}
+    assert got == {
+        ("a", "value"): (0.0909, True),
+        ("a", "ratio_vs_naive"): (0.3333, False),
+        ("b", "value"): (1.0, False),
+    }
+    assert unmatched == ["only_first"]
+    paths = []
+    for i, rows in enumerate((first, second, first)):
+        paths.append(tmp_path / f"r{i}.json")
+        paths[-1].write_text(json.dumps({"results": rows}))
+    assert main([str(paths[0]), str(paths[1])]) == 1
+    assert main([str(paths[0]), str(paths[2])]) == 0  # a run against itself
