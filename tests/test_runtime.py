@@ -40,13 +40,14 @@ def test_local_cores_capped_at_the_cpus(monkeypatch, capsys):
     from normscape.runtime import OVERSUBSCRIBE_ENV, limit_cores
 
     monkeypatch.delenv(OVERSUBSCRIBE_ENV, raising=False)
-    resources = {"_cores": Resource("_cores", 8)}
+    resources = {"_cores": Resource("_cores", 8), "_nodes": Resource("_nodes", None)}
     assert limit_cores(resources, cpus=2) == 2
     assert isinstance(resources["_cores"], Resource) and resources["_cores"].value == 2
     assert "--cores 8 is more than the 2 CPUs" in capsys.readouterr().err
     plain = {"_cores": 8}  # older Snakemake: a plain int
     assert limit_cores(plain, cpus=3) == 3 and plain["_cores"] == 3
-    for unchanged in ({"_cores": Resource("_cores", 2)}, {"_cores": 1}, {"_cores": None}):
+    cluster = {"_cores": Resource("_cores", 64), "_nodes": Resource("_nodes", 100)}  # --jobs of a cluster profile
+    for unchanged in ({"_cores": Resource("_cores", 2)}, {"_cores": 1}, {"_cores": None}, cluster):
         before = dict(unchanged)
         assert limit_cores(unchanged, cpus=2) is None and unchanged == before
     monkeypatch.setenv(OVERSUBSCRIBE_ENV, "1")

@@ -99,11 +99,14 @@ def limit_cores(global_resources: Any, cpus: int | None = None) -> int | None:
 
     The study's jobs are CPU-bound and mostly single-threaded, so ``--cores 4`` on 2 CPUs only time-slices 4 jobs
     whose working sets then evict each other from the caches: the same work takes longer than 2 at a time
-    (benchmarks/bench_contention.py: ``oversubscribed_training``). Cluster executors are not capped (the caller
-    checks ``workflow.local_exec``); ``NORMSCAPE_OVERSUBSCRIBE=1`` keeps ``--cores`` as given. The value is a
-    ``snakemake.resources.Resource`` in Snakemake 9 (a plain int in older versions): the same type is put back.
+    (benchmarks/bench_contention.py: ``oversubscription_training``). Cluster runs are not capped: the caller
+    checks ``workflow.local_exec``, and a run with a cluster job count (``_nodes``: ``--jobs`` with a cluster
+    executor, also in a dry run of a cluster profile) is left alone; ``NORMSCAPE_OVERSUBSCRIBE=1`` keeps
+    ``--cores`` as given. Values are ``snakemake.resources.Resource`` in Snakemake 9 (plain ints in older
+    versions): the same type is put back.
     """
-    if os.environ.get(OVERSUBSCRIBE_ENV) == "1":
+    nodes = global_resources.get("_nodes")
+    if os.environ.get(OVERSUBSCRIBE_ENV) == "1" or getattr(nodes, "value", nodes) is not None:
         return None
     current = global_resources.get("_cores")
     requested = getattr(current, "value", current)
