@@ -33,8 +33,10 @@ from normscape.train import DIVERGENCE_LOSS_FACTOR, Trainer, divergence_reason, 
 # Two experiments whose names no documented figure uses (no figure jobs: the test stays cheap), one run each,
 # landscapes of the first. Everything else comes from tests/config/tiny.yaml.
 PROPERTY_EXPERIMENTS = {"alpha": {"heads": ["batch"], "lr": 1.0e-3}, "beta": {"heads": ["none"], "lr": 1.0e-3}}
-UPSTREAM = ["data/*"]
-FEATURES = ["data/*", "features/*"]
+# The prepared images (data/*) are temporary: removed once the features are built, so only the features are kept
+# upstream of the runs (an edit of the backbone prepares them again from the archive).
+UPSTREAM: list[str] = []
+FEATURES = ["features/*"]
 WEIGHTS = "<weights file>"  # replaced by a real state_dict of the tiny config's arch (another random init) at run time
 
 # (dotted config key, new value, globs under results/ that this edit must not rewrite)
