@@ -112,17 +112,17 @@ class FlatAdam:
         for flag in ("amsgrad", "maximize", "capturable"):
             if groups[0].get(flag):
                 raise ValueError(f"FlatAdam does not support {flag}=True")
-        self.param_groups[0].update({k: v for k, v in groups[0].items() if k != "params"})
-        self.param_groups[0]["betas"] = tuple(self.param_groups[0]["betas"])
         saved = state_dict["state"].get(0)
-        if saved is None:
-            self.state = {}
-            return
-        if saved["exp_avg"].shape != self.param.shape:
+        if saved is not None and saved["exp_avg"].shape != self.param.shape:  # checked before anything changes
             raise ValueError(
                 f"optimiser state of shape {tuple(saved['exp_avg'].shape)} for a parameter of "
                 f"shape {tuple(self.param.shape)}"
             )
+        self.param_groups[0].update({k: v for k, v in groups[0].items() if k != "params"})
+        self.param_groups[0]["betas"] = tuple(self.param_groups[0]["betas"])
+        if saved is None:
+            self.state = {}
+            return
         like = {"dtype": self.param.dtype, "device": self.param.device}
         self.state = {
             self.param: {

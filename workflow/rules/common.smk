@@ -25,7 +25,7 @@ try:
 except ConfigError as exc:
     sys.exit(f"normscape: {exc}")
 
-# Local runs: at most one job per CPU, whatever `--cores` says (normscape.runtime.local_job_limit says why).
+# Local runs: at most one job per CPU, whatever `--cores` says (normscape.runtime.limit_cores says why).
 if workflow.local_exec:
     limit_cores(workflow.global_resources)
 

@@ -18,8 +18,8 @@ TRAIN_OUTPUTS = {
 
 
 # Runs of the experiments in landscape.experiments are trained by train_tracked, which also keeps what their
-# landscape reads: the trajectory (~21 MB a run) and the initial model; the rest by train, without them. The experiment alone picks
-# the rule: removing an experiment from landscape.experiments reruns nothing, adding one retrains its runs.
+# landscape reads: the trajectory (~21 MB a run) and the initial model; the rest by train, without them. The
+# experiment alone picks the rule: removing an experiment from landscape.experiments reruns nothing, adding one retrains its runs.
 rule train:
     input:
         features=FEATURES,
