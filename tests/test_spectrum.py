@@ -160,6 +160,27 @@ def test_tail_hvp_fast_path_equals_the_restricted_full_hvp(norm, mode):
     np.testing.assert_allclose(loss.tail_hvp(v[n1:]), loss.hvp(v)[n1:], rtol=1e-10, atol=1e-13)
 
 
+@pytest.mark.parametrize("norm", ["none", "batch", "layer", "group", "rms", "frn", "frn_learned_eps"])
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_factored_hvp_equals_autodiff_through_the_whole_head(norm, mode):
+    model, x, y = small_head(norm)
+    loss = HeadLoss(model, x, y, mode=mode, batch_size=16)
+    g = torch.Generator().manual_seed(3)
+    for _ in range(2):  # the second product reuses the cached pre-activations
+        v = torch.randn(loss.dim, dtype=torch.float64, generator=g)
+        np.testing.assert_allclose(loss.hvp(v), loss.hvp_autodiff(v), rtol=1e-10, atol=1e-12)
+    # away from the model's parameters (pre-activations recomputed there, the cache untouched)
+    at = loss.theta + 0.1 * torch.randn(loss.dim, dtype=torch.float64, generator=g)
+    v = torch.randn(loss.dim, dtype=torch.float64, generator=g)
+    np.testing.assert_allclose(loss.hvp(v, at=at), loss.hvp_autodiff(v, at=at), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(loss.hvp(v), loss.hvp_autodiff(v), rtol=1e-10, atol=1e-12)
+    # and in float32, to float32 rounding
+    loss32 = HeadLoss(model, x, y, mode=mode, batch_size=16, dtype=torch.float32)
+    v32 = v.float()
+    ref = loss32.hvp_autodiff(v32)
+    assert float((loss32.hvp(v32) - ref).norm() / ref.norm()) < 1e-5
+
+
 def test_float32_products_give_the_float64_spectrum_to_float32_accuracy():
     model, x, y = small_head("layer")
     kw = dict(top_k=3, slq_steps=40, block_steps=20, block_probes=4)

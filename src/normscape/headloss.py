@@ -76,6 +76,10 @@ class HeadLoss:
         self.x, self.y = x, y
         self._grad = grad(self.loss)
         self._grad_and_value = grad_and_value(self.loss)
+        if self.names[:2] != ["fc1.weight", "fc1.bias"]:
+            raise ValueError(f"the head's parameters must start with fc1.weight, fc1.bias (got {self.names[:2]})")
+        self._grad_z = grad(self.loss_of_z, argnums=(0, 1))
+        self._z_theta = None
 
     # ----------------------------------------------------------------------------------------- layout
     def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -124,29 +128,50 @@ class HeadLoss:
         g, value = self._grad_and_value(flat)
         return float(value), g
 
-    def hvp(self, v: torch.Tensor, at: torch.Tensor | None = None) -> torch.Tensor:
-        """Exact Hessian-vector product (forward-over-reverse) at ``at`` (default: the model's parameters)."""
+    def hvp_autodiff(self, v: torch.Tensor, at: torch.Tensor | None = None) -> torch.Tensor:
+        """Exact Hessian-vector product by forward-over-reverse autodiff through the whole head: the plain path
+        :meth:`hvp` must equal (tests/test_spectrum.py)."""
         return jvp(self._grad, (self.theta if at is None else at,), (v,))[1]
 
     # ----------------------------------------------------------------------------------------- fast path
-    # The Hessian block of the parameters after fc1 (norm, fc2) does not need the (samples x 1280 x hidden)
-    # first layer at all: with fc1 fixed, its pre-activations z are constants. tail_hvp equals the full hvp
-    # restricted to those parameters (tests/test_spectrum.py) at a few percent of its cost.
+    # fc1's pre-activations z = x W1^T + b1 are linear in (W1, b1) and nothing else reads x, so the Hessian
+    # factors as H = J^T H_z J, with H_z the Hessian of the loss as a function of (z, tail parameters) and
+    # J v = (x V1^T + v_b1, v_tail), J^T (g_z, g_tail) = (g_z^T x, sum_rows g_z, g_tail) (no second-order term:
+    # z is linear). A product then costs two (samples x in_features x hidden) GEMMs plus the small tail, instead
+    # of autodiff's forward, backward and their tangents through fc1; z at the model's parameters is computed once.
     @property
     def fc1_size(self) -> int:
         return sum(size for n, size in zip(self.names, self.sizes) if n.startswith("fc1."))
 
+    def _tail_params(self, tail: torch.Tensor) -> dict[str, torch.Tensor]:
+        names, shapes, sizes = self.names[2:], self.shapes[2:], self.sizes[2:]
+        return {n: t.view(s) for n, t, s in zip(names, torch.split(tail, sizes), shapes)}
+
+    def loss_of_z(self, z: torch.Tensor, tail: torch.Tensor) -> torch.Tensor:
+        """The loss from fc1's pre-activations ``z`` and the flat parameters after fc1."""
+        return F.cross_entropy(self._after_fc1(self._tail_params(tail), z), self.y)
+
+    def _z(self, flat: torch.Tensor | None) -> torch.Tensor:
+        if flat is None:
+            if self._z_theta is None:
+                self._z_theta = self._z(self.theta)
+            return self._z_theta
+        w, b = flat[: self.sizes[0]].view(self.shapes[0]), flat[self.sizes[0] : self.fc1_size]
+        return F.linear(self.x, w, b).detach()
+
+    def hvp(self, v: torch.Tensor, at: torch.Tensor | None = None) -> torch.Tensor:
+        """Exact Hessian-vector product at ``at`` (default: the model's parameters), through fc1's
+        pre-activations (the factorisation above); equals :meth:`hvp_autodiff` to float rounding."""
+        n1, n_w = self.fc1_size, self.sizes[0]
+        z = self._z(at)
+        tail = (self.theta if at is None else at)[n1:]
+        dz = F.linear(self.x, v[:n_w].view(self.shapes[0]), v[n_w:n1])
+        g_z, g_tail = jvp(self._grad_z, (z, tail), (dz, v[n1:]))[1]
+        return torch.cat([(g_z.t() @ self.x).flatten(), g_z.sum(0), g_tail])
+
     def tail_hvp(self, v_tail: torch.Tensor) -> torch.Tensor:
-        """H_tail v for the parameters after fc1 (flat order), at the model's parameters."""
-        if not hasattr(self, "_tail_grad"):
-            n1 = self.fc1_size
-            head = self.theta[:n1]
-            p = self.unflatten(self.theta)
-            z = F.linear(self.x, p["fc1.weight"], p["fc1.bias"]).detach()
-
-            def tail_loss(tail):
-                return F.cross_entropy(self._after_fc1(self.unflatten(torch.cat([head, tail])), z), self.y)
-
-            self._tail_grad = grad(tail_loss)
+        """H_tail v for the parameters after fc1 (flat order), at the model's parameters: with fc1 fixed, z is a
+        constant and the (samples x in_features x hidden) first layer is not touched at all."""
+        z = self._z(None)
         tail = self.theta[self.fc1_size :]
-        return jvp(self._tail_grad, (tail,), (v_tail.to(self.dtype),))[1]
+        return jvp(lambda t: self._grad_z(z, t)[1], (tail,), (v_tail.to(self.dtype),))[1]

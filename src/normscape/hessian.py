@@ -1,9 +1,9 @@
 """Sharpness of a trained head: top Hessian eigenvalue (power iteration) and Hessian trace (Hutchinson).
 
 Both use exact Hessian-vector products of the mean cross-entropy w.r.t. all head parameters
-(forward-over-reverse: ``torch.func.jvp`` of ``torch.func.grad``), with the head in eval mode (BatchNorm uses
-its running statistics, as in the landscapes). The Hessian is never formed: one HVP costs about two
-forward+backward passes. ``tests/test_hessian.py`` checks both against the explicit Hessian of a small head.
+(:meth:`normscape.headloss.HeadLoss.hvp`: through fc1's pre-activations, equal to forward-over-reverse autodiff),
+with the head in eval mode (BatchNorm uses its running statistics, as in the landscapes). The Hessian is never
+formed. ``tests/test_hessian.py`` checks both against the explicit Hessian of a small head.
 """
 
 from __future__ import annotations
@@ -11,28 +11,24 @@ from __future__ import annotations
 import logging
 
 import torch
-import torch.nn.functional as F
-from torch.func import functional_call, grad, jvp
+
+from normscape.headloss import HeadLoss
 
 log = logging.getLogger(__name__)
 
 
 class HessianOperator:
-    """v -> H v for the loss of ``model`` on (x, y); vectors are dicts shaped like the parameters."""
+    """v -> H v for the loss of ``model`` on (x, y), in the model's precision; vectors are dicts shaped like the
+    parameters."""
 
     def __init__(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor):
-        self.model = model.eval()
         self.params = {k: v.detach() for k, v in model.named_parameters()}
-        self.buffers = {k: v.detach() for k, v in model.named_buffers()}
-        self.x, self.y = x, y
-
-        def loss(params):
-            return F.cross_entropy(functional_call(self.model, (params, self.buffers), (self.x,)), self.y)
-
-        self._grad = grad(loss)
+        dtype = next(iter(self.params.values())).dtype
+        self.loss = HeadLoss(model, x, y, mode="eval", dtype=dtype)
 
     def __call__(self, v: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return jvp(self._grad, (self.params,), (v,))[1]
+        flat = self.loss.hvp(torch.cat([v[k].reshape(-1) for k in self.params]))
+        return self.loss.unflatten(flat)
 
 
 def _dot(a: dict, b: dict) -> torch.Tensor:
