@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from normscape import planeeval
 from normscape.heads import NORM_NAMES, build_head
 from normscape.landscape import filter_normalized_direction, flatten, random_directions, trajectory_pca, unflatten
 from normscape.planeeval import PlaneEvaluator, loop_evaluate
@@ -23,9 +24,10 @@ def trained_like_head(norm: str, x: torch.Tensor) -> torch.nn.Module:
     return model.eval()
 
 
+@pytest.mark.parametrize("native", [True, False], ids=["native", "torch"])
 @pytest.mark.parametrize("norm", NORM_NAMES)
 @pytest.mark.parametrize("ignore", ["biasbn", "none"])
-def test_fast_path_equals_per_point_loop(norm, ignore):
+def test_fast_path_equals_per_point_loop(norm, ignore, native):
     torch.manual_seed(1)
     x, y = torch.relu(torch.randn(300, 1280)), torch.randint(0, 10, (300,))
     model = trained_like_head(norm, x)
@@ -33,9 +35,49 @@ def test_fast_path_equals_per_point_loop(norm, ignore):
     alphas, betas = np.linspace(-1, 1, 4), np.linspace(-0.5, 1.5, 3)
     loss_ref, acc_ref = loop_evaluate(model, x, y, d1, d2, alphas, betas)
     # odd block sizes so that sample and point blocks end mid-grid
-    loss, acc = PlaneEvaluator(model, d1, d2, sample_block=128, point_block=5).evaluate(x, y, alphas, betas)
+    evaluator = PlaneEvaluator(model, d1, d2, sample_block=128, point_block=5, native=native)
+    loss, acc = evaluator.evaluate(x, y, alphas, betas)
     np.testing.assert_allclose(loss, loss_ref, rtol=1e-5)
     np.testing.assert_allclose(acc, acc_ref, atol=1e-6)
+
+
+def test_native_plane_kernel_is_built():
+    # `pip install -e .` compiles src/normscape/_planekernel.c; without it landscapes use the slower torch ops
+    assert planeeval._native is not None, "normscape._planekernel is not built: pip install -e . with a C compiler"
+
+
+@pytest.mark.parametrize("norm", NORM_NAMES)
+@pytest.mark.parametrize("ignore", ["biasbn", "none"])
+def test_native_kernel_equals_the_torch_ops_block_by_block(norm, ignore):
+    """Every hidden activation of the native kernel equals the torch path's to float rounding (not only the
+    averaged loss), with point blocks that move the norm's parameters (ignore=none) and blocks that do not."""
+    torch.manual_seed(2)
+    x = torch.relu(torch.randn(96, 1280))
+    model = trained_like_head(norm, x)
+    d1, d2 = random_directions(model, seed=1, ignore=ignore)
+    native = PlaneEvaluator(model, d1, d2, native=True)
+    if native.rule is None:
+        pytest.skip(f"{norm} has no plane rule (per-point loop)")
+    torch_ops = PlaneEvaluator(model, d1, d2, native=False)
+    zs = native._first_layer(x)
+    a, b = torch.tensor([-0.7, 0.0, 0.3, 1.1]).view(-1, 1, 1), torch.tensor([0.2, -1.0, 0.5, 0.9]).view(-1, 1, 1)
+    stats = native._statistics(a, b) if native.rule == "moments" else None
+    out_native, out_torch = torch.empty(4, 32, 96), torch.empty(4, 32, 96)
+    native._hidden(zs, a, b, out_native, stats, None)
+    torch_ops._hidden(zs, a, b, out_torch, stats, torch.empty(4, 32, 96))
+    assert (out_torch > 0).any()
+    np.testing.assert_allclose(out_native.numpy(), out_torch.numpy(), rtol=2e-5, atol=2e-6)
+
+
+def test_native_kernel_rejects_inconsistent_buffers():
+    z = np.zeros((4, 8), dtype=np.float32)
+    a = np.zeros(2, dtype=np.float32)
+    e = np.empty(0, dtype=np.float32)
+    with pytest.raises(ValueError, match="out must hold"):
+        planeeval._native.plane_hidden(z, z, z, a, a, np.zeros(10, dtype=np.float32), 4, 8, e, e, 1, e, e, e, e, False)
+    with pytest.raises(ValueError, match="go together"):
+        out = np.zeros((2, 4, 8), dtype=np.float32)
+        planeeval._native.plane_hidden(z, z, z, a, a, out, 4, 8, e, e, 1, e, np.ones(4, np.float32), e, e, False)
 
 
 def test_filter_normalisation():

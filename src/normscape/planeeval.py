@@ -26,6 +26,11 @@ Each norm's rule (``identity``, ``running_affine``, ``moments``, ``frn``) is nam
 (normscape/norms.py); a norm registered without one is evaluated by :func:`loop_evaluate` (exact, slower).
 The result equals the per-point loop to float rounding for every head and both ``ignore`` modes
 (tests/test_landscape.py); benchmarks/bench_landscape.py measures the speed-up.
+
+The per-point elementwise work (Z(a, b), the norm, ReLU) is one pass of the native kernel
+``normscape._planekernel`` where it is built (each torch op would read and write the whole block again, and the
+block does not fit in L2); :meth:`PlaneEvaluator._hidden_torch` is the same computation in torch ops — the
+fallback, and the reference the kernel is tested against.
 """
 
 from __future__ import annotations
@@ -39,8 +44,14 @@ import torch.nn.functional as F
 from normscape.heads import ClassifierHead, build_head, is_norm_parameter
 from normscape.norms import get_norm
 
+try:
+    from normscape import _planekernel as _native
+except ImportError:  # no C compiler at install: the torch ops below (same numbers, slower)
+    _native = None
+
 log = logging.getLogger(__name__)
-_LOGGED_LOOP_NORMS: set[str] = set()  # norms whose loop fallback was logged (once per process)
+_EMPTY = np.empty(0, dtype=np.float32)  # an absent optional argument of the native kernel
+_LOGGED_LOOP_NORMS: set[str] = set()  # fallbacks already logged (once per process): norm names, "_native"
 
 Direction = dict[str, torch.Tensor]  # parameter name -> tensor shaped like the parameter
 
@@ -94,8 +105,13 @@ class PlaneEvaluator:
         d2: Direction,
         sample_block: int = SAMPLE_BLOCK,
         point_block: int = POINT_BLOCK,
+        native: bool = True,
     ):
         self.model = model.eval()
+        self.native = native and _native is not None
+        if native and _native is None and "_native" not in _LOGGED_LOOP_NORMS:
+            _LOGGED_LOOP_NORMS.add("_native")
+            log.info("the native plane kernel normscape._planekernel is not built: landscapes use torch ops (slower)")
         self.norm_name = model.norm_name
         self.norm_module = model.norm
         self.sample_block, self.point_block = sample_block, point_block
@@ -166,7 +182,54 @@ class PlaneEvaluator:
     ) -> torch.Tensor:
         """ReLU(norm(Z(a, b))) for the points (a, b) of shape (P, 1, 1): (P, hidden, samples), computed in place
         in ``out`` (reused buffers: no fresh pages to fault in per block). ``statistics``: LayerNorm/GroupNorm's
-        (-mean/std, 1/std) of these points; ``scratch``: a second buffer like ``out`` (FRN)."""
+        (-mean/std, 1/std) of these points; ``scratch``: a second buffer like ``out`` (FRN, torch path)."""
+        if self.native:
+            return self._hidden_native(zs, a, b, out, statistics)
+        return self._hidden_torch(zs, a, b, out, statistics, scratch)
+
+    def _hidden_native(self, zs, a, b, out, statistics) -> torch.Tensor:
+        rule, m = self.rule, self.norm_module
+        hidden, samples = zs[0].shape
+        P = len(a)
+
+        def arg(t) -> np.ndarray:
+            return _EMPTY if t is None else t.detach().contiguous().float().numpy()
+
+        def per_point(t):  # (hidden, 1) shared or (P, hidden, 1) along the plane -> the kernel's layout
+            return None if t is None else t.expand(P, hidden, 1) if self.norm_moves else t.reshape(hidden)
+
+        shift = rstd = eps = gamma = beta = tau = None
+        if rule == "running_affine" and self.norm_moves:
+            inv_std = torch.rsqrt(m.running_var + m.eps).view(-1, 1)
+            gamma = self._norm_at("weight", a, b) * inv_std
+            beta = self._norm_at("bias", a, b) - m.running_mean.view(-1, 1) * gamma
+        elif rule == "moments":
+            shift, rstd = statistics
+            gamma, beta = self._norm_at("weight", a, b), self._norm_at("bias", a, b)
+        elif rule == "frn":
+            eps_l = self._norm_at("eps_l", a, b).abs().reshape(-1) if m.learnable_eps else torch.zeros(1)
+            eps = (m.eps + eps_l).expand(P)
+            gamma, beta, tau = (self._norm_at(n, a, b) for n in ("weight", "bias", "tau"))
+        elif rule not in ("identity", "running_affine"):
+            raise ValueError(f"planeeval has no implementation of plane rule {rule!r}")
+        _native.plane_hidden(
+            *(arg(z) for z in zs),
+            arg(a.reshape(-1)),
+            arg(b.reshape(-1)),
+            out.numpy(),
+            hidden,
+            samples,
+            arg(shift),
+            arg(rstd),
+            self.groups if rule == "moments" else 1,
+            arg(eps),
+            *(arg(per_point(t)) for t in (gamma, beta, tau)),
+            self.norm_moves,
+        )
+        return out
+
+    def _hidden_torch(self, zs, a, b, out, statistics, scratch) -> torch.Tensor:
+        """The same as the native kernel in torch ops (several passes over ``out``): fallback and reference."""
         z = torch.addcmul(zs[0], a, zs[1], out=out)
         z.addcmul_(b, zs[2])
         rule = self.rule
@@ -220,7 +283,7 @@ class PlaneEvaluator:
         # instead of per point block (their fixed costs were ~a quarter of the time).
         chunk = self.point_block * LOSS_CHUNK_BLOCKS
         hidden_buffer = torch.empty(self.point_block * hidden * block_samples)
-        scratch_buffer = torch.empty_like(hidden_buffer) if self.rule == "frn" else None
+        scratch_buffer = torch.empty_like(hidden_buffer) if self.rule == "frn" and not self.native else None
         logits_buffer = torch.empty(min(chunk, n_points) * classes * block_samples)
         for s in range(0, len(x), self.sample_block):
             xs, ys = x[s : s + self.sample_block], y[s : s + self.sample_block]
