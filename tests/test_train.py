@@ -149,6 +149,40 @@ def test_landscape_inputs_only_when_asked_for(features_file, tmp_path):
     torch.testing.assert_close(trajectory["flat"][0], torch.cat([init[n].flatten() for n in trajectory["names"]]))
 
 
+def kill_in_epoch(monkeypatch, epoch_to_die: int):
+    original = Trainer.train_epoch
+
+    def dying(self, epoch):
+        if epoch == epoch_to_die:
+            raise KeyboardInterrupt(f"killed in epoch {epoch}")
+        return original(self, epoch)
+
+    monkeypatch.setattr(Trainer, "train_epoch", dying)
+    return lambda: monkeypatch.setattr(Trainer, "train_epoch", original)
+
+
+def test_untracked_run_checkpoints_no_trajectory_and_a_tracked_run_does_not_resume_from_it(
+    features_file, tmp_path, monkeypatch, caplog
+):
+    run_dir = tmp_path / "r"
+    revive = kill_in_epoch(monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        train_run(features_file, run_dir, RUN, training(), HEAD, GH, landscape_inputs=False)
+    revive()
+    state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)
+    assert state["epoch"] == 2 and state["trajectory"] == []  # nothing a landscape could use was kept
+    # the run is now read by a landscape: its checkpoint lacks epochs 0-2 of the trajectory, so it is not resumed
+    with caplog.at_level("WARNING", logger="normscape.train"):
+        train_run(features_file, run_dir, RUN, training(), HEAD, GH)
+    assert "no training trajectory" in caplog.text
+    reference = train_run(features_file, tmp_path / "fresh", RUN, training(), HEAD, GH)
+    ta, tb = torch.load(run_dir / "trajectory.pt"), torch.load(tmp_path / "fresh" / "trajectory.pt")
+    assert len(ta["flat"]) == training()["epochs"] + 1
+    torch.testing.assert_close(ta["flat"], tb["flat"], rtol=0, atol=0)
+    assert read_metrics(run_dir / "metrics.csv") == read_metrics(tmp_path / "fresh" / "metrics.csv")
+    assert reference["final"]
+
+
 def test_checkpoint_of_another_config_is_not_resumed(features_file, tmp_path):
     run_dir = tmp_path / "r"
     train_run(features_file, run_dir, RUN, training(epochs=2), HEAD, GH)

@@ -177,6 +177,7 @@ class Trainer:
         grad_hist: dict | None = None,
         tracker: Any = None,
         probe: Any = None,
+        keep_trajectory: bool = True,
     ):
         self.data = data
         # optional diagnostics hook (normscape.smoothness.SmoothnessProbe): called as probe(trainer, step, xb, yb)
@@ -223,7 +224,10 @@ class Trainer:
         self.metrics: list[dict] = []
         self.step_norms: list[np.ndarray] = []  # per epoch: pre-clip global norms of each step
         self.step_norms_post: list[np.ndarray] = []
-        self.trajectory = [self.flat_param.detach().clone()]  # parameters after each epoch; row 0 = init
+        # parameters after each epoch (row 0 = init), for the landscapes' PCA plane: only kept (in memory and in
+        # every checkpoint, ~1.3 MB per epoch) when ``keep_trajectory``, i.e. when a landscape reads this run
+        self.keep_trajectory = keep_trajectory
+        self.trajectory = [self.flat_param.detach().clone()] if keep_trajectory else []
         self.init_state = copy.deepcopy(self.model.state_dict())
         self.best = {"epoch": 0, "val_acc": -1.0, "val_loss": math.inf, "state": self.init_state}
         self.diverged_epoch: int | None = None
@@ -309,7 +313,8 @@ class Trainer:
             t0 = time.perf_counter()
             row = self.train_epoch(epoch)
             self.metrics.append(row)
-            self.trajectory.append(self.flat_param.detach().clone())
+            if self.keep_trajectory:
+                self.trajectory.append(self.flat_param.detach().clone())
             if row["diverged"]:
                 self.diverged_epoch, self.diverged_reason = epoch, self.last_divergence_reason
                 log.warning(
@@ -529,10 +534,19 @@ def train_run(
         dropout=head["dropout"],
         grad_hist=grad_hist,
         probe=probe,
+        keep_trajectory=landscape_inputs,
         **training,
     )
     ckpt_path = run_dir / "checkpoints" / "last.pt"
     state = load_checkpoint(ckpt_path, provenance)
+    if state is not None and landscape_inputs and len(state["trajectory"]) != state["epoch"] + 1:
+        # written while no landscape read this run (no trajectory kept): resuming would leave epochs out of it
+        log.warning(
+            "discarding checkpoint %s: it has no training trajectory (which a landscape now reads); "
+            "training from scratch",
+            ckpt_path,
+        )
+        state = None
     if state is not None:
         trainer.load_state_dict(state)
         log.info("resuming %s after epoch %d from %s", run_dir, state["epoch"], ckpt_path)
