@@ -74,6 +74,16 @@ def update_readme(doc: dict) -> None:
         readme.write_text(f"{head}{TABLE_START}\n{render_table(doc)}\n{TABLE_END}{tail}")
 
 
+def gpu_rows_to_keep(rows: list[dict], previous: dict) -> list[dict]:
+    """A full run on a machine without a GPU keeps the GPU rows (bench_gpu.py) of the last run that had one."""
+    names = {row["name"] for row in rows}
+    return [
+        {**row, "details": {"measured_at": previous["date"], **row.get("details", {})}}
+        for row in previous["results"]
+        if row.get("details", {}).get("device_type") == "cuda" and row["name"] not in names
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m benchmarks", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -126,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
             row.setdefault("details", {}).setdefault("measured_at", previous["date"])
         fresh = {row["name"]: row for row in rows}
         doc["results"] = [fresh.pop(row["name"], row) for row in previous["results"]] + list(fresh.values())
+    elif official and out.exists() and not torch.cuda.is_available():
+        doc["results"] += gpu_rows_to_keep(rows, json.loads(out.read_text()))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=2) + "\n")
     if official:

@@ -77,3 +77,25 @@ def test_compare_flags_figures_outside_the_tolerance(tmp_path):
         paths[-1].write_text(json.dumps({"results": rows}))
     assert main([str(paths[0]), str(paths[1])]) == 1
     assert main([str(paths[0]), str(paths[2])]) == 0  # a run against itself
+
+
+def test_a_run_without_a_gpu_keeps_the_gpu_rows_of_the_last_run_with_one():
+    import torch
+
+    from benchmarks import bench_gpu
+    from benchmarks.__main__ import gpu_rows_to_keep
+
+    if not torch.cuda.is_available():
+        assert bench_gpu.run(quick=True) == []  # nothing measured here ...
+    previous = {
+        "date": "2026-11-26T17:13:03Z",
+        "results": [
+            {"name": "train_15_epochs", "value": 22.0, "details": {}},
+            {"name": "gpu_train_15_epochs", "value": 5.0, "details": {"device_type": "cuda", "device": "H100"}},
+        ],
+    }
+    fresh = [{"name": "train_15_epochs", "value": 21.0, "details": {}}]
+    kept = gpu_rows_to_keep(fresh, previous)  # ... and the GPU row of the previous run stays, dated
+    assert [r["name"] for r in kept] == ["gpu_train_15_epochs"]
+    assert kept[0]["details"] == {"measured_at": "2026-11-26T17:13:03Z", "device_type": "cuda", "device": "H100"}
+    assert gpu_rows_to_keep(fresh + [previous["results"][1]], previous) == []  # measured again: not duplicated

@@ -30,7 +30,6 @@ diverged.
 
 from __future__ import annotations
 
-import copy
 import csv
 import hashlib
 import json
@@ -135,7 +134,8 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[
     """(mean cross-entropy, accuracy) of ``model`` in eval mode on (x, y)."""
     was_training = model.training
     model.eval()
-    loss_sum, correct = torch.zeros((), dtype=torch.float64), torch.zeros((), dtype=torch.int64)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
+    correct = torch.zeros((), dtype=torch.int64, device=x.device)
     for start in range(0, len(x), EVAL_CHUNK):
         logits = model(x[start : start + EVAL_CHUNK])
         yb = y[start : start + EVAL_CHUNK]
@@ -178,7 +178,13 @@ class Trainer:
         tracker: Any = None,
         probe: Any = None,
         keep_trajectory: bool = True,
+        device: str | torch.device = "cpu",
     ):
+        # ``device``: where the head trains (the pipeline: cpu, whose runs are bit-reproducible on one machine).
+        # The initialisation, the shuffles and everything written (checkpoints, models, trajectory, histograms)
+        # are the same on every device: made on and kept on the CPU.
+        self.device = torch.device(device)
+        data = {split: (x.to(self.device), y.to(self.device)) for split, (x, y) in data.items()}
         self.data = data
         # optional diagnostics hook (normscape.smoothness.SmoothnessProbe): called as probe(trainer, step, xb, yb)
         # before every optimiser step, with the gradient Adam is about to receive in flat_grad; it must not
@@ -196,7 +202,7 @@ class Trainer:
         }
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.model = build_head(**self.head_config)
+            self.model = build_head(**self.head_config).to(self.device)
             # The run's own RNG stream (dropout): restored before and saved after every epoch, so runs in one
             # process do not disturb each other and a resumed run continues the exact stream.
             self.rng_state = torch.get_rng_state()
@@ -227,8 +233,8 @@ class Trainer:
         # parameters after each epoch (row 0 = init), for the landscapes' PCA plane: only kept (in memory and in
         # every checkpoint, ~1.3 MB per epoch) when ``keep_trajectory``, i.e. when a landscape reads this run
         self.keep_trajectory = keep_trajectory
-        self.trajectory = [self.flat_param.detach().clone()] if keep_trajectory else []
-        self.init_state = copy.deepcopy(self.model.state_dict())
+        self.trajectory = [self._cpu_params()] if keep_trajectory else []
+        self.init_state = self._cpu_state()
         self.best = {"epoch": 0, "val_acc": -1.0, "val_loss": math.inf, "state": self.init_state}
         self.diverged_epoch: int | None = None
         self.diverged_reason: str | None = None
@@ -236,6 +242,12 @@ class Trainer:
         self.initial_loss = evaluate(self.model, *data["val"])[0]
         self.wall_time_s = 0.0
         self.start_epoch = 1
+
+    def _cpu_params(self) -> torch.Tensor:
+        return self.flat_param.detach().to("cpu", copy=True)
+
+    def _cpu_state(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
 
     # ------------------------------------------------------------------------------------------- epochs
     def train_epoch(self, epoch: int) -> dict:
@@ -250,6 +262,7 @@ class Trainer:
         x, y = self.data["train"]
         n = len(x)
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(self.seed, epoch)))
+        perm = perm.to(self.device)
         yp = y[perm]
         bs = self.batch_size
         n_batches = n // bs + (1 if n % bs > 1 else 0)  # a last batch of one sample would break BatchNorm
@@ -314,7 +327,7 @@ class Trainer:
             row = self.train_epoch(epoch)
             self.metrics.append(row)
             if self.keep_trajectory:
-                self.trajectory.append(self.flat_param.detach().clone())
+                self.trajectory.append(self._cpu_params())
             if row["diverged"]:
                 self.diverged_epoch, self.diverged_reason = epoch, self.last_divergence_reason
                 log.warning(
@@ -327,7 +340,7 @@ class Trainer:
                     "epoch": epoch,
                     "val_acc": row["val_acc"],
                     "val_loss": row["val_loss"],
-                    "state": copy.deepcopy(self.model.state_dict()),
+                    "state": self._cpu_state(),
                 }
             self.wall_time_s += time.perf_counter() - t0
             log.info(
@@ -353,7 +366,7 @@ class Trainer:
         return {
             "provenance": provenance,
             "epoch": len(self.metrics),
-            "model": self.model.state_dict(),
+            "model": self._cpu_state(),
             "optimizer": self.opt.state_dict(),
             "torch_rng": self.rng_state,
             "metrics": self.metrics,
@@ -394,6 +407,7 @@ class Trainer:
             final_train = final_test = (math.nan, math.nan)
         best_model = build_head(**self.head_config)
         best_model.load_state_dict(self.best["state"])
+        best_model.to(self.device)
         best_test = evaluate(best_model, *test)
         last = self.metrics[-1] if self.metrics else {}
         norms = np.concatenate(self.step_norms) if self.step_norms else np.zeros(0)
@@ -569,7 +583,7 @@ def train_run(
         hc = trainer.head_config
         n_epochs = len(trainer.metrics)
         final_meta, best_meta = {**meta, "metrics": summary["final"]}, {**meta, "metrics": summary["best"]}
-        _save_model(run_dir / "model_final.pt", trainer.model.state_dict(), hc, n_epochs, final_meta)
+        _save_model(run_dir / "model_final.pt", trainer._cpu_state(), hc, n_epochs, final_meta)
         _save_model(run_dir / "model_best.pt", trainer.best["state"], hc, trainer.best["epoch"], best_meta)
         if landscape_inputs:
             _save_model(run_dir / "model_init.pt", trainer.init_state, hc, 0, {**meta, "metrics": {}})
