@@ -154,13 +154,18 @@ def run(quick: bool) -> list[dict]:
         modes = ("eval", "train") if norm == "batch" else ("eval",)
         for mode in modes:
             # CPU time beside wall time: on a shared machine the process's CPU time is close to the wall time
-            # it would take alone (single-threaded here)
-            t0, c0 = time.perf_counter(), time.process_time()
-            spec = hessian_spectrum(model, x, y, mode=mode, batch_size=64, **spectrum_settings)
-            t_spec, c_spec = time.perf_counter() - t0, time.process_time() - c0
-            t0, c0 = time.perf_counter(), time.process_time()
-            sharp = adaptive_sharpness(model, x, y, mode=mode, batch_size=64, **adaptive_settings)
-            t_sharp, c_sharp = time.perf_counter() - t0, time.process_time() - c0
+            # it would take alone (single-threaded here). Repeated, alternating, median reported: one slow phase
+            # of the machine must not decide the row.
+            spec_runs, sharp_runs = [], []
+            for _ in range(1 if quick else 3):
+                t0, c0 = time.perf_counter(), time.process_time()
+                spec = hessian_spectrum(model, x, y, mode=mode, batch_size=64, **spectrum_settings)
+                spec_runs.append((time.perf_counter() - t0, time.process_time() - c0))
+                t0, c0 = time.perf_counter(), time.process_time()
+                sharp = adaptive_sharpness(model, x, y, mode=mode, batch_size=64, **adaptive_settings)
+                sharp_runs.append((time.perf_counter() - t0, time.process_time() - c0))
+            t_spec, c_spec = (float(np.median(col)) for col in zip(*spec_runs))
+            t_sharp, c_sharp = (float(np.median(col)) for col in zip(*sharp_runs))
             rows.append(
                 result(
                     f"spectrum_{norm}_{mode}",
@@ -171,6 +176,7 @@ def run(quick: bool) -> list[dict]:
                     False,
                     samples=samples,
                     cpu_s=c_spec,
+                    runs_s=[t for t, _ in spec_runs],
                     settings={**spectrum_settings, "dtype": str(spectrum_settings["dtype"])},
                     hvp_s=hvp,
                     top_eigenvalues=spec["summary"]["top_eigenvalues"],
@@ -189,6 +195,7 @@ def run(quick: bool) -> list[dict]:
                     False,
                     samples=samples,
                     cpu_s=c_sharp,
+                    runs_s=[t for t, _ in sharp_runs],
                     settings={**adaptive_settings, "dtype": str(adaptive_settings["dtype"])},
                     average=sharp["average"],
                     worst=sharp["worst"],
