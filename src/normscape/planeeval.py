@@ -27,10 +27,11 @@ Each norm's rule (``identity``, ``running_affine``, ``moments``, ``frn``) is nam
 The result equals the per-point loop to float rounding for every head and both ``ignore`` modes
 (tests/test_landscape.py); benchmarks/bench_landscape.py measures the speed-up.
 
-The per-point elementwise work (Z(a, b), the norm, ReLU) is one pass of the native kernel
-``normscape._planekernel`` where it is built (each torch op would read and write the whole block again, and the
-block does not fit in L2); :meth:`PlaneEvaluator._hidden_torch` is the same computation in torch ops — the
-fallback, and the reference the kernel is tested against.
+Where the native kernel ``normscape._planekernel`` is built, each point block's logits come from it in one pass:
+the elementwise work (Z(a, b), the norm, ReLU) on 64-sample tiles that stay in cache, the second layer on
+register tiles, the hidden activations never written to memory (each torch op would read and write the whole
+block again, and the block does not fit in L2). :meth:`PlaneEvaluator._hidden` + ``baddbmm`` is the same
+computation in torch ops — the fallback, and the reference the kernel is tested against.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ Direction = dict[str, torch.Tensor]  # parameter name -> tensor shaped like the 
 SAMPLE_BLOCK = 256  # samples per block: a block's (points, 256, samples) activations stay in L2/L3
 POINT_BLOCK = 16
 LOSS_CHUNK_BLOCKS = 16  # point blocks whose logits are stacked before the loss is taken
+NATIVE_CLASS_TILE = 10  # TILE_CLASSES of src/normscape/_planekernel.c
 MOMENT_PAIRS = ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2))  # products Z_i Z_j whose means give E[Z(a, b)^2]
 
 
@@ -171,23 +173,8 @@ class PlaneEvaluator:
         return base + a * d1 + b * d2 if self.norm_moves else base  # (P, hidden, 1) or (hidden, 1)
 
     # ------------------------------------------------------------------------------------ per point block
-    def _hidden(
-        self,
-        zs: list[torch.Tensor],
-        a: torch.Tensor,
-        b: torch.Tensor,
-        out: torch.Tensor,
-        statistics: tuple[torch.Tensor, torch.Tensor] | None,
-        scratch: torch.Tensor | None,
-    ) -> torch.Tensor:
-        """ReLU(norm(Z(a, b))) for the points (a, b) of shape (P, 1, 1): (P, hidden, samples), computed in place
-        in ``out`` (reused buffers: no fresh pages to fault in per block). ``statistics``: LayerNorm/GroupNorm's
-        (-mean/std, 1/std) of these points; ``scratch``: a second buffer like ``out`` (FRN, torch path)."""
-        if self.native:
-            return self._hidden_native(zs, a, b, out, statistics)
-        return self._hidden_torch(zs, a, b, out, statistics, scratch)
-
-    def _hidden_native(self, zs, a, b, out, statistics) -> torch.Tensor:
+    def _native_args(self, zs, a, b, out, statistics) -> tuple:
+        """The arguments of the native kernels up to ``per_point`` (see src/normscape/_planekernel.c)."""
         rule, m = self.rule, self.norm_module
         hidden, samples = zs[0].shape
         P = len(a)
@@ -212,7 +199,7 @@ class PlaneEvaluator:
             gamma, beta, tau = (self._norm_at(n, a, b) for n in ("weight", "bias", "tau"))
         elif rule not in ("identity", "running_affine"):
             raise ValueError(f"planeeval has no implementation of plane rule {rule!r}")
-        _native.plane_hidden(
+        return (
             *(arg(z) for z in zs),
             arg(a.reshape(-1)),
             arg(b.reshape(-1)),
@@ -226,10 +213,40 @@ class PlaneEvaluator:
             *(arg(per_point(t)) for t in (gamma, beta, tau)),
             self.norm_moves,
         )
+
+    def _logits_native(self, zs, a, b, statistics, second_layer, out) -> torch.Tensor:
+        """(P, classes, samples) logits of the points (a, b): each point's second layer applied to its hidden
+        activations inside the kernel (they are never stored). ``second_layer``: the points' (W2^T, c2), padded
+        to whole class tiles (:meth:`_padded_second_layer`)."""
+        w2t, c2 = second_layer
+        classes = out.shape[1]
+        _native.plane_logits(*self._native_args(zs, a, b, out, statistics), w2t, c2, classes, w2t.shape[2])
         return out
 
-    def _hidden_torch(self, zs, a, b, out, statistics, scratch) -> torch.Tensor:
-        """The same as the native kernel in torch ops (several passes over ``out``): fallback and reference."""
+    @staticmethod
+    def _padded_second_layer(w2_all: torch.Tensor, c2_all: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """(points, hidden, padded) transposed weights and (points, padded) biases, classes zero-padded to a
+        multiple of the native kernel's class tile."""
+        points, classes, hidden = w2_all.shape
+        padded = -(-classes // NATIVE_CLASS_TILE) * NATIVE_CLASS_TILE
+        w2t = torch.zeros(points, hidden, padded)
+        w2t[:, :, :classes] = w2_all.transpose(1, 2)
+        c2 = torch.zeros(points, padded)
+        c2[:, :classes] = c2_all.view(points, classes)
+        return w2t.numpy(), c2.numpy()
+
+    def _hidden(
+        self,
+        zs: list[torch.Tensor],
+        a: torch.Tensor,
+        b: torch.Tensor,
+        out: torch.Tensor,
+        statistics: tuple[torch.Tensor, torch.Tensor] | None,
+        scratch: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """ReLU(norm(Z(a, b))) for the points (a, b) of shape (P, 1, 1): (P, hidden, samples), computed in place
+        in ``out`` (reused buffers: no fresh pages to fault in per block). ``statistics``: LayerNorm/GroupNorm's
+        (-mean/std, 1/std) of these points; ``scratch``: a second buffer like ``out`` (FRN, torch path)."""
         z = torch.addcmul(zs[0], a, zs[1], out=out)
         z.addcmul_(b, zs[2])
         rule = self.rule
@@ -282,7 +299,8 @@ class PlaneEvaluator:
         # The loss of a chunk of points is taken in one go from their stacked logits: a dozen small ops per chunk
         # instead of per point block (their fixed costs were ~a quarter of the time).
         chunk = self.point_block * LOSS_CHUNK_BLOCKS
-        hidden_buffer = torch.empty(self.point_block * hidden * block_samples)
+        second_layer = self._padded_second_layer(w2_all, c2_all) if self.native else None
+        hidden_buffer = torch.empty(0 if self.native else self.point_block * hidden * block_samples)
         scratch_buffer = torch.empty_like(hidden_buffer) if self.rule == "frn" and not self.native else None
         logits_buffer = torch.empty(min(chunk, n_points) * classes * block_samples)
         for s in range(0, len(x), self.sample_block):
@@ -303,6 +321,11 @@ class PlaneEvaluator:
                     stats = None if chunk_stats is None else tuple(t[p0 - c0 : p1 - c0] for t in chunk_stats)
                     shape = (p1 - p0, hidden, n)
                     scratch = None if scratch_buffer is None else scratch_buffer[:size].view(shape)
+                    if self.native:  # hidden activations and second layer in one kernel
+                        points = slice(p0, p1)
+                        layer = (second_layer[0][points], second_layer[1][points])
+                        self._logits_native(zs, a, b, stats, layer, logits[p0 - c0 : p1 - c0])
+                        continue
                     h = self._hidden(zs, a, b, hidden_buffer[:size].view(shape), stats, scratch)
                     torch.baddbmm(c2_all[p0:p1], w2_all[p0:p1], h, out=logits[p0 - c0 : p1 - c0])  # (P, classes, S)
                 picked = logits.gather(1, labels.expand(c1 - c0, 1, n)).squeeze(1)
