@@ -54,6 +54,10 @@ def render_table(doc: dict) -> str:
         "| benchmark | ours | naive | ratio vs naive | target |",
         "|---|---|---|---|---|",
     ]
+    gpu = [r for r in doc["results"] if r.get("details", {}).get("device_type") == "cuda"]
+    if gpu:
+        d = gpu[0]["details"]
+        lines[0] += f" GPU rows (`gpu_*`): {d.get('device')}, {d.get('measured_at', '')[:10]}."
     for r in doc["results"]:
         fmt = lambda v: "—" if v is None else (f"{v:.3g}" if isinstance(v, float) else str(v))  # noqa: E731
         naive_unit = r["unit"] if r["naive_value"] is not None else ""
@@ -136,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
             row.setdefault("details", {}).setdefault("measured_at", previous["date"])
         fresh = {row["name"]: row for row in rows}
         doc["results"] = [fresh.pop(row["name"], row) for row in previous["results"]] + list(fresh.values())
+        if rows and all(row.get("details", {}).get("device_type") == "cuda" for row in rows):
+            # GPU rows (each names its machine in details) measured elsewhere: the file's machine stays the CPU's
+            doc.update({k: previous[k] for k in ("machine", "torch", "date") if k in previous})
     elif official and out.exists() and not torch.cuda.is_available():
         doc["results"] += gpu_rows_to_keep(rows, json.loads(out.read_text()))
     out.parent.mkdir(parents=True, exist_ok=True)

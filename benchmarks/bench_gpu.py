@@ -10,7 +10,8 @@ the GPU rows of results.json with their ``measured_at``). Each row names its dev
   fp32 features of the same images (synthetic images; real weights with ``NORMSCAPE_BENCH_WEIGHTS``).
 * ``gpu_train_15_epochs``: one 15-epoch run of the study's BatchNorm head (1280 -> 256 -> 10, batch 64, Adam
   1e-3) on 50,000 synthetic class-structured feature rows, ``Trainer(device="cuda")``; ``naive_value`` the
-  same run on one CPU thread (the train rule's) on this machine, extrapolated from its first 3 epochs. Both
+  same run on one CPU thread (the train rule's) on this machine, extrapolated from its first 3 epochs (each side's
+  time includes building the Trainer: moving the data, the initial validation). Both
   runs' validation accuracy after 3 epochs are reported: float rounding differs between devices, the result
   must not.
 """
@@ -123,12 +124,14 @@ def training_row(quick: bool, device_name: str) -> dict:
     gpu_s = time.perf_counter() - t0
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the train rule's thread
-    cpu_epochs = min(3, epochs)
-    t0 = time.perf_counter()
-    cpu = Trainer(data, epochs=cpu_epochs, device="cpu", **kw)
-    cpu.fit()
-    cpu_s = (time.perf_counter() - t0) * epochs / cpu_epochs
-    torch.set_num_threads(threads)
+    try:
+        cpu_epochs = min(3, epochs)
+        t0 = time.perf_counter()
+        cpu = Trainer(data, epochs=cpu_epochs, device="cpu", **kw)
+        cpu.fit()
+        cpu_s = (time.perf_counter() - t0) * epochs / cpu_epochs
+    finally:
+        torch.set_num_threads(threads)
     return result(
         f"gpu_train_{epochs}_epochs",
         gpu_s,
@@ -153,5 +156,11 @@ def run(quick: bool) -> list[dict]:
 
     if not torch.cuda.is_available():
         return []
+    from benchmarks.__main__ import machine_info
+
     name = torch.cuda.get_device_name(0)
-    return [*extraction_rows(quick, name), training_row(quick, name)]
+    rows = [*extraction_rows(quick, name), training_row(quick, name)]
+    machine = {**machine_info(), "torch": torch.__version__}  # results.json's own machine is the CPU one
+    for row in rows:
+        row["details"]["machine"] = machine
+    return rows

@@ -38,6 +38,7 @@ def test_fast_path_equals_per_point_loop(norm, ignore, native):
     loss_ref, acc_ref = loop_evaluate(model, x, y, d1, d2, alphas, betas)
     # odd block sizes so that sample and point blocks end mid-grid
     evaluator = PlaneEvaluator(model, d1, d2, sample_block=128, point_block=5, native=native)
+    assert evaluator.native == native  # the kernel is built here (test_native_plane_kernel_is_built)
     loss, acc = evaluator.evaluate(x, y, alphas, betas)
     np.testing.assert_allclose(loss, loss_ref, rtol=1e-5)
     np.testing.assert_allclose(acc, acc_ref, atol=1e-6)
@@ -156,6 +157,8 @@ def test_native_kernel_with_class_counts_that_are_not_whole_tiles(classes):
     d1, d2 = random_directions(model, seed=0, ignore="none")
     alphas, betas = np.linspace(-1, 1, 3), np.linspace(-1, 1, 5)
     loss_ref, acc_ref = loop_evaluate(model, x, y, d1, d2, alphas, betas)
-    loss, acc = PlaneEvaluator(model, d1, d2, sample_block=100, point_block=4).evaluate(x, y, alphas, betas)
+    evaluator = PlaneEvaluator(model, d1, d2, sample_block=100, point_block=4)
+    assert evaluator.native
+    loss, acc = evaluator.evaluate(x, y, alphas, betas)
     np.testing.assert_allclose(loss, loss_ref, rtol=1e-5)
     np.testing.assert_allclose(acc, acc_ref, atol=1e-6)

@@ -104,10 +104,8 @@ typedef float vfloat __attribute__((vector_size(TILE_SAMPLES * sizeof(float))));
    the second layer runs on TILE_SAMPLES x TILE_CLASSES register tiles */
 VECTOR_CLONES
 static void logits_block(const Plane *q, const float *w2t, const float *c2, int64_t classes, int64_t padded,
-                         float *logits) {
+                         float *logits, float *hbuf /* hidden x TILE_HIDDEN scratch */) {
     const int64_t S = q->samples, H = q->hidden;
-    float *hbuf = (float *)malloc((size_t)H * TILE_HIDDEN * sizeof(float));
-    if (!hbuf) return;
     for (int64_t p = 0; p < q->points; p++) {
         for (int64_t t0 = 0; t0 < S; t0 += TILE_HIDDEN) {
             const int64_t nt = S - t0 < TILE_HIDDEN ? S - t0 : TILE_HIDDEN;
@@ -140,7 +138,6 @@ static void logits_block(const Plane *q, const float *w2t, const float *c2, int6
             }
         }
     }
-    free(hbuf);
 }
 
 /* a float32 buffer of exactly n elements, or (allow_empty) an empty one -> NULL; else an error message */
@@ -206,11 +203,14 @@ static PyObject *plane_logits(PyObject *self, PyObject *args) {
         error = "padded must be >= classes and a multiple of the class tile";
     if (!error && (w2t.len != points * hidden * padded * 4 || c2.len != points * padded * 4))
         error = "w2t must hold points * hidden * padded and c2 points * padded float32";
+    float *hbuf = NULL;
+    if (!error && !(hbuf = (float *)malloc((size_t)hidden * TILE_HIDDEN * sizeof(float)))) error = "out of memory";
     if (!error) {
         Py_BEGIN_ALLOW_THREADS
-        logits_block(&q, (const float *)w2t.buf, (const float *)c2.buf, classes, padded, q.out);
+        logits_block(&q, (const float *)w2t.buf, (const float *)c2.buf, classes, padded, q.out, hbuf);
         Py_END_ALLOW_THREADS
     }
+    free(hbuf);
     PyBuffer_Release(&out);
     PyBuffer_Release(&w2t);
     PyBuffer_Release(&c2);

@@ -107,16 +107,17 @@ class GradHistogram:
                 values = values.to("cpu", torch.float32).contiguous()
             _native.count_codes(values.numpy(), self._segment_ends, self.shift, self.n_codes, self._running_np)
             return
-        if self._offsets.device != flat_grad.device:  # a head trained on a GPU: count there, add up here
+        if self._offsets.device != flat_grad.device:  # a head trained on a GPU: count there (no sync per step)
             self._offsets = self._offsets.to(flat_grad.device)
+            self._running = self._running.to(flat_grad.device)
         # abs() clears the sign bit, so the shifted bit pattern of |g| is its fine bin code (NaN/inf: overflow).
         codes = (flat_grad.detach().abs().view(torch.int32) >> self.shift).add_(self._offsets)
-        self._running += torch.bincount(codes, minlength=self._running.numel()).to(self._running.device)
+        self._running += torch.bincount(codes, minlength=self._running.numel())
 
     def close_epoch(self) -> dict:
         """Freeze this epoch's histograms: {name: {counts, underflow, overflow, mean_abs, max_abs}}; reset."""
         epoch = {}
-        running = self._running.view(len(self.names), self.n_codes)
+        running = self._running.view(len(self.names), self.n_codes).cpu()
         centers = np.sqrt(self.edges[:-1] * self.edges[1:])  # geometric bin centres
         for i, name in enumerate(self.names):
             counts = running[i, self.lo_code : self.hi_code].numpy().copy()

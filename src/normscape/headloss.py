@@ -79,6 +79,7 @@ class HeadLoss:
         if self.names[:2] != ["fc1.weight", "fc1.bias"]:
             raise ValueError(f"the head's parameters must start with fc1.weight, fc1.bias (got {self.names[:2]})")
         self._grad_z = grad(self.loss_of_z, argnums=(0, 1))
+        self._grad_tail = grad(self.loss_of_z, argnums=1)
         self._z_theta = None
 
     # ----------------------------------------------------------------------------------------- layout
@@ -163,6 +164,7 @@ class HeadLoss:
         """Exact Hessian-vector product at ``at`` (default: the model's parameters), through fc1's
         pre-activations (the factorisation above); equals :meth:`hvp_autodiff` to float rounding."""
         n1, n_w = self.fc1_size, self.sizes[0]
+        v = v.to(self.dtype)
         z = self._z(at)
         tail = (self.theta if at is None else at)[n1:]
         dz = F.linear(self.x, v[:n_w].view(self.shapes[0]), v[n_w:n1])
@@ -174,4 +176,4 @@ class HeadLoss:
         constant and the (samples x in_features x hidden) first layer is not touched at all."""
         z = self._z(None)
         tail = self.theta[self.fc1_size :]
-        return jvp(lambda t: self._grad_z(z, t)[1], (tail,), (v_tail.to(self.dtype),))[1]
+        return jvp(lambda t: self._grad_tail(z, t), (tail,), (v_tail.to(self.dtype),))[1]

@@ -299,7 +299,10 @@ class PlaneEvaluator:
         # The loss of a chunk of points is taken in one go from their stacked logits: a dozen small ops per chunk
         # instead of per point block (their fixed costs were ~a quarter of the time).
         chunk = self.point_block * LOSS_CHUNK_BLOCKS
-        second_layer = self._padded_second_layer(w2_all, c2_all) if self.native else None
+        second_layer = None
+        if self.native:  # the kernel's layout replaces the torch path's (one copy of every point's layer in memory)
+            second_layer = self._padded_second_layer(w2_all, c2_all)
+            del w2_all, c2_all
         hidden_buffer = torch.empty(0 if self.native else self.point_block * hidden * block_samples)
         scratch_buffer = torch.empty_like(hidden_buffer) if self.rule == "frn" and not self.native else None
         logits_buffer = torch.empty(min(chunk, n_points) * classes * block_samples)

@@ -105,6 +105,17 @@ class LinearGradInto(torch.autograd.Function):
         return grad_x, None, None, None, None
 
 
+def _to_cpu(obj: Any) -> Any:
+    """``obj`` with every tensor in it on the CPU (the same tensors where they already are)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
+
+
 def config_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -182,7 +193,8 @@ class Trainer:
     ):
         # ``device``: where the head trains (the pipeline: cpu, whose runs are bit-reproducible on one machine).
         # The initialisation, the shuffles and everything written (checkpoints, models, trajectory, histograms)
-        # are the same on every device: made on and kept on the CPU.
+        # are the same on every device: made on and kept on the CPU. On a GPU, dropout > 0 draws from the GPU's
+        # generator, which checkpoints do not hold: such runs are not resumed bit for bit.
         self.device = torch.device(device)
         data = {split: (x.to(self.device), y.to(self.device)) for split, (x, y) in data.items()}
         self.data = data
@@ -367,7 +379,7 @@ class Trainer:
             "provenance": provenance,
             "epoch": len(self.metrics),
             "model": self._cpu_state(),
-            "optimizer": self.opt.state_dict(),
+            "optimizer": _to_cpu(self.opt.state_dict()),
             "torch_rng": self.rng_state,
             "metrics": self.metrics,
             "hist": self.hist.state_dict(),
@@ -389,7 +401,7 @@ class Trainer:
         self.metrics = list(state["metrics"])
         self.hist.load_state_dict(state["hist"])
         self.step_norms, self.step_norms_post = list(state["step_norms"]), list(state["step_norms_post"])
-        self.trajectory = list(state["trajectory"])
+        self.trajectory = list(state["trajectory"]) if self.keep_trajectory else []
         self.best, self.init_state = state["best"], state["init_state"]
         self.diverged_epoch, self.wall_time_s = state["diverged_epoch"], state["wall_time_s"]
         self.diverged_reason = state["diverged_reason"]
