@@ -46,6 +46,11 @@ def modules() -> list[str]:
     return sorted(p.stem for p in HERE.glob("bench_*.py"))
 
 
+def is_gpu_row(row: dict) -> bool:
+    """A row measured on a CUDA GPU (bench_gpu.py): it names its own device and machine in ``details``."""
+    return row.get("details", {}).get("device_type") == "cuda"
+
+
 def render_table(doc: dict) -> str:
     lines = [
         f"Measured on {doc['machine']['cpu']} ({doc['machine']['cpu_count']} cores), torch {doc['torch']}; "
@@ -54,7 +59,7 @@ def render_table(doc: dict) -> str:
         "| benchmark | ours | naive | ratio vs naive | target |",
         "|---|---|---|---|---|",
     ]
-    gpu = [r for r in doc["results"] if r.get("details", {}).get("device_type") == "cuda"]
+    gpu = [r for r in doc["results"] if is_gpu_row(r)]
     if gpu:
         d = gpu[0]["details"]
         lines[0] += f" GPU rows (`gpu_*`): {d.get('device')}, {d.get('measured_at', '')[:10]}."
@@ -84,7 +89,7 @@ def gpu_rows_to_keep(rows: list[dict], previous: dict) -> list[dict]:
     return [
         {**row, "details": {"measured_at": previous["date"], **row.get("details", {})}}
         for row in previous["results"]
-        if row.get("details", {}).get("device_type") == "cuda" and row["name"] not in names
+        if is_gpu_row(row) and row["name"] not in names
     ]
 
 
@@ -140,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             row.setdefault("details", {}).setdefault("measured_at", previous["date"])
         fresh = {row["name"]: row for row in rows}
         doc["results"] = [fresh.pop(row["name"], row) for row in previous["results"]] + list(fresh.values())
-        if rows and all(row.get("details", {}).get("device_type") == "cuda" for row in rows):
+        if rows and all(is_gpu_row(row) for row in rows):
             # GPU rows (each names its machine in details) measured elsewhere: the file's machine stays the CPU's
             doc.update({k: previous[k] for k in ("machine", "torch", "date") if k in previous})
     elif official and out.exists() and not torch.cuda.is_available():

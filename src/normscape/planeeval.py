@@ -173,9 +173,27 @@ class PlaneEvaluator:
         return base + a * d1 + b * d2 if self.norm_moves else base  # (P, hidden, 1) or (hidden, 1)
 
     # ------------------------------------------------------------------------------------ per point block
+    def _point_norm(self, a: torch.Tensor, b: torch.Tensor) -> tuple:
+        """The norm's per-point terms after the statistics, for both paths: (gamma, beta, eps, tau), each None where
+        the rule has none. gamma/beta: (hidden, 1) or (P, hidden, 1) when the norm's parameters move along the plane
+        (BatchNorm's running statistics folded in); eps: FRN's, a float or (P | 1, 1, 1); tau: FRN's TLU."""
+        rule, m = self.rule, self.norm_module
+        if rule == "running_affine" and self.norm_moves:  # running statistics, gamma/beta moving: per-point affine
+            inv_std = torch.rsqrt(m.running_var + m.eps).view(-1, 1)
+            scale = self._norm_at("weight", a, b) * inv_std
+            return scale, self._norm_at("bias", a, b) - m.running_mean.view(-1, 1) * scale, None, None
+        if rule == "moments":
+            return self._norm_at("weight", a, b), self._norm_at("bias", a, b), None, None
+        if rule == "frn":
+            eps = m.eps + self._norm_at("eps_l", a, b).abs() if m.learnable_eps else m.eps
+            return self._norm_at("weight", a, b), self._norm_at("bias", a, b), eps, self._norm_at("tau", a, b)
+        if rule not in ("identity", "running_affine"):
+            raise ValueError(f"planeeval has no implementation of plane rule {rule!r}")
+        return None, None, None, None
+
     def _native_args(self, zs, a, b, out, statistics) -> tuple:
         """The arguments of the native kernels up to ``per_point`` (see src/normscape/_planekernel.c)."""
-        rule, m = self.rule, self.norm_module
+        rule = self.rule
         hidden, samples = zs[0].shape
         P = len(a)
 
@@ -185,20 +203,10 @@ class PlaneEvaluator:
         def per_point(t):  # (hidden, 1) shared or (P, hidden, 1) along the plane -> the kernel's layout
             return None if t is None else t.expand(P, hidden, 1) if self.norm_moves else t.reshape(hidden)
 
-        shift = rstd = eps = gamma = beta = tau = None
-        if rule == "running_affine" and self.norm_moves:
-            inv_std = torch.rsqrt(m.running_var + m.eps).view(-1, 1)
-            gamma = self._norm_at("weight", a, b) * inv_std
-            beta = self._norm_at("bias", a, b) - m.running_mean.view(-1, 1) * gamma
-        elif rule == "moments":
-            shift, rstd = statistics
-            gamma, beta = self._norm_at("weight", a, b), self._norm_at("bias", a, b)
-        elif rule == "frn":
-            eps_l = self._norm_at("eps_l", a, b).abs().reshape(-1) if m.learnable_eps else torch.zeros(1)
-            eps = (m.eps + eps_l).expand(P)
-            gamma, beta, tau = (self._norm_at(n, a, b) for n in ("weight", "bias", "tau"))
-        elif rule not in ("identity", "running_affine"):
-            raise ValueError(f"planeeval has no implementation of plane rule {rule!r}")
+        gamma, beta, eps, tau = self._point_norm(a, b)
+        shift, rstd = statistics if rule == "moments" else (None, None)
+        if eps is not None:
+            eps = torch.as_tensor(eps, dtype=torch.float32).reshape(-1).expand(P)
         return (
             *(arg(z) for z in zs),
             arg(a.reshape(-1)),
@@ -249,28 +257,19 @@ class PlaneEvaluator:
         (-mean/std, 1/std) of these points; ``scratch``: a second buffer like ``out`` (FRN, torch path)."""
         z = torch.addcmul(zs[0], a, zs[1], out=out)
         z.addcmul_(b, zs[2])
-        rule = self.rule
-        if rule == "running_affine" and self.norm_moves:  # running statistics, gamma/beta moving: per-point affine
-            m = self.norm_module
-            inv_std = torch.rsqrt(m.running_var + m.eps).view(-1, 1)
-            scale = self._norm_at("weight", a, b) * inv_std
-            shift = self._norm_at("bias", a, b) - m.running_mean.view(-1, 1) * scale
-            torch.addcmul(shift, z, scale, out=z)
-        elif rule == "moments":
+        gamma, beta, eps, tau = self._point_norm(a, b)
+        if self.rule == "moments":
             shift, rstd = statistics
             P, C, S = z.shape
             grouped = z.view(P, self.groups, C // self.groups, S)
             torch.addcmul(shift, grouped, rstd, out=grouped)  # (z - mean) / std
-            torch.addcmul(self._norm_at("bias", a, b), z, self._norm_at("weight", a, b), out=z)
-        elif rule == "frn":
-            m = self.norm_module
-            eps = m.eps + self._norm_at("eps_l", a, b).abs() if m.learnable_eps else m.eps
+        if eps is not None:
             inv = torch.mul(z, z, out=scratch).add_(eps).rsqrt_()  # 1 / sqrt(z^2 + eps)
             z.mul_(inv)
-            torch.addcmul(self._norm_at("bias", a, b), z, self._norm_at("weight", a, b), out=z)
-            torch.maximum(z, self._norm_at("tau", a, b), out=z)  # TLU
-        elif rule not in ("identity", "running_affine"):
-            raise ValueError(f"planeeval has no implementation of plane rule {rule!r}")
+        if gamma is not None:
+            torch.addcmul(beta, z, gamma, out=z)
+        if tau is not None:
+            torch.maximum(z, tau, out=z)  # TLU
         return z.relu_()
 
     @torch.no_grad()
