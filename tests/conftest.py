@@ -43,6 +43,7 @@ def tiny_workflow(tmp_path_factory, synthetic_archive):
     cfg = yaml.safe_load(TINY_CONFIG.read_text())
     cfg["data"]["archive"] = str(synthetic_archive)
     cfg["results_dir"] = str(root / "results")
+    cfg["downloads_dir"] = str(root / "resources")
     path = write_config(cfg, root / "config.yaml")
     run_snakemake(["all", "--cores", "2"], configfile=path)
     return path, cfg, root / "results"
@@ -55,6 +56,7 @@ def tiny_config(tmp_path, synthetic_archive) -> dict:
     cfg = copy.deepcopy(cfg)
     cfg["data"]["archive"] = str(synthetic_archive)
     cfg["results_dir"] = str(tmp_path / "results")
+    cfg["downloads_dir"] = str(tmp_path / "resources")
     return cfg
 
 

@@ -82,7 +82,7 @@ def test_checksum_mismatch_fails_the_job_cleanly_and_leaves_no_output(tiny_confi
 @pytest.mark.slow
 def test_unreachable_download_explains_offline_use(tiny_config, tmp_path):
     cfg = edit(edit(tiny_config, "data.archive", None), "data.url", "http://127.0.0.1:9/cifar-10-python.tar.gz")
-    out = failing(cfg, tmp_path, target=f"{cfg['results_dir']}/data/cifar-10-python.tar.gz", dry=False)
+    out = failing(cfg, tmp_path, target=f"{cfg['downloads_dir']}/data/cifar-10-python.tar.gz", dry=False)
     assert "could not download" in out and "data.archive" in out and "Traceback" not in out
 
 

@@ -121,6 +121,29 @@ def test_extract_features_writes_the_cache(tmp_path, synthetic_archive):
     assert featurestore.check_attrs(out, {"input_size": 224}) != []
 
 
+def test_load_rows_equals_indexing_the_whole_split(features_file):
+    """The diagnostics' subset reader (chunk by chunk, one reused buffer) returns exactly split[rows]: rows in any
+    order, repeated, all in one chunk, across the partial last chunk, or none."""
+    x_all, y_all = featurestore.load_split(features_file, "train")  # 2000 rows: chunks of 1024 and 976
+    rng = np.random.default_rng(3)
+    for rows in (
+        rng.choice(2000, 300, replace=False),  # unsorted, both chunks
+        np.array([1999, 0, 1024, 1023, 5, 5, 1999]),  # chunk edges, repeats
+        np.arange(1100, 1200),  # only the last (partial) chunk
+        np.arange(2000),
+        np.array([], dtype=np.int64),
+    ):
+        x, y = featurestore.load_rows(features_file, "train", rows)
+        assert x.dtype == np.float32 and x.shape == (len(rows), 1280)
+        np.testing.assert_array_equal(x, x_all[rows])
+        np.testing.assert_array_equal(y, y_all[rows])
+    assert featurestore.split_length(features_file, "val") == 500
+    with pytest.raises(IndexError, match="outside"):
+        featurestore.load_rows(features_file, "train", np.array([2000]))
+    with pytest.raises(DataError, match="no split 'bogus'"):
+        featurestore.load_rows(features_file, "bogus", np.array([0]))
+
+
 def test_truncated_feature_file_is_reported(tmp_path, features_file):
     bad = tmp_path / "trunc.h5"
     bad.write_bytes(features_file.read_bytes()[:4096])

@@ -26,6 +26,13 @@ def test_tiny_workflow_produces_every_stage(tiny_workflow):
     with h5py.File(results / "features" / "features.h5") as f:
         assert f["train/features"].shape == (200, 512)  # random ResNet-18: width read from the model
         assert f["val/features"].shape == (60, 512) and f["test/features"].shape == (40, 512)
+    # every job's log ends with its usage; python -m normscape.jobstats sums them per stage
+    from normscape.jobstats import collect
+
+    stages, missing = collect(results / "logs")
+    assert not missing, missing
+    assert stages["train"]["jobs"] == 5 and stages["train"]["user_s"] > 0 and stages["train"]["max_rss_mb"] > 100
+    assert {"landscape", "sharpness", "figures", "extract_features", "prepare_data"} <= set(stages)
     runs = sorted(p.parent.relative_to(results / "runs").as_posix() for p in (results / "runs").rglob("summary.json"))
     assert runs == [
         "convergence/batch/base/seed0",
@@ -71,6 +78,20 @@ def test_targeting_one_run_schedules_only_its_jobs(tiny_config, tmp_path):
     target = f"{tiny_config['results_dir']}/runs/lr_sweep/none/lr-0.01/seed0/summary.json"
     jobs = planned_jobs(run_snakemake(["-n", target], configfile=path))
     assert jobs == {"prepare_data": 1, "extract_features": 1, "train": 1}
+
+
+def test_downloads_go_to_downloads_dir_not_results(tiny_config, tmp_path):
+    """The official archive and torchvision weights are inputs: fetched into downloads_dir (default resources/),
+    so `du results` counts results only and removing results/ keeps them; a local archive downloads nothing."""
+    cfg = {**tiny_config, "data": {**tiny_config["data"], "archive": None}}
+    cfg["backbone"] = {**cfg["backbone"], "weights": "IMAGENET1K_V1"}
+    proc = run_snakemake(["-n", "download"], configfile=write_config(cfg, tmp_path / "d.yaml"))
+    outputs = sorted(line.split("output:")[1].strip() for line in proc.stdout.splitlines() if "output:" in line)
+    downloads = cfg["downloads_dir"]
+    arch = cfg["backbone"]["arch"]
+    assert outputs == [f"{downloads}/data/cifar-10-python.tar.gz", f"{downloads}/weights/{arch}-IMAGENET1K_V1.pth"]
+    local = run_snakemake(["-n", "download"], configfile=write_config(tiny_config, tmp_path / "l.yaml"))
+    assert "download_data" not in local.stdout
 
 
 def test_trajectories_only_where_a_landscape_reads_them(tiny_workflow, tmp_path):

@@ -65,3 +65,57 @@ def test_snakemake_run_with_more_cores_than_cpus_says_it_caps(tiny_config, tmp_p
     assert f"--cores {many} is more than the {available_cpus()} CPUs" in proc.stderr
     proc = run_snakemake(["-n", "all", "--cores", str(available_cpus())], configfile=path)
     assert "is more than the" not in proc.stderr
+
+
+def test_job_usage_counts_this_process_cpu_and_memory():
+    import numpy as np
+
+    from normscape.runtime import format_usage, job_usage
+
+    before = job_usage()
+    block = np.ones(64 * 2**20 // 8)  # 64 MB touched: the peak RSS must cover it
+    total = 0.0
+    for _ in range(40):
+        total += float(np.sqrt(block[::7]).sum())  # ~CPU work in user mode
+    after = job_usage()
+    assert total > 0 and after["user_s"] > before["user_s"]
+    assert after["max_rss_mb"] >= 64 and after["sys_s"] >= 0 and after["minor_faults"] > before["minor_faults"]
+    assert after["wall_s"] >= before["wall_s"] > 0  # since the process started
+    from normscape.jobstats import parse_usage
+
+    assert parse_usage("x\n2026-11-26 INFO normscape.runtime: " + format_usage(after) + "\n") == {
+        key: float(value) for key, value in after.items()
+    }
+
+
+def test_jobstats_sums_per_stage(tmp_path, capsys):
+    from normscape.jobstats import collect, main
+    from normscape.runtime import format_usage
+
+    def write(rel, **usage):
+        path = tmp_path / "logs" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fields = {
+            "wall_s": 10.0,
+            "user_s": 9.0,
+            "sys_s": 1.0,
+            "max_rss_mb": 500.0,
+            "minor_faults": 1000,
+            "major_faults": 0,
+        }
+        path.write_text("2026-11-26 INFO normscape.train: epoch 1\n" + format_usage({**fields, **usage}) + "\n")
+
+    write("train/convergence/none/base/seed0.log", user_s=19.0, max_rss_mb=1100.0)
+    write("train/convergence/none/base/seed1.log")
+    write("merge_features.log", sys_s=3.0)
+    (tmp_path / "logs" / "train" / "failed.log").write_text("Traceback ...\n")
+    stages, missing = collect(tmp_path / "logs")
+    assert stages["train"]["jobs"] == 2 and stages["train"]["user_s"] == 28.0 and stages["train"]["sys_s"] == 2.0
+    assert stages["train"]["max_rss_mb"] == 1100.0 and stages["merge_features"]["sys_s"] == 3.0
+    assert missing == {"train": 1}
+    assert main([str(tmp_path / "logs")]) == 0
+    out = capsys.readouterr().out
+    train_row = next(line for line in out.splitlines() if line.startswith("| train "))
+    assert "| 2 | 20 | 30 | 2 | 6.7 | 1100 |" in train_row  # 2 / (28 + 2) = 6.7 % system time
+    assert "| **total** | 3 | 30 | 42 | 5 | 11.9 |" in out and "train 1" in out
+    assert main([str(tmp_path / "nope")]) == 2

@@ -185,7 +185,7 @@ def test_slurm_profile_maps_rule_resources(tiny_config, tmp_path):
     assert "threads: 8" in log.split("rule extract_features:")[1].split("\n\n")[0]
     train, land = resources["train"], resources["landscape"]
     assert (train["cpus_per_task"], train["mem_mb"]) == ("1", "2000") and "gpu" not in train
-    assert (land["cpus_per_task"], land["mem_mb"]) == ("2", "2000") and "gpu" not in land
+    assert (land["cpus_per_task"], land["mem_mb"]) == ("2", "1500") and "gpu" not in land
     assert resources["prepare_data"]["cpus_per_task"] == "1"
 
 

@@ -8,7 +8,7 @@ model registry is the registry; this module adds what the pipeline needs on top 
   which is replaced by ``nn.Identity`` — global-pooled features for CNNs, the CLS token for ViTs. Its width is
   read from that layer (1280 for MobileNet-V2, 2048 for ResNet-50, 768 for ViT-B/16), never a constant;
 * weights (``backbone.weights``): a torchvision weights name of that arch (``IMAGENET1K_V1``, ``DEFAULT``, ...;
-  the ``download_weights`` rule fetches the file once into ``results/weights/``, checked against the sha256
+  the ``download_weights`` rule fetches the file once into ``<downloads_dir>/weights/``, checked against the sha256
   prefix torch hub puts in its name), a path to a local state_dict (optional sha256 check), or ``random``
   (``torch.manual_seed(0)``: tests and the random-feature control);
 * default preprocessing from the weights' own transforms metadata (crop size as input size, mean/std);

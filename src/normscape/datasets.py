@@ -40,7 +40,7 @@ class DatasetSpec:
     read: Callable[[str, dict], dict]  # (source path, data config) -> {"train", "test"} or {"pool"}, "class_names", ...
     url: str | None = None  # official download (None: a local source only, data.root)
     checksum: str | None = None  # of the official archive
-    archive_name: str | None = None  # file name of the download under results/data/
+    archive_name: str | None = None  # file name of the download under <downloads_dir>/data/
     pooled: bool = False  # True: read() returns one "pool" split by fractions; False: official train/test sets
 
 

@@ -63,10 +63,10 @@ def compute_curvature_diagnostics(
     ``direction_seed``, so it is the subset of the existing Hessian numbers).
     """
     model = load_head(model_path)
-    x_all, y_all = featurestore.load_split(features_path, "train")
     samples = max(spectrum["samples"], sharpness["samples"])
-    idx = subset_indices(len(x_all), samples, seed)
-    x, y = torch.from_numpy(x_all[idx]), torch.from_numpy(y_all[idx]).long()
+    idx = subset_indices(featurestore.split_length(features_path, "train"), samples, seed)
+    x_np, y_np = featurestore.load_rows(features_path, "train", idx)
+    x, y = torch.from_numpy(x_np), torch.from_numpy(y_np).long()
     spectra, sharp = {}, {}
     enabled = {"spectrum": True, "adaptive": True, **(enabled or {})}
     spectrum_modes = modes_for(model.norm_name, spectrum.get("batchnorm_train_mode", True))

@@ -230,9 +230,11 @@ def compute_landscape(
     if reason is not None:
         return write_diverged_record(out_h5, settings, model.norm_name, reason, provenance)
     init = load_head(model_init)
-    x_all, y_all = featurestore.load_split(features, settings["split"])
-    idx = subset_indices(len(x_all), settings["samples"], settings["direction_seed"])
-    x, y = torch.from_numpy(x_all[idx]), torch.from_numpy(y_all[idx]).long()
+    idx = subset_indices(
+        featurestore.split_length(features, settings["split"]), settings["samples"], settings["direction_seed"]
+    )
+    x_np, y_np = featurestore.load_rows(features, settings["split"], idx)
+    x, y = torch.from_numpy(x_np), torch.from_numpy(y_np).long()
     d1, d2 = random_directions(model, settings["direction_seed"], settings["ignore"])
     axis = grid_axis(settings["span"], settings["resolution"])
     log.info("plane %dx%d on %d %s samples", len(axis), len(axis), len(x), settings["split"])
@@ -327,11 +329,11 @@ def compute_sharpness(model_final: str, features: str, landscape_h5: str, out_js
         d1 = {k: torch.from_numpy(v[()]) for k, v in f["directions/d1"].items()}
         d2 = {k: torch.from_numpy(v[()]) for k, v in f["directions/d2"].items()}
         plane = f["plane/loss"][()]
-    x_all, y_all = featurestore.load_split(features, split)
-    x, y = torch.from_numpy(x_all[idx]), torch.from_numpy(y_all[idx]).long()
-    x_tr, y_tr = featurestore.load_split(features, "train")
-    hidx = subset_indices(len(x_tr), hessian["samples"], seed)
-    op = HessianOperator(model, torch.from_numpy(x_tr[hidx]), torch.from_numpy(y_tr[hidx]).long())
+    x_np, y_np = featurestore.load_rows(features, split, idx)
+    x, y = torch.from_numpy(x_np), torch.from_numpy(y_np).long()
+    hidx = subset_indices(featurestore.split_length(features, "train"), hessian["samples"], seed)
+    x_tr, y_tr = featurestore.load_rows(features, "train", hidx)
+    op = HessianOperator(model, torch.from_numpy(x_tr), torch.from_numpy(y_tr).long())
     top, iters = top_eigenvalue(op, hessian["power_iters"], hessian["tol"], seed=seed)
     trace, trace_sem = hutchinson_trace(op, hessian["hutchinson_probes"], seed=seed)
     centre = float(plane[plane.shape[0] // 2, plane.shape[1] // 2])

@@ -16,6 +16,7 @@ import ctypes
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -137,13 +138,44 @@ def set_threads(threads: int) -> int:
     return threads
 
 
+USAGE_PREFIX = "job usage:"  # the last line of every job's log; normscape.jobstats reads it
+
+
+def job_usage() -> dict[str, float]:
+    """What this process (and its children that have exited) used so far: wall time since the process started,
+    CPU time in user and system mode (s), peak resident memory (MB), page faults."""
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    try:
+        import psutil
+
+        wall = time.time() - psutil.Process().create_time()
+    except Exception:  # no psutil: wall time unknown
+        wall = float("nan")
+    return {
+        "wall_s": round(wall, 2),
+        "user_s": round(own.ru_utime + children.ru_utime, 2),
+        "sys_s": round(own.ru_stime + children.ru_stime, 2),
+        "max_rss_mb": round(max(own.ru_maxrss, children.ru_maxrss) / 1024, 1),  # Linux: ru_maxrss in kB
+        "minor_faults": own.ru_minflt + children.ru_minflt,
+        "major_faults": own.ru_majflt + children.ru_majflt,
+    }
+
+
+def format_usage(usage: dict[str, float]) -> str:
+    return f"{USAGE_PREFIX} " + " ".join(f"{key}={value}" for key, value in usage.items())
+
+
 def script_main(smk: Any, main: Callable[[Any], None]) -> None:
-    """Run ``main(smk)`` for a Snakemake ``script:`` job with logging, threads and clean user errors."""
+    """Run ``main(smk)`` for a Snakemake ``script:`` job with logging, threads and clean user errors; a finished
+    job logs its CPU time, system time and peak memory (:func:`job_usage`; ``python -m normscape.jobstats``)."""
     setup_logging(smk.log[0] if len(smk.log) else None)
     tune_allocator()
     set_threads(getattr(smk, "threads", 1))
     try:
         main(smk)
+        log.info("%s", format_usage(job_usage()))
     except NormscapeError as exc:
         log.error("%s", exc)
         sys.exit(1)

@@ -30,6 +30,7 @@ if workflow.local_exec:
     limit_cores(workflow.global_resources)
 
 RESULTS = config["results_dir"]
+DOWNLOADS = config["downloads_dir"]
 ENV = "../../envs/normscape.yaml"
 
 # Final outputs of each stage, filled in by the stage's .smk file.
@@ -129,6 +130,8 @@ DATASET = datasets.get_dataset(DATA["dataset"])
 FEATURES = f"{RESULTS}/features/features.h5"
 SHARDS = config["features"]["shards"]
 FEATURE_SHARD = f"features/shards{SHARDS}/part{{index}}"  # under results/ (and its logs/, benchmarks/)
+# The official archive, fetched by download_data when data.archive is not set (datasets with a URL only).
+DATA_DOWNLOAD = f"{DOWNLOADS}/data/{DATASET.archive_name}" if DATASET.url is not None else None
 
 
 def data_source():
@@ -147,7 +150,7 @@ def data_source():
                 "null to download the official archive."
             )
         return local
-    return f"{RESULTS}/data/{DATASET.archive_name}"
+    return DATA_DOWNLOAD
 
 
 def data_inputs():
@@ -161,7 +164,7 @@ def data_inputs():
 
 def download_targets():
     """The files the download rule fetches (none for a local archive or image root)."""
-    return [] if DATA["archive"] or DATASET.url is None else [f"{RESULTS}/data/{DATASET.archive_name}"]
+    return [] if DATA["archive"] or DATASET.url is None else [DATA_DOWNLOAD]
 
 
 def is_weights_name(weights):
@@ -176,7 +179,7 @@ def backbone_weights_file():
     if weights == "random":
         return []
     if is_weights_name(weights):
-        return f"{RESULTS}/weights/{arch}-{weights}.pth"
+        return f"{DOWNLOADS}/weights/{arch}-{weights}.pth"
     if not Path(weights).is_file():
         sys.exit(
             f"normscape: backbone.weights = {weights!r} is neither a torchvision weights name of {arch} "

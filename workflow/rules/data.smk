@@ -6,7 +6,7 @@ if DATASET.url is not None:
 
     rule download_data:
         output:
-            f"{RESULTS}/data/{DATASET.archive_name}",
+            DATA_DOWNLOAD,
         log:
             f"{RESULTS}/logs/download_data.log",
         conda:

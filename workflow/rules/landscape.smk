@@ -24,7 +24,7 @@ rule landscape:
     # each job owns its CPUs, profiles/slurm gives it 2.
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=1500,
         runtime=20,
     params:
         settings=canonical({k: v for k, v in config["landscape"].items() if k not in ("experiments", "hessian")}),
@@ -47,7 +47,7 @@ rule sharpness:
         ENV
     threads: 1
     resources:
-        mem_mb=3000,
+        mem_mb=1500,
         runtime=30,
     params:
         hessian=canonical(config["landscape"]["hessian"]),
