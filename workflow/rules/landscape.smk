@@ -14,8 +14,6 @@ rule landscape:
         landscape=f"{LANDSCAPE_DIR}/landscape.h5",
     log:
         f"{RESULTS}/logs/landscape/{paths.RUN_LAYOUT}.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/landscape/{paths.RUN_LAYOUT}.tsv"
     conda:
         ENV
     # One thread: the evaluator runs thousands of small ops, and two-thread jobs side by side on a machine with
@@ -41,8 +39,6 @@ rule sharpness:
         f"{LANDSCAPE_DIR}/sharpness.json",
     log:
         f"{RESULTS}/logs/sharpness/{paths.RUN_LAYOUT}.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/sharpness/{paths.RUN_LAYOUT}.tsv"
     conda:
         ENV
     threads: 1
@@ -71,8 +67,6 @@ rule curvature:
         adaptive=f"{LANDSCAPE_DIR}/adaptive_sharpness.json",
     log:
         f"{RESULTS}/logs/curvature/{paths.RUN_LAYOUT}.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/curvature/{paths.RUN_LAYOUT}.tsv"
     conda:
         ENV
     threads: 1

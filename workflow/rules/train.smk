@@ -17,6 +17,13 @@ TRAIN_OUTPUTS = {
 }
 
 
+# No `benchmark:` on the rules with one job per run (train, landscape, sharpness, curvature): Snakemake samples a
+# benchmarked job's memory every 0.5 s for its first 15 s by reading /proc/<pid>/smaps, ~14 ms of kernel time per
+# sample with torch loaded, so ~0.5 s of system time per job (~1.5 % of a training run, ~50 s over the default
+# study). Every job's log ends with its exact usage instead (normscape.runtime.job_usage; python -m
+# normscape.jobstats results/logs sums it per stage); the long extraction jobs keep their benchmark TSV.
+
+
 # Runs of the experiments in landscape.experiments are trained by train_tracked, which also keeps what their
 # landscape reads: the trajectory (~21 MB a run) and the initial model; the rest by train, without them. The
 # experiment alone picks the rule: removing an experiment from landscape.experiments reruns nothing, adding one retrains its runs.
@@ -27,8 +34,6 @@ rule train:
         **TRAIN_OUTPUTS,
     log:
         f"{RESULTS}/logs/train/{paths.RUN_LAYOUT}.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/train/{paths.RUN_LAYOUT}.tsv"
     wildcard_constraints:
         experiment=experiment_pattern(config["landscape"]["experiments"], negate=True),
     conda:
