@@ -13,6 +13,7 @@ import pytest
 from conftest import run_snakemake, write_config
 
 from normscape.config import BASE_VARIANT
+from normscape.jobstats import parse_usage
 
 pytestmark = pytest.mark.slow
 
@@ -39,15 +40,17 @@ def changed_params(path) -> set[str]:
     return {f for f in files if f.endswith(("summary.json", "features.h5"))}
 
 
-def test_every_run_has_the_contract_outputs_log_and_benchmark(tiny_workflow):
+def test_every_run_has_the_contract_outputs_and_a_log_with_its_usage(tiny_workflow):
     _, cfg, results = tiny_workflow
     run = results / "runs" / "lr_sweep" / "none" / "lr-0.01" / "seed0"
     for name in RUN_FILES:
         assert (run / name).is_file(), name
     for name in ("trajectory.pt", "model_init.pt"):  # lr_sweep is not in landscape.experiments: no landscape inputs
         assert not (run / name).exists(), name
-    assert (results / "logs" / "train" / "lr_sweep" / "none" / "lr-0.01" / "seed0.log").is_file()
-    assert (results / "benchmarks" / "train" / "lr_sweep" / "none" / "lr-0.01" / "seed0.tsv").is_file()
+    log = (results / "logs" / "train" / "lr_sweep" / "none" / "lr-0.01" / "seed0.log").read_text()
+    usage = parse_usage(log)  # the job's exact usage instead of Snakemake's sampled benchmark TSV
+    assert usage is not None and usage["user_s"] > 0 and usage["max_rss_mb"] > 50, log[-500:]
+    assert not (results / "benchmarks" / "train").exists()
     summary = json.loads((run / "summary.json").read_text())
     # the job saw only its own slice: the swept lr, the tiny defaults, this head
     assert (summary["experiment"], summary["head"], summary["variant"], summary["seed"]) == (
