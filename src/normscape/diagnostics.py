@@ -15,9 +15,8 @@ from pathlib import Path
 
 import torch
 
-from normscape import featurestore
 from normscape.adaptive_sharpness import adaptive_sharpness, write_adaptive_sharpness
-from normscape.landscape import load_head, subset_indices
+from normscape.landscape import load_head, rows_as_tensors, subset_rows
 from normscape.smoothness import SmoothnessProbe
 from normscape.spectrum import hessian_spectrum, write_spectrum
 
@@ -64,9 +63,7 @@ def compute_curvature_diagnostics(
     """
     model = load_head(model_path)
     samples = max(spectrum["samples"], sharpness["samples"])
-    idx = subset_indices(featurestore.split_length(features_path, "train"), samples, seed)
-    x_np, y_np = featurestore.load_rows(features_path, "train", idx)
-    x, y = torch.from_numpy(x_np), torch.from_numpy(y_np).long()
+    x, y = rows_as_tensors(features_path, "train", subset_rows(features_path, "train", samples, seed))
     spectra, sharp = {}, {}
     enabled = {"spectrum": True, "adaptive": True, **(enabled or {})}
     spectrum_modes = modes_for(model.norm_name, spectrum.get("batchnorm_train_mode", True))

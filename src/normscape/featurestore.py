@@ -185,7 +185,7 @@ def load_rows(path: str | Path, split: str, rows: np.ndarray) -> tuple[np.ndarra
     """``load_split(path, split)`` restricted to ``rows`` (any order, repeats allowed): equal to indexing the whole
     split, without holding it in memory.
 
-    The Hessian and sharpness jobs use a 2,000-row subset of the 50,000-row training split: reading it a chunk
+    The landscape and Hessian jobs use seeded subsets (e.g. 2,000 of the 50,000 training rows): reading them a chunk
     (``ROWS_PER_CHUNK`` rows) at a time into one reused buffer keeps ~5 MB in memory instead of 256 MB and
     skips the chunks that hold none of the rows.
     """

@@ -46,6 +46,21 @@ def stage_of(log: Path, logs_dir: Path) -> str:
     return parts[0] if len(parts) > 1 else log.stem
 
 
+def new_total() -> dict[str, float]:
+    return {"jobs": 0, **{key: 0.0 for key in FIELDS}}
+
+
+def accumulate(total: dict[str, float], usage: dict[str, float], jobs: float = 1) -> None:
+    """Add one job's usage (or a stage's total, with its job count) to ``total``: sums, but the peak RSS is the
+    largest; an unknown (NaN) wall time adds nothing."""
+    total["jobs"] += jobs
+    for key in FIELDS:
+        if key == "max_rss_mb":
+            total[key] = max(total[key], usage[key])
+        elif not math.isnan(usage[key]):
+            total[key] += usage[key]
+
+
 def collect(logs_dir: str | Path) -> tuple[dict[str, dict[str, float]], dict[str, int]]:
     """Per stage: summed usage (max for peak RSS) and job count; plus per stage the logs without a usage line."""
     logs_dir = Path(logs_dir)
@@ -57,13 +72,7 @@ def collect(logs_dir: str | Path) -> tuple[dict[str, dict[str, float]], dict[str
         if usage is None:
             missing[stage] = missing.get(stage, 0) + 1
             continue
-        total = stages.setdefault(stage, {"jobs": 0, **{key: 0.0 for key in FIELDS}})
-        total["jobs"] += 1
-        for key in FIELDS:
-            if key == "max_rss_mb":
-                total[key] = max(total[key], usage[key])
-            elif not math.isnan(usage[key]):
-                total[key] += usage[key]
+        accumulate(stages.setdefault(stage, new_total()), usage)
     return stages, missing
 
 
@@ -77,13 +86,10 @@ def table(stages: dict[str, dict[str, float]], missing: dict[str, int]) -> str:
     header = "| stage | jobs | wall s (sum) | CPU s (user + sys) | sys s | sys % | peak RSS MB | page faults |"
     lines = [header, "|" + "---|" * 8]
     order = sorted(stages, key=lambda s: -(stages[s]["user_s"] + stages[s]["sys_s"]))
-    total = {"jobs": 0, **{key: 0.0 for key in FIELDS}}
-    for stage in [*order, "total"]:
-        row = total if stage == "total" else stages[stage]
-        if stage != "total":
-            for key in ("jobs", *FIELDS):
-                total[key] = max(total[key], row[key]) if key == "max_rss_mb" else total[key] + row[key]
-        name = f"**{stage}**" if stage == "total" else stage
+    total = new_total()
+    for stage in order:
+        accumulate(total, stages[stage], jobs=stages[stage]["jobs"])
+    for name, row in [*((stage, stages[stage]) for stage in order), ("**total**", total)]:
         lines.append(
             f"| {name} | {int(row['jobs'])} | {row['wall_s']:.0f} | {row['user_s'] + row['sys_s']:.0f} | "
             f"{row['sys_s']:.0f} | {100 * sys_share(row):.1f} | {row['max_rss_mb']:.0f} | "

@@ -144,6 +144,21 @@ def subset_indices(n: int, samples: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size=samples, replace=False))
 
 
+def subset_rows(features: str, split: str, samples: int, seed: int) -> np.ndarray:
+    """:func:`subset_indices` of one split of a feature store (its length read from the file)."""
+    from normscape import featurestore
+
+    return subset_indices(featurestore.split_length(features, split), samples, seed)
+
+
+def rows_as_tensors(features: str, split: str, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features and labels (int64) of ``rows`` of one split; only those rows are read."""
+    from normscape import featurestore
+
+    x, y = featurestore.load_rows(features, split, rows)
+    return torch.from_numpy(x), torch.from_numpy(y).long()
+
+
 def grid_axis(span: float, resolution: int) -> np.ndarray:
     return np.linspace(-span, span, resolution)
 
@@ -221,7 +236,6 @@ def compute_landscape(
     the sample subset, which :func:`compute_sharpness` reuses). ``settings``: the landscape slice without hessian."""
     import h5py
 
-    from normscape import featurestore
     from normscape.atomic import atomic_path
 
     model, model_state = _load_head_file(model_final)
@@ -230,11 +244,8 @@ def compute_landscape(
     if reason is not None:
         return write_diverged_record(out_h5, settings, model.norm_name, reason, provenance)
     init = load_head(model_init)
-    idx = subset_indices(
-        featurestore.split_length(features, settings["split"]), settings["samples"], settings["direction_seed"]
-    )
-    x_np, y_np = featurestore.load_rows(features, settings["split"], idx)
-    x, y = torch.from_numpy(x_np), torch.from_numpy(y_np).long()
+    idx = subset_rows(features, settings["split"], settings["samples"], settings["direction_seed"])
+    x, y = rows_as_tensors(features, settings["split"], idx)
     d1, d2 = random_directions(model, settings["direction_seed"], settings["ignore"])
     axis = grid_axis(settings["span"], settings["resolution"])
     log.info("plane %dx%d on %d %s samples", len(axis), len(axis), len(x), settings["split"])
@@ -329,11 +340,9 @@ def compute_sharpness(model_final: str, features: str, landscape_h5: str, out_js
         d1 = {k: torch.from_numpy(v[()]) for k, v in f["directions/d1"].items()}
         d2 = {k: torch.from_numpy(v[()]) for k, v in f["directions/d2"].items()}
         plane = f["plane/loss"][()]
-    x_np, y_np = featurestore.load_rows(features, split, idx)
-    x, y = torch.from_numpy(x_np), torch.from_numpy(y_np).long()
-    hidx = subset_indices(featurestore.split_length(features, "train"), hessian["samples"], seed)
-    x_tr, y_tr = featurestore.load_rows(features, "train", hidx)
-    op = HessianOperator(model, torch.from_numpy(x_tr), torch.from_numpy(y_tr).long())
+    x, y = rows_as_tensors(features, split, idx)
+    hidx = subset_rows(features, "train", hessian["samples"], seed)
+    op = HessianOperator(model, *rows_as_tensors(features, "train", hidx))
     top, iters = top_eigenvalue(op, hessian["power_iters"], hessian["tol"], seed=seed)
     trace, trace_sem = hutchinson_trace(op, hessian["hutchinson_probes"], seed=seed)
     centre = float(plane[plane.shape[0] // 2, plane.shape[1] // 2])
