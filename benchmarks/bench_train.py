@@ -2,9 +2,10 @@
 
 Naive: DataLoader(TensorDataset) with shuffling, default Adam, ``clip_grad_norm_``, and a per-step
 ``torch.histc`` of every parameter's gradient (what ``wandb.watch`` does). Ours: normscape.train.Trainer
-(index slicing, flat parameter and gradient buffers, fused Adam, one-pass native histograms of every gradient
-element). Both train the BatchNorm head (hidden 256) at batch 64 with clipping at 1.0 on 50,000 x 1280
-synthetic features.
+(index slicing, the step after the first layer in one native call, flat parameter and gradient buffers, fused
+Adam, one-pass native histograms of every gradient element); the same Trainer on torch's autograd path is timed
+alongside (``details.autograd_path_s``). All train the BatchNorm head (hidden 256) at batch 64 with clipping at
+1.0 on 50,000 x 1280 synthetic features.
 
 These machines have slow phases (other tenants share the L3 cache: a training step's ~5 MB of parameters,
 gradients and Adam state then come from memory, and our loop slows ~2x, the Python-bound naive loop ~1.4x) for
@@ -61,19 +62,22 @@ def naive_epochs(data: dict, histograms: bool = True):
         yield time.perf_counter() - t0
 
 
-def interleaved(data: dict, epochs: int, naive_every: int) -> tuple[list[float], list[float]]:
-    """Epoch times of our trainer (all ``epochs``) and of the naive loop (one after every ``naive_every``-th of
-    ours), interleaved so that a slow phase of the machine hits both."""
+def interleaved(data: dict, epochs: int, naive_every: int) -> tuple[list[float], list[float], list[float]]:
+    """Epoch times of our trainer (all ``epochs``), of the same trainer on torch's autograd path instead of the
+    native head step (all ``epochs``) and of the naive loop (one after every ``naive_every``-th of ours),
+    interleaved so that a slow phase of the machine hits all three."""
     trainer = Trainer(data, "batch", 0, epochs, 64, 1e-3, clip_grad_norm=1.0)
+    autograd = Trainer(data, "batch", 0, epochs, 64, 1e-3, clip_grad_norm=1.0, native_step=False)
     naive = naive_epochs(data)
-    ours_s, naive_s = [], []
+    ours_s, autograd_s, naive_s = [], [], []
     for epoch in range(1, epochs + 1):
-        t0 = time.perf_counter()
-        trainer.train_epoch(epoch)  # what Trainer.fit runs per epoch: the training steps + validation
-        ours_s.append(time.perf_counter() - t0)
+        for engine, times in ((trainer, ours_s), (autograd, autograd_s)):
+            t0 = time.perf_counter()
+            engine.train_epoch(epoch)  # what Trainer.fit runs per epoch: the training steps + validation
+            times.append(time.perf_counter() - t0)
         if (epoch - 1) % naive_every == 0:
             naive_s.append(next(naive))
-    return ours_s, naive_s
+    return ours_s, autograd_s, naive_s
 
 
 def histogram_overhead(data: dict, backend: str, pairs: int) -> dict:
@@ -127,7 +131,7 @@ def run(quick: bool) -> list[dict]:
     torch.set_num_threads(STAGE_THREADS["training"])  # what the rule's jobs get (with the job environment)
     n, epochs, naive_every, pairs = (4000, 1, 1, 1) if quick else (50000, 15, 2, 6)
     data = make_data(n)
-    ours_s, naive_s = interleaved(data, epochs, naive_every)
+    ours_s, autograd_s, naive_s = interleaved(data, epochs, naive_every)
     # Per-epoch cost is flat, so a 15-epoch run costs 15 x an epoch. Best of the epochs on each side (timeit's
     # convention: noise only ever adds time), so a slow phase of the machine in the middle does not decide
     # the ratio; the plain sum and the medians are kept in the details.
@@ -152,6 +156,10 @@ def run(quick: bool) -> list[dict]:
             naive_epochs_s=naive_s,
             ours_sum_s=sum(ours_s),
             median_ratio=statistics.median(naive_s) / statistics.median(ours_s),
+            # the same trainer with the step after fc1 through torch autograd instead of normscape.headstep
+            autograd_path_s=min(autograd_s) * epochs,
+            autograd_path_epochs_s=autograd_s,
+            native_step_speedup=min(autograd_s) / min(ours_s),
             timing="fastest epoch x epochs on each side; epochs interleaved (one naive after every 2nd of ours)",
         ),
         result(

@@ -9,8 +9,12 @@ is cut:
     view): the global norm, clipping (one multiply, skipped when the norm is below the threshold), the
     histograms and the fused Adam update are each ONE op over one buffer; Adam's kernel is called without
     torch.optim's per-step Python and import cost (normscape.flat_adam: bit for bit the same update);
-  * the first layer's 1280 x 256 weight gradient is written straight into that buffer (:class:`LinearGradInto`)
-    instead of being zeroed, computed into a temporary and accumulated — three passes over 1.3 MB saved;
+  * everything after the first layer (norm, ReLU, fc2, cross-entropy, their backward) is one native call
+    (:class:`normscape.headstep.HeadStep`) instead of ~20 small torch ops and their autograd nodes, for every
+    norm with a ``train_rule``; the others take torch's autograd path (same function, to float32 rounding);
+  * the first layer's 1280 x 256 weight gradient is written straight into that buffer (both paths; autograd's
+    :class:`LinearGradInto`) instead of being zeroed, computed into a temporary and accumulated — three passes
+    over 1.3 MB saved;
   * gradient histograms of every element are one native pass (normscape.gradhist);
   * losses, accuracies and norms are read back with ``.item()``: the trainer runs on the CPU, where ops are
     synchronous, so that costs nothing, unlike a handful of tiny accumulation ops per step.
@@ -50,6 +54,7 @@ from normscape.checkpoint import discard_checkpoint, load_checkpoint, save_check
 from normscape.flat_adam import FlatAdam
 from normscape.gradhist import GradHistogram
 from normscape.heads import build_head
+from normscape.headstep import HeadStep
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +78,7 @@ EVAL_CHUNK = 8192
 CLIP_EPS = 1e-6  # as in torch.nn.utils.clip_grad_norm_
 # Part of every checkpoint's identity: a checkpoint written by an engine with another state layout (e.g. the
 # optimiser over separate parameters, before version 2) is not resumed but retrained from scratch.
-ENGINE_VERSION = 3  # 3: divergence also on non-finite parameters and exploded finite losses
+ENGINE_VERSION = 4  # 3: divergence also on non-finite parameters and exploded finite losses; 4: native head step
 # A loss this many times the initial validation loss (~ln 10 = 2.3 for a fresh head) is an explosion, not
 # training: a head that learns never gets there, a step size that has blown up does within an epoch.
 DIVERGENCE_LOSS_FACTOR = 1000.0
@@ -190,6 +195,7 @@ class Trainer:
         probe: Any = None,
         keep_trajectory: bool = True,
         device: str | torch.device = "cpu",
+        native_step: bool = True,
     ):
         # ``device``: where the head trains (the pipeline: cpu, whose runs are bit-reproducible on one machine).
         # The initialisation, the shuffles and everything written (checkpoints, models, trajectory, histograms)
@@ -234,6 +240,8 @@ class Trainer:
         self.fc1_grads = (self.model.fc1.weight.grad, self.model.fc1.bias.grad)
         assert self.names[:2] == ["fc1.weight", "fc1.bias"]
         self.accumulated_grad = self.flat_grad[sizes[0] + sizes[1] :]
+        # ``native_step``: the step after fc1 in one native call where the norm has a train rule (else autograd)
+        self.head_step = HeadStep.build(self.model) if native_step else None
         # fused Adam on the one flat tensor: one kernel per step, bit for bit torch.optim.Adam(fused=True)
         self.opt = FlatAdam(self.flat_param, lr=lr, weight_decay=weight_decay)
         gh = grad_hist or {"min": 1e-9, "max": 10.0, "bins_per_octave": 4}
@@ -287,7 +295,7 @@ class Trainer:
         for i in range(n_batches):
             # rows gathered per batch: no 250 MB copy of the whole shuffled training set per epoch
             xb, yb = x.index_select(0, perm[i * bs : (i + 1) * bs]), yp[i * bs : (i + 1) * bs]
-            logits, loss = self.compute_gradient(xb, yb)
+            loss, batch_correct = self.compute_gradient(xb, yb)
             norm = torch.linalg.vector_norm(self.flat_grad).item()
             pre[i] = post[i] = norm
             if self.clip is not None:
@@ -299,8 +307,8 @@ class Trainer:
             if self.probe is not None:
                 self.probe(self, (epoch - 1) * n_batches + i, xb, yb)
             self.opt.step()
-            loss_sum += loss.item() * len(yb)
-            correct += int((logits.detach().argmax(1) == yb).sum())
+            loss_sum += loss * len(yb)
+            correct += batch_correct
             seen += len(yb)
         self.hist.close_epoch()
         self.step_norms.append(pre)
@@ -324,14 +332,16 @@ class Trainer:
         self.last_divergence_reason = reason
         return row
 
-    def compute_gradient(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Forward and backward of one batch: (logits, mean loss); the batch's gradient is in ``flat_grad``."""
+    def compute_gradient(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[float, int]:
+        """Forward and backward of one batch: (mean loss, correct predictions); its gradient is in ``flat_grad``."""
+        if self.head_step is not None:
+            return self.head_step(xb, yb)
         fc1 = self.model.fc1
         logits = self.model.after_fc1(LinearGradInto.apply(xb, fc1.weight, fc1.bias, *self.fc1_grads))
         loss = F.cross_entropy(logits, yb)
         self.accumulated_grad.zero_()
         loss.backward()  # fc1: written into flat_grad; the other parameters accumulate into its views
-        return logits, loss
+        return loss.item(), int((logits.detach().argmax(1) == yb).sum())
 
     def fit(self, checkpoint_path: Path | None = None, provenance: dict | None = None) -> None:
         for epoch in range(self.start_epoch, self.epochs + 1):
