@@ -135,3 +135,27 @@ def test_kernel_rejects_inconsistent_input(data):
         native.compute_gradient(x[:64], torch.full((64,), 10))
     with pytest.raises(ValueError, match="a batch of one row"):
         native.compute_gradient(x[:1], y[:1])
+    with pytest.raises(ValueError, match="labels must hold 64 int64 values"):
+        native.compute_gradient(x[:64], y[:64].to(torch.int32))
+
+
+@pytest.mark.parametrize("norm", ["batch", "layer"])
+def test_settings_changed_on_a_built_model_are_followed(data, norm):
+    """eps and momentum are read from the module at every step, and eval mode falls back to autograd."""
+    native, plain = pair(data, norm, 32)
+    for tr in (native, plain):
+        tr.model.norm.eps = 0.1
+        if norm == "batch":
+            tr.model.norm.momentum = 0.5
+    x, y = data["train"]
+    assert native.compute_gradient(x[:64], y[:64])[0] == pytest.approx(plain.compute_gradient(x[:64], y[:64])[0])
+    assert_same_gradient(native, plain)
+    if norm == "batch":
+        torch.testing.assert_close(native.model.norm.running_var, plain.model.norm.running_var)
+    for tr in (native, plain):
+        tr.model.eval()  # running statistics: not what the kernel computes, so the step takes autograd
+    before = {k: v.clone() for k, v in native.model.norm.state_dict().items()}
+    assert native.compute_gradient(x[:64], y[:64])[0] == pytest.approx(plain.compute_gradient(x[:64], y[:64])[0])
+    assert_same_gradient(native, plain)
+    for key, value in native.model.norm.state_dict().items():  # eval mode: no running-statistics update
+        assert torch.equal(value, before[key]), key

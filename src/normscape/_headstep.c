@@ -247,11 +247,19 @@ WIDEST_SIMD static double classifier(const Step *s, float *act, float *logits, i
     return loss;
 }
 
-static int get_buffer(PyObject *obj, Py_buffer *view, int writable, Py_ssize_t items, Py_ssize_t itemsize,
-                      const char *name) {
-    if (PyObject_GetBuffer(obj, view, (writable ? PyBUF_WRITABLE : 0) | PyBUF_C_CONTIGUOUS) < 0) return -1;
-    if (view->len != items * itemsize) {
-        PyErr_Format(PyExc_ValueError, "%s holds %zd bytes, expected %zd", name, view->len, items * itemsize);
+/* The buffer's element type: float32 ('f') or int64 ('l' / 'q' with 8-byte items), byte-order prefix ignored. */
+static int is_type(const Py_buffer *view, char type) {
+    const char *f = view->format ? view->format : "B";
+    if (*f == '@' || *f == '=' || *f == '<') f++;
+    if (type == 'f') return f[0] == 'f' && f[1] == 0 && view->itemsize == 4;
+    return (f[0] == 'l' || f[0] == 'q') && f[1] == 0 && view->itemsize == 8;
+}
+
+static int get_buffer(PyObject *obj, Py_buffer *view, int writable, Py_ssize_t items, char type, const char *name) {
+    if (PyObject_GetBuffer(obj, view, (writable ? PyBUF_WRITABLE : 0) | PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0)
+        return -1;
+    if (!is_type(view, type) || view->len != items * view->itemsize) {
+        PyErr_Format(PyExc_ValueError, "%s must hold %zd %s values", name, items, type == 'f' ? "float32" : "int64");
         PyBuffer_Release(view);
         return -1;
     }
@@ -287,18 +295,18 @@ static PyObject *step(PyObject *self, PyObject *args) {
     Step s = {0};
     PyObject *result = NULL;
     float *work = NULL;
-    if (PyObject_GetBuffer(z_obj, &z, PyBUF_C_CONTIGUOUS | PyBUF_ND) < 0) return NULL;
+    if (PyObject_GetBuffer(z_obj, &z, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return NULL;
     held[n_held++] = &z;
-    if (z.ndim != 2 || z.itemsize != 4) {
+    if (z.ndim != 2 || !is_type(&z, 'f')) {
         PyErr_SetString(PyExc_ValueError, "z must be a float32 (N, H) array");
         goto done;
     }
     s.rule = rule;
     s.n = z.shape[0];
     s.h = z.shape[1];
-    if (PyObject_GetBuffer(w2_obj, &w2, PyBUF_C_CONTIGUOUS | PyBUF_ND) < 0) goto done;
+    if (PyObject_GetBuffer(w2_obj, &w2, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) goto done;
     held[n_held++] = &w2;
-    if (w2.ndim != 2 || w2.itemsize != 4 || w2.shape[1] != s.h || w2.shape[0] < 1) {
+    if (w2.ndim != 2 || !is_type(&w2, 'f') || w2.shape[1] != s.h || w2.shape[0] < 1) {
         PyErr_SetString(PyExc_ValueError, "w2 must be a float32 (C, H) array");
         goto done;
     }
@@ -311,29 +319,29 @@ static PyObject *step(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "empty batch, a batch of one row under BatchNorm, or groups not dividing H");
         goto done;
     }
-    if (get_buffer(labels_obj, &labels, 0, s.n, 8, "labels") < 0) goto done;
+    if (get_buffer(labels_obj, &labels, 0, s.n, 'l', "labels") < 0) goto done;
     held[n_held++] = &labels;
-    if (get_buffer(b2_obj, &b2, 0, s.c, 4, "b2") < 0) goto done;
+    if (get_buffer(b2_obj, &b2, 0, s.c, 'f', "b2") < 0) goto done;
     held[n_held++] = &b2;
-    if (get_buffer(dz_obj, &dz, 1, s.n * s.h, 4, "dz") < 0) goto done;
+    if (get_buffer(dz_obj, &dz, 1, s.n * s.h, 'f', "dz") < 0) goto done;
     held[n_held++] = &dz;
-    if (get_buffer(db1_obj, &db1, 1, s.h, 4, "db1") < 0) goto done;
+    if (get_buffer(db1_obj, &db1, 1, s.h, 'f', "db1") < 0) goto done;
     held[n_held++] = &db1;
-    if (get_buffer(dw2_obj, &dw2, 1, s.c * s.h, 4, "dw2") < 0) goto done;
+    if (get_buffer(dw2_obj, &dw2, 1, s.c * s.h, 'f', "dw2") < 0) goto done;
     held[n_held++] = &dw2;
-    if (get_buffer(db2_obj, &db2, 1, s.c, 4, "db2") < 0) goto done;
+    if (get_buffer(db2_obj, &db2, 1, s.c, 'f', "db2") < 0) goto done;
     held[n_held++] = &db2;
     for (Py_ssize_t k = 0; k < np_; k++) {
         Py_ssize_t items = k == 3 ? 1 : s.h; /* eps_l is one number */
-        if (get_buffer(PyTuple_GET_ITEM(params_obj, k), &params[k], 0, items, 4, "a norm parameter") < 0) goto done;
+        if (get_buffer(PyTuple_GET_ITEM(params_obj, k), &params[k], 0, items, 'f', "a norm parameter") < 0) goto done;
         held[n_held++] = &params[k];
-        if (get_buffer(PyTuple_GET_ITEM(grads_obj, k), &grads[k], 1, items, 4, "a norm gradient") < 0) goto done;
+        if (get_buffer(PyTuple_GET_ITEM(grads_obj, k), &grads[k], 1, items, 'f', "a norm gradient") < 0) goto done;
         held[n_held++] = &grads[k];
         s.param[k] = params[k].buf;
         s.grad[k] = grads[k].buf;
     }
     for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(running_obj); k++) {
-        if (get_buffer(PyTuple_GET_ITEM(running_obj, k), &running[k], 1, s.h, 4, "a running statistic") < 0) goto done;
+        if (get_buffer(PyTuple_GET_ITEM(running_obj, k), &running[k], 1, s.h, 'f', "a running statistic") < 0) goto done;
         held[n_held++] = &running[k];
     }
     const int64_t *label = labels.buf;

@@ -79,10 +79,8 @@ class HeadStep:
     gradient views), every gradient written (none accumulated)."""
 
     def __init__(self, model: torch.nn.Module, rule: str, settings: dict):
-        self.model = model
+        self.model, self.rule, self.norm = model, rule, model.norm
         self.code = RULE_CODES[rule]
-        self.groups, self.eps = int(settings["groups"]), float(settings["eps"])
-        self.momentum = float(settings.get("momentum", 0.0))
         self.batchnorm = model.norm if rule == "batch" else None
         # numpy views of the parameters, running statistics and gradient buffers: the trainer and its optimiser
         # update all of them in place, so the views stay valid for the whole run
@@ -93,7 +91,7 @@ class HeadStep:
         self.grad_w1, self.grad_b1 = model.fc1.weight.grad, model.fc1.bias.grad.numpy()
         self.w2, self.b2 = model.fc2.weight.detach().numpy(), model.fc2.bias.detach().numpy()
         self.grad_w2, self.grad_b2 = model.fc2.weight.grad.numpy(), model.fc2.bias.grad.numpy()
-        self.dz = torch.empty(0, self.w1.shape[0])
+        self.dz = torch.empty(0, self.w1.shape[0], dtype=torch.float32)
 
     @classmethod
     def build(cls, model: torch.nn.Module) -> HeadStep | None:
@@ -118,18 +116,25 @@ class HeadStep:
             return None
         return cls(model, rule, settings)
 
-    def __call__(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[float, int]:
+    def __call__(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[float, int] | None:
+        """(mean loss, correct predictions), or None where the step does not apply NOW — the model in eval mode,
+        its norm replaced or set to something the kernel does not compute — and the caller must use autograd.
+        The norm's settings (eps, momentum, groups) are read from the module at every call: a user may change
+        them on a built model."""
+        settings, why = _norm_settings(self.model.norm, self.rule)
+        if why is not None or not self.model.training or self.model.norm is not self.norm:
+            return None
         n = len(xb)
         if self.dz.shape[0] < n:
-            self.dz = torch.empty(n, self.w1.shape[0])
+            self.dz = torch.empty(n, self.w1.shape[0], dtype=torch.float32)
         dz = self.dz[:n]
-        xb, yb = xb.contiguous(), yb.to(torch.int64).contiguous()  # no copies for the trainer's batches
+        xb, yb = xb.contiguous(), yb.contiguous()  # no copies for the trainer's batches
         z = torch.addmm(self.b1, xb, self.w1.t())
         loss, correct = _native.step(
             self.code,
-            self.groups,
-            self.eps,
-            self.momentum,
+            int(settings["groups"]),
+            float(settings["eps"]),
+            float(settings.get("momentum", 0.0)),
             z.numpy(),
             yb.numpy(),
             self.w2,

@@ -335,7 +335,9 @@ class Trainer:
     def compute_gradient(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[float, int]:
         """Forward and backward of one batch: (mean loss, correct predictions); its gradient is in ``flat_grad``."""
         if self.head_step is not None:
-            return self.head_step(xb, yb)
+            native = self.head_step(xb, yb)
+            if native is not None:  # None: the native step does not apply to the model as it is now (eval mode, ...)
+                return native
         fc1 = self.model.fc1
         logits = self.model.after_fc1(LinearGradInto.apply(xb, fc1.weight, fc1.bias, *self.fc1_grads))
         loss = F.cross_entropy(logits, yb)
