@@ -11,9 +11,12 @@ Which norms: each registered norm names its ``train_rule`` (normscape/norms.py):
 ``batch`` (BatchNorm in training mode, running statistics updated as torch does), ``moments`` (LayerNorm =
 1 group, GroupNorm), ``frn`` (FRN + TLU, fixed or learned eps). A norm without one, a module configured
 differently from what its rule computes (e.g. no affine), dropout > 0, a GPU or a missing build: the trainer
-uses torch's autograd path (:meth:`HeadStep.build` returns None and says why). Both paths compute the same
-function; they agree to float32 rounding (tests/test_headstep.py, for every rule, batch after batch), and
-each is bit-reproducible on one machine.
+uses torch's autograd path (:meth:`HeadStep.build` returns None and says why); so does a step taken in eval mode
+or after the norm was changed to something the kernel does not compute (the step returns None). Both paths
+compute the same function; they agree to float32 rounding (tests/test_headstep.py, for every rule, batch after
+batch), and each is bit-reproducible on one machine. For FRN the native backward uses the closed form
+d(z r)/dz = eps r^3 (r = 1/sqrt(z^2 + eps)); autograd sums r - z^2 r^3, which cancels to rounding noise where
+|z| >> sqrt(eps): both are float32-close on the gradient's scale, the native one also on those tiny entries.
 """
 
 from __future__ import annotations
