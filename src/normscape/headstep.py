@@ -25,6 +25,7 @@ import logging
 
 import torch
 
+from normscape.frn import FilterResponseNorm
 from normscape.norms import TRAIN_RULES, get_norm
 
 try:
@@ -67,8 +68,6 @@ def _norm_settings(norm: torch.nn.Module, rule: str) -> tuple[dict, str | None]:
             return {}, "a moments norm that is neither LayerNorm nor GroupNorm with affine parameters"
         return {"params": (norm.weight, norm.bias), "running": (), "groups": groups, "eps": float(norm.eps)}, None
     if rule == "frn":
-        from normscape.frn import FilterResponseNorm
-
         if not isinstance(norm, FilterResponseNorm):
             return {}, "not a FilterResponseNorm"
         params = (norm.weight, norm.bias, norm.tau) + ((norm.eps_l,) if norm.learnable_eps else ())
@@ -84,7 +83,6 @@ class HeadStep:
     def __init__(self, model: torch.nn.Module, rule: str, settings: dict):
         self.model, self.rule, self.norm = model, rule, model.norm
         self.code = RULE_CODES[rule]
-        self.batchnorm = model.norm if rule == "batch" else None
         # numpy views of the parameters, running statistics and gradient buffers: the trainer and its optimiser
         # update all of them in place, so the views stay valid for the whole run
         self.params = tuple(p.detach().numpy() for p in settings["params"])
@@ -151,6 +149,6 @@ class HeadStep:
             self.grads,
         )
         torch.mm(dz.t(), xb, out=self.grad_w1)  # fc1's weight gradient, as the torch path computes it
-        if self.batchnorm is not None:
-            self.batchnorm.num_batches_tracked.add_(1)
+        if self.rule == "batch":
+            self.norm.num_batches_tracked.add_(1)
         return loss, correct
