@@ -176,3 +176,52 @@ def test_linear_probe_learns_separable_features(features_file):
 
     result = linear_probe(str(features_file), train_samples=1000)
     assert result["train_samples"] == 1000 and result["test_acc"] > 0.9
+
+
+def test_cache_check_without_torchvision_equals_resolving_the_config(tmp_path, synthetic_archive):
+    """A training job checks the cache against its config without importing torchvision (~1.5 s of CPU a job)
+    when the cache records the same backbone request; what it expects is what resolving the config gives."""
+    import json
+    import subprocess
+    import sys
+
+    import torchvision
+
+    dataset = tmp_path / "cifar10.h5"
+    data = data_config()
+    prepare_dataset(synthetic_archive, dataset, data)
+    weights_file = tmp_path / "mobilenet_v2.pth"
+    torch.manual_seed(0)
+    torch.save(torchvision.models.mobilenet_v2().state_dict(), weights_file)
+    # DEFAULT and no input size: both resolved from torchvision's metadata (IMAGENET1K_V2, 224 px)
+    backbone = {"arch": "mobilenet_v2", "weights": "DEFAULT", "weights_sha256": None, "input_size": None}
+    backbone["precision"] = "auto"
+    out = tmp_path / "features.h5"
+    extract_features(
+        dataset,
+        out,
+        weights_file=weights_file,
+        device="cpu",
+        batch_size=32,
+        splits=("val",),
+        **{key: backbone[key] for key in ("weights", "weights_sha256", "input_size", "precision", "arch")},
+    )
+    assert featurestore.read_attrs(out)["backbone_request"] == featurestore.backbone_request(backbone)
+    resolved = featurestore.expected_attrs(backbone, data)
+    assert (resolved["weights_id"], resolved["input_size"]) == ("torchvision:IMAGENET1K_V2", 224)
+    assert featurestore.expected_attrs(backbone, data, cache=out) == resolved
+    featurestore.require_compatible(out, resolved)
+
+    script = (
+        "import json, sys; from normscape import featurestore; "
+        f"e = featurestore.expected_attrs({backbone!r}, {dict(data)!r}, cache={str(out)!r}); "
+        "print(json.dumps({'expected': e, 'torchvision': 'torchvision' in sys.modules}))"
+    )
+    child = json.loads(subprocess.run([sys.executable, "-c", script], capture_output=True, check=True).stdout)
+    assert child == {"expected": resolved, "torchvision": False}
+
+    # another request (an explicit input size) is resolved for real, and the cache does not fit it
+    other = featurestore.expected_attrs({**backbone, "input_size": 96}, data, cache=out)
+    assert other == featurestore.expected_attrs({**backbone, "input_size": 96}, data)
+    with pytest.raises(DataError, match="input_size: file has 224, config wants 96"):
+        featurestore.require_compatible(out, other)

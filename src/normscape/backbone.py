@@ -29,7 +29,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import torchvision
 from torch import nn
 
 from normscape.cifar import file_digest
@@ -50,9 +49,17 @@ BUILD_OPTIONS: dict[str, Callable[[int, str], dict]] = {
 
 
 # --------------------------------------------------------------------------------------------- the registry
+def _models():
+    """torchvision.models, imported on first use: importing torchvision costs ~1.5 s of CPU, which every job
+    that only checks a feature cache against the config (normscape.featurestore) would pay."""
+    import torchvision.models
+
+    return torchvision.models
+
+
 def available_archs() -> list[str]:
     """Every torchvision classification builder name."""
-    return sorted(torchvision.models.list_models(module=torchvision.models))
+    return sorted(_models().list_models(module=_models()))
 
 
 def check_arch(arch: str) -> None:
@@ -65,7 +72,7 @@ def check_arch(arch: str) -> None:
 def weights_names(arch: str) -> list[str]:
     """The torchvision weights names of ``arch`` (``IMAGENET1K_V1``, ..., and ``DEFAULT``)."""
     check_arch(arch)
-    return [w.name for w in torchvision.models.get_model_weights(arch)] + ["DEFAULT"]
+    return [w.name for w in _models().get_model_weights(arch)] + ["DEFAULT"]
 
 
 def is_torchvision_weights(arch: str, weights: str) -> bool:
@@ -79,7 +86,7 @@ def torchvision_weights(arch: str, weights: str):
             f"backbone.weights {weights!r} is not a torchvision weights name of {arch} (those are "
             f"{weights_names(arch)}), 'random', or an existing state_dict file."
         )
-    enum = torchvision.models.get_model_weights(arch)
+    enum = _models().get_model_weights(arch)
     return enum.DEFAULT if weights == "DEFAULT" else enum[weights]
 
 
@@ -177,7 +184,7 @@ def build_backbone(
     }
     if weights == RANDOM_WEIGHTS:
         torch.manual_seed(0)  # the same random backbone every time
-    model = torchvision.models.get_model(arch, weights=None, **kwargs)
+    model = _models().get_model(arch, weights=None, **kwargs)
     head_name, head = _last_linear(model)
     dropped = {f"{head_name}.weight", f"{head_name}.bias"}
     if weights != RANDOM_WEIGHTS:

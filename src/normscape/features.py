@@ -156,6 +156,8 @@ def extract_features(
     shard (:mod:`normscape.shards`) that ``merge_shards`` joins into the unsharded file bit for bit.
     """
     data = load_prepared(dataset_path)
+    request = {"arch": arch, "weights": weights, "weights_sha256": weights_sha256, "input_size": input_size}
+    request = featurestore.backbone_request({**request, "precision": precision})  # the settings as configured
     pre = preprocessing(arch, weights)
     input_size = input_size or pre["input_size"]
     model = build_backbone(weights, weights_file, weights_sha256, arch=arch, input_size=input_size)
@@ -187,6 +189,7 @@ def extract_features(
         "weights_sha256": weights_sha,
         "input_size": input_size,
         "precision": extractor.precision,
+        "backbone_request": request,  # lets a job check the cache against its config without torchvision
         "device": str(extractor.device),
         "normalization": {
             "mean": list(pre["mean"]),

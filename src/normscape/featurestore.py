@@ -8,7 +8,8 @@ Layout (``FORMAT_VERSION`` 2)::
     attrs on /          format_version, backbone, weights_id, weights_sha256, input_size, precision,
                         normalization (JSON), feature_dim, num_classes, class_names (JSON),
                         data_checksum, split_seed, split_sizes (JSON), split_fingerprint, identity,
-                        versions (JSON), created (ISO 8601 UTC)
+                        backbone_request (digest of the backbone settings as configured; not part of the
+                        identity), versions (JSON), created (ISO 8601 UTC)
 
 Provenance: ``identity`` is a digest of everything the features were computed from — the ``IDENTITY_ATTRS``
 (backbone, weights and their sha256, input size, precision, preprocessing, data archive checksum) plus
@@ -250,25 +251,55 @@ def check_readable(path: str | Path) -> str | None:
     return None
 
 
-def expected_attrs(backbone: Mapping[str, Any], data: Mapping[str, Any]) -> dict[str, Any]:
+BACKBONE_REQUEST_KEYS = ("arch", "weights", "weights_sha256", "input_size", "precision")
+
+
+def backbone_request(backbone: Mapping[str, Any]) -> str:
+    """Digest of the backbone settings as the config states them (before defaults are resolved) and of the
+    torchvision that resolves them; extraction records it as the ``backbone_request`` attribute."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        torchvision_version = version("torchvision")
+    except PackageNotFoundError:
+        torchvision_version = None
+    request = {key: backbone.get(key) for key in BACKBONE_REQUEST_KEYS}
+    return digest({**request, "torchvision": torchvision_version})
+
+
+def _could_name_torchvision_weights(weights: str) -> bool:
+    # torchvision weights enum members are upper-case identifiers (IMAGENET1K_V1, DEFAULT, ...)
+    return weights.replace("_", "").isalnum() and weights.upper() == weights
+
+
+def expected_attrs(
+    backbone: Mapping[str, Any], data: Mapping[str, Any], cache: str | Path | None = None
+) -> dict[str, Any]:
     """What the config asks a feature cache to be: compared with :func:`require_compatible` before use.
 
     Resolves what the config leaves to defaults the way extraction does (the weights' own input size, the
-    concrete torchvision weights behind ``DEFAULT``), so it imports torchvision: call it in a job, not at parse."""
-    from normscape.backbone import RANDOM_WEIGHTS, is_torchvision_weights, preprocessing, torchvision_weights
+    concrete torchvision weights behind ``DEFAULT``). That needs torchvision (~1.5 s of CPU to import), so it
+    is not done at parse time, and with ``cache`` (the feature file about to be checked) not at all when the
+    file records the same ``backbone_request``: extraction resolved exactly these settings with this
+    torchvision, so its recorded weights id and input size are what resolving them again would give (tested
+    equal). Everything else is still compared for real."""
     from normscape.datasets import split_rule
 
     arch, weights = backbone["arch"], str(backbone["weights"])
-    if weights == RANDOM_WEIGHTS:
-        weights_id = weights
-    elif is_torchvision_weights(arch, weights):
-        weights_id = f"torchvision:{torchvision_weights(arch, weights).name}"
-    else:
-        weights_id = f"file:{Path(weights).name}"
+    resolved = None
+    if cache is not None and Path(cache).is_file():
+        try:
+            stored = read_attrs(cache)
+        except (OSError, DataError):
+            stored = {}
+        if stored.get("backbone_request") == backbone_request(backbone):
+            resolved = {"weights_id": stored.get("weights_id"), "input_size": stored.get("input_size")}
+    if resolved is None:
+        resolved = _resolve_backbone(arch, weights, backbone["input_size"])
     expected = {
         "backbone": arch,
-        "weights_id": weights_id,
-        "input_size": backbone["input_size"] or preprocessing(arch, weights)["input_size"],
+        "weights_id": resolved["weights_id"],
+        "input_size": backbone["input_size"] or resolved["input_size"],
         "precision": "fp32" if backbone["precision"] == "auto" else backbone["precision"],
         "dataset": data["dataset"],
         "split_rule": split_rule(data),
@@ -276,6 +307,20 @@ def expected_attrs(backbone: Mapping[str, Any], data: Mapping[str, Any]) -> dict
     if backbone.get("weights_sha256"):
         expected["weights_sha256"] = str(backbone["weights_sha256"]).lower()
     return expected
+
+
+def _resolve_backbone(arch: str, weights: str, input_size: int | None) -> dict[str, Any]:
+    """The weights id and default input size extraction derives from the config (imports torchvision only
+    where the config leaves something to torchvision's metadata)."""
+    from normscape.backbone import RANDOM_WEIGHTS, is_torchvision_weights, preprocessing, torchvision_weights
+
+    if weights == RANDOM_WEIGHTS:
+        weights_id = weights
+    elif _could_name_torchvision_weights(weights) and is_torchvision_weights(arch, weights):
+        weights_id = f"torchvision:{torchvision_weights(arch, weights).name}"
+    else:
+        weights_id = f"file:{Path(weights).name}"
+    return {"weights_id": weights_id, "input_size": input_size or preprocessing(arch, weights)["input_size"]}
 
 
 def require_compatible(path: str | Path, expected: Mapping[str, Any]) -> str:

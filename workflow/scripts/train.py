@@ -29,7 +29,9 @@ def main(smk):
         dict(p.head),
         dict(p.grad_hist),
         tracker_factory=tracker,
-        features_expected=expected_attrs(p.features_request["backbone"], p.features_request["data"]),
+        features_expected=expected_attrs(
+            p.features_request["backbone"], p.features_request["data"], cache=smk.input.features
+        ),
         landscape_inputs="trajectory" in smk.output.keys(),  # model_init.pt + trajectory.pt: a landscape reads them
         smoothness=dict(p.smoothness) if p.smoothness else None,
         smoothness_paths=(smk.output.smoothness_h5, smk.output.smoothness_json),
