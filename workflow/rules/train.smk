@@ -29,7 +29,7 @@ TRAIN_OUTPUTS = {
 # experiment alone picks the rule: removing an experiment from landscape.experiments reruns nothing, adding one retrains its runs.
 rule train:
     input:
-        features=FEATURES,
+        unpack(train_inputs),
     output:
         **TRAIN_OUTPUTS,
     log:
@@ -53,6 +53,8 @@ rule train:
         wandb_dir=f"{RESULTS}/wandb",
         # the probe's slice only for the runs it probes (None otherwise): editing it reruns only those
         smoothness=lambda wc: smoothness_settings(wc.experiment),
+        # the run whose training this one is (normscape/sharedruns.py; None: trains itself)
+        shared_from=shared_from,
     script:
         "../scripts/train.py"
 

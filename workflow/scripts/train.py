@@ -5,14 +5,33 @@ from pathlib import Path
 from normscape.featurestore import expected_attrs
 from normscape.paths import run_id
 from normscape.runtime import script_main
+from normscape.sharedruns import reuse_run
 from normscape.tracking import WandbTracker, provenance
-from normscape.train import train_run
 
 
 def main(smk):
     p = smk.params
     run = dict(p.run)
     name = run_id(run["experiment"], run["head"], run["variant"], run["seed"])
+    if p.shared_from:  # the same training as another run of the study: its results under this run's name
+        owner_dir = Path(smk.input.shared_summary).parent
+
+        def replay_tracker(resolved, run_provenance):
+            config = {**resolved, "provenance": provenance(smk.input.features), "shared_training": p.shared_from}
+            return WandbTracker(dict(p.wandb), p.wandb_dir, run_name=name, group=run["experiment"], config=config)
+
+        reuse_run(
+            owner_dir,
+            Path(smk.output.summary).parent,
+            run,
+            dict(p.training),
+            dict(p.head),
+            dict(p.grad_hist),
+            tracker_factory=replay_tracker,
+            smoothness_paths=(smk.output.smoothness_h5, smk.output.smoothness_json),
+        )
+        return
+    from normscape.train import train_run  # imports torch: only a job that trains pays for it
 
     def tracker(resolved, trainer):
         config = {**resolved, "provenance": provenance(smk.input.features)}
