@@ -119,3 +119,38 @@ def test_jobstats_sums_per_stage(tmp_path, capsys):
     assert "| 2 | 20 | 30 | 2 | 6.7 | 1100 |" in train_row  # 2 / (28 + 2) = 6.7 % system time
     assert "| **total** | 3 | 30 | 42 | 5 | 11.9 |" in out and "train 1" in out
     assert main([str(tmp_path / "nope")]) == 2
+
+
+@pytest.mark.parametrize("outcome", ["finished", "user_error"])
+def test_a_script_job_ends_with_its_log_complete_and_the_right_status(tmp_path, outcome):
+    """A finished job skips the interpreter's teardown (runtime.exit_finished_job): exit status 0 and the log,
+    usage line included, complete on disk; a user error still exits 1 with its one-line message."""
+    import subprocess
+    import sys
+
+    from normscape.jobstats import parse_usage
+
+    log = tmp_path / "job.log"
+    script = f"""
+import types
+from normscape.errors import ConfigError
+from normscape.runtime import script_main
+
+def main(smk):
+    with open({str(tmp_path / "out.txt")!r}, "w") as fh:
+        fh.write("written")
+    if {outcome == "user_error"}:
+        raise ConfigError("training.lr must be positive: fix config.yaml")
+
+script_main(types.SimpleNamespace(log=[{str(log)!r}], threads=1), main)
+print("not reached when the job ended")
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert (tmp_path / "out.txt").read_text() == "written"
+    text = log.read_text()
+    if outcome == "finished":
+        assert proc.returncode == 0, proc.stderr
+        assert parse_usage(text) is not None and text.endswith("\n"), text
+        assert "not reached" not in proc.stdout
+    else:
+        assert proc.returncode == 1 and "training.lr must be positive" in text and "Traceback" not in text
