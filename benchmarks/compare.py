@@ -5,6 +5,11 @@ python -m benchmarks.compare /tmp/run1.json /tmp/run2.json            # every fi
 
 Each row present in both files is compared on ``value`` and ``ratio_vs_naive`` (where both runs have one):
 relative difference = |a - b| / max(|a|, |b|). Rows only one run has are listed, not failed.
+
+A row may state its measurement resolution (``details.resolution``, in its unit): values that differ by no more
+than that agree whatever their relative difference (0 vs 9 page faults per image is 10x, and the same at the
+resolution of a figure whose naive side is 2,000), and where a run's value is within it of zero, its ratio vs
+naive (a division by noise) is not compared.
 """
 
 from __future__ import annotations
@@ -30,14 +35,15 @@ def compare(first: list[dict], second: list[dict], tolerance: float = 0.2) -> tu
         other = by_name.get(row["name"])
         if other is None:
             continue
+        resolution = max(float(r.get("details", {}).get("resolution", 0.0)) for r in (row, other))
+        at_floor = any(abs(float(r["value"])) <= resolution for r in (row, other)) if resolution else False
         for field in FIELDS:
             a, b = row.get(field), other.get(field)
-            if a is None or b is None:
+            if a is None or b is None or (field == "ratio_vs_naive" and at_floor):
                 continue
             rel = relative_difference(float(a), float(b))
-            records.append(
-                {"name": row["name"], "field": field, "a": a, "b": b, "relative": rel, "ok": rel <= tolerance}
-            )
+            ok = rel <= tolerance or (field == "value" and abs(float(a) - float(b)) <= resolution)
+            records.append({"name": row["name"], "field": field, "a": a, "b": b, "relative": rel, "ok": ok})
     return records, unmatched
 
 

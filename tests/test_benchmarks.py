@@ -80,6 +80,22 @@ def test_compare_flags_figures_outside_the_tolerance(tmp_path):
     assert main([str(paths[0]), str(paths[2])]) == 0  # a run against itself
 
 
+def test_compare_agrees_within_a_rows_stated_resolution():
+    from benchmarks.compare import compare
+
+    def row(value, ratio, resolution=50.0):
+        return {"name": "faults", "value": value, "ratio_vs_naive": ratio, "details": {"resolution": resolution}}
+
+    # 0 vs 9.8 faults/image at a resolution of 50: the same figure; the ratio (2,000 / ~0) is not compared
+    records, _ = compare([row(0.0, None)], [row(9.8, 204.0)])
+    assert [(r["field"], r["ok"]) for r in records] == [("value", True)]
+    # above the resolution the relative tolerance applies again, to the value and to the ratio
+    records, _ = compare([row(100.0, 20.0)], [row(300.0, 6.7)])
+    assert [(r["field"], r["ok"]) for r in records] == [("value", False), ("ratio_vs_naive", False)]
+    records, _ = compare([row(100.0, 20.0, 0.0)], [row(110.0, 18.2, 0.0)])
+    assert all(r["ok"] for r in records)
+
+
 def test_a_run_without_a_gpu_keeps_the_gpu_rows_of_the_last_run_with_one():
     import torch
 
