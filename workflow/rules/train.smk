@@ -26,7 +26,10 @@ TRAIN_OUTPUTS = {
 
 # Runs of the experiments in landscape.experiments are trained by train_tracked, which also keeps what their
 # landscape reads: the trajectory (~21 MB a run) and the initial model; the rest by train, without them. The
-# experiment alone picks the rule: removing an experiment from landscape.experiments reruns nothing, adding one retrains its runs.
+# experiment alone picks the rule: removing an experiment from landscape.experiments reruns nothing (unless its runs
+# are then the same training as other runs: they reuse those, a copy), adding one retrains its runs.
+# A run that is the same training as another (normscape/sharedruns.py) gets that run's outputs as inputs and
+# `shared_from` names it: its job copies the results instead of training.
 rule train:
     input:
         unpack(train_inputs),
