@@ -267,11 +267,6 @@ def backbone_request(backbone: Mapping[str, Any]) -> str:
     return digest({**request, "torchvision": torchvision_version})
 
 
-def _could_name_torchvision_weights(weights: str) -> bool:
-    # torchvision weights enum members are upper-case identifiers (IMAGENET1K_V1, DEFAULT, ...)
-    return weights.replace("_", "").isalnum() and weights.upper() == weights
-
-
 def expected_attrs(
     backbone: Mapping[str, Any], data: Mapping[str, Any], cache: str | Path | None = None
 ) -> dict[str, Any]:
@@ -299,7 +294,7 @@ def expected_attrs(
     expected = {
         "backbone": arch,
         "weights_id": resolved["weights_id"],
-        "input_size": backbone["input_size"] or resolved["input_size"],
+        "input_size": resolved["input_size"],
         "precision": "fp32" if backbone["precision"] == "auto" else backbone["precision"],
         "dataset": data["dataset"],
         "split_rule": split_rule(data),
@@ -310,13 +305,12 @@ def expected_attrs(
 
 
 def _resolve_backbone(arch: str, weights: str, input_size: int | None) -> dict[str, Any]:
-    """The weights id and default input size extraction derives from the config (imports torchvision only
-    where the config leaves something to torchvision's metadata)."""
+    """The weights id and input size extraction derives from the config (imports torchvision)."""
     from normscape.backbone import RANDOM_WEIGHTS, is_torchvision_weights, preprocessing, torchvision_weights
 
     if weights == RANDOM_WEIGHTS:
         weights_id = weights
-    elif _could_name_torchvision_weights(weights) and is_torchvision_weights(arch, weights):
+    elif is_torchvision_weights(arch, weights):
         weights_id = f"torchvision:{torchvision_weights(arch, weights).name}"
     else:
         weights_id = f"file:{Path(weights).name}"

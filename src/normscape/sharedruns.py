@@ -16,7 +16,6 @@ Changing a setting so that two runs no longer agree makes the reusing run's job 
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import shutil
@@ -37,10 +36,10 @@ def training_signature(run: RunSpec) -> str:
     return json.dumps({"head": run.head, "seed": run.seed, "training": run.training}, sort_keys=True, default=str)
 
 
-def needs_own_training(run: RunSpec, config: dict) -> bool:
-    """A run whose outputs go beyond the plain training's: a landscape reads its trajectory, or it is probed."""
-    extra = set(config["landscape"]["experiments"]) | set(measured_experiments("smoothness.json", config))
-    return run.experiment in extra
+def experiments_with_own_outputs(config: dict) -> set[str]:
+    """The experiments whose runs have outputs beyond the plain training's: a landscape reads their trajectory,
+    or they are probed."""
+    return set(config["landscape"]["experiments"]) | set(measured_experiments("smoothness.json", config))
 
 
 def shared_trainings(config: dict) -> dict[str, RunSpec]:
@@ -48,29 +47,16 @@ def shared_trainings(config: dict) -> dict[str, RunSpec]:
 
     Per training signature the first run that needs its own training (else the first run in the study's
     order) trains; the other runs of that signature that need no training of their own reuse it."""
-    runs = enumerate_runs(config)
+    runs, own = enumerate_runs(config), experiments_with_own_outputs(config)
+    signatures = {run.run_id: training_signature(run) for run in runs}
     owners: dict[str, RunSpec] = {}
-    for run in sorted(runs, key=lambda r: not needs_own_training(r, config)):  # stable: study order within
-        owners.setdefault(training_signature(run), run)
+    for run in sorted(runs, key=lambda r: r.experiment not in own):  # stable: study order within
+        owners.setdefault(signatures[run.run_id], run)
     return {
-        run.run_id: owners[training_signature(run)]
+        run.run_id: owners[signatures[run.run_id]]
         for run in runs
-        if owners[training_signature(run)] is not run and not needs_own_training(run, config)
+        if owners[signatures[run.run_id]] is not run and run.experiment not in own
     }
-
-
-def _metric_value(text: str) -> Any:
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            continue
-    return text
-
-
-def read_metrics_csv(path: str | Path) -> list[dict[str, Any]]:
-    with open(path, newline="") as fh:
-        return [{key: _metric_value(value) for key, value in row.items()} for row in csv.DictReader(fh)]
 
 
 def reuse_run(
@@ -116,7 +102,7 @@ def reuse_run(
 
         attrs = {"head": run["head"], "run_identity": provenance["identity"], "probed": False}
         write_smoothness(*smoothness_paths, SmoothnessProbe(), attrs)
-    tracker = tracker_factory(resolved, provenance) if tracker_factory else None
+    tracker = tracker_factory(resolved) if tracker_factory else None
     try:
         if tracker is not None:
             replay_epochs(tracker, run_dir)
@@ -131,14 +117,17 @@ def reuse_run(
 def replay_epochs(tracker, run_dir: Path) -> None:
     """Log every epoch's metrics and gradient histograms (from metrics.csv and grads.h5) as training does."""
     import h5py
+    import pandas as pd
 
-    rows = read_metrics_csv(run_dir / "metrics.csv")
+    from normscape.results import load_grad_hist
+
+    rows = pd.read_csv(run_dir / "metrics.csv").to_dict("records")
     with h5py.File(run_dir / "grads.h5", "r") as f:
-        edges = f["edges"][()]
-        layers = {name: {key: f[f"layers/{name}/{key}"][()] for key in f[f"layers/{name}"]} for name in f["layers"]}
+        names = list(f["layers"])
+    layers = {name: load_grad_hist(run_dir / "grads.h5", name) for name in names}
     for index, row in enumerate(rows):
         hist_epoch = {
-            name: {key: arrays[key][index] for key in ("counts", "underflow", "overflow")}
-            for name, arrays in layers.items()
+            name: {key: hist[key][index] for key in ("counts", "underflow", "overflow")}
+            for name, hist in layers.items()
         }
-        tracker.log_epoch(row, hist_epoch, edges)
+        tracker.log_epoch(row, hist_epoch, layers[names[0]]["edges"])

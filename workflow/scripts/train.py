@@ -21,7 +21,7 @@ def main(smk):
         return WandbTracker(dict(p.wandb), p.wandb_dir, run_name=name, group=run["experiment"], config=config)
 
     if p.shared_from:  # the same training as another run of the study: its results under this run's name
-        replay = lambda resolved, _provenance: wandb_run(resolved, shared_training=p.shared_from)  # noqa: E731
+        replay = lambda resolved: wandb_run(resolved, shared_training=p.shared_from)  # noqa: E731
         owner_dir = Path(smk.input.shared_summary).parent
         reuse_run(owner_dir, run_dir, run, *settings, tracker_factory=replay, smoothness_paths=smoothness_paths)
         return
