@@ -144,6 +144,44 @@ def test_load_rows_equals_indexing_the_whole_split(features_file):
         featurestore.load_rows(features_file, "bogus", np.array([0]))
 
 
+def test_map_split_equals_load_split(tmp_path, features_file):
+    """The trainer's reader maps the file where the writer laid the rows out back to back (every split of a store
+    written by write_features: chunks of 1024 rows and a partial last one) and reads it otherwise (compressed or
+    contiguous datasets, another dtype); the arrays equal load_split's either way."""
+    import h5py
+
+    for split in ("train", "val", "test"):
+        x, y = featurestore.map_split(features_file, split)
+        x_ref, y_ref = featurestore.load_split(features_file, split)
+        assert isinstance(x, np.memmap) and x.dtype == np.float32 and x.flags.writeable
+        np.testing.assert_array_equal(x, x_ref)
+        np.testing.assert_array_equal(y, y_ref)
+        assert torch.equal(torch.from_numpy(x)[7], torch.from_numpy(x_ref)[7])
+    x, _ = featurestore.map_split(features_file, "train")
+    before = float(x[0, 0])
+    x[0, 0] = before + 1.0  # copy-on-write: the file keeps its value
+    assert featurestore.load_split(features_file, "train")[0][0, 0] == before != x[0, 0]
+
+    x_ref, y_ref = featurestore.load_split(features_file, "val")
+    for name, kwargs, mapped in [
+        ("gzip", {"chunks": (100, 1280), "compression": "gzip"}, False),
+        ("contiguous", {}, True),
+        ("float64", {"dtype": np.float64}, False),
+        ("narrow_chunks", {"chunks": (100, 640)}, False),
+    ]:
+        other = tmp_path / f"{name}.h5"
+        with h5py.File(other, "w") as f:
+            data = x_ref.astype(kwargs.pop("dtype", np.float32))
+            f.create_dataset("val/features", data=data, **kwargs)
+            f.create_dataset("val/labels", data=y_ref)
+        x, y = featurestore.map_split(other, "val")
+        assert isinstance(x, np.memmap) == mapped, name
+        np.testing.assert_array_equal(x, x_ref.astype(x.dtype))
+        np.testing.assert_array_equal(y, y_ref)
+    with pytest.raises(DataError, match="no split 'bogus'"):
+        featurestore.map_split(features_file, "bogus")
+
+
 def test_truncated_feature_file_is_reported(tmp_path, features_file):
     bad = tmp_path / "trunc.h5"
     bad.write_bytes(features_file.read_bytes()[:4096])

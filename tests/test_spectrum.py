@@ -174,11 +174,12 @@ def test_factored_hvp_equals_autodiff_through_the_whole_head(norm, mode):
     v = torch.randn(loss.dim, dtype=torch.float64, generator=g)
     np.testing.assert_allclose(loss.hvp(v, at=at), loss.hvp_autodiff(v, at=at), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(loss.hvp(v), loss.hvp_autodiff(v), rtol=1e-10, atol=1e-12)
-    # and in float32, to float32 rounding
+    # and in float32, as close to the float64 product as torch.func's float32 product is (to float32 rounding;
+    # GroupNorm's one-unit groups here amplify rounding to ~3e-5 in both)
     loss32 = HeadLoss(model, x, y, mode=mode, batch_size=16, dtype=torch.float32)
-    v32 = v.float()
-    ref = loss32.hvp_autodiff(v32)
-    assert float((loss32.hvp(v32) - ref).norm() / ref.norm()) < 1e-5
+    exact = loss.hvp(v)
+    error = lambda product: float((product.double() - exact).norm() / exact.norm())  # noqa: E731
+    assert error(loss32.hvp(v.float())) < max(1e-5, 2 * error(loss32.hvp_autodiff(v.float())))
 
 
 def test_float32_products_give_the_float64_spectrum_to_float32_accuracy():
@@ -190,3 +191,24 @@ def test_float32_products_give_the_float64_spectrum_to_float32_accuracy():
     np.testing.assert_allclose(b["top_eigenvalues"], a["top_eigenvalues"], rtol=1e-4)
     for block in a["blocks"]:
         assert b["blocks"][block]["top_eigenvalue"] == pytest.approx(a["blocks"][block]["top_eigenvalue"], rel=1e-4)
+
+
+def test_derivatives_do_not_load_torch_dynamo():
+    """Gradients and Hessian-vector products go through torch.autograd: torch.func's transforms import
+    torch._dynamo on first use, ~1.4 s of CPU in every job that probes a head (training with the smoothness probe,
+    curvature, sharpness). Checked in a fresh process, for a BatchNorm head in train mode (the longest path)."""
+    import subprocess
+    import sys
+
+    script = """
+import sys, torch
+from normscape.headloss import HeadLoss
+from normscape.heads import build_head
+model = build_head(norm="batch", in_features=12, hidden=8, num_classes=3, dropout=0.0)
+loss = HeadLoss(model, torch.randn(32, 12), torch.randint(0, 3, (32,)), mode="train", batch_size=8)
+loss.value_and_grad(loss.theta); loss.grad(loss.theta)
+loss.hvp(torch.randn(loss.dim)); loss.tail_hvp(torch.randn(loss.dim - loss.fc1_size))
+print("torch._dynamo" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

@@ -175,6 +175,56 @@ def load_split(path: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
             ) from None
 
 
+def _file_extent(features: h5py.Dataset) -> int | None:
+    """Byte offset of ``features``' rows when they lie in the file back to back in row order, unfiltered and
+    little-endian float32 (so a memory map of the file IS the array); else None."""
+    if features.dtype != np.dtype("<f4") or features.ndim != 2 or len(features) == 0:
+        return None
+    dsid = features.id
+    if features.chunks is None:  # contiguous layout
+        offset = dsid.get_offset()
+        return None if offset is None else int(offset)
+    if dsid.get_create_plist().get_nfilters() or features.chunks[1] != features.shape[1]:
+        return None
+    rows_per_chunk = features.chunks[0]
+    chunk_bytes = rows_per_chunk * features.shape[1] * 4
+    n_chunks = -(-len(features) // rows_per_chunk)
+    if dsid.get_num_chunks() != n_chunks:
+        return None
+    starts = sorted(
+        (info.chunk_offset[0], info.byte_offset, info.size) for info in map(dsid.get_chunk_info, range(n_chunks))
+    )
+    first = starts[0][1]
+    for i, (row, byte_offset, size) in enumerate(starts):
+        if row != i * rows_per_chunk or byte_offset != first + i * chunk_bytes or size != chunk_bytes:
+            return None
+    return int(first)
+
+
+def map_split(path: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """``load_split(path, split)`` with the features as a copy-on-write memory map of the file where its layout
+    allows (the writer's chunks lie back to back; tests/test_features.py checks equality with ``load_split``),
+    else read like ``load_split``.
+
+    A training job then reads the 256 MB training split from the page cache, shared with every other job on the
+    node, instead of copying it into freshly faulted memory of its own; writes to the array stay private.
+    """
+    with _open(path) as f:
+        _require_split(f, path, split)
+        try:
+            features, labels = f[split]["features"], f[split]["labels"]
+            offset, shape = _file_extent(features), features.shape
+            y = labels[()]
+            if offset is None:
+                return features[()], y
+        except (OSError, KeyError) as exc:
+            raise DataError(
+                f"feature file {path} is corrupt in split {split!r} ({_short(exc)}). "
+                f"Rebuild it: {rebuild_command(path)}"
+            ) from None
+    return np.memmap(path, dtype="<f4", mode="c", offset=offset, shape=shape), y
+
+
 def split_length(path: str | Path, split: str) -> int:
     """Rows of one split, read from the file's dataset (not from its attributes)."""
     with _open(path) as f:

@@ -11,6 +11,11 @@ parameters, in a chosen precision and — for BatchNorm — in a chosen *mode*:
 
 For every other norm the two modes are the same function (their statistics are per sample). Dropout is always
 off so the function is deterministic (the study's default dropout is 0). The model is copied, never modified.
+
+Derivatives come from torch.autograd (gradients: one backward; Hessian-vector products: reverse-over-reverse through
+the small part after fc1). torch.func computes the same numbers, but its first transform imports torch._dynamo
+(~1.4 s of CPU in every job that probes a head) and adds per-call overhead that dominates the smoothness probe's
+64-sample batches; it stays the reference that :meth:`HeadLoss.hvp` is tested against (:meth:`hvp_autodiff`).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import copy
 
 import torch
 import torch.nn.functional as F
-from torch.func import functional_call, grad, grad_and_value, jvp
+from torch.func import functional_call  # torch.nn.utils.stateless: no function transform, no torch._dynamo
 
 from normscape.heads import ClassifierHead, is_norm_parameter
 
@@ -74,12 +79,8 @@ class HeadLoss:
             x, y = x[: chunks * bs], y[: chunks * bs]
             self.chunks, self.chunk_size = chunks, bs
         self.x, self.y = x, y
-        self._grad = grad(self.loss)
-        self._grad_and_value = grad_and_value(self.loss)
         if self.names[:2] != ["fc1.weight", "fc1.bias"]:
             raise ValueError(f"the head's parameters must start with fc1.weight, fc1.bias (got {self.names[:2]})")
-        self._grad_z = grad(self.loss_of_z, argnums=(0, 1))
-        self._grad_tail = grad(self.loss_of_z, argnums=1)
         self._z_theta = None
 
     # ----------------------------------------------------------------------------------------- layout
@@ -122,17 +123,26 @@ class HeadLoss:
         # equal chunks: the mean over all samples IS the mean of the per-chunk mean losses
         return F.cross_entropy(self.logits(flat), self.y)
 
+    def _value_and_grad(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.enable_grad():  # callers may run under no_grad (as torch.func.grad ignores it)
+            leaf = flat.detach().requires_grad_()
+            value = self.loss(leaf)
+            (g,) = torch.autograd.grad(value, leaf)
+        return value.detach(), g
+
     def grad(self, flat: torch.Tensor) -> torch.Tensor:
-        return self._grad(flat)
+        return self._value_and_grad(flat)[1]
 
     def value_and_grad(self, flat: torch.Tensor) -> tuple[float, torch.Tensor]:
-        g, value = self._grad_and_value(flat)
+        value, g = self._value_and_grad(flat)
         return float(value), g
 
     def hvp_autodiff(self, v: torch.Tensor, at: torch.Tensor | None = None) -> torch.Tensor:
-        """Exact Hessian-vector product by forward-over-reverse autodiff through the whole head: the plain path
-        :meth:`hvp` must equal (tests/test_spectrum.py)."""
-        return jvp(self._grad, (self.theta if at is None else at,), (v,))[1]
+        """Exact Hessian-vector product by torch.func's forward-over-reverse autodiff through the whole head: the
+        independent reference :meth:`hvp` must equal (tests/test_spectrum.py)."""
+        from torch.func import grad, jvp
+
+        return jvp(grad(self.loss), (self.theta if at is None else at,), (v,))[1]
 
     # ----------------------------------------------------------------------------------------- fast path
     # fc1's pre-activations z = x W1^T + b1 are linear in (W1, b1) and nothing else reads x, so the Hessian
@@ -160,6 +170,24 @@ class HeadLoss:
         w, b = flat[: self.sizes[0]].view(self.shapes[0]), flat[self.sizes[0] : self.fc1_size]
         return F.linear(self.x, w, b).detach()
 
+    def _hvp_of_z(
+        self, z: torch.Tensor, tail: torch.Tensor, dz: torch.Tensor | None, v_tail: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """H_z (dz, v_tail) of the loss as a function of (z, tail) by reverse-over-reverse autograd: the gradient
+        with its graph, then the gradient of <gradient, direction>. ``dz`` None: z held fixed (the tail block)."""
+        with torch.enable_grad():
+            z_leaf = z.detach().requires_grad_(dz is not None)
+            tail_leaf = tail.detach().requires_grad_()
+            inputs = (z_leaf, tail_leaf) if dz is not None else (tail_leaf,)
+            value = self.loss_of_z(z_leaf, tail_leaf)
+            grads = torch.autograd.grad(value, inputs, create_graph=True)
+            directions = (dz, v_tail) if dz is not None else (v_tail,)
+            inner = sum((g * d).sum() for g, d in zip(grads, directions))
+            # a part of the gradient that is constant in an input (e.g. the baseline's fc2 bias) has no graph
+            # back to it: zero, as torch.func would return
+            out = torch.autograd.grad(inner, inputs, allow_unused=True, materialize_grads=True)
+        return (out[0], out[1]) if dz is not None else (None, out[0])
+
     def hvp(self, v: torch.Tensor, at: torch.Tensor | None = None) -> torch.Tensor:
         """Exact Hessian-vector product at ``at`` (default: the model's parameters), through fc1's
         pre-activations (the factorisation above); equals :meth:`hvp_autodiff` to float rounding."""
@@ -168,12 +196,10 @@ class HeadLoss:
         z = self._z(at)
         tail = (self.theta if at is None else at)[n1:]
         dz = F.linear(self.x, v[:n_w].view(self.shapes[0]), v[n_w:n1])
-        g_z, g_tail = jvp(self._grad_z, (z, tail), (dz, v[n1:]))[1]
+        g_z, g_tail = self._hvp_of_z(z, tail, dz, v[n1:])
         return torch.cat([(g_z.t() @ self.x).flatten(), g_z.sum(0), g_tail])
 
     def tail_hvp(self, v_tail: torch.Tensor) -> torch.Tensor:
         """H_tail v for the parameters after fc1 (flat order), at the model's parameters: with fc1 fixed, z is a
         constant and the (samples x in_features x hidden) first layer is not touched at all."""
-        z = self._z(None)
-        tail = self.theta[self.fc1_size :]
-        return jvp(lambda t: self._grad_tail(z, t), (tail,), (v_tail.to(self.dtype),))[1]
+        return self._hvp_of_z(self._z(None), self.theta[self.fc1_size :], None, v_tail.to(self.dtype))[1]

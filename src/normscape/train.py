@@ -477,7 +477,7 @@ class Trainer:
 def load_features(path: str | Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     out = {}
     for split in ("train", "val", "test"):
-        x, y = featurestore.load_split(path, split)
+        x, y = featurestore.map_split(path, split)
         out[split] = (torch.from_numpy(x), torch.from_numpy(y).long())
     return out
 

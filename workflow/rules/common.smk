@@ -66,6 +66,11 @@ def all_targets():
 # The run-path layout (normscape/paths.py) as wildcard patterns and as one run's directory.
 RUN_DIR = paths.run_dir(RESULTS, paths.RUN_LAYOUT)
 LANDSCAPE_DIR = paths.landscape_dir(RESULTS, paths.RUN_LAYOUT)
+# Scheduling priority of the runs a landscape reads and of every job on their landscape directory: they train
+# first and their landscape, sharpness and curvature jobs then run beside the remaining trainings, instead of
+# waiting in a chain (train -> landscape -> sharpness) after the last training. The study ends with its figures,
+# not with that chain; results do not depend on the order.
+LANDSCAPE_PRIORITY = 1
 
 
 def run_dir(run):

@@ -14,6 +14,7 @@ rule landscape:
         landscape=f"{LANDSCAPE_DIR}/landscape.h5",
     log:
         f"{RESULTS}/logs/landscape/{paths.RUN_LAYOUT}.log",
+    priority: LANDSCAPE_PRIORITY
     conda:
         ENV
     # One thread: the evaluator runs thousands of small ops, and two-thread jobs side by side on a machine with
@@ -39,6 +40,7 @@ rule sharpness:
         f"{LANDSCAPE_DIR}/sharpness.json",
     log:
         f"{RESULTS}/logs/sharpness/{paths.RUN_LAYOUT}.log",
+    priority: LANDSCAPE_PRIORITY
     conda:
         ENV
     threads: 1
@@ -67,6 +69,7 @@ rule curvature:
         adaptive=f"{LANDSCAPE_DIR}/adaptive_sharpness.json",
     log:
         f"{RESULTS}/logs/curvature/{paths.RUN_LAYOUT}.log",
+    priority: LANDSCAPE_PRIORITY
     conda:
         ENV
     threads: 1

@@ -45,6 +45,7 @@ rule landscape_vtk:
         trajectory=f"{LANDSCAPE_DIR}/vtk/trajectory.vtp",
     log:
         f"{RESULTS}/logs/landscape_vtk/{paths.RUN_LAYOUT}.log",
+    priority: LANDSCAPE_PRIORITY
     conda:
         ENV
     threads: 1

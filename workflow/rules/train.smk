@@ -69,6 +69,7 @@ use rule train as train_tracked with:
         trajectory=f"{RUN_DIR}/trajectory.pt",
     wildcard_constraints:
         experiment=experiment_pattern(config["landscape"]["experiments"]),
+    priority: LANDSCAPE_PRIORITY
 
 
 STAGE_TARGETS["train"] = [f"{run_dir(run)}/summary.json" for run in enumerate_runs(config)]
