@@ -34,6 +34,25 @@ def test_threads_capped_by_the_cpus_the_job_may_use():
         torch.set_num_threads(before)
 
 
+def test_threads_set_without_importing_torch_apply_once_it_is_imported():
+    """A job that never uses torch does not import it for its thread limit; one that imports torch later gets the
+    job's thread count all the same (fresh processes: the setting must be in place before torch starts OpenMP)."""
+    import subprocess
+    import sys
+
+    script = """
+import os, sys
+os.environ["OMP_NUM_THREADS"] = "7"  # e.g. inherited from the user's shell: the job's own count must win
+from normscape.runtime import set_threads
+set_threads(1)
+print("torch" in sys.modules)
+import torch
+print(torch.get_num_threads())
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "1"]
+
+
 def test_local_cores_capped_at_the_cpus(monkeypatch, capsys):
     from snakemake.resources import Resource
 
