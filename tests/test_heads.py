@@ -55,6 +55,37 @@ def test_frn_formula_on_feature_maps():
     torch.testing.assert_close(frn(x), torch.maximum(y, frn.tau.view(1, 3, 1, 1)))
 
 
+def test_tlu_has_torch_maximums_values_and_derivatives():
+    """ThresholdedLinearUnit equals torch.maximum: values, the gradient (larger input; half each at a tie; a NaN
+    passes it to both) with tau broadcast on vectors and feature maps, and second-order terms (a Hessian-vector
+    product through a loss that uses the output nonlinearly), bit for bit."""
+    from normscape.frn import ThresholdedLinearUnit
+
+    def derivatives(op, y, tau, direction):
+        y, tau = y.clone().requires_grad_(), tau.clone().requires_grad_()
+        out = op(y, tau)
+        loss = (out**3 * torch.linspace(-1, 1, out.numel()).view_as(out)).sum()
+        gy, gt = torch.autograd.grad(loss, (y, tau), create_graph=True)
+        hy, ht = torch.autograd.grad((gy * direction).sum(), (y, tau))
+        return out.detach(), gy.detach(), gt.detach(), hy, ht
+
+    torch.manual_seed(0)
+    for shape, tau_shape in [((6, 4), (1, 4)), ((3, 4, 2, 5), (1, 4, 1, 1))]:
+        y = torch.randn(shape)
+        tau = torch.randn(tau_shape)
+        y.view(shape[0], 4, -1)[:, 1] = tau.flatten()[1]  # ties in one channel
+        y.view(-1)[0] = float("nan")
+        direction = torch.randn(shape)
+        ours = derivatives(ThresholdedLinearUnit.apply, y, tau, direction)
+        reference = derivatives(torch.maximum, y, tau, direction)
+        # forward mode too (torch.func.jvp: the diagnostics' independent reference uses it)
+        tangents = (torch.randn(shape), torch.randn(tau_shape))
+        ours += torch.func.jvp(ThresholdedLinearUnit.apply, (y, tau), tangents)
+        reference += torch.func.jvp(torch.maximum, (y, tau), tangents)
+        for a, b in zip(ours, reference):
+            torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
+
+
 def test_frn_on_vectors_is_a_sign_function():
     # (N, C) == (N, C, 1, 1): nu2 = x^2, so x / sqrt(x^2 + eps) ~ sign(x) away from 0.
     frn = FilterResponseNorm(4)

@@ -9,6 +9,47 @@ FRN_EPS = 1e-6
 FRN_LEARNED_EPS_INIT = 1e-4
 
 
+class ThresholdedLinearUnit(torch.autograd.Function):
+    """``torch.maximum(y, tau)`` with torch's own derivative — the gradient goes to the larger input, split in half
+    at a tie, and a NaN input passes it to both — written as products with 0 / 0.5 / 1 weights fixed at the forward.
+
+    The same numbers as autograd through ``torch.maximum`` in both modes, to second order (tests/test_heads.py),
+    but the backward is one multiply per input instead of where + masked_fill over the whole (N, C) activation,
+    and its own derivative is again a multiply: the diagnostics' Hessian-vector products (reverse over reverse)
+    of an FRN head do much less work (benchmarks/: ``hessian_vector_product_frn``). One difference: a non-finite
+    incoming gradient meets a 0 weight as NaN, where torch.maximum's masked_fill writes 0 (the loss is NaN then
+    anyway). ``tau`` broadcasts from (1, C, ...) and gets its gradient summed back to that shape.
+    """
+
+    @staticmethod
+    def forward(y: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+        return torch.maximum(y, tau)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:  # separate from forward: torch.func transforms need it so
+        y, tau = inputs
+        tie = (y == tau).to(y.dtype)
+        weight_y = 1.0 - (y < tau).to(y.dtype) - 0.5 * tie  # 1 where y > tau or either is NaN (as torch.maximum)
+        weight_tau = 1.0 - (y > tau).to(y.dtype) - 0.5 * tie
+        ctx.save_for_backward(weight_y, weight_tau)
+        ctx.save_for_forward(y, tau)
+        ctx.tau_shape = tau.shape
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        weight_y, weight_tau = ctx.saved_tensors
+        grad_tau = grad * weight_tau
+        reduce = tuple(d for d, size in enumerate(ctx.tau_shape) if size == 1 and grad_tau.shape[d] != 1)
+        return grad * weight_y, grad_tau.sum(reduce, keepdim=True) if reduce else grad_tau
+
+    @staticmethod
+    def jvp(ctx, tangent_y: torch.Tensor, tangent_tau: torch.Tensor) -> torch.Tensor:
+        # forward mode (torch.func.jvp, the diagnostics' reference): torch.maximum's own formula, which gives a NaN
+        # input's output the other tangent
+        y, tau = ctx.saved_tensors
+        return torch.where(y == tau, (tangent_y + tangent_tau) / 2, torch.where(y > tau, tangent_y, tangent_tau))
+
+
 class FilterResponseNorm(nn.Module):
     """Filter Response Normalization with a Thresholded Linear Unit (Singh & Krishnan, CVPR 2020).
 
@@ -50,7 +91,7 @@ class FilterResponseNorm(nn.Module):
         nu2 = x.pow(2).mean(dim=spatial, keepdim=True) if spatial else x.pow(2)
         x_hat = x * torch.rsqrt(nu2 + self.effective_eps())
         y = self.weight.view(shape) * x_hat + self.bias.view(shape)
-        return torch.maximum(y, self.tau.view(shape))
+        return ThresholdedLinearUnit.apply(y, self.tau.view(shape))
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, eps={self.eps}, learnable_eps={self.learnable_eps}"
