@@ -180,6 +180,15 @@ def test_map_split_equals_load_split(tmp_path, features_file):
         np.testing.assert_array_equal(y, y_ref)
     with pytest.raises(DataError, match="no split 'bogus'"):
         featurestore.map_split(features_file, "bogus")
+    # a file cut short after its metadata: one clear error, not a traceback from the memory map
+    cut = tmp_path / "cut.h5"
+    with h5py.File(cut, "w") as f:
+        f.create_dataset("val/features", data=x_ref)
+        f.create_dataset("val/labels", data=y_ref)
+        offset = f["val/features"].id.get_offset()
+    cut.write_bytes(cut.read_bytes()[: offset + 100])
+    with pytest.raises(DataError, match="Rebuild it"):
+        featurestore.map_split(cut, "val")
 
 
 def test_truncated_feature_file_is_reported(tmp_path, features_file):

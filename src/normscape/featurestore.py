@@ -189,7 +189,7 @@ def _file_extent(features: h5py.Dataset) -> int | None:
     rows_per_chunk = features.chunks[0]
     chunk_bytes = rows_per_chunk * features.shape[1] * 4
     n_chunks = -(-len(features) // rows_per_chunk)
-    if dsid.get_num_chunks() != n_chunks:
+    if not hasattr(dsid, "get_chunk_info") or dsid.get_num_chunks() != n_chunks:  # h5py/HDF5 too old to tell
         return None
     starts = sorted(
         (info.chunk_offset[0], info.byte_offset, info.size) for info in map(dsid.get_chunk_info, range(n_chunks))
@@ -222,7 +222,13 @@ def map_split(path: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
                 f"feature file {path} is corrupt in split {split!r} ({_short(exc)}). "
                 f"Rebuild it: {rebuild_command(path)}"
             ) from None
-    return np.memmap(path, dtype="<f4", mode="c", offset=offset, shape=shape), y
+    try:
+        return np.memmap(path, dtype="<f4", mode="c", offset=offset, shape=shape), y
+    except (OSError, ValueError) as exc:  # e.g. a file cut short after its header
+        raise DataError(
+            f"feature file {path} is unreadable or truncated in split {split!r} ({_short(exc)}). "
+            f"Rebuild it: {rebuild_command(path)}"
+        ) from None
 
 
 def split_length(path: str | Path, split: str) -> int:
