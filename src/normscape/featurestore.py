@@ -162,6 +162,12 @@ def _require_split(f: h5py.File, path: str | Path, split: str) -> None:
         )
 
 
+def _corrupt_split(path: str | Path, split: str, exc: Exception) -> DataError:
+    return DataError(
+        f"feature file {path} is corrupt in split {split!r} ({_short(exc)}). Rebuild it: {rebuild_command(path)}"
+    )
+
+
 def load_split(path: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     """``(features float32 (N, D), labels int64 (N,))`` of one split, read fully into memory."""
     with _open(path) as f:
@@ -169,10 +175,7 @@ def load_split(path: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
         try:
             return f[split]["features"][()], f[split]["labels"][()]
         except (OSError, KeyError) as exc:
-            raise DataError(
-                f"feature file {path} is corrupt in split {split!r} ({_short(exc)}). "
-                f"Rebuild it: {rebuild_command(path)}"
-            ) from None
+            raise _corrupt_split(path, split, exc) from None
 
 
 def _file_extent(features: h5py.Dataset) -> int | None:
@@ -212,23 +215,17 @@ def map_split(path: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     with _open(path) as f:
         _require_split(f, path, split)
         try:
-            features, labels = f[split]["features"], f[split]["labels"]
+            features = f[split]["features"]
             offset, shape = _file_extent(features), features.shape
-            y = labels[()]
-            if offset is None:
-                return features[()], y
+            labels = f[split]["labels"][()] if offset is not None else None
         except (OSError, KeyError) as exc:
-            raise DataError(
-                f"feature file {path} is corrupt in split {split!r} ({_short(exc)}). "
-                f"Rebuild it: {rebuild_command(path)}"
-            ) from None
+            raise _corrupt_split(path, split, exc) from None
+    if offset is None:
+        return load_split(path, split)
     try:
-        return np.memmap(path, dtype="<f4", mode="c", offset=offset, shape=shape), y
+        return np.memmap(path, dtype="<f4", mode="c", offset=offset, shape=shape), labels
     except (OSError, ValueError) as exc:  # e.g. a file cut short after its header
-        raise DataError(
-            f"feature file {path} is unreadable or truncated in split {split!r} ({_short(exc)}). "
-            f"Rebuild it: {rebuild_command(path)}"
-        ) from None
+        raise _corrupt_split(path, split, exc) from None
 
 
 def split_length(path: str | Path, split: str) -> int:
@@ -269,10 +266,7 @@ def load_rows(path: str | Path, split: str, rows: np.ndarray) -> tuple[np.ndarra
                 x[order[lo:hi]] = buffer[sorted_rows[lo:hi] - start]
             return x, labels[()][rows]
         except (OSError, KeyError) as exc:
-            raise DataError(
-                f"feature file {path} is corrupt in split {split!r} ({_short(exc)}). "
-                f"Rebuild it: {rebuild_command(path)}"
-            ) from None
+            raise _corrupt_split(path, split, exc) from None
 
 
 def identity(path: str | Path) -> str:
