@@ -14,13 +14,15 @@ one before it exits.
 
 :func:`coalesce_reevaluations` keeps Snakemake's semantics — after a pass that found ready jobs, another pass
 comes within the timespan — with at most one pending timer per scheduler (a daemon thread). The pass the timer
-causes arms the next one, as before; a request while one is pending is already served by it.
+causes arms the next one, as before; a request while one is pending is served by it, unless it asks for an
+earlier wake-up (then that one replaces it).
 """
 
 from __future__ import annotations
 
 import importlib
 import threading
+import time
 
 # Where JobScheduler lives: snakemake.scheduling.job_scheduler from 9.x (at least 9.27), snakemake.scheduler
 # in 9.0.
@@ -43,19 +45,26 @@ def scheduler_class() -> type | None:
 
 
 def _schedule_one_reevaluation(self, delay: float) -> None:
-    """Release the scheduler's ``_open_jobs`` semaphore after ``delay`` seconds unless a release is pending."""
+    """Release the scheduler's ``_open_jobs`` semaphore after ``delay`` seconds unless a release is pending that
+    comes no later (an earlier request, e.g. a 1 s rate-limit wake-up while a 10 s queue-input one waits,
+    replaces the pending one)."""
+    deadline = time.monotonic() + delay
     with _LOCK:
-        if getattr(self, _PENDING, None) is not None:
-            return
+        pending = getattr(self, _PENDING, None)
+        if pending is not None:
+            if pending[1] <= deadline:
+                return
+            pending[0].cancel()  # one that fires anyway only causes an extra pass
 
         def release() -> None:
             with _LOCK:  # cleared before the release: the pass it causes may arm the next timer
-                setattr(self, _PENDING, None)
+                if (getattr(self, _PENDING, None) or (None,))[0] is timer:
+                    setattr(self, _PENDING, None)
             self._open_jobs.release()
 
         timer = threading.Timer(delay, release)
         timer.daemon = True  # a pending wake-up must not keep a finished workflow's process alive
-        setattr(self, _PENDING, timer)
+        setattr(self, _PENDING, (timer, deadline))
     timer.start()
 
 
