@@ -8,9 +8,9 @@ caused by a finished job: each job that finishes while other jobs wait for a fre
 self-renewing chain. Passes per second grow with the number of finished jobs (in a workflow of 40 two-second
 jobs on 2 cores: 1, 3, 5, ... 37 passes per 2 s, 752 passes in all), and each pass re-evaluates every waiting
 job's params and resources and checks all their input files. In the default study (149 jobs, ~60 of them
-waiting while the trainings run) Snakemake's own process used ~80 CPU-s, ~30 s of them in the kernel, taken
-from the jobs on a 2-core machine. The timers are also non-daemon threads, so the process waits for the last
-one before it exits.
+waiting while the trainings run) that CPU, a third of it system time, is taken from the jobs (measured: README,
+cost of the default study). The timers are also non-daemon threads, so the process waits for the last one
+before it exits.
 
 :func:`coalesce_reevaluations` keeps Snakemake's semantics — after a pass that found ready jobs, another pass
 comes within the timespan — with at most one pending timer per scheduler (a daemon thread). The pass the timer
@@ -58,7 +58,8 @@ def _schedule_one_reevaluation(self, delay: float) -> None:
 
         def release() -> None:
             with _LOCK:  # cleared before the release: the pass it causes may arm the next timer
-                if (getattr(self, _PENDING, None) or (None,))[0] is timer:
+                current = getattr(self, _PENDING, None)
+                if current is not None and current[0] is timer:  # not replaced by an earlier one meanwhile
                     setattr(self, _PENDING, None)
             self._open_jobs.release()
 

@@ -31,8 +31,8 @@ except ConfigError as exc:
 if workflow.local_exec:
     limit_cores(workflow.global_resources)
 
-# Snakemake's scheduler multiplies its 1 s wake-up timers with every finished job (normscape.snakemake_scheduling
-# says how much CPU that took from the study's jobs): at most one pending at a time.
+# Snakemake's scheduler multiplies its 1 s wake-up timers with every finished job, each wake-up re-evaluating
+# every waiting job (normscape.snakemake_scheduling): at most one pending at a time.
 coalesce_reevaluations()
 
 RESULTS = config["results_dir"]
