@@ -184,3 +184,40 @@ def test_diverged_landscape_run_still_gives_every_figure_and_the_table(tiny_conf
         assert (results / "figures" / f"{name}.png").stat().st_size > 0
     table = (results / "tables" / "summary.md").read_text()
     assert "| convergence | Baseline (no norm) | base | 1 | 1/1 |" in table, table
+
+
+# Every figure's experiments, two epochs each, for the all-diverged / all-dead cases below.
+EVERY_FIGURE_EXPERIMENTS = {
+    "convergence": {"heads": ["none", "layer"]},
+    "clipping": {"heads": ["none", "layer"], "clip_grad_norm": 1.0},
+    "high_lr": {"heads": ["none"]},
+    "lr_sweep": {"heads": ["none"], "sweep": {"lr": [1.0, 10.0]}},  # times the case's lr
+    "batch_size": {"heads": ["batch"], "sweep": {"batch_size": [8, 16]}},
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case,lr", [("diverged", 1.0e30), ("dead", 1.0e-12)])
+def test_every_figure_renders_when_no_run_of_an_experiment_learns(tiny_config, tmp_path, case, lr):
+    """All runs diverged (lr 1e30: non-finite in the first epoch) or dead (lr 1e-12: nothing moves, every
+    smoothness number is 0): every figure rule still draws, exit 0, no traceback; titles state the config's lr."""
+    from pathlib import Path
+
+    from normscape.plots import FIGURES
+
+    experiments = copy.deepcopy(EVERY_FIGURE_EXPERIMENTS)
+    for name, exp in experiments.items():
+        if "sweep" in exp and "lr" in exp["sweep"]:
+            exp["sweep"]["lr"] = [lr * f for f in exp["sweep"]["lr"]]
+        else:
+            exp["lr"] = lr
+    cfg = edit(edit(tiny_config, "experiments", experiments), "training.epochs", 2)
+    path = write_config(cfg, tmp_path / f"{case}.yaml")
+    proc = run_snakemake(["all", "--cores", "2"], configfile=path, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "Traceback" not in out, out[-3000:]
+    results = Path(cfg["results_dir"])
+    drawn = {p.stem for p in (results / "figures").glob("*.png")}
+    assert drawn == set(FIGURES), set(FIGURES) ^ drawn
+    log = (results / "logs" / "figures" / "fig4_convergence_accuracy.log").read_text()
+    assert f"Exp. 1 (lr {'1e30' if case == 'diverged' else '1e-12'}): accuracy per epoch" in log, log

@@ -134,7 +134,7 @@ def test_figures_of_experiments_missing_from_the_tiny_config(tiny_workflow, tmp_
         if name.startswith("fig7"):  # fig7 draws the LayerNorm head, which the tiny config does not train
             from normscape import plots
 
-            fig = plots.clipping_figure(inputs["metrics"], ["batch"], 3)
+            fig = plots.clipping_figure(inputs["metrics"], ["batch"], {"smoothing_window": 3})
             plots.save(fig, tmp_path / f"{name}.pdf", tmp_path / f"{name}.png")
         else:
             render(name, inputs, {"smoothing_window": 3}, tmp_path / f"{name}.pdf", tmp_path / f"{name}.png")

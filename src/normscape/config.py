@@ -245,6 +245,13 @@ class RunSpec:
         return Path(paths.run_dir(results_dir, self.run_id))
 
 
+def experiment_conditions(cfg: dict, experiment: str) -> dict:
+    """The training settings every run of ``experiment`` shares (its swept key left out), for figure titles."""
+    exp = cfg["experiments"][experiment]
+    swept = set(exp.get("sweep") or {})
+    return {k: exp.get(k, cfg["training"][k]) for k in TRAINING_KEYS if k not in swept}
+
+
 def experiment_runs(cfg: dict, experiment: str) -> list[RunSpec]:
     """Every run of one experiment, in a stable order (head, swept value, seed)."""
     exp = cfg["experiments"][experiment]

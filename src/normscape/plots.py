@@ -78,6 +78,29 @@ def save(fig: plt.Figure, pdf: str | Path, png: str | Path) -> None:
     plt.close(fig)
 
 
+def log_scale(ax, axis: str, values, empty: str = "no positive finite value to draw") -> bool:
+    """Put ``axis`` ("x" or "y") of ``ax`` on a log scale if ``values`` hold a positive finite number; else keep
+    it linear and say so in the panel (a log axis over nothing but zeros, NaN and inf cannot be drawn: every run
+    diverged, or none moved)."""
+    parts = values if isinstance(values, (list, tuple)) else [values]
+    v = np.concatenate([np.asarray(x, dtype=float).ravel() for x in parts]) if parts else np.zeros(0)
+    if (np.isfinite(v) & (v > 0)).any():
+        (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
+        return True
+    ax.text(
+        0.5,
+        0.5,
+        textwrap.fill(empty, 30),
+        transform=ax.transAxes,
+        ha="center",
+        va="center",
+        fontsize=8,
+        color="tab:red",
+        bbox={"facecolor": "white", "alpha": 0.8, "lw": 0},
+    )
+    return False
+
+
 def running_average(values: np.ndarray, window: int) -> np.ndarray:
     """Trailing mean over the last ``window`` values (shorter at the start), NaN-aware."""
     out = np.empty_like(values, dtype=float)
@@ -140,14 +163,17 @@ def curves_figure(metrics: list[str], experiment: str, panels: list[str], window
     return fig
 
 
-def clipping_figure(metrics: list[str], heads: list[str], window: int, metric: str = "val_loss") -> plt.Figure:
+def clipping_figure(metrics: list[str], heads: list[str], settings: dict, metric: str = "val_loss") -> plt.Figure:
     df = load_metrics(metrics)
     df = df[df["head"].isin(heads)]
+    heads = [h for h in heads if h in set(df["head"])]  # the heads the config has
     fig, axes = plt.subplots(1, len(heads), figsize=(3.4 * len(heads), 2.9), squeeze=False, layout="constrained")
     styles = {"convergence": {"color": "#1f77b4"}, "clipping": {"color": "#d62728", "ls": "--"}}
-    labels = {"convergence": "no clipping", "clipping": "clipping at norm 1.0"}
+    window = settings["smoothing_window"]
     for ax, head in zip(axes[0], sorted(heads, key=head_sort_key)):
-        plot_curves(ax, df[df["head"] == head], metric, "experiment", window, styles, labels.get)
+        plot_curves(
+            ax, df[df["head"] == head], metric, "experiment", window, styles, lambda e: clipping_label(settings, e)
+        )
         ax.set_title(HEAD_LABELS.get(head, head))
     axes[0][0].legend(loc="best")
     return fig
@@ -344,9 +370,9 @@ def landscape_1d(landscapes: list[str]) -> plt.Figure:
         ax1.axvline(x, color="k", lw=0.5, ls=":")
     ax1.set_xlabel("t  (0 = initialisation, 1 = trained)")
     ax1.set_ylabel("loss")
-    if any("diverged" not in ls for ls in chosen.values()):  # a log axis needs at least one curve
-        ax1.set_yscale("log")
-        ax2.set_yscale("log")
+    finite = [ls for ls in chosen.values() if "diverged" not in ls]
+    log_scale(ax1, "y", [ls["interpolation"]["loss"] for ls in finite], "every run diverged: no curve")
+    log_scale(ax2, "y", [ls["line"]["loss"] for ls in finite], "every run diverged: no curve")
     ax1.set_title("Linear interpolation init → final")
     ax2.set_xlabel("α along filter-normalised d1")
     ax2.set_ylabel("loss")
@@ -394,8 +420,9 @@ class FigureSpec:
 
     category: str
     inputs: dict[str, list[tuple[str, str, list[str] | None]]]
-    # (input files by kind, smoothing window) -> figure; with ``settings``: (input files, the figure settings)
-    draw: Callable[[dict[str, list[str]], int], plt.Figure]
+    # (input files by kind, the figure settings: figures slice, ``conditions`` of its experiments, and the
+    # diagnostics slice named by ``settings``) -> figure
+    draw: Callable[[dict[str, list[str]], dict], plt.Figure]
     # the diagnostics.<key> config slice the drawing reads (merged into the figure rule's settings), if any
     settings: str | None = None
 
@@ -404,42 +431,84 @@ INPUT_KINDS = ("metrics", "grads", "landscapes", "summaries", "smoothness", "spe
 CLIPPING_HEADS = ["batch", "frn", "none"]
 CONVERGENCE_LANDSCAPES = {"landscapes": [("convergence", "landscape.h5", None)]}
 
+# the study's numbering of the experiments the figures show (Abolhasani 2025)
+STUDY_NUMBERS = {"convergence": 1, "clipping": 2, "high_lr": 3}
+
+
+def condition_text(settings: dict, experiment: str) -> str:
+    """What the runs of ``experiment`` share, from the config (``settings["conditions"]``): 'lr 1e-3, clipping at
+    norm 1'. Never a default written here: a figure states the learning rate its runs were trained with."""
+    c = settings.get("conditions", {}).get(experiment, {})
+    parts = [f"lr {format_number(c['lr'])}"] if "lr" in c else []
+    if c.get("clip_grad_norm"):
+        parts.append(f"clipping at norm {c['clip_grad_norm']:g}")
+    return ", ".join(parts)
+
+
+def experiment_title(settings: dict, experiment: str) -> str:
+    """'Exp. 1 (lr 1e-3)' for the study's experiments, else the experiment's name with its condition."""
+    number = STUDY_NUMBERS.get(experiment)
+    name = f"Exp. {number}" if number else experiment
+    condition = condition_text(settings, experiment)
+    return f"{name} ({condition})" if condition else name
+
+
+def format_number(value: float) -> str:
+    """1e-3, 2.5e-3, 0.2, 1: the shortest text that reads like the config."""
+    text = f"{value:.3g}"
+    if "e" in text:
+        mantissa, exponent = text.split("e")
+        return f"{mantissa}e{int(exponent)}"
+    return text
+
+
+def clipping_label(settings: dict, experiment: str) -> str:
+    clip = settings.get("conditions", {}).get(experiment, {}).get("clip_grad_norm")
+    return f"clipping at norm {clip:g}" if clip else "no clipping"
+
+
 FIGURES: dict[str, FigureSpec] = {
     "fig4_convergence_accuracy": FigureSpec(
         "experiments",
         {"metrics": [("convergence", "metrics.csv", None)]},
-        lambda i, w: curves_figure(
-            i["metrics"], "convergence", ["val_acc", "train_acc"], w, "Exp. 1 (lr 1e-3): accuracy per epoch"
+        lambda i, s: curves_figure(
+            i["metrics"],
+            "convergence",
+            ["val_acc", "train_acc"],
+            s["smoothing_window"],
+            f"{experiment_title(s, 'convergence')}: accuracy per epoch",
         ),
     ),
     "fig5_landscape_surface": FigureSpec(
-        "landscapes", CONVERGENCE_LANDSCAPES, lambda i, w: landscape_surfaces(i["landscapes"])
+        "landscapes", CONVERGENCE_LANDSCAPES, lambda i, s: landscape_surfaces(i["landscapes"])
     ),
     "fig5_landscape_contour": FigureSpec(
-        "landscapes", CONVERGENCE_LANDSCAPES, lambda i, w: landscape_contours(i["landscapes"])
+        "landscapes", CONVERGENCE_LANDSCAPES, lambda i, s: landscape_contours(i["landscapes"])
     ),
     "fig5_trajectory_pca": FigureSpec(
-        "landscapes", CONVERGENCE_LANDSCAPES, lambda i, w: landscape_pca(i["landscapes"])
+        "landscapes", CONVERGENCE_LANDSCAPES, lambda i, s: landscape_pca(i["landscapes"])
     ),
-    "fig_landscape_1d": FigureSpec("landscapes", CONVERGENCE_LANDSCAPES, lambda i, w: landscape_1d(i["landscapes"])),
+    "fig_landscape_1d": FigureSpec("landscapes", CONVERGENCE_LANDSCAPES, lambda i, s: landscape_1d(i["landscapes"])),
     "fig6_grad_hist_fc2": FigureSpec(
         "gradients",
         {"grads": [("convergence", "grads.h5", None)]},
-        lambda i, w: grad_heatmaps(i["grads"], "head", title="Exp. 1: |grad| of the second FC layer per epoch"),
+        lambda i, s: grad_heatmaps(
+            i["grads"], "head", title=f"{experiment_title(s, 'convergence')}: |grad| of the second FC layer per epoch"
+        ),
     ),
     "fig7_layernorm_clipping_val_loss": FigureSpec(
         "experiments",
         {"metrics": [("convergence", "metrics.csv", ["layer"]), ("clipping", "metrics.csv", ["layer"])]},
-        lambda i, w: clipping_figure(i["metrics"], ["layer"], w),
+        lambda i, s: clipping_figure(i["metrics"], ["layer"], s),
     ),
     "fig8_layernorm_clipping_grads": FigureSpec(
         "gradients",
         {"grads": [("convergence", "grads.h5", ["layer"]), ("clipping", "grads.h5", ["layer"])]},
-        lambda i, w: grad_heatmaps(
+        lambda i, s: grad_heatmaps(
             i["grads"],
             "experiment",
-            title="LayerNorm: |grad| of fc2 without / with clipping",
-            label_of=lambda e: {"convergence": "no clipping", "clipping": "clipping at 1.0"}[e],
+            title=f"LayerNorm: |grad| of fc2 without / with clipping ({condition_text(s, 'convergence')})",
+            label_of=lambda e: clipping_label(s, e),
         ),
     ),
     "fig9_clipping_val_loss": FigureSpec(
@@ -450,19 +519,23 @@ FIGURES: dict[str, FigureSpec] = {
                 ("clipping", "metrics.csv", CLIPPING_HEADS),
             ]
         },
-        lambda i, w: clipping_figure(i["metrics"], CLIPPING_HEADS, w),
+        lambda i, s: clipping_figure(i["metrics"], CLIPPING_HEADS, s),
     ),
     "fig10_high_lr": FigureSpec(
         "experiments",
         {"metrics": [("high_lr", "metrics.csv", None)]},
-        lambda i, w: curves_figure(
-            i["metrics"], "high_lr", ["val_acc", "val_loss"], w, "Exp. 3 (lr 1e-2): accuracy and loss per epoch"
+        lambda i, s: curves_figure(
+            i["metrics"],
+            "high_lr",
+            ["val_acc", "val_loss"],
+            s["smoothing_window"],
+            f"{experiment_title(s, 'high_lr')}: accuracy and loss per epoch",
         ),
     ),
     "fig11_lr_sweep_grads": FigureSpec(
         "appendix",
         {"grads": [("lr_sweep", "grads.h5", None)]},
-        lambda i, w: grad_heatmaps(
+        lambda i, s: grad_heatmaps(
             i["grads"],
             "variant",
             title="Baseline head: |grad| of fc2 at each learning rate",
@@ -472,13 +545,13 @@ FIGURES: dict[str, FigureSpec] = {
     "figA_batch_size": FigureSpec(
         "appendix",
         {"summaries": [("batch_size", "summary.json", None)]},
-        lambda i, w: batch_size_figure(i["summaries"]),
+        lambda i, s: batch_size_figure(i["summaries"]),
     ),
     # optimisation diagnostics (normscape.plots_diagnostics; measures registered in normscape.measures)
     "fig_smoothness": FigureSpec(
         "diagnostics",
         {"smoothness": [("convergence", "smoothness.h5", None)]},
-        lambda i, w: _diagnostics().plot_smoothness(i["smoothness"], None, None),
+        lambda i, s: _diagnostics().plot_smoothness(i["smoothness"], None, None),
     ),
     "fig_hessian_density": FigureSpec(
         "diagnostics",
@@ -491,7 +564,7 @@ FIGURES: dict[str, FigureSpec] = {
     "fig_adaptive_sharpness": FigureSpec(
         "diagnostics",
         {"adaptive": [("convergence", "adaptive_sharpness.json", None)]},
-        lambda i, w: _diagnostics().plot_adaptive_sharpness(i["adaptive"], None, None),
+        lambda i, s: _diagnostics().plot_adaptive_sharpness(i["adaptive"], None, None),
     ),
 }
 
@@ -505,8 +578,7 @@ def draw(name: str, inputs: dict[str, list[str]], settings: dict) -> plt.Figure:
     """The figure called ``name`` (see FIGURES.md) from its input files."""
     if name not in FIGURES:
         raise ValueError(f"unknown figure {name!r}; defined: {sorted(FIGURES)}")
-    spec = FIGURES[name]
-    return spec.draw(inputs, settings if spec.settings else settings.get("smoothing_window", 3))
+    return FIGURES[name].draw(inputs, {"smoothing_window": 3, **settings})
 
 
 def render(name: str, inputs: dict[str, list[str]], settings: dict, pdf: str | Path, png: str | Path) -> None:

@@ -13,7 +13,7 @@ from collections import defaultdict
 import numpy as np
 
 from normscape.adaptive_sharpness import read_adaptive_sharpness
-from normscape.plots import PALETTE, plt, save
+from normscape.plots import PALETTE, log_scale, plt, save
 from normscape.results import HEAD_LABELS, head_sort_key, run_key
 from normscape.smoothness import derived, read_smoothness_h5
 from normscape.spectrum import read_spectrum_h5, spectral_density
@@ -73,30 +73,34 @@ def plot_smoothness(smoothness_paths: list, pdf, png) -> dict:
     drawn = {}
     for col, (key, title) in enumerate(SMOOTHNESS_PANELS):
         ax, box = axes[0, col], axes[1, col]
-        pooled, labels, colours = [], [], []
+        pooled, labels, colours, values_drawn = [], [], [], []
         for head, paths in heads.items():
             runs = [read_smoothness_h5(p) for p in paths]
             steps = runs[0]["step"]
             values = [derived(r)[key] for r in runs if np.array_equal(r["step"], steps)]
             stack = np.vstack(values)
             colour = PALETTE.get(head, None)
-            drawn[(key, head)] = np.nanmedian(stack, 0)
+            drawn[(key, head)] = np.nanmedian(stack, 0) if stack.size else stack
+            values_drawn.append(stack)
             ax.plot(steps, drawn[(key, head)], color=colour, label=_label(head), lw=1.2)
             ax.fill_between(steps, np.nanmin(stack, 0), np.nanmax(stack, 0), color=colour, alpha=0.2, lw=0)
             flat = np.concatenate([derived(r)[key] for r in runs])
             pooled.append(flat[np.isfinite(flat) & (flat > 0)])
             labels.append(HEAD_LABELS.get(head, head))
             colours.append(colour)
-        ax.set_yscale("log")
+        nothing = "no positive finite value: every probe step diverged or did not move"
+        log_scale(ax, "y", [v.ravel() for v in values_drawn], nothing)
         ax.set_xlabel("training step")
         ax.set_title(title)
-        if pooled:
+        if any(p.size for p in pooled):
             parts = box.boxplot(pooled, whis=(5, 95), showfliers=False, patch_artist=True)
             for patch, colour in zip(parts["boxes"], colours):
                 patch.set_facecolor(colour or "grey")
                 patch.set_alpha(0.5)
             box.set_xticks(range(1, len(labels) + 1), labels, rotation=30, ha="right")
-            box.set_yscale("log")
+            log_scale(box, "y", np.concatenate(pooled))
+        else:
+            box.axis("off")
     axes[0, 0].legend(frameon=False)
     fig.suptitle("Smoothness along the training trajectory (steps along the optimiser's update)")
     fig.tight_layout()

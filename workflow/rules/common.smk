@@ -10,7 +10,13 @@ SRC_DIR = Path(workflow.basedir) / "src"
 sys.path.insert(0, str(SRC_DIR))
 os.environ.update(PYTHONPATH=os.pathsep.join(p for p in (str(SRC_DIR), os.environ.get("PYTHONPATH")) if p))
 
-from normscape.config import enumerate_runs, experiment_runs, find_run, validate_config  # noqa: E402
+from normscape.config import (  # noqa: E402
+    enumerate_runs,
+    experiment_conditions,
+    experiment_runs,
+    find_run,
+    validate_config,
+)
 from normscape import datasets, paths  # noqa: E402
 from normscape.plots import FIGURES as FIGURE_SPECS, INPUT_KINDS as FIGURE_INPUT_KINDS  # noqa: E402
 from normscape.errors import ConfigError  # noqa: E402
@@ -253,9 +259,13 @@ def figure_inputs(name):
 
 
 def figure_settings(name):
-    """The figures slice, plus the diagnostics slice a figure's drawing reads (its spec's ``settings``)."""
-    extra = FIGURE_SPECS[name].settings
-    return {**config["figures"], **(config["diagnostics"][extra] if extra else {})}
+    """The figures slice, the shared training settings of the experiments the figure shows (its titles state
+    them), plus the diagnostics slice its drawing reads (its spec's ``settings``)."""
+    spec = FIGURE_SPECS[name]
+    experiments = dict.fromkeys(e for kind in spec.inputs.values() for e, _, _ in kind)
+    conditions = {e: experiment_conditions(config, e) for e in experiments}
+    extra = config["diagnostics"][spec.settings] if spec.settings else {}
+    return {**config["figures"], "conditions": conditions, **extra}
 
 
 def missing_for_figure(name):
