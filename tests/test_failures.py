@@ -206,7 +206,7 @@ def test_every_figure_renders_when_no_run_of_an_experiment_learns(tiny_config, t
     from normscape.plots import FIGURES
 
     experiments = copy.deepcopy(EVERY_FIGURE_EXPERIMENTS)
-    for name, exp in experiments.items():
+    for exp in experiments.values():
         if "sweep" in exp and "lr" in exp["sweep"]:
             exp["sweep"]["lr"] = [lr * f for f in exp["sweep"]["lr"]]
         else:
