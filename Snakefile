@@ -12,11 +12,14 @@ from snakemake.utils import min_version
 min_version("9.0.0")
 
 
-# Our own syntax check first: Snakemake's parser reports a broken YAML file without its line and column.
+# Our own syntax check first: Snakemake's parser reports a broken YAML file without its line and column, and
+# takes a key given twice silently (the last wins). --configfile files are parsed by Snakemake's CLI before
+# this runs (a syntax error there gets its message), but their duplicate keys are caught here.
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from normscape.config import check_config_syntax  # noqa: E402
 
-check_config_syntax("config.yaml")
+for config_path in ["config.yaml", *workflow.overwrite_configfiles]:
+    check_config_syntax(config_path)
 
 
 configfile: "config.yaml"

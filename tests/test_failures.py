@@ -221,3 +221,37 @@ def test_every_figure_renders_when_no_run_of_an_experiment_learns(tiny_config, t
     assert drawn == set(FIGURES), set(FIGURES) ^ drawn
     log = (results / "logs" / "figures" / "fig4_convergence_accuracy.log").read_text()
     assert f"Exp. 1 (lr {'1e30' if case == 'diverged' else '1e-12'}): accuracy per epoch" in log, log
+
+
+@pytest.mark.parametrize("where", ["config.yaml", "--configfile", "checker"])
+def test_a_key_given_twice_is_rejected_with_file_line_and_column(tiny_config, tmp_path, where):
+    import subprocess
+    import sys
+
+    import yaml
+
+    text = yaml.safe_dump(tiny_config, sort_keys=False) + "training:\n  lr: 0.1\n"  # a second training block
+    line = text.count("\n") - 1  # the second `training:` is the file's second-last line
+    first = text.splitlines().index("training:") + 1
+    if where == "config.yaml":
+        (tmp_path / "config.yaml").write_text(text)
+        proc = run_snakemake(["-n", "all"], cwd=tmp_path, check=False)
+        name = "config.yaml"
+    elif where == "--configfile":
+        bad = tmp_path / "mine.yaml"
+        bad.write_text(text)
+        proc = run_snakemake(["-n", "all"], cwd=tmp_path, configfile=bad, check=False)
+        name = str(bad)
+    else:
+        bad = tmp_path / "mine.yaml"
+        bad.write_text("head: {hidden: 32, hidden: 64}\n")
+        proc = subprocess.run([sys.executable, "-m", "normscape.config", str(bad)], capture_output=True, text=True)
+        name, line, first = str(bad), 1, None
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "Traceback" not in out, out[-2000:]
+    if first is None:
+        assert f"config file {name}, line 1, column 20: duplicate key 'hidden', first given at line 1, column 8" in out
+    else:
+        expect = f"config file {name}, line {line}, column 1: duplicate key 'training', first given at line {first},"
+        assert expect in out, out[-2000:]
+    assert "Keep one of them" in out
