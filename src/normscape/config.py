@@ -320,7 +320,10 @@ def find_run(cfg: dict, experiment: str, head: str, variant: str, seed: int | st
 if __name__ == "__main__":  # python -m normscape.config FILE: check a config file (syntax with line/column, schema)
     import sys
 
+    from normscape.plugins import load_plugins
+
     try:
+        load_plugins((load_yaml(sys.argv[1]) or {}).get("plugins"))
         load_config(sys.argv[1])
     except ConfigError as err:
         sys.exit(f"normscape: {err}")

@@ -169,9 +169,20 @@ def load_head(path) -> ClassifierHead:
 
 
 def _load_head_file(path) -> tuple[ClassifierHead, dict]:
+    from normscape.errors import DataError
+
     state = torch.load(path, map_location="cpu", weights_only=False)
     model = build_head(**state["head_config"])
-    model.load_state_dict(state["state_dict"])
+    try:
+        model.load_state_dict(state["state_dict"])
+    except RuntimeError as exc:  # the norm's (or head's) code changed since the run was trained
+        problem = str(exc).strip().splitlines()[-1].strip()
+        raise DataError(
+            f"{path} does not fit the head that norm {state['head_config']['norm']!r} builds now ({problem}): its "
+            "code changed after this run was trained. Retrain the run: snakemake --cores 2 all (a run's identity "
+            "covers its norm's code, so Snakemake retrains it; for results of an older normscape add "
+            "--forcerun train)."
+        ) from None
     return model.eval(), state
 
 
@@ -337,8 +348,9 @@ def compute_sharpness(model_final: str, features: str, landscape_h5: str, out_js
             return sharpness
         split, seed, span = str(f.attrs["split"]), int(f.attrs["direction_seed"]), float(f.attrs["span"])
         idx = f["subset_indices"][()]
-        d1 = {k: torch.from_numpy(v[()]) for k, v in f["directions/d1"].items()}
-        d2 = {k: torch.from_numpy(v[()]) for k, v in f["directions/d2"].items()}
+        # np.asarray: a 0-d parameter's direction is read back as a NumPy scalar, not an array
+        d1 = {k: torch.from_numpy(np.asarray(v[()])) for k, v in f["directions/d1"].items()}
+        d2 = {k: torch.from_numpy(np.asarray(v[()])) for k, v in f["directions/d2"].items()}
         plane = f["plane/loss"][()]
     x, y = rows_as_tensors(features, split, idx)
     hidx = subset_rows(features, "train", hessian["samples"], seed)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from normscape.norms import NORMS, LazyModule
+from normscape.norms import COLOURS, LazyModule
 from normscape.results import (
     HEAD_LABELS,
     head_sort_key,
@@ -29,7 +29,7 @@ from normscape.results import (
     variant_value,
 )
 
-PALETTE = {name: spec.colour for name, spec in NORMS.items()}  # from the norm registry
+PALETTE = COLOURS  # from the norm registry (plugins' norms included)
 METRIC_LABELS = {
     "val_acc": "validation accuracy",
     "train_acc": "training accuracy",

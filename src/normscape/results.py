@@ -11,14 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
-from normscape.norms import NORMS, LazyModule
+from normscape.norms import LABELS, NORMS, LazyModule
 from normscape.paths import RUN_PATH, run_key  # noqa: F401  (run_key: the loaders' run identity)
 
 h5py = LazyModule("h5py")  # imported on first use: the workflow imports this module when it parses
 pd = LazyModule("pandas")
 
-HEAD_LABELS = {name: spec.label for name, spec in NORMS.items()}  # from the norm registry
-HEAD_ORDER = list(HEAD_LABELS)
+HEAD_LABELS = LABELS  # from the norm registry (plugins' norms included)
 
 
 def load_metrics(paths: list[str | Path]) -> pd.DataFrame:
@@ -67,7 +66,8 @@ def load_landscape(path: str | Path) -> dict:
 
 
 def head_sort_key(head: str) -> int:
-    return HEAD_ORDER.index(head) if head in HEAD_ORDER else len(HEAD_ORDER)
+    order = list(NORMS)  # registration order (built-in first, then plugins'), read now
+    return order.index(head) if head in order else len(order)
 
 
 def variant_value(variant: str) -> float | None:

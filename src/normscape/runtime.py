@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from normscape.errors import NormscapeError
+from normscape.plugins import load_plugins
 
 log = logging.getLogger("normscape")
 
@@ -176,6 +177,7 @@ def script_main(smk: Any, main: Callable[[Any], None]) -> None:
     tune_allocator()
     set_threads(getattr(smk, "threads", 1))
     try:
+        load_plugins(smk.config.get("plugins"))  # the user's registered norms etc., as the workflow saw them
         main(smk)
         log.info("%s", format_usage(job_usage()))
     except NormscapeError as exc:

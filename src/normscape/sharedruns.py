@@ -81,7 +81,9 @@ def reuse_run(
     owner_dir, run_dir = Path(owner_dir), Path(run_dir)
     owner_summary = json.loads((owner_dir / "summary.json").read_text())
     trained = owner_summary["config"]
-    mine = {"training": training, "head": head, "grad_hist": grad_hist}
+    from normscape.norms import code_digest
+
+    mine = {"training": training, "head": head, "grad_hist": grad_hist, "model_code": code_digest(run["head"])}
     differs = [key for key, value in mine.items() if trained.get(key) != value]
     if differs or (owner_summary["head"], int(owner_summary["seed"])) != (run["head"], int(run["seed"])):
         raise ValueError(

@@ -537,6 +537,7 @@ def train_run(
     landscape_inputs: bool = True,
     smoothness: dict | None = None,
     smoothness_paths: tuple | None = None,
+    model_code: str | None = None,
 ) -> dict:
     """Train one run into ``run_dir`` (resuming from ``checkpoints/last.pt`` when its identity matches) and
     write metrics.csv, summary.json, grads.h5, model_{final,best}.pt and, unless ``landscape_inputs`` is False (no
@@ -546,6 +547,9 @@ def train_run(
     ``features_expected`` (:func:`normscape.featurestore.expected_attrs` of the config): the feature cache must
     have been built for it, else one DataError names the mismatch and the rebuild command.
 
+    ``model_code`` (:func:`normscape.norms.code_digest` of the run's norm; computed here when None): the code the
+    head is built from is part of the run's identity, like its config.
+
     ``smoothness`` (the ``diagnostics.smoothness`` slice, None for runs without the probe): the probe's
     settings are part of the run's identity (a checkpoint never resumes under other settings); with
     ``smoothness_paths`` = (h5, json) the probe's records are written there (zero records without a probe).
@@ -554,7 +558,10 @@ def train_run(
     from normscape.smoothness import SmoothnessProbe, write_smoothness
 
     run_dir = Path(run_dir)
-    resolved = {"run": run, "training": training, "head": head, "grad_hist": grad_hist}
+    from normscape.norms import code_digest
+
+    model_code = model_code or code_digest(run["head"])
+    resolved = {"run": run, "training": training, "head": head, "grad_hist": grad_hist, "model_code": model_code}
     probe = smoothness_probe(smoothness) if smoothness else None
     if probe is not None:
         resolved["smoothness"] = smoothness

@@ -20,6 +20,8 @@ from normscape.config import (  # noqa: E402
 from normscape import datasets, paths  # noqa: E402
 from normscape.plots import FIGURES as FIGURE_SPECS, INPUT_KINDS as FIGURE_INPUT_KINDS  # noqa: E402
 from normscape.errors import ConfigError  # noqa: E402
+from normscape.plugins import load_plugins  # noqa: E402
+from normscape.norms import code_digest  # noqa: E402
 from normscape.measures import MEASURES, curvature_enabled, location_of, measured_experiments  # noqa: E402
 from normscape.runtime import JOB_ENV, limit_cores  # noqa: E402
 from normscape.sharedruns import COPIED_OUTPUTS, shared_trainings  # noqa: E402
@@ -29,6 +31,8 @@ from normscape.snakemake_scheduling import coalesce_reevaluations  # noqa: E402
 os.environ.update({key: os.environ.get(key, value) for key, value in JOB_ENV.items()})
 
 try:
+    # plugins first: the norms, backbones and datasets they register are allowed values of the config
+    load_plugins(config.get("plugins"))
     validate_config(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
 except ConfigError as exc:
     sys.exit(f"normscape: {exc}")

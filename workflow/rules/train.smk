@@ -49,6 +49,8 @@ rule train:
         run=lambda wc: run_identity(wc),
         training=lambda wc: canonical(find_run(config, wc.experiment, wc.head, wc.variant, wc.seed).training),
         head=canonical(config["head"]),
+        # the code the head is built from (its norm's builder and classes, the head module): an edited norm retrains
+        model_code=lambda wc: code_digest(wc.head),
         grad_hist=canonical(config["grad_hist"]),
         # what the feature cache must have been built for (checked before training: never silently other features)
         features_request=canonical({"backbone": config["backbone"], "data": config["data"]}),

@@ -45,6 +45,7 @@ def main(smk):
         landscape_inputs="trajectory" in smk.output.keys(),  # model_init.pt + trajectory.pt: a landscape reads them
         smoothness=dict(p.smoothness) if p.smoothness else None,
         smoothness_paths=smoothness_paths,
+        model_code=p.model_code,
     )
 
 
