@@ -194,6 +194,50 @@ def test_incremental_run_equals_a_fresh_run_of_the_edited_config(
     assert stamps(incremental / "results", untouched) == kept, f"editing {key} rewrote outputs it does not affect"
 
 
+PLUGIN = Path(__file__).parent / "plugins" / "norms_plugin.py"
+# ScaleNorm's single gain (a 0-d parameter) becomes one gain per hidden unit: the same config, other model code
+PLUGIN_EDIT = ("torch.tensor(math.sqrt(features))", "torch.full((features,), math.sqrt(features))")
+
+
+@pytest.mark.slow
+def test_editing_a_registered_norms_code_retrains_its_runs_and_only_them(synthetic_archive, tmp_path):
+    """The property test's edit "change a registered norm's code": a plugin norm whose definition changes between
+    the two runs. Its runs retrain (incremental == fresh), the other norm's runs are not rewritten."""
+    import yaml
+    from conftest import TINY_CONFIG
+
+    cfg = yaml.safe_load(TINY_CONFIG.read_text())
+    cfg["data"]["archive"] = str(synthetic_archive)
+    cfg["results_dir"] = "results"
+    cfg["plugins"] = ["norms_plugin.py"]  # relative to each working directory: every copy has its own file
+    cfg["experiments"] = {"alpha": {"heads": ["scale", "none"], "lr": 1.0e-3}}
+    cfg["landscape"]["experiments"] = ["alpha"]
+    base = tmp_path / "base"
+    base.mkdir()
+    shutil.copy(PLUGIN, base / "norms_plugin.py")
+    run_all(base, cfg)
+    incremental, fresh = tmp_path / "incremental", tmp_path / "fresh"
+    shutil.copytree(base, incremental, symlinks=True)
+    before_edit = snapshot(incremental / "results")
+    untouched = ["features/*", "runs/alpha/none/**/*", "landscapes/alpha/none/**/*"]
+    kept = stamps(incremental / "results", untouched)
+    edited = PLUGIN.read_text().replace(*PLUGIN_EDIT)
+    assert edited != PLUGIN.read_text()
+    fresh.mkdir()
+    for workdir in (incremental, fresh):
+        (workdir / "norms_plugin.py").write_text(edited)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for job in [pool.submit(run_all, workdir, cfg, cores=1) for workdir in (incremental, fresh)]:
+            job.result()
+    after_edit, expected = snapshot(incremental / "results"), snapshot(fresh / "results")
+    assert differences(before_edit, expected), "editing the norm's code changed no result: the edit tests nothing"
+    diffs = differences(after_edit, expected)
+    assert not diffs, "after editing the norm, the incremental run differs from a fresh one in:\n" + "\n".join(diffs)
+    gain = torch.load(incremental / "results/runs/alpha/scale/base/seed0/model_final.pt", weights_only=False)
+    assert gain["state_dict"]["norm.gain"].shape == (cfg["head"]["hidden"],)
+    assert stamps(incremental / "results", untouched) == kept, "editing one norm rewrote the other norm's runs"
+
+
 def results_glob_matches(results: Path, pattern: str) -> bool:
     return any(p.is_file() for p in results.glob(pattern))
 
