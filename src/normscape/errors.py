@@ -28,3 +28,7 @@ class DownloadError(DataError):
 
 class WeightsError(NormscapeError):
     """Backbone weights are missing or do not fit the model."""
+
+
+class DiskFullError(NormscapeError):
+    """The disk (or quota) filled up while a job wrote its outputs."""

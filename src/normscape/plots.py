@@ -72,9 +72,12 @@ pd = LazyModule("pandas")
 
 
 def save(fig: plt.Figure, pdf: str | Path, png: str | Path) -> None:
-    Path(pdf).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(pdf)
-    fig.savefig(png, dpi=300)
+    """PDF and 300-dpi PNG, each written atomically (a full disk leaves no half figure)."""
+    from normscape.atomic import atomic_path
+
+    for path, options in ((pdf, {"format": "pdf"}), (png, {"format": "png", "dpi": 300})):
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, **options)
     plt.close(fig)
 
 

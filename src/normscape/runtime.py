@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from normscape.atomic import disk_full_error, is_disk_full
 from normscape.errors import NormscapeError
 from normscape.plugins import load_plugins
 
@@ -27,6 +28,9 @@ log = logging.getLogger("normscape")
 
 
 def setup_logging(log_path: str | None = None, level: int = logging.INFO) -> None:
+    # a log line that cannot be written (a full disk) is dropped, not reported with a traceback of the logger:
+    # the same line also goes to stderr
+    logging.raiseExceptions = False
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_path:
         os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
@@ -183,7 +187,10 @@ def script_main(smk: Any, main: Callable[[Any], None]) -> None:
     except NormscapeError as exc:
         log.error("%s", exc)
         sys.exit(1)
-    except Exception:
+    except Exception as exc:
+        if is_disk_full(exc):  # a write outside atomic_path (a figure, a log, W&B): the same one message
+            log.error("%s", disk_full_error(getattr(exc, "filename", None) or smk.output[0]))
+            sys.exit(1)
         # A bug, not a user error: keep the traceback, and put it in the rule's log too (on a cluster the
         # job's stderr goes to a separate scheduler log that users look at last).
         log.exception("unexpected error")
