@@ -17,7 +17,6 @@ from normscape.errors import ConfigError  # noqa: E402
 from normscape.measures import MEASURES, curvature_enabled, location_of, measured_experiments  # noqa: E402
 from normscape.runtime import JOB_ENV, limit_cores  # noqa: E402
 from normscape.sharedruns import COPIED_OUTPUTS, shared_trainings  # noqa: E402
-from normscape.snakemake_scheduling import coalesce_reevaluations  # noqa: E402
 
 # Every job inherits these (OpenMP settings must be in place before a job imports torch); a value already set wins.
 os.environ.update({key: os.environ.get(key, value) for key, value in JOB_ENV.items()})
@@ -30,10 +29,6 @@ except ConfigError as exc:
 # Local runs: at most one job per CPU, whatever `--cores` says (normscape.runtime.limit_cores says why).
 if workflow.local_exec:
     limit_cores(workflow.global_resources)
-
-# Snakemake's scheduler multiplies its 1 s wake-up timers with every finished job, each wake-up re-evaluating
-# every waiting job (normscape.snakemake_scheduling): at most one pending at a time.
-coalesce_reevaluations()
 
 RESULTS = config["results_dir"]
 DOWNLOADS = config["downloads_dir"]
