@@ -184,9 +184,9 @@ def run(quick: bool) -> list[dict]:
 
 
 def oversubscription(cpus: int, rounds: int, quick: bool) -> dict:
-    """Training throughput (steps/s summed over the jobs) with one single-thread job per CPU — what a local run
-    does since normscape.runtime.limit_cores caps `--cores` at the CPUs — vs twice as many jobs time-slicing
-    (the README's `--cores 4` on 2 CPUs without the cap). Alternating rounds, medians."""
+    """Training throughput (steps/s summed over the jobs) with one single-thread job per CPU — a local run
+    with `--cores all`, as the README's quick start passes — vs twice as many jobs time-slicing (`--cores 4` on
+    2 CPUs). Alternating rounds, medians."""
     raw = {"one_job_per_cpu": [], "two_jobs_per_cpu": []}
     for _ in range(rounds):
         raw["one_job_per_cpu"].append(measure("training", 1, True, 0, quick, processes=cpus))

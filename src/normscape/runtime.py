@@ -91,39 +91,6 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
-OVERSUBSCRIBE_ENV = "NORMSCAPE_OVERSUBSCRIBE"  # "1": keep a local run's --cores even above the CPU count
-
-
-def limit_cores(global_resources: Any, cpus: int | None = None) -> int | None:
-    """Cap a LOCAL Snakemake run's ``--cores`` (``workflow.global_resources["_cores"]``) at the CPUs it may run
-    on; returns the cap applied, or None when nothing changed.
-
-    The study's jobs are CPU-bound and mostly single-threaded, so ``--cores 4`` on 2 CPUs only time-slices 4 jobs
-    whose working sets then evict each other from the caches: the same work takes longer than 2 at a time
-    (benchmarks/bench_contention.py: ``oversubscription_training``). Cluster runs are not capped: the caller
-    checks ``workflow.local_exec``, and a run with a cluster job count (``_nodes``: ``--jobs`` with a cluster
-    executor, also in a dry run of a cluster profile) is left alone; ``NORMSCAPE_OVERSUBSCRIBE=1`` keeps
-    ``--cores`` as given. Values are ``snakemake.resources.Resource`` in Snakemake 9 (plain ints in older
-    versions): the same type is put back.
-    """
-    nodes = global_resources.get("_nodes")
-    if os.environ.get(OVERSUBSCRIBE_ENV) == "1" or getattr(nodes, "value", nodes) is not None:
-        return None
-    current = global_resources.get("_cores")
-    requested = getattr(current, "value", current)
-    cpus = cpus or available_cpus()
-    if not isinstance(requested, int) or requested <= cpus:
-        return None
-    global_resources["_cores"] = type(current)("_cores", cpus) if hasattr(current, "value") else cpus
-    print(
-        f"normscape: --cores {requested} is more than the {cpus} CPUs this run may use: at most {cpus} jobs run at "
-        f"a time (more CPU-bound jobs than CPUs only time-slice and finish later; {OVERSUBSCRIBE_ENV}=1 keeps "
-        f"--cores {requested}).",
-        file=sys.stderr,
-    )
-    return cpus
-
-
 def set_threads(threads: int) -> int:
     """Limit intra-op parallelism to the threads Snakemake gave this job, and to the CPUs it may run on.
 

@@ -15,7 +15,7 @@ from normscape import datasets, paths  # noqa: E402
 from normscape.plots import FIGURES as FIGURE_SPECS, INPUT_KINDS as FIGURE_INPUT_KINDS  # noqa: E402
 from normscape.errors import ConfigError  # noqa: E402
 from normscape.measures import MEASURES, curvature_enabled, location_of, measured_experiments  # noqa: E402
-from normscape.runtime import JOB_ENV, limit_cores  # noqa: E402
+from normscape.runtime import JOB_ENV  # noqa: E402
 from normscape.sharedruns import COPIED_OUTPUTS, shared_trainings  # noqa: E402
 
 # Every job inherits these (OpenMP settings must be in place before a job imports torch); a value already set wins.
@@ -25,10 +25,6 @@ try:
     validate_config(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
 except ConfigError as exc:
     sys.exit(f"normscape: {exc}")
-
-# Local runs: at most one job per CPU, whatever `--cores` says (normscape.runtime.limit_cores says why).
-if workflow.local_exec:
-    limit_cores(workflow.global_resources)
 
 RESULTS = config["results_dir"]
 DOWNLOADS = config["downloads_dir"]
