@@ -125,8 +125,8 @@ def test_jobstats_sums_per_stage(tmp_path, capsys):
 
 @pytest.mark.parametrize("outcome", ["finished", "user_error"])
 def test_a_script_job_ends_with_its_log_complete_and_the_right_status(tmp_path, outcome):
-    """A finished job skips the interpreter's teardown (runtime.exit_finished_job): exit status 0 and the log,
-    usage line included, complete on disk; a user error still exits 1 with its one-line message."""
+    """A finished job ends as any Python process does: exit status 0 and the log, usage line last, complete on
+    disk; a user error exits 1 with its one message in the log and on stderr, no traceback."""
     import subprocess
     import sys
 
@@ -145,14 +145,13 @@ def main(smk):
         raise ConfigError("training.lr must be positive: fix config.yaml")
 
 script_main(types.SimpleNamespace(log=[{str(log)!r}], threads=1), main)
-print("not reached when the job ended")
 """
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert (tmp_path / "out.txt").read_text() == "written"
     text = log.read_text()
     if outcome == "finished":
         assert proc.returncode == 0, proc.stderr
-        assert parse_usage(text) is not None and text.endswith("\n"), text
-        assert "not reached" not in proc.stdout
+        assert parse_usage(text.splitlines()[-1]) is not None and text.endswith("\n"), text
     else:
         assert proc.returncode == 1 and "training.lr must be positive" in text and "Traceback" not in text
+        assert proc.stderr.count("training.lr must be positive") == 1 and "Traceback" not in proc.stderr

@@ -153,18 +153,4 @@ def script_main(smk: Any, main: Callable[[Any], None]) -> None:
         # job's stderr goes to a separate scheduler log that users look at last).
         log.exception("unexpected error")
         raise
-    exit_finished_job()
 
-
-def exit_finished_job() -> None:
-    """End a job whose outputs are all written without the interpreter's teardown, which unloads torch, h5py
-    and W&B after the work is done, in every job of the study (benchmarks/bench_jobexit.py measures what it
-    costs). Every output is closed by then (atomic writes, context managers) and W&B was finished, so only the
-    log handlers and the standard streams need flushing."""
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
-    os._exit(0)
