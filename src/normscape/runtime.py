@@ -153,4 +153,3 @@ def script_main(smk: Any, main: Callable[[Any], None]) -> None:
         # job's stderr goes to a separate scheduler log that users look at last).
         log.exception("unexpected error")
         raise
-
