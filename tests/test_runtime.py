@@ -1,4 +1,5 @@
-"""Job runtime settings: the allocator tuning removes page-fault churn, thread counts respect the CPU set."""
+"""Job runtime settings: the job environment's malloc tunables remove page-fault churn and reach the jobs Snakemake
+starts, thread counts respect the CPU set, --cores is the user's."""
 
 from __future__ import annotations
 
@@ -7,6 +8,15 @@ import os
 import pytest
 
 from normscape.runtime import available_cpus, set_threads
+
+
+def glibc_version() -> tuple[int, ...]:
+    """(major, minor) of the glibc this process runs on; () for another C library."""
+    try:
+        name, _, version = (os.confstr("CS_GNU_LIBC_VERSION") or "").partition(" ")
+    except (AttributeError, ValueError, OSError):
+        return ()
+    return tuple(int(part) for part in version.split(".")[:2]) if name == "glibc" else ()
 
 
 @pytest.mark.skipif(not os.uname().sysname == "Linux", reason="glibc allocator settings")
@@ -20,6 +30,75 @@ def test_tuned_allocator_stops_refaulting_large_activations():
     assert tuned["tuned"] and not default["tuned"]
     assert default["minor_faults_per_image"] > 200
     assert tuned["minor_faults_per_image"] < default["minor_faults_per_image"] / 10
+
+
+MMAPPED_BYTES_OF_ONE_8_MIB_BLOCK = """
+import ctypes
+
+class MallInfo2(ctypes.Structure):  # struct mallinfo2 (malloc.h, glibc >= 2.33)
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                 "keepcost")]
+
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = MallInfo2
+libc.malloc.argtypes, libc.malloc.restype = [ctypes.c_size_t], ctypes.c_void_p
+before = libc.mallinfo2().hblkhd
+block = libc.malloc(8 * 2**20)
+print(libc.mallinfo2().hblkhd - before)
+"""
+
+
+@pytest.mark.skipif(glibc_version() < (2, 33), reason="glibc >= 2.33 (mallinfo2)")
+def test_glibc_takes_the_job_environments_malloc_tunables():
+    """glibc ignores a tunable it does not know: the names and values in JOB_ENV must really change where an 8 MiB
+    block comes from (glibc's default: its own mmap; the job environment: the heap)."""
+    import subprocess
+    import sys
+
+    from normscape.runtime import TUNABLES_ENV, job_environment
+
+    def mmapped(env: dict) -> int:
+        run = subprocess.run([sys.executable, "-c", MMAPPED_BYTES_OF_ONE_8_MIB_BLOCK], env=env, capture_output=True)
+        return int(run.stdout)
+
+    plain = {k: v for k, v in os.environ.items() if k != TUNABLES_ENV}
+    assert mmapped(plain) >= 8 * 2**20
+    assert mmapped({**plain, **job_environment(plain)}) == 0
+
+
+def test_job_environment_keeps_what_the_user_set():
+    from normscape.runtime import JOB_ENV, MALLOC_TUNABLES, TUNABLES_ENV, job_environment
+
+    assert job_environment({}) == JOB_ENV
+    assert job_environment({"OMP_WAIT_POLICY": "ACTIVE"})["OMP_WAIT_POLICY"] == "ACTIVE"
+    own = "glibc.cpu.hwcaps=-AVX512F:glibc.malloc.trim_threshold=0"
+    merged = job_environment({TUNABLES_ENV: own})[TUNABLES_ENV]
+    assert merged.startswith(own + ":") and merged.count("trim_threshold") == 1
+    assert all(f"{name}=" in merged for name in MALLOC_TUNABLES)
+    again = {TUNABLES_ENV: merged, "OMP_WAIT_POLICY": "PASSIVE"}
+    assert job_environment(again) == again  # common.smk parsed again (a SLURM job's own Snakemake) changes nothing
+
+
+@pytest.mark.skipif(not glibc_version(), reason="glibc's tunables")
+def test_a_job_started_without_the_tunables_says_so(tmp_path):
+    """A launcher that drops the job environment costs speed, not results: the job's log says which settings."""
+    import subprocess
+    import sys
+
+    from normscape.runtime import TUNABLES_ENV, job_environment
+
+    script = f"""
+import types
+from normscape.runtime import script_main
+script_main(types.SimpleNamespace(log=[{str(tmp_path / "job.log")!r}], threads=1), lambda smk: None)
+"""
+    plain = {k: v for k, v in os.environ.items() if k != TUNABLES_ENV}
+    for env, warned in ((plain, True), ({**plain, **job_environment(plain)}, False)):
+        subprocess.run([sys.executable, "-c", script], env=env, check=True)
+        text = (tmp_path / "job.log").read_text()
+        assert ("default allocator settings" in text) is warned, text
+        assert ("glibc.malloc.top_pad" in text) is warned  # the message names what is missing
 
 
 def test_threads_capped_by_the_cpus_the_job_may_use():
@@ -54,9 +133,10 @@ print(torch.get_num_threads())
 
 
 @pytest.mark.slow
-def test_a_local_run_keeps_the_cores_it_was_given(tiny_config, tmp_path):
-    """`--cores` is the user's: more than the CPUs is theirs to choose (the README's quick start says what to pass),
-    and a real job of that run ends with its usage line."""
+def test_a_local_run_keeps_its_cores_and_starts_jobs_with_the_job_environment(tiny_config, tmp_path):
+    """`--cores` is the user's: more than the CPUs is theirs to choose (the README's quick start says what to pass).
+    A real job of that run started with the malloc tunables (its log would say otherwise) and ends with its usage
+    line."""
     from conftest import run_snakemake, write_config
 
     path = write_config(tiny_config, tmp_path / "c.yaml")
@@ -66,7 +146,8 @@ def test_a_local_run_keeps_the_cores_it_was_given(tiny_config, tmp_path):
     assert f"Provided cores: {many}\n" in proc.stderr
     from normscape.jobstats import parse_usage
 
-    assert parse_usage((tmp_path / "results" / "logs" / "prepare_data.log").read_text()) is not None
+    log = (tmp_path / "results" / "logs" / "prepare_data.log").read_text()
+    assert parse_usage(log) is not None and "default allocator settings" not in log, log
 
 
 def test_job_usage_counts_this_process_cpu_and_memory():

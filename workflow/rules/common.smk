@@ -15,11 +15,12 @@ from normscape import datasets, paths  # noqa: E402
 from normscape.plots import FIGURES as FIGURE_SPECS, INPUT_KINDS as FIGURE_INPUT_KINDS  # noqa: E402
 from normscape.errors import ConfigError  # noqa: E402
 from normscape.measures import MEASURES, curvature_enabled, location_of, measured_experiments  # noqa: E402
-from normscape.runtime import JOB_ENV  # noqa: E402
+from normscape.runtime import job_environment  # noqa: E402
 from normscape.sharedruns import COPIED_OUTPUTS, shared_trainings  # noqa: E402
 
-# Every job inherits these (OpenMP settings must be in place before a job imports torch); a value already set wins.
-os.environ.update({key: os.environ.get(key, value) for key, value in JOB_ENV.items()})
+# Every job inherits these (OpenMP's and glibc's settings must be in place when a job's process starts); a value
+# already set wins (normscape.runtime.job_environment).
+os.environ.update(job_environment())
 
 try:
     validate_config(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
