@@ -3,7 +3,9 @@ starts, thread counts respect the CPU set, --cores is the user's."""
 
 from __future__ import annotations
 
+import glob
 import os
+import re
 
 import pytest
 
@@ -49,22 +51,36 @@ print(libc.mallinfo2().hblkhd - before)
 """
 
 
-@pytest.mark.skipif(glibc_version() < (2, 33), reason="glibc >= 2.33 (mallinfo2)")
+def glibc_loader() -> str | None:
+    """glibc's dynamic loader (ld.so), which lists the tunables a process started with would get."""
+    for pattern in ("/lib64/ld-linux*.so.*", "/lib/ld-linux*.so.*", "/lib/*-linux-gnu/ld-linux*.so.*"):
+        if found := sorted(glob.glob(pattern)):
+            return found[0]
+    return None
+
+
+@pytest.mark.skipif(glibc_version() < (2, 33) or glibc_loader() is None, reason="glibc >= 2.33 (ld.so --list-tunables)")
 def test_glibc_takes_the_job_environments_malloc_tunables():
-    """glibc ignores a tunable it does not know: the names and values in JOB_ENV must really change where an 8 MiB
-    block comes from (glibc's default: its own mmap; the job environment: the heap)."""
+    """glibc ignores a tunable it does not know: every name and value in JOB_ENV must be in effect in a process
+    started with it (ld.so lists them), and an 8 MiB block must come from the heap there (glibc's default: an mmap
+    of its own; mmap_max=0 lists as 0 either way)."""
     import subprocess
     import sys
 
-    from normscape.runtime import TUNABLES_ENV, job_environment
+    from normscape.runtime import MALLOC_TUNABLES, TUNABLES_ENV, job_environment
+
+    plain = {k: v for k, v in os.environ.items() if k != TUNABLES_ENV}
+    job = {**plain, **job_environment(plain)}
+    listed = subprocess.run([glibc_loader(), "--list-tunables"], env=job, capture_output=True, text=True).stdout
+    values = dict(re.findall(r"^(glibc\.malloc\.\w+): (\w+)", listed, re.MULTILINE))
+    assert {name: int(values[name], 0) for name in MALLOC_TUNABLES} == MALLOC_TUNABLES
 
     def mmapped(env: dict) -> int:
         run = subprocess.run([sys.executable, "-c", MMAPPED_BYTES_OF_ONE_8_MIB_BLOCK], env=env, capture_output=True)
         return int(run.stdout)
 
-    plain = {k: v for k, v in os.environ.items() if k != TUNABLES_ENV}
     assert mmapped(plain) >= 8 * 2**20
-    assert mmapped({**plain, **job_environment(plain)}) == 0
+    assert mmapped(job) == 0
 
 
 def test_job_environment_keeps_what_the_user_set():
