@@ -104,14 +104,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--output", type=Path, default=None, help="where to write the JSON (default depends on --quick)")
     args = ap.parse_args(argv)
 
-    # Measure what the workflow's jobs run with: their environment (read by OpenMP when torch loads) and
-    # allocator settings (see normscape.runtime).
+    # Measure what the workflow's jobs run with: their environment, read by glibc's allocator when a process starts
+    # (normscape.runtime.JOB_ENV). Without it, the suite starts itself again with it (the same arguments).
     sys.path.insert(0, str(HERE.parent / "src"))
-    from normscape.runtime import JOB_ENV, tune_allocator
+    from normscape.runtime import job_environment
 
-    for key, value in JOB_ENV.items():
-        os.environ.setdefault(key, value)
-    tune_allocator()
+    env = job_environment()
+    if any(os.environ.get(key) != value for key, value in env.items()):
+        search = os.pathsep.join(
+            p for p in (str(HERE.parent), str(HERE.parent / "src"), os.environ.get("PYTHONPATH")) if p
+        )
+        argv = sys.argv[1:] if argv is None else argv
+        os.execve(
+            sys.executable, [sys.executable, "-m", "benchmarks", *argv], {**os.environ, **env, "PYTHONPATH": search}
+        )
     import torch
 
     sys.path.insert(0, str(HERE.parent))

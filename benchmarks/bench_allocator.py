@@ -1,10 +1,10 @@
 """Allocator churn in feature extraction: page faults and system time with the C library's default allocator
-settings vs :func:`normscape.runtime.tune_allocator` (what every workflow job runs with).
+settings vs the malloc tunables of :data:`normscape.runtime.JOB_ENV` (what every workflow job starts with).
 
-Each side runs in its own fresh process (allocator settings are per process), alternating default / tuned
-several times, each extracting the same images at 224 px with 2 threads (the rule's threads). Page faults per
-image and the share of system time are counted with ``getrusage``; both depend little on how busy the machine
-is, unlike the images/s that are reported beside them. Real weights with ``NORMSCAPE_BENCH_WEIGHTS``.
+Each side runs in its own fresh process (glibc reads ``GLIBC_TUNABLES`` when a process starts), alternating
+default / tuned several times, each extracting the same images at 224 px with 2 threads (the rule's threads).
+Page faults per image and the share of system time are counted with ``getrusage``; both depend little on how
+busy the machine is, unlike the images/s that are reported beside them. Real weights with ``NORMSCAPE_BENCH_WEIGHTS``.
 """
 
 from __future__ import annotations
@@ -29,8 +29,16 @@ FAULTS_RESOLUTION, SYSTEM_FRACTION_RESOLUTION = 50.0, 0.02
 def probe(
     allocator: str, images: int, input_size: int, threads: int, weights: str | None, extra_env: dict | None = None
 ) -> dict:
-    """Extract ``images`` synthetic images in a fresh process; its rusage deltas over the timed part."""
-    env = {**os.environ, "NORMSCAPE_MALLOC": allocator, "OMP_NUM_THREADS": str(threads), **(extra_env or {})}
+    """Extract ``images`` synthetic images in a fresh process started with the job environment's malloc tunables
+    (``allocator="tuned"``) or without them (``"default"``: glibc's own settings; other tunables stay); its rusage
+    deltas over the timed part."""
+    from normscape.runtime import TUNABLES_ENV, job_environment
+
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), **(extra_env or {})}
+    if allocator == "default":
+        env.pop(TUNABLES_ENV, None)
+    else:
+        env[TUNABLES_ENV] = job_environment(env)[TUNABLES_ENV]
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO / "src"), str(REPO), env.get("PYTHONPATH")) if p)
     args = [sys.executable, "-m", "benchmarks.bench_allocator", str(images), str(input_size), str(threads)]
     out = subprocess.run(args + ([weights] if weights else []), env=env, capture_output=True, text=True, check=True)
@@ -41,9 +49,9 @@ def _child(images: int, input_size: int, threads: int, weights: str | None) -> d
     import resource
     import time
 
-    from normscape.runtime import tune_allocator
+    from normscape.runtime import missing_malloc_tunables
 
-    tuned = tune_allocator()  # as script_main does before a job's work (a no-op with NORMSCAPE_MALLOC=default)
+    tuned = not missing_malloc_tunables()  # what this process was started with
     import numpy as np
     import torch
 

@@ -2,7 +2,8 @@
 
 Shared workstations and cluster nodes rarely give a job the whole machine. Each stage (feature extraction,
 training, landscape) runs in a fresh process exactly as its workflow job does — the rule's ``threads``, the
-job environment of ``normscape.runtime.JOB_ENV`` (set before torch is imported) and the allocator settings —
+job environment of ``normscape.runtime.JOB_ENV`` (OpenMP's wait policy and glibc's malloc tunables, in place
+when the process starts) —
 and is measured three ways:
 
   * ``single``: one thread, no competitor: the bar (a job must never be worse off than this);
@@ -47,7 +48,6 @@ def default_shards() -> int:
 
 SHARDS = default_shards()
 EXTRACT_IMAGES_ENV = "NORMSCAPE_BENCH_EXTRACT_IMAGES"  # images per extraction worker (full mode)
-JOB_SETTINGS_ENV = "NORMSCAPE_BENCH_JOB_SETTINGS"  # "1": the worker tunes the allocator as a workflow job does
 UNITS = {"extraction": "images/s", "training": "steps/s", "landscape": "grid points/s"}
 SPIN = "import sys, time\nend = time.monotonic() + float(sys.argv[1])\nwhile time.monotonic() < end:\n    pass\n"
 
@@ -57,10 +57,6 @@ def worker(stage: str, quick: bool) -> float:
     import numpy as np
     import torch
 
-    if os.environ.get(JOB_SETTINGS_ENV) == "1":  # as runtime.script_main does for every workflow job
-        from normscape.runtime import tune_allocator
-
-        tune_allocator()
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     if stage == "extraction":
         from normscape.features import FeatureExtractor
@@ -106,12 +102,11 @@ def measure(
 ) -> float:
     """One stage's throughput in fresh processes (``processes`` side by side, summed: shards; extraction:
     ``images`` each), with ``competitors`` spin loops running meanwhile."""
-    from normscape.runtime import JOB_ENV
+    from normscape.runtime import JOB_ENV, job_environment
 
     env = {k: v for k, v in os.environ.items() if k not in JOB_ENV}
     env[EXTRACT_IMAGES_ENV] = str(images)
-    env.update(JOB_ENV if job_env else {})
-    env[JOB_SETTINGS_ENV] = "1" if job_env else "0"
+    env.update(job_environment(env) if job_env else {})
     env["OMP_NUM_THREADS"] = str(threads)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO / "src"), str(REPO), env.get("PYTHONPATH")) if p)
     spinners = [subprocess.Popen([sys.executable, "-c", SPIN, "600"]) for _ in range(competitors)]
@@ -184,9 +179,9 @@ def run(quick: bool) -> list[dict]:
 
 
 def oversubscription(cpus: int, rounds: int, quick: bool) -> dict:
-    """Training throughput (steps/s summed over the jobs) with one single-thread job per CPU — what a local run
-    does since normscape.runtime.limit_cores caps `--cores` at the CPUs — vs twice as many jobs time-slicing
-    (the README's `--cores 4` on 2 CPUs without the cap). Alternating rounds, medians."""
+    """Training throughput (steps/s summed over the jobs) with one single-thread job per CPU — a local run
+    with `--cores all`, as the README's quick start passes — vs twice as many jobs time-slicing (`--cores 4` on
+    2 CPUs). Alternating rounds, medians."""
     raw = {"one_job_per_cpu": [], "two_jobs_per_cpu": []}
     for _ in range(rounds):
         raw["one_job_per_cpu"].append(measure("training", 1, True, 0, quick, processes=cpus))

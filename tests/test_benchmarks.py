@@ -16,7 +16,6 @@ REQUIRED = {
     "grad_histogram_overhead",
     "landscape_51x51",
     "snakemake_noop_dryrun",
-    "job_process_cpu",
     "extraction_page_faults",
     "extraction_system_time",
     "contention_extraction",

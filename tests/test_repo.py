@@ -20,7 +20,7 @@ def quick_start_lines() -> list[str]:
 def test_quick_start_has_exactly_two_command_lines():
     lines = quick_start_lines()
     assert len(lines) == 2, lines
-    assert "snakemake --cores 4 all" in lines[0] and lines[0].endswith("# run the study")
+    assert "snakemake --cores all all" in lines[0] and lines[0].endswith("# run the study")
     assert "pytest" in lines[1] and lines[1].endswith("# run the tests")
 
 

@@ -1,12 +1,24 @@
-"""Job runtime settings: the allocator tuning removes page-fault churn, thread counts respect the CPU set."""
+"""Job runtime settings: the job environment's malloc tunables remove page-fault churn and reach the jobs Snakemake
+starts, thread counts respect the CPU set, --cores is the user's."""
 
 from __future__ import annotations
 
+import glob
 import os
+import re
 
 import pytest
 
 from normscape.runtime import available_cpus, set_threads
+
+
+def glibc_version() -> tuple[int, ...]:
+    """(major, minor) of the glibc this process runs on; () for another C library."""
+    try:
+        name, _, version = (os.confstr("CS_GNU_LIBC_VERSION") or "").partition(" ")
+    except (AttributeError, ValueError, OSError):
+        return ()
+    return tuple(int(part) for part in version.split(".")[:2]) if name == "glibc" else ()
 
 
 @pytest.mark.skipif(not os.uname().sysname == "Linux", reason="glibc allocator settings")
@@ -20,6 +32,89 @@ def test_tuned_allocator_stops_refaulting_large_activations():
     assert tuned["tuned"] and not default["tuned"]
     assert default["minor_faults_per_image"] > 200
     assert tuned["minor_faults_per_image"] < default["minor_faults_per_image"] / 10
+
+
+MMAPPED_BYTES_OF_ONE_8_MIB_BLOCK = """
+import ctypes
+
+class MallInfo2(ctypes.Structure):  # struct mallinfo2 (malloc.h, glibc >= 2.33)
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                 "keepcost")]
+
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = MallInfo2
+libc.malloc.argtypes, libc.malloc.restype = [ctypes.c_size_t], ctypes.c_void_p
+before = libc.mallinfo2().hblkhd
+block = libc.malloc(8 * 2**20)
+print(libc.mallinfo2().hblkhd - before)
+"""
+
+
+def glibc_loader() -> str | None:
+    """glibc's dynamic loader (ld.so), which lists the tunables a process started with would get."""
+    for pattern in ("/lib64/ld-linux*.so.*", "/lib/ld-linux*.so.*", "/lib/*-linux-gnu/ld-linux*.so.*"):
+        if found := sorted(glob.glob(pattern)):
+            return found[0]
+    return None
+
+
+@pytest.mark.skipif(glibc_version() < (2, 33) or glibc_loader() is None, reason="glibc >= 2.33 (ld.so --list-tunables)")
+def test_glibc_takes_the_job_environments_malloc_tunables():
+    """glibc ignores a tunable it does not know: every name and value in JOB_ENV must be in effect in a process
+    started with it (ld.so lists them), and an 8 MiB block must come from the heap there (glibc's default: an mmap
+    of its own; mmap_max=0 lists as 0 either way)."""
+    import subprocess
+    import sys
+
+    from normscape.runtime import MALLOC_TUNABLES, TUNABLES_ENV, job_environment
+
+    plain = {k: v for k, v in os.environ.items() if k != TUNABLES_ENV}
+    job = {**plain, **job_environment(plain)}
+    listed = subprocess.run([glibc_loader(), "--list-tunables"], env=job, capture_output=True, text=True).stdout
+    values = dict(re.findall(r"^(glibc\.malloc\.\w+): (\w+)", listed, re.MULTILINE))
+    assert {name: int(values[name], 0) for name in MALLOC_TUNABLES} == MALLOC_TUNABLES
+
+    def mmapped(env: dict) -> int:
+        run = subprocess.run([sys.executable, "-c", MMAPPED_BYTES_OF_ONE_8_MIB_BLOCK], env=env, capture_output=True)
+        return int(run.stdout)
+
+    assert mmapped(plain) >= 8 * 2**20
+    assert mmapped(job) == 0
+
+
+def test_job_environment_keeps_what_the_user_set():
+    from normscape.runtime import JOB_ENV, MALLOC_TUNABLES, TUNABLES_ENV, job_environment
+
+    assert job_environment({}) == JOB_ENV
+    assert job_environment({"OMP_WAIT_POLICY": "ACTIVE"})["OMP_WAIT_POLICY"] == "ACTIVE"
+    own = "glibc.cpu.hwcaps=-AVX512F:glibc.malloc.trim_threshold=0"
+    merged = job_environment({TUNABLES_ENV: own})[TUNABLES_ENV]
+    assert merged.startswith(own + ":") and merged.count("trim_threshold") == 1
+    assert all(f"{name}=" in merged for name in MALLOC_TUNABLES)
+    again = {TUNABLES_ENV: merged, "OMP_WAIT_POLICY": "PASSIVE"}
+    assert job_environment(again) == again  # common.smk parsed again (a SLURM job's own Snakemake) changes nothing
+
+
+@pytest.mark.skipif(not glibc_version(), reason="glibc's tunables")
+def test_a_job_started_without_the_tunables_says_so(tmp_path):
+    """A launcher that drops the job environment costs speed, not results: the job's log says which settings."""
+    import subprocess
+    import sys
+
+    from normscape.runtime import TUNABLES_ENV, job_environment
+
+    script = f"""
+import types
+from normscape.runtime import script_main
+script_main(types.SimpleNamespace(log=[{str(tmp_path / "job.log")!r}], threads=1), lambda smk: None)
+"""
+    plain = {k: v for k, v in os.environ.items() if k != TUNABLES_ENV}
+    for env, warned in ((plain, True), ({**plain, **job_environment(plain)}, False)):
+        subprocess.run([sys.executable, "-c", script], env=env, check=True)
+        text = (tmp_path / "job.log").read_text()
+        assert ("default allocator settings" in text) is warned, text
+        assert ("glibc.malloc.top_pad" in text) is warned  # the message names what is missing
 
 
 def test_threads_capped_by_the_cpus_the_job_may_use():
@@ -53,37 +148,22 @@ print(torch.get_num_threads())
     assert out == ["False", "1"]
 
 
-def test_local_cores_capped_at_the_cpus(monkeypatch, capsys):
-    from snakemake.resources import Resource
-
-    from normscape.runtime import OVERSUBSCRIBE_ENV, limit_cores
-
-    monkeypatch.delenv(OVERSUBSCRIBE_ENV, raising=False)
-    resources = {"_cores": Resource("_cores", 8), "_nodes": Resource("_nodes", None)}
-    assert limit_cores(resources, cpus=2) == 2
-    assert isinstance(resources["_cores"], Resource) and resources["_cores"].value == 2
-    assert "--cores 8 is more than the 2 CPUs" in capsys.readouterr().err
-    plain = {"_cores": 8}  # older Snakemake: a plain int
-    assert limit_cores(plain, cpus=3) == 3 and plain["_cores"] == 3
-    cluster = {"_cores": Resource("_cores", 64), "_nodes": Resource("_nodes", 100)}  # --jobs of a cluster profile
-    for unchanged in ({"_cores": Resource("_cores", 2)}, {"_cores": 1}, {"_cores": None}, cluster):
-        before = dict(unchanged)
-        assert limit_cores(unchanged, cpus=2) is None and unchanged == before
-    monkeypatch.setenv(OVERSUBSCRIBE_ENV, "1")
-    kept = {"_cores": 8}
-    assert limit_cores(kept, cpus=2) is None and kept["_cores"] == 8
-
-
 @pytest.mark.slow
-def test_snakemake_run_with_more_cores_than_cpus_says_it_caps(tiny_config, tmp_path):
+def test_a_local_run_keeps_its_cores_and_starts_jobs_with_the_job_environment(tiny_config, tmp_path):
+    """`--cores` is the user's: more than the CPUs is theirs to choose (the README's quick start says what to pass).
+    A real job of that run started with the malloc tunables (its log would say otherwise) and ends with its usage
+    line."""
     from conftest import run_snakemake, write_config
 
     path = write_config(tiny_config, tmp_path / "c.yaml")
     many = available_cpus() + 6
-    proc = run_snakemake(["-n", "all", "--cores", str(many)], configfile=path)
-    assert f"--cores {many} is more than the {available_cpus()} CPUs" in proc.stderr
-    proc = run_snakemake(["-n", "all", "--cores", str(available_cpus())], configfile=path)
-    assert "is more than the" not in proc.stderr
+    args = ["--cores", str(many), "--notemp", tiny_config["results_dir"] + "/data/cifar10.h5"]
+    proc = run_snakemake(args, cwd=tmp_path, configfile=path)
+    assert f"Provided cores: {many}\n" in proc.stderr
+    from normscape.jobstats import parse_usage
+
+    log = (tmp_path / "results" / "logs" / "prepare_data.log").read_text()
+    assert parse_usage(log) is not None and "default allocator settings" not in log, log
 
 
 def test_job_usage_counts_this_process_cpu_and_memory():
@@ -142,8 +222,8 @@ def test_jobstats_sums_per_stage(tmp_path, capsys):
 
 @pytest.mark.parametrize("outcome", ["finished", "user_error"])
 def test_a_script_job_ends_with_its_log_complete_and_the_right_status(tmp_path, outcome):
-    """A finished job skips the interpreter's teardown (runtime.exit_finished_job): exit status 0 and the log,
-    usage line included, complete on disk; a user error still exits 1 with its one-line message."""
+    """A finished job ends as any Python process does: exit status 0 and the log, usage line last, complete on
+    disk; a user error exits 1 with its one message in the log and on stderr, no traceback."""
     import subprocess
     import sys
 
@@ -162,14 +242,13 @@ def main(smk):
         raise ConfigError("training.lr must be positive: fix config.yaml")
 
 script_main(types.SimpleNamespace(log=[{str(log)!r}], threads=1), main)
-print("not reached when the job ended")
 """
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert (tmp_path / "out.txt").read_text() == "written"
     text = log.read_text()
     if outcome == "finished":
         assert proc.returncode == 0, proc.stderr
-        assert parse_usage(text) is not None and text.endswith("\n"), text
-        assert "not reached" not in proc.stdout
+        assert parse_usage(text.splitlines()[-1]) is not None and text.endswith("\n"), text
     else:
         assert proc.returncode == 1 and "training.lr must be positive" in text and "Traceback" not in text
+        assert proc.stderr.count("training.lr must be positive") == 1 and "Traceback" not in proc.stderr

@@ -1,4 +1,5 @@
-"""Glue shared by every workflow script: logging to the rule's log file, thread limits, clean errors.
+"""Glue shared by every workflow script: the environment jobs start with, logging to the rule's log file, thread limits,
+clean errors.
 
 A script in ``workflow/scripts/`` is a few lines::
 
@@ -12,12 +13,11 @@ message in the log and on stderr, no traceback; anything else is a bug and keeps
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from normscape.atomic import disk_full_error, is_disk_full
@@ -40,52 +40,64 @@ def setup_logging(log_path: str | None = None, level: int = logging.INFO) -> Non
     )
 
 
-# Environment of every workflow job, set by workflow/rules/common.smk before a job's process starts (OpenMP
-# reads it when torch is imported, too early for script_main). PASSIVE: a thread that waits at a barrier
-# sleeps instead of spinning, so a job whose threads share CPUs with another busy process does not stall on
-# a descheduled sibling (benchmarks/bench_contention.py). A value already in the environment wins.
-JOB_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
-
-# glibc mallopt parameters (malloc.h) and the values this pipeline's jobs run with (bytes).
-M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
-ALLOCATOR_SETTINGS = {
-    # Requests below this come from the heap, not from a fresh mmap; 32 MiB is glibc's maximum on 64-bit.
-    M_MMAP_THRESHOLD: 32 * 2**20,
-    # Grow the heap by this much extra whenever it grows, so the 16 x 96 x 112 x 112 float activations of
-    # extraction at 224 px (77 MB, above the mmap threshold) are carved from the heap's free top as well.
-    M_TOP_PAD: 256 * 2**20,
+# glibc's malloc tunables for every job (bytes). glibc reads them from GLIBC_TUNABLES once, when a process starts,
+# so they reach a job through the environment Snakemake starts it with (JOB_ENV), never from inside the job. They
+# keep large freed buffers inside the process instead of returning them to the kernel after every batch: with
+# glibc's defaults every large tensor is a fresh mmap that is unmapped when freed, so each batch re-faults its
+# activations page by page, in system time (benchmarks/bench_allocator.py counts page faults and system time with
+# and without). They change where memory comes from, never results; other C libraries ignore the variable.
+MALLOC_TUNABLES = {
+    # No request gets an mmap of its own. glibc maps every request above its mmap threshold afresh and unmaps it
+    # when freed; the threshold is at most 32 MiB, below the 16 x 96 x 112 x 112 float activations of extraction at
+    # 224 px (77 MB), which would then be re-faulted in every batch. From the heap a freed buffer is reused, and a
+    # request the heap's free top cannot hold grows the heap (with only a high threshold, such a request is mapped
+    # afresh in every batch whenever the top happens to be short: seen in 1 of 4 fresh processes).
+    "glibc.malloc.mmap_max": 0,
+    # Grow the heap by this much extra whenever it grows, so that it grows rarely.
+    "glibc.malloc.top_pad": 256 * 2**20,
     # Return freed memory at the heap's top to the kernel only beyond this (glibc default: 128 KiB).
-    M_TRIM_THRESHOLD: 512 * 2**20,
+    "glibc.malloc.trim_threshold": 512 * 2**20,
 }
-# Set to "default" to keep the C library's allocator settings (e.g. to measure what tune_allocator saves).
-ALLOCATOR_ENV = "NORMSCAPE_MALLOC"
+TUNABLES_ENV = "GLIBC_TUNABLES"
+
+# Environment of every workflow job, set by workflow/rules/common.smk in the Snakemake process, whose jobs (local
+# script processes, and on SLURM the job's own Snakemake, which parses common.smk again) inherit it: OpenMP reads
+# it when torch is imported and glibc when the process starts, both too early for script_main. PASSIVE: a thread
+# that waits at a barrier sleeps instead of spinning, so a job whose threads share CPUs with another busy process
+# does not stall on a descheduled sibling (benchmarks/bench_contention.py).
+JOB_ENV = {
+    "OMP_WAIT_POLICY": "PASSIVE",
+    TUNABLES_ENV: ":".join(f"{name}={value}" for name, value in MALLOC_TUNABLES.items()),
+}
 
 
-def tune_allocator() -> bool:
-    """Keep large freed buffers inside the process instead of returning them to the kernel after every batch.
+def _tunable_names(value: str) -> set[str]:
+    return {item.partition("=")[0] for item in value.split(":") if item}
 
-    With glibc's defaults every large tensor is a fresh ``mmap`` that is unmapped when freed, so each batch
-    re-faults its activations page by page, in system time (benchmarks/bench_allocator.py counts page faults
-    and system time with and without). The settings only
-    change where memory comes from, never results. Returns False (and changes nothing) where the C library is
-    not glibc (musl, macOS) or when ``NORMSCAPE_MALLOC=default``.
-    """
-    if os.environ.get(ALLOCATOR_ENV, "tuned") == "default" or not sys.platform.startswith("linux"):
-        return False
+
+def job_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The variables of :data:`JOB_ENV` as a job should get them, given the current ``environ``: a variable the
+    user already set wins, except GLIBC_TUNABLES, which is merged per tunable (the user's own tunables stay, and
+    a malloc tunable the user set keeps the user's value). Idempotent: applied to its own result, it changes
+    nothing."""
+    environ = os.environ if environ is None else environ
+    merged = {key: environ.get(key, value) for key, value in JOB_ENV.items()}
+    own = environ.get(TUNABLES_ENV, "")
+    missing = [item for item in JOB_ENV[TUNABLES_ENV].split(":") if item.partition("=")[0] not in _tunable_names(own)]
+    merged[TUNABLES_ENV] = ":".join(item for item in (own, *missing) if item)
+    return merged
+
+
+def missing_malloc_tunables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """The tunables of :data:`MALLOC_TUNABLES` this process's environment lacks, on glibc (``[]`` elsewhere).
+    glibc read that variable when the process started, so what it lacks now is not in effect."""
     try:
-        mallopt = ctypes.CDLL(None).mallopt  # the libc this process already runs on
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    if not all(mallopt(param, value) == 1 for param, value in ALLOCATOR_SETTINGS.items()):
-        return False
-    # Grow the heap once now (one block just below the mmap threshold, plus the top pad), so the heap's free
-    # top can hold large buffers from the start, and not only after smaller ones happened to grow it.
-    libc = ctypes.CDLL(None)
-    libc.malloc.argtypes, libc.malloc.restype = [ctypes.c_size_t], ctypes.c_void_p
-    libc.free.argtypes, libc.free.restype = [ctypes.c_void_p], None
-    libc.free(libc.malloc(ALLOCATOR_SETTINGS[M_MMAP_THRESHOLD] - 2**16))
-    return True
+        if not (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc"):
+            return []
+    except (AttributeError, ValueError, OSError):  # no confstr, or a C library that does not know the name
+        return []
+    present = _tunable_names((os.environ if environ is None else environ).get(TUNABLES_ENV, ""))
+    return [name for name in MALLOC_TUNABLES if name not in present]
 
 
 def available_cpus() -> int:
@@ -94,39 +106,6 @@ def available_cpus() -> int:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # no sched_getaffinity (macOS)
         return os.cpu_count() or 1
-
-
-OVERSUBSCRIBE_ENV = "NORMSCAPE_OVERSUBSCRIBE"  # "1": keep a local run's --cores even above the CPU count
-
-
-def limit_cores(global_resources: Any, cpus: int | None = None) -> int | None:
-    """Cap a LOCAL Snakemake run's ``--cores`` (``workflow.global_resources["_cores"]``) at the CPUs it may run
-    on; returns the cap applied, or None when nothing changed.
-
-    The study's jobs are CPU-bound and mostly single-threaded, so ``--cores 4`` on 2 CPUs only time-slices 4 jobs
-    whose working sets then evict each other from the caches: the same work takes longer than 2 at a time
-    (benchmarks/bench_contention.py: ``oversubscription_training``). Cluster runs are not capped: the caller
-    checks ``workflow.local_exec``, and a run with a cluster job count (``_nodes``: ``--jobs`` with a cluster
-    executor, also in a dry run of a cluster profile) is left alone; ``NORMSCAPE_OVERSUBSCRIBE=1`` keeps
-    ``--cores`` as given. Values are ``snakemake.resources.Resource`` in Snakemake 9 (plain ints in older
-    versions): the same type is put back.
-    """
-    nodes = global_resources.get("_nodes")
-    if os.environ.get(OVERSUBSCRIBE_ENV) == "1" or getattr(nodes, "value", nodes) is not None:
-        return None
-    current = global_resources.get("_cores")
-    requested = getattr(current, "value", current)
-    cpus = cpus or available_cpus()
-    if not isinstance(requested, int) or requested <= cpus:
-        return None
-    global_resources["_cores"] = type(current)("_cores", cpus) if hasattr(current, "value") else cpus
-    print(
-        f"normscape: --cores {requested} is more than the {cpus} CPUs this run may use: at most {cpus} jobs run at "
-        f"a time (more CPU-bound jobs than CPUs only time-slice and finish later; {OVERSUBSCRIBE_ENV}=1 keeps "
-        f"--cores {requested}).",
-        file=sys.stderr,
-    )
-    return cpus
 
 
 def set_threads(threads: int) -> int:
@@ -178,7 +157,14 @@ def script_main(smk: Any, main: Callable[[Any], None]) -> None:
     """Run ``main(smk)`` for a Snakemake ``script:`` job with logging, threads and clean user errors; a finished
     job logs its CPU time, system time and peak memory (:func:`job_usage`; ``python -m normscape.jobstats``)."""
     setup_logging(smk.log[0] if len(smk.log) else None)
-    tune_allocator()
+    if missing := missing_malloc_tunables():
+        log.warning(
+            "this job runs with glibc's default allocator settings (%s lacks %s): a launcher that started it without "
+            "the workflow's job environment (workflow/rules/common.smk) lost them; results are the same, "
+            "feature extraction spends more system time",
+            TUNABLES_ENV,
+            ", ".join(missing),
+        )
     set_threads(getattr(smk, "threads", 1))
     try:
         load_plugins(smk.config.get("plugins"))  # the user's registered norms etc., as the workflow saw them
@@ -195,18 +181,3 @@ def script_main(smk: Any, main: Callable[[Any], None]) -> None:
         # job's stderr goes to a separate scheduler log that users look at last).
         log.exception("unexpected error")
         raise
-    exit_finished_job()
-
-
-def exit_finished_job() -> None:
-    """End a job whose outputs are all written without the interpreter's teardown, which unloads torch, h5py
-    and W&B after the work is done, in every job of the study (benchmarks/bench_jobexit.py measures what it
-    costs). Every output is closed by then (atomic writes, context managers) and W&B was finished, so only the
-    log handlers and the standard streams need flushing."""
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
-    os._exit(0)

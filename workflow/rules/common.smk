@@ -23,12 +23,12 @@ from normscape.errors import ConfigError  # noqa: E402
 from normscape.plugins import load_plugins  # noqa: E402
 from normscape.norms import code_digest  # noqa: E402
 from normscape.measures import MEASURES, curvature_enabled, location_of, measured_experiments  # noqa: E402
-from normscape.runtime import JOB_ENV, limit_cores  # noqa: E402
+from normscape.runtime import job_environment  # noqa: E402
 from normscape.sharedruns import COPIED_OUTPUTS, shared_trainings  # noqa: E402
-from normscape.snakemake_scheduling import coalesce_reevaluations  # noqa: E402
 
-# Every job inherits these (OpenMP settings must be in place before a job imports torch); a value already set wins.
-os.environ.update({key: os.environ.get(key, value) for key, value in JOB_ENV.items()})
+# Every job inherits these (OpenMP's and glibc's settings must be in place when a job's process starts); a value
+# already set wins (normscape.runtime.job_environment).
+os.environ.update(job_environment())
 
 try:
     # plugins first: the norms, backbones and datasets they register are allowed values of the config
@@ -36,14 +36,6 @@ try:
     validate_config(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
 except ConfigError as exc:
     sys.exit(f"normscape: {exc}")
-
-# Local runs: at most one job per CPU, whatever `--cores` says (normscape.runtime.limit_cores says why).
-if workflow.local_exec:
-    limit_cores(workflow.global_resources)
-
-# Snakemake's scheduler multiplies its 1 s wake-up timers with every finished job, each wake-up re-evaluating
-# every waiting job (normscape.snakemake_scheduling): at most one pending at a time.
-coalesce_reevaluations()
 
 RESULTS = config["results_dir"]
 DOWNLOADS = config["downloads_dir"]

@@ -18,7 +18,7 @@ rule landscape:
     conda:
         ENV
     # One thread: the evaluator runs thousands of small ops, and two-thread jobs side by side on a machine with
-    # fewer cores than `--cores` (the README's `--cores 4` on 2 cores) stall on each other's OpenMP barriers
+    # fewer cores than `--cores` (e.g. `--cores 4` on 2 cores) stall on each other's OpenMP barriers
     # (measured: a 51x51 plane ~35x slower). Four single-thread jobs just share the cores. On SLURM, where
     # each job owns its CPUs, profiles/slurm gives it 2.
     threads: 1
