@@ -88,3 +88,56 @@ def test_bad_image_folders_get_one_clear_message(tmp_path, breakage, message):
 def test_split_that_leaves_a_split_empty_is_refused():
     with pytest.raises(DataError, match="leaves .*empty"):
         imagefolder.split_indices(np.array([0, 0, 1, 1]), 0.1, 0.1, seed=0)
+
+
+def picture_in_every_mode(tmp_path):
+    """One grey gradient (the 8-bit reference) saved in every image mode the reader accepts."""
+    from PIL import Image
+
+    grad = np.tile(np.arange(0, 256, 4, dtype=np.uint8), (64, 1))
+    ref = Image.fromarray(grad).convert("L")
+    variants = {
+        "L.png": ref,
+        "RGB.png": ref.convert("RGB"),
+        "RGBA.png": ref.convert("RGBA"),
+        "LA.png": ref.convert("LA"),
+        "P.png": ref.convert("P"),
+        "CMYK.tiff": ref.convert("CMYK"),
+        "I16.png": Image.fromarray(grad.astype(np.uint16) * 257),  # 16-bit grey PNG: mode I;16
+        "I32.tiff": Image.fromarray(grad.astype(np.int32) * 257),  # mode I (older Pillow's 16-bit PNGs)
+        "F.tiff": Image.fromarray(grad.astype(np.float32) / 255),  # float image in [0, 1]
+    }
+    files = []
+    for name, img in variants.items():
+        img.save(tmp_path / name)
+        files.append(tmp_path / name)
+    return np.asarray(ref.convert("RGB")), files
+
+
+def test_every_image_mode_reads_as_its_8_bit_reference(tmp_path, caplog):
+    from PIL import Image
+
+    from normscape.imagefolder import read_images
+
+    reference, files = picture_in_every_mode(tmp_path)
+    assert {Image.open(f).mode for f in files} >= {"I;16", "I", "F", "P", "LA", "CMYK"}
+    with caplog.at_level(logging.INFO, logger="normscape.imagefolder"):
+        images = read_images(files, 64)
+    for path, image in zip(files, images):
+        assert np.array_equal(image, reference), path.name  # 16-bit white is 255, mid-grey stays mid-grey
+    assert "rescaled 3 image(s) of more than 8 bits to 8 bits by their range" in caplog.text
+
+
+def test_links_that_lead_nowhere_or_in_a_circle_are_counted(tmp_path, caplog):
+    from normscape.imagefolder import scan
+    from normscape.synthetic import make_image_folder
+
+    root = make_image_folder(tmp_path / "tree", per_class=3, mixed_modes=False)
+    (root / "cat" / "loop.png").symlink_to(root / "cat" / "loop.png")  # a link to itself
+    (root / "dog" / "gone.png").symlink_to(tmp_path / "deleted.png")
+    (root / "dog" / "notes.txt").write_text("not an image")
+    with caplog.at_level(logging.INFO, logger="normscape.imagefolder"):
+        _, files, _ = scan(root)
+    assert len(files) == 9
+    assert "skipped 1 non-image file(s)" in caplog.text
+    assert "skipped 2 link(s)" in caplog.text and "lead nowhere or in a circle" in caplog.text

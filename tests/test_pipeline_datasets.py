@@ -62,3 +62,31 @@ def test_image_folder_end_to_end(tiny_config, tmp_path):
     check_study(cfg, write_config(cfg, tmp_path / "c.yaml"), num_classes=3, class_names=["cat", "dog", "fox"])
     log = (tmp_path / "results" / "logs" / "prepare_data.log").read_text()
     assert "converted 18 image(s) to RGB" in log  # the stated handling of mixed image modes, in the rule's log
+
+
+def test_sixteen_bit_images_are_rescaled_not_saturated(tiny_config, tmp_path):
+    """An ImageFolder of 16-bit grey PNGs through the data rule: each prepared image equals the 8-bit version of
+    the same picture (before: every pixel above 255/65535 of full scale became white)."""
+    import numpy as np
+    from PIL import Image
+
+    from normscape.datasets import load_prepared
+
+    root = make_image_folder(tmp_path / "deep", per_class=12, mixed_modes=False)
+    references = {}
+    for path in sorted(root.rglob("*.png")):
+        grey = np.asarray(Image.open(path).convert("L"))
+        Image.fromarray(grey.astype(np.uint16) * 257).save(path)  # 16-bit: 0..65535
+        references[path.relative_to(root).as_posix()] = np.asarray(Image.fromarray(grey).convert("RGB"))
+    data = {"dataset": "imagefolder", "archive": None, "root": str(root), "image_size": 40}
+    cfg = small_study(tiny_config, {**data, "val_fraction": 0.25, "test_fraction": 0.25})
+    target = f"{cfg['results_dir']}/data/imagefolder.h5"
+    run_snakemake([target, "--cores", "1"], configfile=write_config(cfg, tmp_path / "c.yaml"))
+    prepared = load_prepared(target)
+    files = sorted(references)  # indices are positions in the sorted file list
+    for split in ("train", "val", "test"):
+        images, _, indices = prepared[split]
+        for image, index in zip(images, indices):
+            assert np.array_equal(image, references[files[index]]), files[index]
+    log = (tmp_path / "results" / "logs" / "prepare_data.log").read_text()
+    assert "rescaled 36 image(s) of more than 8 bits" in log, log

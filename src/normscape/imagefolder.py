@@ -2,9 +2,11 @@
 
 Checks, each one clear message naming the files and the fix (never a traceback): the root is missing or has
 fewer than two class folders; a class folder holds no images; images that PIL cannot read. Stated, logged
-handling: files whose extension is not an image's are skipped (counted in the log); images in other modes
-(grey ``L``, ``RGBA``, palette ``P``, ...) are converted to RGB (counted per mode); every image is resized to
-``data.image_size`` px square (bilinear) so the dataset is one uint8 array like CIFAR's.
+handling: files whose extension is not an image's, and links that lead nowhere or in a circle, are skipped (each
+kind counted in the log); images in other modes (grey ``L``, ``RGBA``, palette ``P``, ...) are converted to RGB
+(counted per mode); images of more than 8 bits (16-bit grey ``I;16``, 32-bit integer ``I``, float ``F``) are
+rescaled by their mode's range to 8 bits first, not clipped (a 16-bit PNG's 65535 is white, not 255); every image
+is resized to ``data.image_size`` px square (bilinear) so the dataset is one uint8 array like CIFAR's.
 
 Split rule (``data.val_fraction``, ``data.test_fraction``, ``data.split_seed``): within each class, the images
 (sorted by path) are permuted with ``numpy.random.default_rng([split_seed, class index])``; the first
@@ -40,9 +42,12 @@ def scan(root: str | Path) -> tuple[list[str], list[Path], np.ndarray]:
             f"data.root {root} has {len(classes)} class folder(s) {classes}; a classifier needs at least two "
             "(the layout is root/<class>/<image>)."
         )
-    files, labels, skipped, empty = [], [], 0, []
+    files, labels, skipped, broken, empty = [], [], 0, 0, []
     for index, name in enumerate(classes):
-        found = sorted(p for p in (root / name).rglob("*") if p.is_file() and not p.name.startswith("."))
+        entries = [p for p in (root / name).rglob("*") if not p.name.startswith(".")]
+        found = sorted(p for p in entries if _is_file(p))
+        # a link that leads nowhere or in a circle is neither a file nor a folder
+        broken += sum(1 for p in entries if p.is_symlink() and not _is_file(p) and not _is_dir(p))
         images = [p for p in found if p.suffix.lower() in IMAGE_EXTENSIONS]
         skipped += len(found) - len(images)
         if not images:
@@ -56,7 +61,39 @@ def scan(root: str | Path) -> tuple[list[str], list[Path], np.ndarray]:
         )
     if skipped:
         log.info("skipped %d non-image file(s) under %s", skipped, root)
+    if broken:
+        log.info("skipped %d link(s) under %s that lead nowhere or in a circle", broken, root)
     return classes, files, np.asarray(labels, dtype=np.int64)
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # a symlink loop (ELOOP) on Python versions whose is_file raises it
+        return False
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
+
+
+# The full-scale value of the image modes of more than 8 bits PIL decodes to (16-bit PNG and TIFF: I;16*, or I
+# on older Pillow; F: float images, whose scale is 1.0 when every value is in [0, 1], else 255).
+HIGH_DEPTH_MODES = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": 65535, "F": None}
+
+
+def to_8bit(img):
+    """A grey image of more than 8 bits as 8-bit ``L``, rescaled by its mode's full-scale value (rounded)."""
+    from PIL import Image
+
+    values = np.asarray(img, dtype=np.float64)
+    scale = HIGH_DEPTH_MODES[img.mode]
+    if scale is None:
+        scale = 1.0 if values.size and np.nanmax(values) <= 1.0 else 255.0
+    return Image.fromarray(np.clip(np.rint(values * (255.0 / scale)), 0, 255).astype(np.uint8), "L")
 
 
 def read_images(files: list[Path], image_size: int) -> np.ndarray:
@@ -71,7 +108,7 @@ def read_images(files: list[Path], image_size: int) -> np.ndarray:
                 img.load()
                 if img.mode != "RGB":
                     modes[img.mode] += 1
-                    img = img.convert("RGB")
+                    img = (to_8bit(img) if img.mode in HIGH_DEPTH_MODES else img).convert("RGB")
                 out[i] = np.asarray(img.resize((image_size, image_size), Image.Resampling.BILINEAR))
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
             bad.append(f"{path} ({type(exc).__name__})")
@@ -81,6 +118,8 @@ def read_images(files: list[Path], image_size: int) -> np.ndarray:
         )
     if modes:
         log.info("converted %d image(s) to RGB (modes: %s)", sum(modes.values()), dict(modes))
+        if deep := {m: n for m, n in modes.items() if m in HIGH_DEPTH_MODES}:
+            log.info("rescaled %d image(s) of more than 8 bits to 8 bits by their range (%s)", sum(deep.values()), deep)
     return out
 
 
