@@ -161,6 +161,7 @@ def test_weights_that_are_not_a_state_dict_get_our_message(tiny_config, tmp_path
     out = failing(cfg, tmp_path, target=f"{cfg['results_dir']}/features/features.h5", dry=False)
     assert f"backbone weights {whole_model} is not a PyTorch state_dict" in out, out[-3000:]
     assert "torch.save(model.state_dict(), path)" in out
+    assert f"from a torchvision {cfg['backbone']['arch']} (backbone.arch)" in out  # the configured arch
     assert "weights_only" not in out and "Traceback" not in out
 
 
@@ -255,3 +256,18 @@ def test_a_key_given_twice_is_rejected_with_file_line_and_column(tiny_config, tm
         expect = f"config file {name}, line {line}, column 1: duplicate key 'training', first given at line {first},"
         assert expect in out, out[-2000:]
     assert "Keep one of them" in out
+
+
+@pytest.mark.slow
+def test_temp_files_of_an_interrupted_checkpoint_write_are_removed_when_the_run_finishes(tiny_config, tmp_path):
+    """A kill during a checkpoint write leaves its temp file (atomic_path cannot remove it); the run's job,
+    rerun, removes it with the checkpoint when the run has finished."""
+    from pathlib import Path
+
+    cfg = edit(tiny_config, "experiments", {"convergence": {"heads": ["none"], "lr": 2.0e-3}})
+    run = Path(cfg["results_dir"]) / "runs" / "convergence" / "none" / "base" / "seed0"
+    leftover = run / "checkpoints" / ".last.pt.k1ll3d.pt.tmp"
+    leftover.parent.mkdir(parents=True)
+    leftover.write_bytes(b"half a checkpoint")
+    run_snakemake([str(run / "summary.json"), "--cores", "1"], configfile=write_config(cfg, tmp_path / "c.yaml"))
+    assert (run / "summary.json").is_file() and not (run / "checkpoints").exists()

@@ -115,7 +115,7 @@ def preprocessing(arch: str, weights: str) -> dict:
 
 
 # --------------------------------------------------------------------------------------------- building
-def load_state_dict(path: str | Path, sha256: str | None = None) -> dict:
+def load_state_dict(path: str | Path, sha256: str | None = None, arch: str = "mobilenet_v2") -> dict:
     """Read a local state_dict with clear errors for a missing, corrupt or mismatching file."""
     path = Path(path)
     if not path.is_file():
@@ -142,7 +142,7 @@ def load_state_dict(path: str | Path, sha256: str | None = None) -> dict:
         )
         raise WeightsError(
             f"backbone weights {path} is not a PyTorch state_dict: it is {what}. Set backbone.weights to a file "
-            "written with torch.save(model.state_dict(), path) from a torchvision mobilenet_v2, or to "
+            f"written with torch.save(model.state_dict(), path) from a torchvision {arch} (backbone.arch), or to "
             f"'{TORCHVISION_WEIGHTS}' / '{RANDOM_WEIGHTS}'."
         ) from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
@@ -189,7 +189,7 @@ def build_backbone(
     dropped = {f"{head_name}.weight", f"{head_name}.bias"}
     if weights != RANDOM_WEIGHTS:
         source = weights_file or weights
-        state = load_state_dict(source, sha256)
+        state = load_state_dict(source, sha256, arch)
         expected = model.state_dict()
         missing = sorted(set(expected) - set(state) - dropped)
         unexpected = sorted(set(state) - set(expected))

@@ -62,9 +62,12 @@ def load_checkpoint(path: str | Path, provenance: dict) -> dict | None:
 
 
 def discard_checkpoint(path: str | Path) -> None:
-    """Remove a finished run's resume checkpoint (and its folder when that is left empty)."""
+    """Remove a finished run's resume checkpoint, the temp files of checkpoint writes a kill interrupted
+    (``.last.pt.*.tmp``: atomic_path could not remove them), and the folder when that is left empty."""
     path = Path(path)
     path.unlink(missing_ok=True)
+    for leftover in path.parent.glob(f".{path.name}.*.tmp"):
+        leftover.unlink(missing_ok=True)
     try:
         path.parent.rmdir()
     except OSError:  # not empty (a user's file) or already gone
