@@ -271,3 +271,12 @@ def test_temp_files_of_an_interrupted_checkpoint_write_are_removed_when_the_run_
     leftover.write_bytes(b"half a checkpoint")
     run_snakemake([str(run / "summary.json"), "--cores", "1"], configfile=write_config(cfg, tmp_path / "c.yaml"))
     assert (run / "summary.json").is_file() and not (run / "checkpoints").exists()
+
+
+def test_a_broken_plugin_is_one_message_before_any_job(tiny_config, tmp_path):
+    broken = tmp_path / "my_norms.py"
+    broken.write_text("from normscape.norms import NormSpec, register\nregister(NormSpec('none', None, 'x', 'k'))\n")
+    out = failing(edit(tiny_config, "plugins", [str(broken)]), tmp_path)
+    assert f"plugin {broken} failed while it was imported: ValueError: norm 'none' is registered twice" in out, out
+    out = failing(edit(tiny_config, "plugins", [str(tmp_path / "nope.py")]), tmp_path)
+    assert "plugins: " in out and "nope.py' is not a file" in out and "Traceback" not in out

@@ -64,7 +64,7 @@ def test_image_folder_end_to_end(tiny_config, tmp_path):
     assert "converted 18 image(s) to RGB" in log  # the stated handling of mixed image modes, in the rule's log
 
 
-def test_sixteen_bit_images_are_rescaled_not_saturated(tiny_config, tmp_path):
+def test_sixteen_bit_images_are_rescaled_not_saturated_and_looping_links_counted(tiny_config, tmp_path):
     """An ImageFolder of 16-bit grey PNGs through the data rule: each prepared image equals the 8-bit version of
     the same picture (before: every pixel above 255/65535 of full scale became white)."""
     import numpy as np
@@ -78,6 +78,7 @@ def test_sixteen_bit_images_are_rescaled_not_saturated(tiny_config, tmp_path):
         grey = np.asarray(Image.open(path).convert("L"))
         Image.fromarray(grey.astype(np.uint16) * 257).save(path)  # 16-bit: 0..65535
         references[path.relative_to(root).as_posix()] = np.asarray(Image.fromarray(grey).convert("RGB"))
+    (root / "cat" / "loop.png").symlink_to(root / "cat" / "loop.png")  # a link in a circle: skipped, counted
     data = {"dataset": "imagefolder", "archive": None, "root": str(root), "image_size": 40}
     cfg = small_study(tiny_config, {**data, "val_fraction": 0.25, "test_fraction": 0.25})
     target = f"{cfg['results_dir']}/data/imagefolder.h5"
@@ -90,3 +91,4 @@ def test_sixteen_bit_images_are_rescaled_not_saturated(tiny_config, tmp_path):
             assert np.array_equal(image, references[files[index]]), files[index]
     log = (tmp_path / "results" / "logs" / "prepare_data.log").read_text()
     assert "rescaled 36 image(s) of more than 8 bits" in log, log
+    assert "skipped 1 link(s)" in log and "lead nowhere or in a circle" in log
