@@ -280,3 +280,22 @@ def test_a_broken_plugin_is_one_message_before_any_job(tiny_config, tmp_path):
     assert f"plugin {broken} failed while it was imported: ValueError: norm 'none' is registered twice" in out, out
     out = failing(edit(tiny_config, "plugins", [str(tmp_path / "nope.py")]), tmp_path)
     assert "plugins: " in out and "nope.py' is not a file" in out and "Traceback" not in out
+
+
+@pytest.mark.slow
+def test_a_corrupt_run_file_is_one_message_naming_it_and_the_fix(tiny_config, tmp_path):
+    """A truncated grads.h5 (a disk that failed, a copy cut short): the figure job that reads it says which file
+    and how to rebuild it, once, without h5py's traceback."""
+    from pathlib import Path
+
+    cfg = edit(tiny_config, "experiments", {"convergence": {"heads": ["none"], "lr": 2.0e-3}})
+    path = write_config(cfg, tmp_path / "c.yaml")
+    figure = f"{cfg['results_dir']}/figures/fig6_grad_hist_fc2.png"
+    run_snakemake([figure, "--cores", "1"], configfile=path)
+    grads = Path(cfg["results_dir"]) / "runs/convergence/none/base/seed0/grads.h5"
+    grads.write_bytes(grads.read_bytes()[:3000])
+    Path(figure).unlink()
+    proc = run_snakemake([figure, "--cores", "1"], configfile=path, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "Traceback" not in out, out[-3000:]
+    assert f"{grads} is truncated or corrupt" in out and f"Rebuild it: rm {grads} && snakemake" in out, out[-3000:]

@@ -33,3 +33,42 @@ def check_hdf5(path: str | Path, what: str = "file") -> str | None:
     except (OSError, KeyError, ValueError, RuntimeError) as exc:
         return f"{what} {path} is truncated or corrupt ({exc}). Rebuild it: {rebuild_command(path)}"
     return None
+
+
+def check_file(path: str | Path) -> str | None:
+    """None when a run file reads back completely (HDF5, torch .pt, JSON, CSV by its suffix; others are not
+    checked); else the message to show: the file, what is wrong, the command that rebuilds it."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    if path.suffix == ".h5":
+        return check_hdf5(path)
+    try:
+        if path.suffix == ".pt":
+            import zipfile
+
+            with zipfile.ZipFile(path) as archive:  # torch.save's format: a zip archive with CRCs
+                bad = archive.testzip()
+                if bad is not None:
+                    raise ValueError(f"member {bad} fails its checksum")
+        elif path.suffix == ".json":
+            import json
+
+            json.loads(path.read_text())
+        elif path.suffix == ".csv":
+            import csv
+
+            rows = list(csv.reader(path.open()))
+            if not rows or any(len(row) != len(rows[0]) for row in rows):
+                raise ValueError("rows of unequal length")
+    except (OSError, ValueError, UnicodeDecodeError) as exc:  # zipfile.BadZipFile and JSONDecodeError included
+        return f"{path} is truncated or corrupt ({exc}). Rebuild it: {rebuild_command(path)}"
+    return None
+
+
+def corrupt_input(paths) -> str | None:
+    """The message for the first input file of a job that is truncated or corrupt, or None."""
+    for path in paths:
+        if problem := check_file(path):
+            return problem
+    return None

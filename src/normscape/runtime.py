@@ -177,6 +177,11 @@ def script_main(smk: Any, main: Callable[[Any], None]) -> None:
         if is_disk_full(exc):  # a write outside atomic_path (a figure, a log, W&B): the same one message
             log.error("%s", disk_full_error(getattr(exc, "filename", None) or smk.output[0]))
             sys.exit(1)
+        from normscape.integrity import corrupt_input
+
+        if problem := corrupt_input(list(smk.input)):  # what failed was reading a damaged input, not our code
+            log.error("%s", problem)
+            sys.exit(1)
         # A bug, not a user error: keep the traceback, and put it in the rule's log too (on a cluster the
         # job's stderr goes to a separate scheduler log that users look at last).
         log.exception("unexpected error")
