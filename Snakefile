@@ -45,3 +45,10 @@ rule all:
     default_target: True
     input:
         all_targets(),
+
+
+onsuccess:
+    from normscape.overview import study_overview
+
+    if overview := study_overview(RESULTS):
+        print(overview)

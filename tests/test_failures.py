@@ -220,6 +220,8 @@ def test_every_figure_renders_when_no_run_of_an_experiment_learns(tiny_config, t
     results = Path(cfg["results_dir"])
     drawn = {p.stem for p in (results / "figures").glob("*.png")}
     assert drawn == set(FIGURES), set(FIGURES) ^ drawn
+    assert "normscape: final test accuracy (mean ± std over seeds)" in proc.stdout  # the closing overview
+    assert "Baseline (no norm)" in proc.stdout and ("diverged" in proc.stdout) == (case == "diverged")
     log = (results / "logs" / "figures" / "fig4_convergence_accuracy.log").read_text()
     assert f"Exp. 1 (lr {'1e30' if case == 'diverged' else '1e-12'}): accuracy per epoch" in log, log
 

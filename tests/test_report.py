@@ -174,3 +174,21 @@ def test_zip_report_shows_the_rotatable_surface_inside(report, tmp_path):
         browser.evaluate("new Promise(r => setTimeout(r, 5000))")  # plotly.js (4 MB) parses and draws (WebGL)
         shot = browser.screenshot(shots_dir(tmp_path) / "report_zip_interactive_surface.png")
         assert ink_fraction(shot, (slice(0, 500), slice(300, 1200))) > 0.05
+
+
+def test_a_finished_study_prints_its_overview(tiny_workflow):
+    """`snakemake all` ends with the accuracy per head and experiment, each claim's verdict, and where the report
+    is (Snakefile onsuccess: normscape.overview), read from the generated tables."""
+    import csv
+
+    from normscape.overview import study_overview
+
+    _, _, results = tiny_workflow
+    text = study_overview(results)
+    rows = list(csv.DictReader((results / "tables" / "summary.csv").open()))
+    none = next(r for r in rows if (r["experiment"], r["head"], r["variant"]) == ("convergence", "none", "base"))
+    assert f"{100 * float(none['final_test_acc_mean']):.1f} %" in text
+    claims = {r["claim"] for r in csv.DictReader((results / "tables" / "claims.csv").open())}
+    assert all(f"  - {claim}: " in text for claim in claims) and text.count("\n  - ") == len(claims)
+    assert f"snakemake --report {results / 'report.html'}" in text
+    assert study_overview(results / "nothing") is None
