@@ -184,6 +184,12 @@ def _format_error(err: jsonschema.ValidationError) -> str:
         return f"config key '{key}': value {err.instance!r} is out of range; it must be {op} {err.validator_value}."
     if err.validator == "minItems":
         return f"config key '{key}': the list is empty (or too short); give at least {err.validator_value} item(s)."
+    if err.validator == "required" and not err.absolute_path and "experiments" in err.message:
+        return (
+            "the config defines no experiments: Snakemake found no config.yaml in the directory it runs in (with "
+            "--directory DIR it reads DIR/config.yaml). Run from the repository, or pass --configfile with your "
+            "experiments."
+        )
     if err.validator == "required":
         return f"config key '{key}': {err.message}."
     return f"config key '{key}': value {err.instance!r} is invalid: {err.message}."
