@@ -304,8 +304,11 @@ def test_a_corrupt_run_file_is_one_message_naming_it_and_the_fix(tiny_config, tm
 
 
 def test_a_directory_without_config_yaml_says_so(tmp_path):
-    """`snakemake -d DIR` reads DIR/config.yaml; without one (and no --configfile) there is nothing to run."""
-    proc = run_snakemake(["-n", "all", "--config", "seeds=[0]"], cwd=tmp_path, check=False)
+    """`snakemake -d DIR --configfile mine.yaml` reads DIR/config.yaml too; without one, and with a config file that
+    only overrides some keys, there are no experiments to run."""
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("seeds: [0]\n")
+    proc = run_snakemake(["-n", "all", "--configfile", str(mine)], cwd=tmp_path, check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "Traceback" not in out and "KeyError" not in out, out[-2000:]
     assert "the config defines no experiments: Snakemake found no config.yaml" in out, out[-2000:]
