@@ -48,8 +48,9 @@ NORM_PREFIX = "norm."
 # A chunk's (points, samples, hidden) activations: 4 MiB at hidden 256, in cache between the ops that pass over them;
 # smaller chunks would multiply the per-chunk Python and vmap costs. CHUNK_BYTES caps a chunk for wide heads (a
 # few such tensors are alive at once).
-POINTS_PER_CHUNK = 16
+POINTS_PER_CHUNK = 8
 SAMPLE_BLOCK = 256
+POINT_CHUNKS_PER_GROUP = 32  # points whose parameters are made at once: 256 points' fc2 = 2.6 MB at hidden 256
 CHUNK_BYTES = 64 * 2**20
 
 
@@ -148,15 +149,21 @@ class PlaneEvaluator:
             self.batched_norm = self._norm_point_by_point
             return self.batched_norm(params, z)
 
-    def _logits(self, z: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """(points, classes, samples) logits from the points' fc1 outputs ``z`` (points, samples, hidden)."""
+    def _point_parameters(self, a: torch.Tensor, b: torch.Tensor) -> tuple[dict, torch.Tensor, torch.Tensor]:
+        """The points' own parameters after fc1: the norm's moving ones ((points, *shape) each), fc2's weight
+        (points, classes, hidden) and bias (points, classes, 1)."""
         norm_params = {name: _along(base, da, db, a, b) for name, (base, da, db) in self.norm_moving.items()}
-        h = self.model.drop(self.model.act(self._norm(norm_params, z)))
         (w2, w2a, w2b), (c2, c2a, c2b) = self.fc2
-        weight, bias = _along(w2, w2a, w2b, a, b), _along(c2, c2a, c2b, a, b)  # (points, classes, hidden | 1)
+        return norm_params, _along(w2, w2a, w2b, a, b), _along(c2, c2a, c2b, a, b).unsqueeze(2)
+
+    def _logits(self, z: torch.Tensor, norm_params: dict, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """(points, classes, samples) logits from the points' fc1 outputs ``z`` (points, samples, hidden)."""
+        # ReLU in place (as headloss applies it, the head's fixed activation): the norm's output is a fresh tensor
+        # or ``z`` itself (no norm), both this chunk's own, and an in-place pass skips writing a new buffer
+        h = self.model.drop(torch.relu_(self._norm(norm_params, z)))
         # samples last: a GEMM with the long sample axis as N, not the few classes (several times faster), and
         # the loss's reductions over the classes then run along it too
-        return torch.baddbmm(bias.unsqueeze(2), weight, h.transpose(1, 2))
+        return torch.baddbmm(bias, weight, h.transpose(1, 2))
 
     # ------------------------------------------------------------------------------------ the plane
     def _first_layer(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -187,23 +194,42 @@ class PlaneEvaluator:
         z0, z1, z2 = self._first_layer(x)
         points, block = self._chunk_shape(len(x), z0.shape[1], z0.element_size())
         bar = tqdm(total=n_points, unit="point", desc="landscape", disable=not progress, mininterval=5)
-        for p0 in range(0, n_points, points):
-            p1 = min(p0 + points, n_points)
-            a, b = a_all[p0:p1], b_all[p0:p1]
+        # Point groups, then sample blocks, then the group's point chunks: a sample block's Z0, Z1, Z2 stay in
+        # cache across the group's chunks, and each point's parameters are made once per group.
+        group = points * POINT_CHUNKS_PER_GROUP
+        z_buffer = torch.empty(points * block, z0.shape[1], dtype=dtype)  # reused: stays in cache
+        for g0 in range(0, n_points, group):
+            g1 = min(g0 + group, n_points)
+            a, b = a_all[g0:g1], b_all[g0:g1]
+            norm_params, weight, bias = self._point_parameters(a, b)
             for s0 in range(0, len(x), block):
                 s1 = min(s0 + block, len(x))
-                z = torch.addcmul(z0[s0:s1], a.view(-1, 1, 1), z1[s0:s1])  # (points, samples, hidden)
-                z.addcmul_(b.view(-1, 1, 1), z2[s0:s1])
-                logits = self._logits(z, a, b)  # (points, classes, samples)
-                labels = y[s0:s1].view(1, 1, -1).expand(len(a), 1, -1)
-                nll = torch.logsumexp(logits, dim=1) - logits.gather(1, labels).squeeze(1)
-                loss_sum[p0:p1] += nll.sum(1, dtype=torch.float64)
-                # max() gives the first maximal index, as argmax() does
-                correct[p0:p1] += (logits.max(1).indices == labels.squeeze(1)).sum(1)
-            bar.update(p1 - p0)
+                zs = z0[s0:s1], z1[s0:s1], z2[s0:s1]
+                labels = y[s0:s1].view(1, 1, -1)
+                for c0 in range(0, g1 - g0, points):
+                    c = slice(c0, min(c0 + points, g1 - g0))
+                    z = z_buffer[: (c.stop - c.start) * (s1 - s0)].view(-1, s1 - s0, z0.shape[1])
+                    torch.addcmul(zs[0], a[c].view(-1, 1, 1), zs[1], out=z)  # (points, samples, hidden)
+                    z.addcmul_(b[c].view(-1, 1, 1), zs[2])
+                    chunk_params = {name: t[c] for name, t in norm_params.items()}
+                    logits = self._logits(z, chunk_params, weight[c], bias[c])  # (points, classes, samples)
+                    nll, hits = _cross_entropy_and_hits(logits, labels.expand(len(z), 1, -1))
+                    loss_sum[g0 + c.start : g0 + c.stop] += nll.sum(1, dtype=torch.float64)
+                    correct[g0 + c.start : g0 + c.stop] += hits.sum(1)
+            bar.update(g1 - g0)
         bar.close()
         shape = (len(alphas), len(betas))
         return (loss_sum / len(x)).view(shape).numpy(), (correct.double() / len(x)).view(shape).numpy()
+
+
+def _cross_entropy_and_hits(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per point and sample: the cross-entropy and whether the label is the (first) largest logit, from
+    (points, classes, samples) logits and (points, 1, samples) labels. One max serves both (logsumexp would take
+    its own), and each op is a pass over the small logits: their fixed costs, not their flops, are what counts."""
+    top = logits.max(1, keepdim=True)  # the first maximal index, as argmax() gives
+    shifted = logits - top.values
+    nll = shifted.exp().sum(1).log_() - shifted.gather(1, labels).squeeze(1)
+    return nll, top.indices.squeeze(1) == labels.squeeze(1)
 
 
 def _along(base: torch.Tensor, d1: torch.Tensor, d2: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
