@@ -129,9 +129,9 @@ class PlaneEvaluator:
     def _norm(self, params: dict[str, torch.Tensor], z: torch.Tensor) -> torch.Tensor:
         """The norm of (points, samples, hidden) pre-activations, each point with its own parameters ``params``
         ((points, *shape) each). No moving parameter: one call on the points' samples together, as in training
-        (vmap's batching rules can cost more than the norm itself, BatchNorm's eval mode ~5x)."""
+        (vmap's batching rules can cost more than the norm itself, e.g. BatchNorm's in eval mode)."""
         if not params:
-            return self.model.norm(z.view(-1, z.shape[-1])).view(z.shape)
+            return self.model.norm(z.view(-1, z.shape[-1])).reshape(z.shape)
         try:
             return self.batched_norm(params, z)
         except RuntimeError as err:
@@ -161,8 +161,8 @@ class PlaneEvaluator:
         # ReLU in place (as headloss applies it, the head's fixed activation): the norm's output is a fresh tensor
         # or ``z`` itself (no norm), both this chunk's own, and an in-place pass skips writing a new buffer
         h = self.model.drop(torch.relu_(self._norm(norm_params, z)))
-        # samples last: a GEMM with the long sample axis as N, not the few classes (several times faster), and
-        # the loss's reductions over the classes then run along it too
+        # samples last: a GEMM with the long sample axis as N, not the few classes (which leave most of each SIMD
+        # register empty), and the loss's reductions over the classes then run along it too
         return torch.baddbmm(bias, weight, h.transpose(1, 2))
 
     # ------------------------------------------------------------------------------------ the plane
