@@ -11,7 +11,7 @@ FRN_LEARNED_EPS_INIT = 1e-4
 
 class ThresholdedLinearUnit(torch.autograd.Function):
     """``torch.maximum(y, tau)`` with torch's own derivative — the gradient goes to the larger input, split in half
-    at a tie, and a NaN input passes it to both — written as products with 0 / 0.5 / 1 weights fixed at the forward.
+    at a tie, and a NaN input passes it to both — written as products with 0 / 0.5 / 1 weights.
 
     The same numbers as autograd through ``torch.maximum`` in both modes, to second order (tests/test_heads.py),
     but the backward is one multiply per input instead of where + masked_fill over the whole (N, C) activation,
@@ -21,23 +21,27 @@ class ThresholdedLinearUnit(torch.autograd.Function):
     anyway). ``tau`` broadcasts from (1, C, ...) and gets its gradient summed back to that shape.
     """
 
+    generate_vmap_rule = True  # torch.vmap over grid points (normscape.planeeval): forward is plain torch ops
+
     @staticmethod
     def forward(y: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
         return torch.maximum(y, tau)
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:  # separate from forward: torch.func transforms need it so
+        # Only references: torch calls this under no_grad too (evaluation, landscapes), where computing the
+        # weights here would be ~6 passes over the activation for a backward that never comes.
         y, tau = inputs
-        tie = (y == tau).to(y.dtype)
-        weight_y = 1.0 - (y < tau).to(y.dtype) - 0.5 * tie  # 1 where y > tau or either is NaN (as torch.maximum)
-        weight_tau = 1.0 - (y > tau).to(y.dtype) - 0.5 * tie
-        ctx.save_for_backward(weight_y, weight_tau)
+        ctx.save_for_backward(y, tau)
         ctx.save_for_forward(y, tau)
         ctx.tau_shape = tau.shape
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        weight_y, weight_tau = ctx.saved_tensors
+        y, tau = (t.detach() for t in ctx.saved_tensors)  # comparisons: constants for a second derivative
+        tie = (y == tau).to(y.dtype)
+        weight_y = 1.0 - (y < tau).to(y.dtype) - 0.5 * tie  # 1 where y > tau or either is NaN (as torch.maximum)
+        weight_tau = 1.0 - (y > tau).to(y.dtype) - 0.5 * tie
         grad_tau = grad * weight_tau
         reduce = tuple(d for d, size in enumerate(ctx.tau_shape) if size == 1 and grad_tau.shape[d] != 1)
         return grad * weight_y, grad_tau.sum(reduce, keepdim=True) if reduce else grad_tau

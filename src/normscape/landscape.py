@@ -6,10 +6,10 @@ seeded Gaussians with *filter normalisation* (Li et al. 2018): every row of ever
 to the norm of the same row of theta*; with ``ignore="biasbn"`` biases and normalisation parameters get a
 zero direction.
 
-Every surface is evaluated exactly with :class:`normscape.planeeval.PlaneEvaluator` (the first layer is affine
-in the plane's coordinates, so a grid point costs a fraction of a forward pass; it equals the per-point loop
-:func:`normscape.planeeval.loop_evaluate` to float rounding). Sharpness numbers (top Hessian eigenvalue,
-Hutchinson trace, loss increase at fixed radius) come from :mod:`normscape.hessian` in
+Every surface is evaluated exactly with :class:`normscape.planeeval.PlaneEvaluator`, one torch path for every
+norm (the first layer is affine in the plane's coordinates, so a grid point costs a fraction of a forward pass; it
+equals the per-point loop :func:`normscape.planeeval.loop_evaluate` to float rounding). Sharpness numbers (top
+Hessian eigenvalue, Hutchinson trace, loss increase at fixed radius) come from :mod:`normscape.hessian` in
 :func:`compute_sharpness`, a separate step (and rule) that reads the landscape's directions.
 
 A run that diverged (its ``model_final.pt`` says so, or its parameters are not finite) gets a landscape record
@@ -35,7 +35,7 @@ from normscape.planeeval import Direction, PlaneEvaluator, parameters_of
 
 log = logging.getLogger(__name__)
 
-LANDSCAPE_VERSION = 2  # 2: provenance recorded, diverged runs get a record instead of surfaces
+LANDSCAPE_VERSION = 3  # 2: provenance, diverged runs get a record; 3: one torch plane path (rounds unlike the kernel)
 SHARPNESS_FIELDS = ("top_eigenvalue", "power_iterations", "hessian_trace", "hessian_trace_sem", "loss_at_minimum")
 
 

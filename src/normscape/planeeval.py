@@ -1,37 +1,29 @@
-"""Exact loss and accuracy of a head at many points of a plane in parameter space — fast.
+"""Exact loss and accuracy of a head at many points of a plane in parameter space: one torch path for every norm.
 
 The plane is theta(a, b) = theta* + a*d1 + b*d2. The naive way (the reference tool's, :func:`loop_evaluate`)
 loads each point's weights into the model and runs a full forward pass: per point and sample that is the
-1280 x 256 first layer again. Here the first layer is affine in (a, b),
+in_features x hidden first layer again, the bulk of a head's work. But the first layer is affine in (a, b),
 
     Z(a, b) = X (W + a D1 + b D2)^T + (c + a e1 + b e2) = Z0 + a Z1 + b Z2,
 
-so Z0, Z1, Z2 are computed once per block of samples; each point then costs two multiply-adds per hidden unit,
-its norm, the ReLU, and its own 10 x 256 second layer, W2 + a D2_1 + b D2_2.
+so three GEMMs per plane replace one per point; each point then costs two multiply-adds per activation, the
+norm, the ReLU, and its own second layer.
 
-Layout matters more than flops. The hidden activations of a block of P points and S samples are kept as
-(P, hidden, S) — samples last — so the second layer is a batched (10 x 256) @ (256 x S) product: a GEMM with
-a long N dimension runs ~4x faster on a CPU than the (S x 256) @ (256 x 10) of the row-major layout, whose
-N = 10 leaves most of each SIMD register empty. That product was the bottleneck (~3.7 s of a 51 x 51 grid on
-8,000 samples), not the elementwise part.
+The norm is a black box — built in or registered by a user, any parameter or buffer shapes (0-d too),
+BatchNorm in eval mode with its running statistics — called the way :mod:`normscape.headloss` calls it: on a
+chunk of points x samples at once. Where none of its parameters move along the plane (``ignore="biasbn"``, the
+default) that is one ordinary call on the chunk's points' samples together; where they move, it is
+``torch.func.functional_call`` with each point's parameters under ``torch.vmap`` over the chunk's points. The
+second layer is linear too: every point's (W2 + a D2_1 + b D2_2, c2 + ...) is applied by one batched GEMM per
+chunk, with the samples as the long axis (samples-last: the classes are few, and a GEMM whose N is 10 leaves
+most of each SIMD register empty). Chunks are small enough (``POINTS_PER_CHUNK`` x ``SAMPLE_BLOCK``) for their
+activations to stay in cache between the few torch ops that pass over them.
 
-Norms, per point (eval mode, as in the landscapes):
-  * BatchNorm uses its running statistics: a per-unit affine map. When its gamma/beta do not move along the
-    plane (``ignore="biasbn"``, the default) it is folded into Z0, Z1, Z2 once per sample block and costs nothing.
-  * LayerNorm/GroupNorm need each point's per-sample mean and variance of Z(a, b): both are polynomials in
-    (a, b) of the per-sample moments of Z0, Z1, Z2 (precomputed in float64), so no reduction over the hidden
-    units is done per point.
-  * FRN/FRN-learned-eps are evaluated elementwise per point.
-Each norm's rule (``identity``, ``running_affine``, ``moments``, ``frn``) is named in its registry entry
-(normscape/norms.py); a norm registered without one is evaluated by :func:`loop_evaluate` (exact, slower).
-The result equals the per-point loop to float rounding for every head and both ``ignore`` modes
-(tests/test_landscape.py); benchmarks/bench_landscape.py measures the speed-up.
-
-Where the native kernel ``normscape._planekernel`` is built, each point block's logits come from it in one pass:
-the elementwise work (Z(a, b), the norm, ReLU) on 64-sample tiles that stay in cache, the second layer on
-register tiles, the hidden activations never written to memory (each torch op would read and write the whole
-block again, and the block does not fit in L2). :meth:`PlaneEvaluator._hidden` + ``baddbmm`` is the same
-computation in torch ops — the fallback, and the reference the kernel is tested against.
+The result equals the per-point loop to float32 rounding for every norm and both ``ignore`` modes, and the
+float64 loop to float32 accuracy (tests/test_landscape.py); benchmarks/bench_landscape.py measures the time.
+A norm that cannot run under ``torch.vmap`` (an ``autograd.Function`` without a vmap rule: give it
+``generate_vmap_rule = True``) still gets exact landscapes: its points are evaluated one at a time inside each
+chunk, and the log says so once.
 """
 
 from __future__ import annotations
@@ -41,26 +33,25 @@ import logging
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.func import functional_call
 
-from normscape.heads import ClassifierHead, build_head, is_norm_parameter
-from normscape.norms import get_norm
-
-try:
-    from normscape import _planekernel as _native
-except ImportError:  # no C compiler at install: the torch ops below (same numbers, slower)
-    _native = None
+from normscape.heads import ClassifierHead, build_head
 
 log = logging.getLogger(__name__)
-_EMPTY = np.empty(0, dtype=np.float32)  # an absent optional argument of the native kernel
-_LOGGED_LOOP_NORMS: set[str] = set()  # fallbacks already logged (once per process): norm names, "_native"
+_LOGGED_UNBATCHED_NORMS: set[str] = set()  # norms whose vmap failure was logged (once per process)
 
 Direction = dict[str, torch.Tensor]  # parameter name -> tensor shaped like the parameter
 
-SAMPLE_BLOCK = 256  # samples per block: a block's (points, 256, samples) activations stay in L2/L3
-POINT_BLOCK = 16
-LOSS_CHUNK_BLOCKS = 16  # point blocks whose logits are stacked before the loss is taken
-NATIVE_CLASS_TILE = 10  # TILE_CLASSES of src/normscape/_planekernel.c
-MOMENT_PAIRS = ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2))  # products Z_i Z_j whose means give E[Z(a, b)^2]
+FIRST_LAYER = ("fc1.weight", "fc1.bias")
+SECOND_LAYER = ("fc2.weight", "fc2.bias")
+NORM_PREFIX = "norm."
+# A chunk's (points, samples, hidden) activations: 4 MiB at hidden 256, in cache between the ops that pass over them;
+# smaller chunks would multiply the per-chunk Python and vmap costs. CHUNK_BYTES caps a chunk for wide heads (a
+# few such tensors are alive at once).
+POINTS_PER_CHUNK = 8
+SAMPLE_BLOCK = 256
+POINT_CHUNKS_PER_GROUP = 32  # points whose parameters are made at once: 256 points' fc2 = 2.6 MB at hidden 256
+CHUNK_BYTES = 64 * 2**20
 
 
 def parameters_of(model: ClassifierHead) -> dict[str, torch.Tensor]:
@@ -82,7 +73,7 @@ def loop_evaluate(
     base = parameters_of(model)
     probe = build_head(model.norm_name, model.fc1.in_features, model.fc1.out_features, model.fc2.out_features)
     probe.load_state_dict(model.state_dict())
-    probe.eval()
+    probe.to(next(model.parameters()).dtype).eval()
     loss = np.zeros((len(alphas), len(betas)))
     acc = np.zeros_like(loss)
     params = dict(probe.named_parameters())
@@ -98,179 +89,93 @@ def loop_evaluate(
 
 # --------------------------------------------------------------------------------------------- the fast path
 class PlaneEvaluator:
-    """Exact loss/accuracy of ``model`` (eval mode) at points theta* + a d1 + b d2, blocked over samples/points."""
+    """Exact loss/accuracy of ``model`` (eval mode) at points theta* + a d1 + b d2: fc1 once per plane, then per
+    chunk of points the norm (a black box) and fc2 as one batched GEMM. Works in the model's dtype."""
 
     def __init__(
         self,
         model: ClassifierHead,
         d1: Direction,
         d2: Direction,
+        points_per_chunk: int = POINTS_PER_CHUNK,
         sample_block: int = SAMPLE_BLOCK,
-        point_block: int = POINT_BLOCK,
-        native: bool = True,
     ):
         self.model = model.eval()
-        self.native = native and _native is not None
-        if native and _native is None and "_native" not in _LOGGED_LOOP_NORMS:
-            _LOGGED_LOOP_NORMS.add("_native")
-            log.info("the native plane kernel normscape._planekernel is not built: landscapes use torch ops (slower)")
         self.norm_name = model.norm_name
-        self.norm_module = model.norm
-        self.sample_block, self.point_block = sample_block, point_block
+        self.points_per_chunk, self.sample_block = points_per_chunk, sample_block
         p = parameters_of(model)
-        self.fc1 = [(p[k], d1[k], d2[k]) for k in ("fc1.weight", "fc1.bias")]
-        self.fc2 = [(p[k], d1[k], d2[k]) for k in ("fc2.weight", "fc2.bias")]
-        # norm parameters along the plane: name -> (base, d1, d2), each a column (hidden, 1) or a scalar (eps_l)
-        self.norm_terms = {
-            n[len("norm.") :]: tuple(t.reshape(-1, 1) for t in (p[n], d1[n], d2[n])) for n in p if is_norm_parameter(n)
+        self.fc1 = [(p[k], d1[k], d2[k]) for k in FIRST_LAYER]
+        self.fc2 = [(p[k], d1[k], d2[k]) for k in SECOND_LAYER]
+        # the norm's parameters that move along the plane (by their names inside the norm module); the others stay
+        # the module's own, shared by every point
+        self.norm_moving = {
+            k[len(NORM_PREFIX) :]: (p[k], d1[k], d2[k])
+            for k in p
+            if k.startswith(NORM_PREFIX) and bool(d1[k].any() or d2[k].any())
         }
-        self.norm_moves = any(bool(t[1].any() or t[2].any()) for t in self.norm_terms.values())
-        self.rule = get_norm(self.norm_name).plane_rule  # how this norm is evaluated per point (norms.py)
-        self.groups = getattr(self.norm_module, "num_groups", 1)  # "moments": GroupNorm's groups, LayerNorm 1
-        self.d1, self.d2 = d1, d2
-        if self.rule is None and self.norm_name not in _LOGGED_LOOP_NORMS:
-            _LOGGED_LOOP_NORMS.add(self.norm_name)
-            log.info(
-                "norm %r has no fast plane rule (normscape/norms.py): exact landscape by the per-point loop "
-                "evaluator (slower)",
-                self.norm_name,
-            )
+        unknown = set(p) - {*FIRST_LAYER, *SECOND_LAYER} - {k for k in p if k.startswith(NORM_PREFIX)}
+        if unknown:
+            raise ValueError(f"planeeval knows fc1, the norm and fc2 of a head; {model.norm_name!r} also has {unknown}")
+        self.batched_norm = torch.vmap(self._norm_at_point)
 
-    # ------------------------------------------------------------------------------------ per sample block
-    def _first_layer(self, xs: torch.Tensor) -> list[torch.Tensor]:
-        """Z0, Z1, Z2 transposed, (hidden, samples); eval BatchNorm with fixed gamma/beta folded in."""
+    # ------------------------------------------------------------------------------------ the norm, black box
+    def _norm_at_point(self, params: dict[str, torch.Tensor], z: torch.Tensor) -> torch.Tensor:
+        return functional_call(self.model.norm, params, (z,))
+
+    def _norm_point_by_point(self, params: dict[str, torch.Tensor], z: torch.Tensor) -> torch.Tensor:
+        """The same function as :attr:`batched_norm`, one point at a time: for norms that cannot run under vmap."""
+        return torch.stack([self._norm_at_point({k: v[i] for k, v in params.items()}, z[i]) for i in range(len(z))])
+
+    def _norm(self, params: dict[str, torch.Tensor], z: torch.Tensor) -> torch.Tensor:
+        """The norm of (points, samples, hidden) pre-activations, each point with its own parameters ``params``
+        ((points, *shape) each). No moving parameter: one call on the points' samples together, as in training
+        (vmap's batching rules can cost more than the norm itself, e.g. BatchNorm's in eval mode)."""
+        if not params:
+            return self.model.norm(z.view(-1, z.shape[-1])).reshape(z.shape)
+        try:
+            return self.batched_norm(params, z)
+        except RuntimeError as err:
+            if "vmap" not in str(err) or self.batched_norm == self._norm_point_by_point:
+                raise
+            if self.norm_name not in _LOGGED_UNBATCHED_NORMS:
+                _LOGGED_UNBATCHED_NORMS.add(self.norm_name)
+                log.info(
+                    "norm %r cannot run under torch.vmap (%s): where its parameters move along a plane, its points "
+                    "are evaluated one at a time (same numbers, slower); an autograd.Function in it needs "
+                    "generate_vmap_rule = True to batch them",
+                    self.norm_name,
+                    str(err).splitlines()[0],
+                )
+            self.batched_norm = self._norm_point_by_point
+            return self.batched_norm(params, z)
+
+    def _point_parameters(self, a: torch.Tensor, b: torch.Tensor) -> tuple[dict, torch.Tensor, torch.Tensor]:
+        """The points' own parameters after fc1: the norm's moving ones ((points, *shape) each), fc2's weight
+        (points, classes, hidden) and bias (points, classes, 1)."""
+        norm_params = {name: _along(base, da, db, a, b) for name, (base, da, db) in self.norm_moving.items()}
+        (w2, w2a, w2b), (c2, c2a, c2b) = self.fc2
+        return norm_params, _along(w2, w2a, w2b, a, b), _along(c2, c2a, c2b, a, b).unsqueeze(2)
+
+    def _logits(self, z: torch.Tensor, norm_params: dict, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """(points, classes, samples) logits from the points' fc1 outputs ``z`` (points, samples, hidden)."""
+        # ReLU in place (as headloss applies it, the head's fixed activation): the norm's output is a fresh tensor
+        # or ``z`` itself (no norm), both this chunk's own, and an in-place pass skips writing a new buffer
+        h = self.model.drop(torch.relu_(self._norm(norm_params, z)))
+        # samples last: a GEMM with the long sample axis as N, not the few classes (which leave most of each SIMD
+        # register empty), and the loss's reductions over the classes then run along it too
+        return torch.baddbmm(bias, weight, h.transpose(1, 2))
+
+    # ------------------------------------------------------------------------------------ the plane
+    def _first_layer(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Z0, Z1, Z2 of the samples ``x``: (samples, hidden) each, three GEMMs for the whole plane."""
         (w, w1, w2), (c, c1, c2) = self.fc1
-        zs = [torch.addmm(ci.view(-1, 1), wi, xs.t()) for wi, ci in ((w, c), (w1, c1), (w2, c2))]
-        if self.rule == "running_affine" and not self.norm_moves:
-            m = self.norm_module
-            scale = (m.weight.detach() * torch.rsqrt(m.running_var + m.eps)).view(-1, 1)
-            shift = m.bias.detach().view(-1, 1) - m.running_mean.view(-1, 1) * scale
-            zs = [torch.addcmul(shift, zs[0], scale), zs[1] * scale, zs[2] * scale]
-        if self.rule == "moments":
-            # per-sample, per-group means of Z_i and Z_i * Z_j: the statistics of Z(a, b) are polynomials in them
-            # (so no reduction over the hidden units is done per point); float64: var = E[z^2] - E[z]^2 cancels
-            g = [z.double().view(self.groups, -1, z.shape[1]) for z in zs]
-            self._means = torch.stack([gi.mean(1) for gi in g]).flatten(1)  # (3, G*S)
-            self._seconds = torch.stack([(g[i] * g[j]).mean(1) for i, j in MOMENT_PAIRS]).flatten(1)  # (6, G*S)
-        return zs
+        return F.linear(x, w, c), F.linear(x, w1, c1), F.linear(x, w2, c2)
 
-    def _statistics(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(-mean/std, 1/std) of Z(a, b) per point, group and sample: (P, G, 1, S) each, from the moments.
-
-        E[Z] = m0 + a m1 + b m2 and E[Z^2] = sum over pairs (i, j) of c_i c_j q_ij with c = (1, a, b): two small
-        float64 matrix products with the points' coefficient rows."""
-        a, b = a.double().view(-1, 1), b.double().view(-1, 1)
-        one = torch.ones_like(a)
-        mean = torch.cat([one, a, b], 1) @ self._means  # (P, G*S)
-        coef = torch.cat([one, 2 * a, 2 * b, a * a, 2 * a * b, b * b], 1)  # MOMENT_PAIRS order
-        var = torch.addcmul(coef @ self._seconds, mean, mean, value=-1.0).clamp_(min=0.0)
-        rstd = var.add_(self.norm_module.eps).rsqrt_()
-        shape = (len(a), self.groups, 1, -1)
-        return (-mean * rstd).float().view(shape), rstd.float().view(shape)
-
-    def _norm_at(self, name: str, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        base, d1, d2 = self.norm_terms[name]
-        return base + a * d1 + b * d2 if self.norm_moves else base  # (P, hidden, 1) or (hidden, 1)
-
-    # ------------------------------------------------------------------------------------ per point block
-    def _point_norm(self, a: torch.Tensor, b: torch.Tensor) -> tuple:
-        """The norm's per-point terms after the statistics, for both paths: (gamma, beta, eps, tau), each None where
-        the rule has none. gamma/beta: (hidden, 1) or (P, hidden, 1) when the norm's parameters move along the plane
-        (BatchNorm's running statistics folded in); eps: FRN's, a float or (P | 1, 1, 1); tau: FRN's TLU."""
-        rule, m = self.rule, self.norm_module
-        if rule == "running_affine" and self.norm_moves:  # running statistics, gamma/beta moving: per-point affine
-            inv_std = torch.rsqrt(m.running_var + m.eps).view(-1, 1)
-            scale = self._norm_at("weight", a, b) * inv_std
-            return scale, self._norm_at("bias", a, b) - m.running_mean.view(-1, 1) * scale, None, None
-        if rule == "moments":
-            return self._norm_at("weight", a, b), self._norm_at("bias", a, b), None, None
-        if rule == "frn":
-            eps = m.eps + self._norm_at("eps_l", a, b).abs() if m.learnable_eps else m.eps
-            return self._norm_at("weight", a, b), self._norm_at("bias", a, b), eps, self._norm_at("tau", a, b)
-        if rule not in ("identity", "running_affine"):
-            raise ValueError(f"planeeval has no implementation of plane rule {rule!r}")
-        return None, None, None, None
-
-    def _native_args(self, zs, a, b, out, statistics) -> tuple:
-        """The arguments of the native kernels up to ``per_point`` (see src/normscape/_planekernel.c)."""
-        rule = self.rule
-        hidden, samples = zs[0].shape
-        P = len(a)
-
-        def arg(t) -> np.ndarray:
-            return _EMPTY if t is None else t.detach().contiguous().float().numpy()
-
-        def per_point(t):  # (hidden, 1) shared or (P, hidden, 1) along the plane -> the kernel's layout
-            return None if t is None else t.expand(P, hidden, 1) if self.norm_moves else t.reshape(hidden)
-
-        gamma, beta, eps, tau = self._point_norm(a, b)
-        shift, rstd = statistics if rule == "moments" else (None, None)
-        if eps is not None:
-            eps = torch.as_tensor(eps, dtype=torch.float32).reshape(-1).expand(P)
-        return (
-            *(arg(z) for z in zs),
-            arg(a.reshape(-1)),
-            arg(b.reshape(-1)),
-            out.numpy(),
-            hidden,
-            samples,
-            arg(shift),
-            arg(rstd),
-            self.groups if rule == "moments" else 1,
-            arg(eps),
-            *(arg(per_point(t)) for t in (gamma, beta, tau)),
-            self.norm_moves,
-        )
-
-    def _logits_native(self, zs, a, b, statistics, second_layer, out) -> torch.Tensor:
-        """(P, classes, samples) logits of the points (a, b): each point's second layer applied to its hidden
-        activations inside the kernel (they are never stored). ``second_layer``: the points' (W2^T, c2), padded
-        to whole class tiles (:meth:`_padded_second_layer`)."""
-        w2t, c2 = second_layer
-        classes = out.shape[1]
-        _native.plane_logits(*self._native_args(zs, a, b, out, statistics), w2t, c2, classes, w2t.shape[2])
-        return out
-
-    @staticmethod
-    def _padded_second_layer(w2_all: torch.Tensor, c2_all: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """(points, hidden, padded) transposed weights and (points, padded) biases, classes zero-padded to a
-        multiple of the native kernel's class tile."""
-        points, classes, hidden = w2_all.shape
-        padded = -(-classes // NATIVE_CLASS_TILE) * NATIVE_CLASS_TILE
-        w2t = torch.zeros(points, hidden, padded)
-        w2t[:, :, :classes] = w2_all.transpose(1, 2)
-        c2 = torch.zeros(points, padded)
-        c2[:, :classes] = c2_all.view(points, classes)
-        return w2t.numpy(), c2.numpy()
-
-    def _hidden(
-        self,
-        zs: list[torch.Tensor],
-        a: torch.Tensor,
-        b: torch.Tensor,
-        out: torch.Tensor,
-        statistics: tuple[torch.Tensor, torch.Tensor] | None,
-        scratch: torch.Tensor | None,
-    ) -> torch.Tensor:
-        """ReLU(norm(Z(a, b))) for the points (a, b) of shape (P, 1, 1): (P, hidden, samples), computed in place
-        in ``out`` (reused buffers: no fresh pages to fault in per block). ``statistics``: LayerNorm/GroupNorm's
-        (-mean/std, 1/std) of these points; ``scratch``: a second buffer like ``out`` (FRN, torch path)."""
-        z = torch.addcmul(zs[0], a, zs[1], out=out)
-        z.addcmul_(b, zs[2])
-        gamma, beta, eps, tau = self._point_norm(a, b)
-        if self.rule == "moments":
-            shift, rstd = statistics
-            P, C, S = z.shape
-            grouped = z.view(P, self.groups, C // self.groups, S)
-            torch.addcmul(shift, grouped, rstd, out=grouped)  # (z - mean) / std
-        if eps is not None:
-            inv = torch.mul(z, z, out=scratch).add_(eps).rsqrt_()  # 1 / sqrt(z^2 + eps)
-            z.mul_(inv)
-        if gamma is not None:
-            torch.addcmul(beta, z, gamma, out=z)
-        if tau is not None:
-            torch.maximum(z, tau, out=z)  # TLU
-        return z.relu_()
+    def _chunk_shape(self, samples: int, hidden: int, itemsize: int) -> tuple[int, int]:
+        """(points, samples) per chunk: the configured sizes, shrunk to keep one activation tensor <= CHUNK_BYTES."""
+        block = max(1, min(self.sample_block, samples))
+        points = max(1, min(self.points_per_chunk, CHUNK_BYTES // (block * hidden * itemsize)))
+        return points, block
 
     @torch.no_grad()
     def evaluate(
@@ -279,63 +184,55 @@ class PlaneEvaluator:
         """(mean cross-entropy, accuracy) at every (alpha, beta) of the grid: two (len(alphas), len(betas)) arrays."""
         from tqdm import tqdm
 
-        if self.rule is None:  # a registered norm without a fast rule: the exact per-point loop
-            return loop_evaluate(self.model, x, y, self.d1, self.d2, alphas, betas)
+        dtype = self.fc1[0][0].dtype
+        x = x.to(dtype)
         aa, bb = np.meshgrid(np.asarray(alphas, dtype=np.float64), np.asarray(betas, dtype=np.float64), indexing="ij")
-        a_all = torch.from_numpy(aa.ravel()).float()
-        b_all = torch.from_numpy(bb.ravel()).float()
+        a_all, b_all = torch.from_numpy(aa.ravel()).to(dtype), torch.from_numpy(bb.ravel()).to(dtype)
         n_points = len(a_all)
         loss_sum = torch.zeros(n_points, dtype=torch.float64)
         correct = torch.zeros(n_points, dtype=torch.int64)
-        # every point's own second layer, (points, classes, hidden) and (points, classes, 1): small, made once
-        (w2, w2a, w2b), (c2, c2a, c2b) = self.fc2
-        col = a_all.view(-1, 1, 1), b_all.view(-1, 1, 1)
-        w2_all = torch.addcmul(torch.addcmul(w2, col[0], w2a), col[1], w2b)
-        c2_all = torch.addcmul(torch.addcmul(c2.view(-1, 1), col[0], c2a.view(-1, 1)), col[1], c2b.view(-1, 1))
-        bar = tqdm(total=len(x), unit="sample", desc="landscape", disable=not progress, mininterval=5)
-        hidden, classes = w2.shape[1], w2.shape[0]
-        block_samples = min(self.sample_block, len(x))
-        # The loss of a chunk of points is taken in one go from their stacked logits: a dozen small ops per chunk
-        # instead of per point block (their fixed costs were ~a quarter of the time).
-        chunk = self.point_block * LOSS_CHUNK_BLOCKS
-        second_layer = None
-        if self.native:  # the kernel's layout replaces the torch path's (one copy of every point's layer in memory)
-            second_layer = self._padded_second_layer(w2_all, c2_all)
-            del w2_all, c2_all
-        hidden_buffer = torch.empty(0 if self.native else self.point_block * hidden * block_samples)
-        scratch_buffer = torch.empty_like(hidden_buffer) if self.rule == "frn" and not self.native else None
-        logits_buffer = torch.empty(min(chunk, n_points) * classes * block_samples)
-        for s in range(0, len(x), self.sample_block):
-            xs, ys = x[s : s + self.sample_block], y[s : s + self.sample_block]
-            n = len(xs)
-            zs = self._first_layer(xs)
-            labels = ys.view(1, 1, n)
-            for c0 in range(0, n_points, chunk):
-                c1 = min(c0 + chunk, n_points)
-                logits = logits_buffer[: (c1 - c0) * classes * n].view(c1 - c0, classes, n)
-                chunk_stats = None
-                if self.rule == "moments":  # for the whole chunk at once: few, larger ops
-                    chunk_stats = self._statistics(a_all[c0:c1].view(-1, 1, 1), b_all[c0:c1].view(-1, 1, 1))
-                for p0 in range(c0, c1, self.point_block):
-                    p1 = min(p0 + self.point_block, c1)
-                    a, b = a_all[p0:p1].view(-1, 1, 1), b_all[p0:p1].view(-1, 1, 1)
-                    size = (p1 - p0) * hidden * n
-                    stats = None if chunk_stats is None else tuple(t[p0 - c0 : p1 - c0] for t in chunk_stats)
-                    shape = (p1 - p0, hidden, n)
-                    scratch = None if scratch_buffer is None else scratch_buffer[:size].view(shape)
-                    if self.native:  # hidden activations and second layer in one kernel
-                        points = slice(p0, p1)
-                        layer = (second_layer[0][points], second_layer[1][points])
-                        self._logits_native(zs, a, b, stats, layer, logits[p0 - c0 : p1 - c0])
-                        continue
-                    h = self._hidden(zs, a, b, hidden_buffer[:size].view(shape), stats, scratch)
-                    torch.baddbmm(c2_all[p0:p1], w2_all[p0:p1], h, out=logits[p0 - c0 : p1 - c0])  # (P, classes, S)
-                picked = logits.gather(1, labels.expand(c1 - c0, 1, n)).squeeze(1)
-                nll = torch.logsumexp(logits, dim=1) - picked  # (points, S)
-                loss_sum[c0:c1] += nll.sum(1, dtype=torch.float64)
-                # max() gives the first maximal index like argmax(), and reduces the class axis ~15x faster
-                correct[c0:c1] += (logits.max(1).indices == labels.view(1, n)).sum(1)
-            bar.update(n)
+        z0, z1, z2 = self._first_layer(x)
+        points, block = self._chunk_shape(len(x), z0.shape[1], z0.element_size())
+        bar = tqdm(total=n_points, unit="point", desc="landscape", disable=not progress, mininterval=5)
+        # Point groups, then sample blocks, then the group's point chunks: a sample block's Z0, Z1, Z2 stay in
+        # cache across the group's chunks, and each point's parameters are made once per group.
+        group = points * POINT_CHUNKS_PER_GROUP
+        z_buffer = torch.empty(points * block, z0.shape[1], dtype=dtype)  # reused: stays in cache
+        for g0 in range(0, n_points, group):
+            g1 = min(g0 + group, n_points)
+            a, b = a_all[g0:g1], b_all[g0:g1]
+            norm_params, weight, bias = self._point_parameters(a, b)
+            for s0 in range(0, len(x), block):
+                s1 = min(s0 + block, len(x))
+                zs = z0[s0:s1], z1[s0:s1], z2[s0:s1]
+                labels = y[s0:s1].view(1, 1, -1)
+                for c0 in range(0, g1 - g0, points):
+                    c = slice(c0, min(c0 + points, g1 - g0))
+                    z = z_buffer[: (c.stop - c.start) * (s1 - s0)].view(-1, s1 - s0, z0.shape[1])
+                    torch.addcmul(zs[0], a[c].view(-1, 1, 1), zs[1], out=z)  # (points, samples, hidden)
+                    z.addcmul_(b[c].view(-1, 1, 1), zs[2])
+                    chunk_params = {name: t[c] for name, t in norm_params.items()}
+                    logits = self._logits(z, chunk_params, weight[c], bias[c])  # (points, classes, samples)
+                    nll, hits = _cross_entropy_and_hits(logits, labels.expand(len(z), 1, -1))
+                    loss_sum[g0 + c.start : g0 + c.stop] += nll.sum(1, dtype=torch.float64)
+                    correct[g0 + c.start : g0 + c.stop] += hits.sum(1)
+            bar.update(g1 - g0)
         bar.close()
         shape = (len(alphas), len(betas))
         return (loss_sum / len(x)).view(shape).numpy(), (correct.double() / len(x)).view(shape).numpy()
+
+
+def _cross_entropy_and_hits(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per point and sample: the cross-entropy and whether the label is the (first) largest logit, from
+    (points, classes, samples) logits and (points, 1, samples) labels. One max serves both (logsumexp would take
+    its own), and each op is a pass over the small logits: their fixed costs, not their flops, are what counts."""
+    top = logits.max(1, keepdim=True)  # the first maximal index, as argmax() gives
+    shifted = logits - top.values
+    nll = shifted.exp().sum(1).log_() - shifted.gather(1, labels).squeeze(1)
+    return nll, top.indices.squeeze(1) == labels.squeeze(1)
+
+
+def _along(base: torch.Tensor, d1: torch.Tensor, d2: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """theta* + a d1 + b d2 for every point of ``a``, ``b``: (points, *base.shape), any base shape (0-d too)."""
+    col = (-1,) + (1,) * base.dim()
+    return base + a.view(col) * d1 + b.view(col) * d2
