@@ -20,7 +20,7 @@ def tracker_factory(settings, wandb_dir, features=None, watch_log_freq=0):
     def make(resolved, trainer):
         config = {**resolved, "provenance": provenance(features)} if features else resolved
         tracker = WandbTracker(settings, wandb_dir, run_name="t/layer/base/seed0", group="t", config=config)
-        tracker.watch(trainer.names, trainer.params, trainer.opt, watch_log_freq)
+        tracker.watch(watch_log_freq, trainer.steps_done)
         return tracker
 
     return make

@@ -21,6 +21,10 @@ class ThresholdedLinearUnit(torch.autograd.Function):
     anyway). ``tau`` broadcasts from (1, C, ...) and gets its gradient summed back to that shape.
     """
 
+    # The trainer runs a group's heads as one batched model (torch.vmap over stacked parameters): the vmap rule is
+    # derived from forward/setup_context/backward, which use only torch ops.
+    generate_vmap_rule = True
+
     @staticmethod
     def forward(y: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
         return torch.maximum(y, tau)

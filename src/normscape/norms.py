@@ -1,17 +1,14 @@
 """The norm registry: every normalisation layer a head can use, and everything the pipeline knows about it.
 
 One :class:`NormSpec` per name (timm-style factory): how to build the module for ``(N, hidden)`` activations,
-its display label and colour in figures and tables, and which exact fast rules the trainer's native step
-(:class:`normscape.headstep.HeadStep`) and :class:`normscape.planeeval.PlaneEvaluator` use for it. The config
+its display label and colour in figures and tables, and which exact fast rule
+:class:`normscape.planeeval.PlaneEvaluator` uses for it. Training needs nothing more: every norm trains through
+the same torch code (normscape.train, normscape.stacked), the module itself under ``torch.vmap``. The config
 schema's allowed head names, the figure labels and the palette are all read from :data:`NORMS`; nothing else
 lists norm names.
 
 Adding a norm = one :func:`register` call below (plus its test). Without a ``plane_rule`` its landscapes are
-computed exactly by the per-point loop evaluator (slower; the landscape log says so); without a ``train_rule``
-it trains through torch's autograd (slower; the training log says so).
-
-Train rules (see headstep.py): ``identity``, ``batch`` (BatchNorm in training mode, with its running
-statistics), ``moments`` (LayerNorm = 1 group, GroupNorm), ``frn`` (FRN + TLU, fixed or learned eps).
+computed exactly by the per-point loop evaluator (slower; the landscape log says so).
 
 Plane rules (see planeeval.py): ``identity`` (no norm), ``running_affine`` (eval BatchNorm: an affine map per
 unit), ``moments`` (mean/variance over groups of hidden units: LayerNorm = 1 group, GroupNorm), ``frn``
@@ -41,7 +38,6 @@ nn = LazyModule("torch.nn")
 frn = LazyModule("normscape.frn")
 
 PLANE_RULES = ("identity", "running_affine", "moments", "frn")
-TRAIN_RULES = ("identity", "batch", "moments", "frn")  # order = the native kernel's rule codes
 GROUPNORM_GROUPS = 32
 
 
@@ -52,7 +48,6 @@ class NormSpec:
     label: str  # legend / title text
     colour: str  # matplotlib colour of its curves
     plane_rule: str | None = None  # one of PLANE_RULES, or None: landscapes via the per-point loop
-    train_rule: str | None = None  # one of TRAIN_RULES, or None: training steps via torch autograd
     variant_of: str | None = None  # the norm this one modifies (the claims table compares the two)
 
 
@@ -64,8 +59,6 @@ def register(spec: NormSpec) -> NormSpec:
         raise ValueError(f"norm {spec.name!r} is registered twice")
     if spec.plane_rule is not None and spec.plane_rule not in PLANE_RULES:
         raise ValueError(f"norm {spec.name!r}: unknown plane rule {spec.plane_rule!r}; use one of {PLANE_RULES}")
-    if spec.train_rule is not None and spec.train_rule not in TRAIN_RULES:
-        raise ValueError(f"norm {spec.name!r}: unknown train rule {spec.train_rule!r}; use one of {TRAIN_RULES}")
     NORMS[spec.name] = spec
     return spec
 
@@ -102,11 +95,11 @@ def colour(name: str) -> str | None:
 
 
 # ------------------------------------------------------------------------------------------------ the entries
-register(NormSpec("none", lambda c: nn.Identity(), "Baseline (no norm)", "#4d4d4d", "identity", "identity"))
-register(NormSpec("batch", lambda c: nn.BatchNorm1d(c), "BatchNorm", "#1f77b4", "running_affine", "batch"))
-register(NormSpec("layer", lambda c: nn.LayerNorm(c), "LayerNorm", "#d62728", "moments", "moments"))
-register(NormSpec("group", lambda c: nn.GroupNorm(group_count(c), c), "GroupNorm", "#9467bd", "moments", "moments"))
-register(NormSpec("frn", lambda c: frn.FilterResponseNorm(c), "FRN", "#2ca02c", "frn", "frn"))
+register(NormSpec("none", lambda c: nn.Identity(), "Baseline (no norm)", "#4d4d4d", "identity"))
+register(NormSpec("batch", lambda c: nn.BatchNorm1d(c), "BatchNorm", "#1f77b4", "running_affine"))
+register(NormSpec("layer", lambda c: nn.LayerNorm(c), "LayerNorm", "#d62728", "moments"))
+register(NormSpec("group", lambda c: nn.GroupNorm(group_count(c), c), "GroupNorm", "#9467bd", "moments"))
+register(NormSpec("frn", lambda c: frn.FilterResponseNorm(c), "FRN", "#2ca02c", "frn"))
 register(
     NormSpec(
         "frn_learned_eps",
@@ -114,10 +107,9 @@ register(
         "FRN (learned eps)",
         "#ff7f0e",
         "frn",
-        "frn",
         variant_of="frn",
     )
 )
-# RMSNorm (Zhang & Sennrich 2019; torch.nn.RMSNorm): x / sqrt(mean(x^2) + eps) * gamma. No fast plane or train
-# rule: it shows the generic paths (per-point landscapes, autograd training).
+# RMSNorm (Zhang & Sennrich 2019; torch.nn.RMSNorm): x / sqrt(mean(x^2) + eps) * gamma. No fast plane rule: its
+# landscapes take the generic per-point path.
 register(NormSpec("rms", lambda c: nn.RMSNorm(c), "RMSNorm", "#8c564b"))

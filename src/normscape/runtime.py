@@ -140,6 +140,29 @@ def set_threads(threads: int) -> int:
     return threads
 
 
+_FLUSH_DENORMAL: bool | None = None  # the setting applied in this process (None: not yet)
+
+
+def flush_denormals() -> bool:
+    """Flush subnormal floats to zero (and read subnormal inputs as zero) in this process's torch arithmetic;
+    returns whether the CPU supports it (the setting every run records in its provenance).
+
+    Why: a float below 2^-126 takes a slow microcode path on x86 CPUs, tens of times slower per operation. The
+    trainings make them: Adam's first moment of a parameter whose gradient has gone to zero (a dead ReLU unit's
+    weights) decays by beta1 = 0.9 per step through the subnormal range, as do the tiny gradients and
+    activations behind them (benchmarks/bench_subnormals.py counts them and measures the epoch time with and
+    without). Values that small change no result that is read at float32 precision. Called once per job before
+    any torch work (:func:`script_main` with ``torch_job=True``, and every trainer); new threads inherit the
+    setting of the thread that creates them (OpenMP's pool included).
+    """
+    global _FLUSH_DENORMAL
+    if _FLUSH_DENORMAL is None:
+        import torch
+
+        _FLUSH_DENORMAL = bool(torch.set_flush_denormal(True))
+    return _FLUSH_DENORMAL
+
+
 USAGE_PREFIX = "job usage:"  # the last line of every job's log; normscape.jobstats reads it
 
 
@@ -169,12 +192,16 @@ def format_usage(usage: dict[str, float]) -> str:
     return f"{USAGE_PREFIX} " + " ".join(f"{key}={value}" for key, value in usage.items())
 
 
-def script_main(smk: Any, main: Callable[[Any], None]) -> None:
+def script_main(smk: Any, main: Callable[[Any], None], torch_job: bool = False) -> None:
     """Run ``main(smk)`` for a Snakemake ``script:`` job with logging, threads and clean user errors; a finished
-    job logs its CPU time, system time and peak memory (:func:`job_usage`; ``python -m normscape.jobstats``)."""
+    job logs its CPU time, system time and peak memory (:func:`job_usage`; ``python -m normscape.jobstats``).
+    ``torch_job``: the job computes with torch; subnormals are flushed to zero (:func:`flush_denormals`) before
+    ``main`` runs (jobs without torch do not import it: ~1.7 s of CPU each)."""
     setup_logging(smk.log[0] if len(smk.log) else None)
     tune_allocator()
     set_threads(getattr(smk, "threads", 1))
+    if torch_job:
+        log.info("subnormal floats flushed to zero: %s", flush_denormals())
     try:
         main(smk)
         log.info("%s", format_usage(job_usage()))
