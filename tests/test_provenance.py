@@ -50,6 +50,8 @@ EDITS = [
     ("head.hidden", 8, FEATURES),
     ("grad_hist.bins_per_octave", 2, FEATURES),
     ("landscape.span", 0.5, [*FEATURES, "runs/**/*"]),
+    # a seed more: its condition's job trains every seed again (they are one job), to the same numbers
+    ("seeds", [0, 1], FEATURES),
     # more keys: one line each, e.g. ("head.dropout", 0.25, FEATURES)
 ]
 

@@ -12,7 +12,7 @@ import torch
 
 from normscape import train as train_mod
 from normscape.heads import NORM_NAMES
-from normscape.train import Trainer, load_features, train_run
+from normscape.train import Trainer, load_features, train_group, train_run
 
 RUN = {"experiment": "t", "head": "batch", "variant": "base", "seed": 0}
 HEAD = {"hidden": 32, "dropout": 0.1}
@@ -254,3 +254,74 @@ def test_outputs_follow_the_contract(features_file, tmp_path):
     torch.testing.assert_close(
         torch.cat([v.flatten() for k, v in final["state_dict"].items() if k in traj["names"]]), traj["flat"][-1]
     )
+
+
+def test_a_runs_numbers_do_not_depend_on_its_group(features_file, tmp_path):
+    # Seed 1 trained alone and together with seeds 0 and 2 (dropout, clipping and BatchNorm's running statistics
+    # included): every metric, histogram, gradient norm, model tensor and trajectory row is bitwise the same.
+    training_ = training(clip_grad_norm=0.5)
+    head = {"hidden": 32, "dropout": 0.1}
+    runs = [{**RUN, "seed": seed} for seed in (0, 1, 2)]
+    alone = train_run(features_file, tmp_path / "alone", runs[1], training_, head, GH)
+    dirs = [tmp_path / f"group{seed}" for seed in (0, 1, 2)]
+    together = train_group(features_file, dirs, runs, training_, head, GH)
+    timing = {"wall_time_s"}
+    assert {k: v for k, v in alone.items() if k not in timing} == {
+        k: v for k, v in together[1].items() if k not in timing
+    }
+    assert read_metrics(tmp_path / "alone" / "metrics.csv") == read_metrics(dirs[1] / "metrics.csv")
+    assert read_metrics(dirs[0] / "metrics.csv") != read_metrics(dirs[1] / "metrics.csv")  # seeds do differ
+    with h5py.File(tmp_path / "alone" / "grads.h5") as a, h5py.File(dirs[1] / "grads.h5") as b:
+        keys = []
+        a.visit(lambda k: keys.append(k) if isinstance(a[k], h5py.Dataset) else None)
+        for key in keys:
+            np.testing.assert_array_equal(a[key][()], b[key][()], err_msg=key)
+    for name in ("model_final.pt", "model_best.pt", "model_init.pt"):
+        sa, sb = torch.load(tmp_path / "alone" / name)["state_dict"], torch.load(dirs[1] / name)["state_dict"]
+        assert sa.keys() == sb.keys()
+        for key in sa:
+            assert torch.equal(sa[key], sb[key]), (name, key)
+    ta, tb = torch.load(tmp_path / "alone" / "trajectory.pt"), torch.load(dirs[1] / "trajectory.pt")
+    assert torch.equal(ta["flat"], tb["flat"]) and ta["provenance"] == tb["provenance"]
+
+
+def test_a_group_resumes_after_a_kill_with_exactly_the_uninterrupted_numbers(features_file, tmp_path, monkeypatch):
+    runs = [{**RUN, "seed": seed} for seed in (0, 1)]
+    full = [tmp_path / f"full{seed}" for seed in (0, 1)]
+    killed = [tmp_path / f"killed{seed}" for seed in (0, 1)]
+    head = {"hidden": 32, "dropout": 0.1}
+    train_group(features_file, full, runs, training(), head, GH)
+    revive = kill_in_epoch(monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        train_group(features_file, killed, runs, training(), head, GH)
+    revive()
+    for run_dir in killed:
+        assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)["epoch"] == 2
+    train_group(features_file, killed, runs, training(), head, GH)
+    for a, b in zip(full, killed):
+        assert read_metrics(a / "metrics.csv") == read_metrics(b / "metrics.csv")
+        assert torch.equal(torch.load(a / "trajectory.pt")["flat"], torch.load(b / "trajectory.pt")["flat"])
+        assert not (b / "checkpoints").exists()
+
+
+def test_a_diverged_run_stops_and_the_others_go_on(data):
+    # seed 0's parameters are poisoned after epoch 1: it stops there with that state, seed 1 trains on exactly as
+    # it would alone (the stack shrinks, its Adam moments move along)
+    tr = Trainer(data, "none", [0, 1], 3, 64, 1e-3, hidden=32)
+    alone = Trainer(data, "none", [1], 3, 64, 1e-3, hidden=32)
+    original = tr.train_epoch
+
+    def poison_seed0(epoch):
+        rows = original(epoch)
+        if epoch == 1:
+            tr.stack.flat.data[0, 0] = float("nan")
+            rows[0] = {**rows[0], "diverged": 1}
+            tr.runs[0].last_divergence_reason = "poisoned"
+        return rows
+
+    tr.train_epoch = poison_seed0
+    tr.fit()
+    alone.fit()
+    assert tr.runs[0].diverged_epoch == 1 and len(tr.runs[0].metrics) == 1 and tr.runs[0].row is None
+    assert len(tr.runs[1].metrics) == 3 and torch.equal(tr.flat_param[0], alone.flat_param[0])
+    assert torch.isnan(tr.run_state(tr.runs[0])["fc1.weight"][0, 0])  # it stopped with the state it diverged in
