@@ -67,7 +67,7 @@ def histogram_share(data: dict, seeds: int) -> dict:
         for run in trainer.runs:
             count = run.hist.update
 
-            def timed(flat, count=count):
+            def timed(flat, count=count, inside=inside):
                 t0 = time.perf_counter()
                 count(flat)
                 inside[0] += time.perf_counter() - t0
