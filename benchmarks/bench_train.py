@@ -30,7 +30,7 @@ SMALLEST_NORMAL = float(torch.finfo(torch.float32).tiny)
 def make_data(n: int) -> tuple[dict, str]:
     path = os.environ.get(FEATURES_ENV)
     if path:
-        from normscape.train import load_features
+        from normscape.trainjob import load_features
 
         full = load_features(path)
         x, y = full["train"]

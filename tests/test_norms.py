@@ -21,7 +21,8 @@ from normscape.norms import NORMS, PLANE_RULES
 from normscape.planeeval import PlaneEvaluator
 from normscape.plots import PALETTE
 from normscape.results import HEAD_LABELS
-from normscape.train import Trainer, load_features
+from normscape.train import Trainer
+from normscape.trainjob import load_features
 
 
 def test_labels_palette_and_schema_come_from_the_registry():

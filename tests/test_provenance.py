@@ -27,7 +27,8 @@ from conftest import run_snakemake, write_config
 
 from normscape import featurestore
 from normscape.errors import DataError
-from normscape.train import DIVERGENCE_LOSS_FACTOR, Trainer, divergence_reason, train_run
+from normscape.train import DIVERGENCE_LOSS_FACTOR, Trainer, divergence_reason
+from normscape.trainjob import train_run
 
 # --------------------------------------------------------------------------------------- the property test
 # Two experiments whose names no documented figure uses (no figure jobs: the test stays cheap), one run each,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from normscape.tracking import WandbTracker, log_abs_histogram, provenance, range_histogram
-from normscape.train import train_run
+from normscape.trainjob import train_run
 from normscape.wandb_reader import find_run_files, read_config, read_history
 
 RUN = {"experiment": "t", "head": "layer", "variant": "base", "seed": 0}

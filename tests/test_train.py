@@ -12,7 +12,8 @@ import torch
 
 from normscape import train as train_mod
 from normscape.heads import NORM_NAMES
-from normscape.train import Trainer, load_features, train_group, train_run
+from normscape.train import Trainer
+from normscape.trainjob import load_features, train_group, train_run
 
 RUN = {"experiment": "t", "head": "batch", "variant": "base", "seed": 0}
 HEAD = {"hidden": 32, "dropout": 0.1}
@@ -176,7 +177,7 @@ def test_untracked_run_checkpoints_no_trajectory_and_a_tracked_run_does_not_resu
     state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)
     assert state["epoch"] == 2 and state["trajectory"] == []  # nothing a landscape could use was kept
     # the run is now read by a landscape: its checkpoint lacks epochs 0-2 of the trajectory, so it is not resumed
-    with caplog.at_level("WARNING", logger="normscape.train"):
+    with caplog.at_level("WARNING", logger="normscape.trainjob"):
         train_run(features_file, run_dir, RUN, training(), HEAD, GH)
     assert "no training trajectory" in caplog.text
     reference = train_run(features_file, tmp_path / "fresh", RUN, training(), HEAD, GH)

@@ -15,15 +15,15 @@ part of a run's identity. A run that diverges stops (its outputs are written, ma
 stack; the others go on.
 
 Subnormal floats: ``normscape.runtime.flush_denormals`` is applied when a trainer is built (and in every torch
-job); the setting is part of every run's provenance (benchmarks/bench_subnormals.py measures what it saves).
+job); the setting is part of every run's provenance (benchmarks/bench_train.py measures what it saves).
 
-Trustworthy runs: the same config + seed gives identical metrics on CPU; a checkpoint per run with model,
-optimiser moments, RNG state, histograms and metrics is written atomically after every epoch, and a restarted
-group resumes from them and ends with exactly the metrics of an uninterrupted run. A checkpoint is resumed only
-when its identity — the run's config slice, the feature cache's recorded identity, ``ENGINE_VERSION`` and the
-subnormal setting — equals the job's; otherwise it is discarded with one log line saying which part differs.
-Every output records that identity (``summary.json["provenance"]``, the ``provenance`` entry of every
-``model_*.pt`` and ``trajectory.pt``).
+Trustworthy runs (the files: normscape.trainjob): the same config + seed gives identical metrics on CPU; a
+checkpoint per run with model, optimiser moments, RNG state, histograms and metrics is written atomically after
+every epoch, and a restarted group resumes from them and ends with exactly the metrics of an uninterrupted run. A
+checkpoint is resumed only when its identity — the run's config slice, the feature cache's recorded identity,
+``ENGINE_VERSION`` and the subnormal setting — equals the job's; otherwise it is discarded with one log line
+saying which part differs. Every output records that identity (``summary.json["provenance"]``, the
+``provenance`` entry of every ``model_*.pt`` and ``trajectory.pt``).
 
 Divergence (:func:`divergence_reason`): an epoch diverges when a loss or a parameter is not finite, or when the
 training or validation loss exceeds ``DIVERGENCE_LOSS_FACTOR`` x the validation loss at initialisation (an
@@ -32,24 +32,19 @@ exploded but finite loss, e.g. 1e19 at lr 1e6).
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import logging
 import math
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from normscape import featurestore
-from normscape.atomic import atomic_path, write_json
-from normscape.checkpoint import discard_checkpoint, load_checkpoint, save_checkpoint
+from normscape.checkpoint import save_checkpoint
 from normscape.gradhist import GradHistogram
 from normscape.heads import build_head
 from normscape.runtime import flush_denormals
@@ -581,239 +576,3 @@ def _per_run(value: Any, n: int) -> list:
     if value is not None and n != 1:
         raise ValueError("give one entry per run when training several seeds")
     return [value] * n
-
-
-def load_features(path: str | Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    out = {}
-    for split in ("train", "val", "test"):
-        x, y = featurestore.map_split(path, split)
-        out[split] = (torch.from_numpy(x), torch.from_numpy(y).long())
-    return out
-
-
-def write_grads_h5(path: Path, run: RunRecord, names: list[str]) -> None:
-    with atomic_path(path, suffix=".h5") as tmp, h5py.File(tmp, "w") as f:
-        f.create_dataset("edges", data=run.hist.edges)
-        f.attrs["binning"] = "octaves split into equal-width bins; counts of |grad| after clipping, all steps"
-        for name in names:
-            g = f.create_group(f"layers/{name}")
-            for key, arr in run.hist.stacked(name).items():
-                g.create_dataset(key, data=arr)
-        pre = np.concatenate(run.step_norms) if run.step_norms else np.zeros(0)
-        post = np.concatenate(run.step_norms_post) if run.step_norms_post else np.zeros(0)
-        epochs = (
-            np.concatenate([np.full(len(s), i + 1) for i, s in enumerate(run.step_norms)])
-            if run.step_norms
-            else np.zeros(0)
-        )
-        f.create_dataset("steps/grad_norm_pre_clip", data=pre.astype(np.float32))
-        f.create_dataset("steps/grad_norm_post_clip", data=post.astype(np.float32))
-        f.create_dataset("steps/epoch", data=epochs.astype(np.int32))
-
-
-def write_metrics_csv(path: Path, metrics: list[dict]) -> None:
-    with atomic_path(path, suffix=".csv") as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=METRIC_COLUMNS)
-        writer.writeheader()
-        for row in metrics:
-            writer.writerow({k: row[k] for k in METRIC_COLUMNS})
-
-
-def _save_model(path: Path, state: dict, head_config: dict, epoch: int, extra: dict) -> None:
-    with atomic_path(path, suffix=".pt") as tmp:
-        torch.save({"state_dict": state, "head_config": head_config, "epoch": epoch, **extra}, tmp)
-
-
-def run_provenance(resolved: dict, features_identity: str) -> dict:
-    """What a run is computed from; its ``identity`` keys resume checkpoints and is recorded in every output.
-    ``flush_denormal``: whether subnormal floats were flushed to zero (it changes the numbers)."""
-    parts = {
-        "config": config_hash(resolved),
-        "features_identity": features_identity,
-        "engine_version": ENGINE_VERSION,
-        "flush_denormal": flush_denormals(),
-    }
-    return {"identity": config_hash(parts), **parts}
-
-
-def _resume_state(ckpt_path: Path, provenance: dict, landscape_inputs: bool) -> dict | None:
-    state = load_checkpoint(ckpt_path, provenance)
-    if state is not None and landscape_inputs and len(state["trajectory"]) != state["epoch"] + 1:
-        # written while no landscape read this run (no trajectory kept): resuming would leave epochs out of it
-        log.warning(
-            "discarding checkpoint %s: it has no training trajectory (which a landscape now reads); "
-            "training from scratch",
-            ckpt_path,
-        )
-        return None
-    return state
-
-
-def train_group(
-    features: str | Path,
-    run_dirs: Sequence[str | Path],
-    runs: Sequence[dict],
-    training: dict,
-    head: dict,
-    grad_hist: dict,
-    tracker_factory: Any = None,
-    features_expected: dict | None = None,
-    landscape_inputs: bool = True,
-    smoothness: dict | None = None,
-    smoothness_paths: Sequence[tuple] | None = None,
-) -> list[dict]:
-    """Train the runs of one condition (``runs``: one dict per seed, the same but for ``seed``) together, each into
-    its ``run_dirs`` entry, resuming each from its ``checkpoints/last.pt`` when its identity matches, and write per
-    run metrics.csv, summary.json, grads.h5, model_{final,best}.pt and, unless ``landscape_inputs`` is False (no
-    landscape reads these runs), what a landscape reads: model_init.pt and trajectory.pt (the parameters after
-    every epoch). A run's checkpoint is removed once its outputs are all written. Returns the summaries.
-
-    Runs whose checkpoints stopped after different epochs (a kill between two runs' checkpoint writes) resume as
-    separate groups: a run's numbers do not depend on its group.
-
-    ``features_expected`` (:func:`normscape.featurestore.expected_attrs` of the config): the feature cache must
-    have been built for it, else one DataError names the mismatch and the rebuild command.
-
-    ``smoothness`` (the ``diagnostics.smoothness`` slice, None for runs without the probe): the probe's
-    settings are part of each run's identity; with ``smoothness_paths`` = one (h5, json) per run the probe's
-    records are written there (zero records without a probe). ``tracker_factory(resolved, run)``: the W&B run of
-    one run (a :class:`RunRecord`), or None.
-    """
-    from normscape.diagnostics import smoothness_probe
-
-    if not runs or len(run_dirs) != len(runs) or len({r["head"] for r in runs}) != 1:
-        raise ValueError("train_group needs one run directory per run, all runs of one head")
-    flush_denormals()
-    if features_expected is not None:
-        features_identity = featurestore.require_compatible(features, features_expected)
-    else:
-        features_identity = featurestore.identity(features)
-    jobs = []
-    for run, run_dir in zip(runs, run_dirs):
-        resolved = {"run": run, "training": training, "head": head, "grad_hist": grad_hist}
-        probe = smoothness_probe(smoothness) if smoothness else None
-        if probe is not None:
-            resolved["smoothness"] = smoothness
-        provenance = run_provenance(resolved, features_identity)
-        ckpt = Path(run_dir) / "checkpoints" / "last.pt"
-        state = _resume_state(ckpt, provenance, landscape_inputs)
-        jobs.append(
-            {
-                "run": run,
-                "dir": Path(run_dir),
-                "resolved": resolved,
-                "probe": probe,
-                "ckpt": ckpt,
-                "provenance": provenance,
-                "state": state,
-            }
-        )
-    data = load_features(features)
-    cohorts: dict[int, list[int]] = {}
-    for i, job in enumerate(jobs):
-        cohorts.setdefault(job["state"]["epoch"] if job["state"] else 0, []).append(i)
-    summaries: dict[int, dict] = {}
-    for epoch, members in sorted(cohorts.items()):
-        group = [jobs[i] for i in members]
-        trainer = Trainer(
-            data,
-            norm=runs[0]["head"],
-            seeds=[int(job["run"]["seed"]) for job in group],
-            hidden=head["hidden"],
-            dropout=head["dropout"],
-            grad_hist=grad_hist,
-            probe=[job["probe"] for job in group],
-            keep_trajectory=landscape_inputs,
-            **training,
-        )
-        if epoch:
-            trainer.load_run_states([job["state"] for job in group])
-            log.info("resuming seeds %s after epoch %d", [job["run"]["seed"] for job in group], epoch)
-        try:
-            for job, record in zip(group, trainer.runs):
-                record.tracker = tracker_factory(job["resolved"], record) if tracker_factory else None
-            trainer.fit([job["ckpt"] for job in group], [job["provenance"] for job in group])
-            for i, job, record in zip(members, group, trainer.runs):
-                paths = smoothness_paths[i] if smoothness_paths is not None else None
-                summaries[i] = _write_run(trainer, record, job, training, landscape_inputs, paths)
-        finally:
-            for record in trainer.runs:
-                if record.tracker is not None:
-                    record.tracker.finish()
-    return [summaries[i] for i in range(len(jobs))]
-
-
-def _write_run(
-    trainer: Trainer, record: RunRecord, job: dict, training: dict, landscape_inputs: bool, smoothness_paths
-):
-    """Every output of one run of a trained group; its checkpoint is removed last."""
-    from normscape.smoothness import SmoothnessProbe, write_smoothness
-
-    run_dir, provenance = job["dir"], job["provenance"]
-    summary = {
-        **job["run"],
-        "training": training,
-        **trainer.summary(record),
-        "config": job["resolved"],
-        "versions": {"torch": torch.__version__, "numpy": np.__version__},
-        "provenance": provenance,
-    }
-    meta = {"provenance": provenance, "diverged": summary["diverged"], "diverged_reason": record.diverged_reason}
-    write_metrics_csv(run_dir / "metrics.csv", record.metrics)
-    write_grads_h5(run_dir / "grads.h5", record, trainer.names)
-    hc = trainer.head_config
-    final_meta, best_meta = {**meta, "metrics": summary["final"]}, {**meta, "metrics": summary["best"]}
-    _save_model(run_dir / "model_final.pt", trainer.run_state(record), hc, len(record.metrics), final_meta)
-    _save_model(run_dir / "model_best.pt", record.best["state"], hc, record.best["epoch"], best_meta)
-    if landscape_inputs:
-        _save_model(run_dir / "model_init.pt", record.init_state, hc, 0, {**meta, "metrics": {}})
-        with atomic_path(run_dir / "trajectory.pt", suffix=".pt") as tmp:
-            flat = torch.stack(record.trajectory)
-            torch.save(
-                {
-                    "names": trainer.names,
-                    "shapes": [list(s) for s in trainer.stack.shapes],
-                    "epochs": list(range(len(flat))),
-                    "flat": flat,
-                    "provenance": provenance,
-                },
-                tmp,
-            )
-    if smoothness_paths is not None:
-        probe = job["probe"]
-        attrs = {"head": job["run"]["head"], "run_identity": provenance["identity"], "probed": probe is not None}
-        write_smoothness(*smoothness_paths, probe if probe is not None else SmoothnessProbe(), attrs)
-    if record.tracker is not None:
-        record.tracker.log_summary(summary, [run_dir / "model_final.pt", run_dir / "model_best.pt"])
-    write_json(run_dir / "summary.json", summary)
-    discard_checkpoint(job["ckpt"])  # every output is written: the run needs no resume state any more
-    return summary
-
-
-def train_run(
-    features: str | Path,
-    run_dir: str | Path,
-    run: dict,
-    training: dict,
-    head: dict,
-    grad_hist: dict,
-    tracker_factory: Any = None,
-    features_expected: dict | None = None,
-    landscape_inputs: bool = True,
-    smoothness: dict | None = None,
-    smoothness_paths: tuple | None = None,
-) -> dict:
-    """One run: :func:`train_group` of a group of one (the same numbers as that run in any group)."""
-    return train_group(
-        features,
-        [run_dir],
-        [run],
-        training,
-        head,
-        grad_hist,
-        tracker_factory,
-        features_expected,
-        landscape_inputs,
-        smoothness,
-        [smoothness_paths] if smoothness_paths is not None else None,
-    )[0]

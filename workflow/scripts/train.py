@@ -9,7 +9,7 @@ from normscape.tracking import WandbTracker, provenance
 
 
 def main(smk):
-    from normscape.train import train_group  # imports torch: only jobs that train pay for it
+    from normscape.trainjob import train_group  # imports torch: only jobs that train pay for it
 
     p = smk.params
     runs = [dict(run) for run in p.runs]
