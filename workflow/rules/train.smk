@@ -75,7 +75,6 @@ for EXPERIMENT in config["experiments"]:
             wandb_dir=f"{RESULTS}/wandb",
             # the probe's slice only for the experiments it probes (None otherwise): editing it reruns only those
             smoothness=smoothness_settings(EXPERIMENT),
-            landscape_inputs=LANDSCAPE_READS,
         script:
             "../scripts/train.py"
 

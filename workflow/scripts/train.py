@@ -34,7 +34,9 @@ def main(smk):
         features_expected=expected_attrs(
             p.features_request["backbone"], p.features_request["data"], cache=smk.input.features
         ),
-        landscape_inputs=p.landscape_inputs,  # model_init.pt + trajectory.pt: a landscape reads them
+        # model_init.pt + trajectory.pt: a landscape reads them. From the outputs, not a param: removing an
+        # experiment from landscape.experiments must rerun nothing (a param change would)
+        landscape_inputs="trajectory" in smk.output.keys(),
         smoothness=dict(p.smoothness) if p.smoothness else None,
         smoothness_paths=list(zip(smk.output.smoothness_h5, smk.output.smoothness_json)),
     )
