@@ -81,10 +81,11 @@ def histogram_share(data: dict, seeds: int) -> dict:
 
 def subnormal_counts(trainer: Trainer) -> dict[str, int]:
     """Subnormal elements in the parameters and in Adam's moments: where they come from."""
-    tensors = {"parameters": trainer.stack.flat.detach()}
-    for key, value in trainer.opt.state.get(trainer.stack.flat, {}).items():
-        if key != "step":
-            tensors[f"adam_{key}"] = value
+    tensors = {"parameters": trainer.flat_param}
+    moments = trainer.run_moments(0) or {}
+    for key in ("exp_avg", "exp_avg_sq"):
+        if key in moments:
+            tensors[f"adam_{key}"] = moments[key]
     return {k: int(((v != 0) & (v.abs() < SMALLEST_NORMAL)).sum()) for k, v in tensors.items()}
 
 

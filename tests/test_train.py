@@ -48,7 +48,7 @@ def test_stacked_gradient_equals_each_heads_own_autograd(data, norm):
             torch.testing.assert_close(losses[row], ref_loss.detach(), rtol=1e-6, atol=0)
             expected = torch.cat([p.grad.flatten() for p in ref.parameters()])
             # float32 rounding of a batched vs a plain GEMM (GroupNorm of 2 units amplifies it elementwise)
-            assert torch.linalg.vector_norm(tr.stack.flat.grad[row] - expected) <= 1e-4 * expected.norm()
+            assert torch.linalg.vector_norm(tr.stack.grad_row(row) - expected) <= 1e-4 * expected.norm()
 
 
 def test_clipping_bounds_the_global_norm(data):
@@ -77,7 +77,7 @@ def test_clipping_matches_torch_clip_grad_norm_per_run(data):
     x, y = data["train"]
     xb, yb = torch.stack([x[:64], x[:64] * 50]), torch.stack([y[:64], y[:64]])
     tr.stack.forward_backward(xb, yb, None)
-    grads = tr.stack.flat.grad.clone()
+    grads = torch.stack([tr.stack.grad_row(row) for row in range(2)])
     for row in range(2):
         norm = torch.linalg.vector_norm(grads[row])
         ours = grads[row] * torch.clamp(0.1 / (norm + train_mod.CLIP_EPS), max=1.0)
@@ -315,7 +315,7 @@ def test_a_diverged_run_stops_and_the_others_go_on(data):
     def poison_seed0(epoch):
         rows = original(epoch)
         if epoch == 1:
-            tr.stack.flat.data[0, 0] = float("nan")
+            tr.stack.params["fc1.weight"].data[0, 0, 0] = float("nan")
             rows[0] = {**rows[0], "diverged": 1}
             tr.runs[0].last_divergence_reason = "poisoned"
         return rows

@@ -178,13 +178,13 @@ class RunView:
     ``opt`` (its slice of Adam's state, keyed by ``flat_param`` as torch.optim keys it) and ``model`` (a copy of
     its head, built when first read)."""
 
-    def __init__(self, trainer: Trainer, row: int):
+    def __init__(self, trainer: Trainer, row: int, flat_grad: torch.Tensor):
         self._trainer, self._row = trainer, row
-        self.flat_param = trainer.stack.flat.detach()[row]
-        self.flat_grad = trainer.stack.flat.grad[row]
-        state = trainer.opt.state.get(trainer.stack.flat, {})
-        sliced = {k: (v[row] if k != "step" else v) for k, v in state.items()}
-        self.opt = type("AdamView", (), {"param_groups": trainer.opt.param_groups, "state": {self.flat_param: sliced}})
+        self.flat_param = trainer.stack.param_row(row)
+        self.flat_grad = flat_grad
+        moments = trainer.run_moments(row)
+        state = {self.flat_param: moments} if moments is not None else {}
+        self.opt = type("AdamView", (), {"param_groups": trainer.opt.param_groups, "state": state})
         self._model: torch.nn.Module | None = None
 
     @property
@@ -258,7 +258,7 @@ class Trainer:
         self.keep_trajectory = keep_trajectory
         for run in self.runs:
             run.trajectory = [self._cpu_params(run.row)] if keep_trajectory else []
-        self.opt = make_adam(self.stack.flat, lr, weight_decay)
+        self.opt = make_adam(self.stack.parameters(), lr, weight_decay)
         self.start_epoch = 1
 
     @property
@@ -268,11 +268,19 @@ class Trainer:
 
     @property
     def flat_param(self) -> torch.Tensor:
-        """(runs still training, P): one row of parameters per run."""
-        return self.stack.flat
+        """(runs still training, P): one row of parameters per run (a copy)."""
+        return torch.stack([self.stack.param_row(row) for row in range(len(self.stack))])
 
     def _cpu_params(self, row: int) -> torch.Tensor:
-        return self.stack.flat.detach()[row].to("cpu", copy=True)
+        return self.stack.param_row(row).to("cpu")
+
+    def run_moments(self, row: int) -> dict | None:
+        """Run ``row``'s slice of Adam's state as one flat tensor per moment (None before the first step)."""
+        states = [self.opt.state.get(p) for p in self.stack.parameters()]
+        if not all(states):
+            return None
+        flat = {k: torch.cat([st[k][row].reshape(-1) for st in states]) for k in ("exp_avg", "exp_avg_sq")}
+        return {"step": states[0]["step"].clone(), **flat}
 
     def run_state(self, run: RunRecord) -> dict[str, torch.Tensor]:
         """A run's current head as a state_dict (its final one once it stopped)."""
@@ -306,22 +314,23 @@ class Trainer:
                 masks = torch.stack([torch.empty(b, hidden).bernoulli_(1 - p, generator=r.rng) for r in active])
                 masks = masks.div_(1 - p).to(self.device)
             losses, batch_correct = self.stack.forward_backward(xb, yb, masks)
-            grad = self.stack.flat.grad
             for row, run in enumerate(active):
-                # each run's own global norm and clipping, over its own row (torch.nn.utils.clip_grad_norm_'s
+                # each run's own global norm and clipping, over its own gradient (torch.nn.utils.clip_grad_norm_'s
                 # formula); .item() on the CPU costs no pipeline stall (ops are synchronous there)
-                norm = torch.linalg.vector_norm(grad[row]).item()
+                grad = self.stack.grad_row(row)
+                norm = torch.linalg.vector_norm(grad).item()
                 pre[row, i] = post[row, i] = norm
                 if self.clip is not None:
                     coef = min(self.clip / (norm + CLIP_EPS), 1.0)  # NaN: no multiply
                     if coef < 1.0:
-                        grad[row].mul_(coef)
+                        self.stack.scale_grad_row(row, coef)
+                        grad.mul_(coef)
                         post[row, i] = norm * coef
-                run.hist.update(grad[row])  # the gradient Adam receives (after clipping)
+                run.hist.update(grad)  # the gradient Adam receives (after clipping)
                 if run.probe is not None:
-                    run.probe(RunView(self, row), (epoch - 1) * n_batches + i, xb[row], yb[row])
+                    run.probe(RunView(self, row, grad), (epoch - 1) * n_batches + i, xb[row], yb[row])
                 if run.tracker is not None:
-                    run.tracker.before_step(self.names, grad[row].split(self.stack.sizes), self._param_rows(row))
+                    run.tracker.before_step(self.names, grad.split(self.stack.sizes), self._param_rows(row))
             self.opt.step()
             loss_sum += losses.double().numpy() * b
             correct += batch_correct.numpy()
@@ -334,7 +343,7 @@ class Trainer:
             run.step_norms_post.append(post[row])
             train_loss = float(loss_sum[row]) / seen
             val_loss, val_acc = evaluate(self.stack.model_of(row), *self.data["val"])
-            reason = divergence_reason(train_loss, val_loss, self.stack.flat.detach()[row], run.initial_loss)
+            reason = divergence_reason(train_loss, val_loss, self.stack.param_row(row), run.initial_loss)
             run.last_divergence_reason = reason
             rows.append(
                 {
@@ -354,8 +363,7 @@ class Trainer:
         return rows
 
     def _param_rows(self, row: int) -> list[torch.Tensor]:
-        flat = self.stack.flat.detach()[row]
-        return [v.view(shape) for v, shape in zip(flat.split(self.stack.sizes), self.stack.shapes)]
+        return [p.detach()[row] for p in self.stack.parameters()]
 
     def fit(self, checkpoint_paths: Any = None, provenances: Any = None) -> None:
         """Train every active run to ``epochs``; after each epoch each run's checkpoint is written to its path
@@ -419,7 +427,7 @@ class Trainer:
             run.final_state = self.stack.state_of(run.row)
         keep = [r for r in self.active if r not in stopped]
         rows = [r.row for r in keep]
-        moments = self.opt.state.get(self.stack.flat)
+        states = [self.opt.state.get(p) for p in self.stack.parameters()]
         for run in stopped:
             run.row = None
         for new_row, run in enumerate(keep):
@@ -427,28 +435,21 @@ class Trainer:
         if not keep:
             return
         self.stack.keep(rows)
-        self._new_optimizer(moments, rows)
-
-    def _new_optimizer(self, moments: dict | None, rows: list[int] | None = None, rows_state: list | None = None):
-        """A fresh Adam over the stack, with the moments of ``rows`` of an old one (or of per-run states)."""
-        self.opt = make_adam(self.stack.flat, self.lr, self.weight_decay)
-        if rows_state is not None:
-            if any(s is None for s in rows_state):
-                return
-            moments = {
-                "step": rows_state[0]["step"],
-                **{k: torch.stack([s[k] for s in rows_state]) for k in ("exp_avg", "exp_avg_sq")},
-            }
-            rows = list(range(len(rows_state)))
-        if not moments:
-            return
         index = torch.tensor(rows, dtype=torch.long, device=self.device)
+        moments = None
+        if all(states):
+            moments = [{k: st[k].index_select(0, index) for k in ("exp_avg", "exp_avg_sq")} for st in states]
+        self._new_optimizer(states[0]["step"] if all(states) else None, moments)
+
+    def _new_optimizer(self, step: torch.Tensor | None, moments: list[dict] | None) -> None:
+        """A fresh Adam over the stack, with the given moments (per parameter: stacked exp_avg, exp_avg_sq)."""
+        self.opt = make_adam(self.stack.parameters(), self.lr, self.weight_decay)
+        if moments is None:
+            return
         state = self.opt.state_dict()
         state["state"] = {
-            0: {
-                "step": moments["step"].clone(),
-                **{k: moments[k].index_select(0, index).to(self.device) for k in ("exp_avg", "exp_avg_sq")},
-            }
+            i: {"step": step.clone(), **{k: m[k].to(self.device) for k in ("exp_avg", "exp_avg_sq")}}
+            for i, m in enumerate(moments)
         }
         self.opt.load_state_dict(state)
 
@@ -456,10 +457,11 @@ class Trainer:
     def run_state_dict(self, run: RunRecord, provenance: dict) -> dict:
         """One run's resume state: its head, its slice of Adam's moments, its RNG, records and probe."""
         moments = None
-        if run.row is not None and self.stack.flat in self.opt.state:
-            state = self.opt.state[self.stack.flat]
-            moments = {"step": state["step"].cpu().clone()}
-            moments.update({k: state[k][run.row].to("cpu", copy=True) for k in ("exp_avg", "exp_avg_sq")})
+        if run.row is not None and all(self.opt.state.get(p) for p in self.stack.parameters()):
+            states = [self.opt.state[p] for p in self.stack.parameters()]
+            moments = {"step": states[0]["step"].cpu().clone()}
+            for k in ("exp_avg", "exp_avg_sq"):
+                moments[k] = [st[k][run.row].to("cpu", copy=True) for st in states]
         return {
             "provenance": provenance,
             "epoch": len(run.metrics),
@@ -510,7 +512,15 @@ class Trainer:
             run.row = row
         if training:
             self.stack = StackedHeads(self.head_config, [s["model"] for _, s in training], self.device)
-            self._new_optimizer(None, rows_state=[s["optimizer"] for _, s in training])
+            saved = [s["optimizer"] for _, s in training]
+            if all(m is not None for m in saved):
+                moments = [
+                    {k: torch.stack([m[k][i] for m in saved]) for k in ("exp_avg", "exp_avg_sq")}
+                    for i in range(len(self.stack.names))
+                ]
+                self._new_optimizer(saved[0]["step"], moments)
+            else:
+                self._new_optimizer(None, None)
         self.start_epoch = states[0]["epoch"] + 1
 
     # ------------------------------------------------------------------------------------------- results
