@@ -147,11 +147,12 @@ def flush_denormals() -> bool:
     """Flush subnormal floats to zero (and read subnormal inputs as zero) in this process's torch arithmetic;
     returns whether the CPU supports it (the setting every run records in its provenance).
 
-    Why: a float below 2^-126 takes a slow microcode path on x86 CPUs, tens of times slower per operation. The
+    Why: arithmetic on a float below 2^-126 takes a slow assist path on many x86 CPUs (how slow depends on the
+    microarchitecture: benchmarks/bench_train.py measures the epoch time per head with and without). The
     trainings make them: Adam's first moment of a parameter whose gradient has gone to zero (a dead ReLU unit's
-    weights) decays by beta1 = 0.9 per step through the subnormal range, as do the tiny gradients and
-    activations behind them (benchmarks/bench_train.py counts them and measures the epoch time with and
-    without). Values that small change no result that is read at float32 precision. Called once per job before
+    weights) decays by beta1 = 0.9 per step through the subnormal range (the benchmark counts them in the
+    parameters and both moments: they are in the first moment). Values that small change no result that is read
+    at float32 precision. Called once per job before
     any torch work (:func:`script_main` with ``torch_job=True``, and every trainer); new threads inherit the
     setting of the thread that creates them (OpenMP's pool included).
     """
