@@ -305,6 +305,31 @@ def test_a_group_resumes_after_a_kill_with_exactly_the_uninterrupted_numbers(fea
         assert not (b / "checkpoints").exists()
 
 
+def test_runs_whose_checkpoints_stopped_at_different_epochs_resume_exactly(features_file, tmp_path, monkeypatch):
+    # a kill between two runs' checkpoint writes leaves seed 0 after epoch 2 and seed 1 after epoch 1: they resume
+    # as two groups, each to exactly the uninterrupted numbers
+    runs = [{**RUN, "seed": seed} for seed in (0, 1)]
+    full = [tmp_path / f"full{seed}" for seed in (0, 1)]
+    killed = [tmp_path / f"killed{seed}" for seed in (0, 1)]
+    train_group(features_file, full, runs, training(), HEAD, GH)
+    revive = kill_in_epoch(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        train_group(features_file, killed, runs, training(), HEAD, GH)
+    revive()
+    behind = (killed[1] / "checkpoints" / "last.pt").read_bytes()
+    revive = kill_in_epoch(monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        train_group(features_file, killed, runs, training(), HEAD, GH)
+    revive()
+    (killed[1] / "checkpoints" / "last.pt").write_bytes(behind)
+    epochs = [torch.load(d / "checkpoints" / "last.pt", weights_only=False)["epoch"] for d in killed]
+    assert epochs == [2, 1]
+    train_group(features_file, killed, runs, training(), HEAD, GH)
+    for a, b in zip(full, killed):
+        assert read_metrics(a / "metrics.csv") == read_metrics(b / "metrics.csv")
+        assert torch.equal(torch.load(a / "trajectory.pt")["flat"], torch.load(b / "trajectory.pt")["flat"])
+
+
 def test_a_diverged_run_stops_and_the_others_go_on(data):
     # seed 0's parameters are poisoned after epoch 1: it stops there with that state, seed 1 trains on exactly as
     # it would alone (the stack shrinks, its Adam moments move along)
