@@ -238,6 +238,7 @@ def test_outputs_follow_the_contract(features_file, tmp_path):
     assert set(summary["final"]) == {"train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc"}
     assert summary["final"]["test_acc"] > 0.5  # separable synthetic classes are learned
     assert set(summary["epochs_to_val_acc"]) == {"0.80", "0.85"}
+    assert summary["provenance"]["flush_denormal"] is True  # subnormals flushed (x86/ARM CPUs support it)
     with open(run_dir / "metrics.csv") as fh:
         assert next(csv.reader(fh)) == train_mod.METRIC_COLUMNS
     with h5py.File(run_dir / "grads.h5") as f:
