@@ -48,7 +48,7 @@ def make_data(n: int) -> dict:
 
 
 def smoothness_overhead(data: dict, every: int, pairs: int, norm: str = "batch") -> dict:
-    kw = dict(norm=norm, seed=0, epochs=1, batch_size=64, lr=1e-3)
+    kw = dict(norm=norm, seeds=0, epochs=1, batch_size=64, lr=1e-3)
     probe = SmoothnessProbe(every=every)
     with_probe = Trainer(data, probe=probe, **kw)
     plain = Trainer(data, **kw)
@@ -79,9 +79,9 @@ def smoothness_overhead(data: dict, every: int, pairs: int, norm: str = "batch")
 
 
 def trained_head(data: dict, norm: str):
-    trainer = Trainer(data, norm=norm, seed=0, epochs=3, batch_size=64, lr=1e-3)
+    trainer = Trainer(data, norm=norm, seeds=0, epochs=3, batch_size=64, lr=1e-3)
     trainer.fit()
-    return trainer.model.eval()
+    return trainer.stack.model_of(0).eval()
 
 
 def hvp_row(model, x: torch.Tensor, y: torch.Tensor, norm: str, pairs: int) -> dict:

@@ -113,7 +113,7 @@ def training_row(quick: bool, device_name: str) -> dict:
 
     data = {"train": split(n_train), "val": split(n_val), "test": split(2000)}
     epochs = 3 if quick else 15
-    kw = dict(norm="batch", seed=0, batch_size=64, lr=1e-3, keep_trajectory=False)
+    kw = dict(norm="batch", seeds=0, batch_size=64, lr=1e-3, keep_trajectory=False)
     # warm-up of the CUDA context and kernels on a short run, then the timed run
     Trainer(data, epochs=1, device="cuda", **{**kw, "norm": "none"}).fit()
     _sync()
@@ -144,10 +144,13 @@ def training_row(quick: bool, device_name: str) -> dict:
         train_rows=n_train,
         epochs=epochs,
         steps_per_epoch=len(gpu.step_norms[0]),
-        gpu_epoch_s=[m["epoch_time_s"] for m in gpu.metrics],
-        cpu_epoch_s=[m["epoch_time_s"] for m in cpu.metrics],
-        val_acc_after_3_epochs={"cuda": gpu.metrics[min(3, epochs) - 1]["val_acc"], "cpu": cpu.metrics[-1]["val_acc"]},
-        final_val_acc_cuda=gpu.metrics[-1]["val_acc"],
+        gpu_epoch_s=[m["epoch_time_s"] for m in gpu.runs[0].metrics],
+        cpu_epoch_s=[m["epoch_time_s"] for m in cpu.runs[0].metrics],
+        val_acc_after_3_epochs={
+            "cuda": gpu.runs[0].metrics[min(3, epochs) - 1]["val_acc"],
+            "cpu": cpu.runs[0].metrics[-1]["val_acc"],
+        },
+        final_val_acc_cuda=gpu.runs[0].metrics[-1]["val_acc"],
     )
 
 

@@ -25,6 +25,10 @@ REQUIRED = {
     "smoothness_overhead_every_100",
     "spectrum_batch_train",
     "adaptive_sharpness_batch_train",
+    "subnormal_flush_none_lr0.01",
+    "subnormal_flush_frn_lr0.001",
+    "subnormal_flush_none_lr0.001",
+    "subnormal_flush_batch_lr0.001",
 }
 
 

@@ -54,7 +54,7 @@ def test_targeting_one_figure_schedules_only_what_it_needs(tiny_config, tmp_path
         for line in proc.stdout.splitlines()
         if len(line.split()) == 2 and line.split()[1].isdigit()
     }
-    assert jobs.get("train_tracked") == 3 and "landscape" not in jobs and jobs.get("total") == 6
+    assert jobs.get("train_convergence") == 3 and "landscape" not in jobs and jobs.get("total") == 6
 
 
 def test_table_aggregates_mean_and_std_over_seeds(tmp_path):

@@ -15,17 +15,17 @@ from normscape.config import validate_config
 from normscape.errors import ConfigError
 from normscape.heads import build_head
 from normscape.landscape import random_directions
-from normscape.norms import NORMS, TRAIN_RULES
+from normscape.norms import NORMS
 from normscape.planeeval import PlaneEvaluator
 from normscape.plots import PALETTE
 from normscape.results import HEAD_LABELS
-from normscape.train import Trainer, load_features
+from normscape.train import Trainer
+from normscape.trainjob import load_features
 
 
 def test_labels_palette_and_schema_come_from_the_registry():
     assert list(HEAD_LABELS) == list(NORMS) == list(PALETTE)
     assert len(set(PALETTE.values())) == len(PALETTE), "every norm needs its own colour"
-    assert all(spec.train_rule in (None, *TRAIN_RULES) for spec in NORMS.values())
     cfg = {"experiments": {"convergence": {"heads": list(NORMS)}}}
     validate_config(cfg, SCHEMA)  # every registered name is allowed
     with pytest.raises(ConfigError) as err:
@@ -86,4 +86,50 @@ def test_rms_head_trains(features_file):
     data = {k: (x[:800], y[:800]) for k, (x, y) in load_features(features_file).items()}
     tr = Trainer(data, "rms", 0, 3, 64, 1e-3, hidden=32)
     tr.fit()
-    assert tr.metrics[-1]["val_acc"] > 0.8 and tr.metrics[-1]["train_loss"] < tr.metrics[0]["train_loss"]
+    metrics = tr.runs[0].metrics
+    assert metrics[-1]["val_acc"] > 0.8 and metrics[-1]["train_loss"] < metrics[0]["train_loss"]
+
+
+class CentredScale(torch.nn.Module):
+    """A norm defined here, not in normscape: subtract the batch mean per unit, scale by a learned gain."""
+
+    def __init__(self, num_features: int):
+        super().__init__()
+        self.gain = torch.nn.Parameter(torch.ones(num_features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - x.mean(0, keepdim=True)) * self.gain
+
+
+@pytest.fixture
+def user_norm():
+    from normscape.norms import NormSpec, register
+
+    spec = register(NormSpec("test_centred_scale", CentredScale, "centred scale", "#000000"))
+    yield spec.name
+    NORMS.pop(spec.name)
+
+
+def test_a_user_registered_norm_trains_through_the_same_step_as_batch(features_file, user_norm, monkeypatch):
+    from normscape import stacked
+
+    data = {k: (x[:400], y[:400]) for k, (x, y) in load_features(features_file).items()}
+    steps = []
+    original = stacked.StackedHeads.forward_backward
+
+    def spy(self, xb, yb, masks):
+        steps.append((self.head_config["norm"], type(self.module.norm)))
+        return original(self, xb, yb, masks)
+
+    monkeypatch.setattr(stacked.StackedHeads, "forward_backward", spy)
+    trainers = {norm: Trainer(data, norm, [0, 1], 2, 64, 1e-3, hidden=16) for norm in ("batch", user_norm)}
+    for tr in trainers.values():
+        tr.fit()
+    n_steps = 2 * (400 // 64 + 1)
+    assert steps.count(("batch", torch.nn.BatchNorm1d)) == n_steps
+    assert steps.count((user_norm, CentredScale)) == n_steps  # the user's module itself, in the one step function
+    user = trainers[user_norm]
+    assert [name for name in user.names if name.startswith("norm.")] == ["norm.gain"]
+    assert user.runs[0].metrics[-1]["train_loss"] < user.runs[0].metrics[0]["train_loss"]
+    gains = user.stack.state_of(0)["norm.gain"]
+    assert not torch.equal(gains, torch.ones_like(gains))  # its own parameter was trained

@@ -58,8 +58,8 @@ def test_editing_one_experiment_reruns_only_its_jobs(tiny_workflow, tmp_path):
     edited = write_config(cfg, tmp_path / "edited.yaml")
     proc = run_snakemake(["-n", "all"], configfile=edited)
     jobs = planned_jobs(proc)
-    assert jobs.get("train_tracked") == 3, proc.stdout  # the three convergence runs, not the lr_sweep runs
-    assert "train" not in jobs
+    assert jobs.get("train_convergence") == 3, proc.stdout  # the three convergence jobs, not the lr_sweep ones
+    assert "train_lr_sweep" not in jobs
     assert "extract_features" not in jobs and "prepare_data" not in jobs
     assert "lr_sweep" not in " ".join(line for line in proc.stdout.splitlines() if "output:" in line)
 
@@ -70,14 +70,14 @@ def test_editing_backbone_rebuilds_features_and_everything_after(tiny_workflow, 
     jobs = planned_jobs(run_snakemake(["-n", "all"], configfile=write_config(cfg, tmp_path / "b.yaml")))
     # the prepared images are temporary (removed once the features were built): prepared again from the archive
     assert jobs.get("extract_features") == 1 and jobs.get("prepare_data") == 1
-    assert jobs.get("train") == 2 and jobs.get("train_tracked") == 3
+    assert jobs.get("train_lr_sweep") == 2 and jobs.get("train_convergence") == 3
 
 
 def test_targeting_one_run_schedules_only_its_jobs(tiny_config, tmp_path):
     path = write_config(tiny_config, tmp_path / "c.yaml")
     target = f"{tiny_config['results_dir']}/runs/lr_sweep/none/lr-0.01/seed0/summary.json"
     jobs = planned_jobs(run_snakemake(["-n", target], configfile=path))
-    assert jobs == {"prepare_data": 1, "extract_features": 1, "train": 1}
+    assert jobs == {"prepare_data": 1, "extract_features": 1, "train_lr_sweep": 1}  # its condition's job
 
 
 def test_downloads_go_to_downloads_dir_not_results(tiny_config, tmp_path):
@@ -108,10 +108,10 @@ def test_trajectories_only_where_a_landscape_reads_them(tiny_workflow, tmp_path)
         assert "Nothing to be done" in proc.stdout + proc.stderr, proc.stdout
     removed = {**cfg, "landscape": {**cfg["landscape"], "experiments": []}}
     jobs = planned_jobs(run_snakemake(["-n", "all"], configfile=write_config(removed, tmp_path / "r.yaml")))
-    assert not {"train", "train_tracked", "landscape", "sharpness"} & set(jobs), jobs
+    assert not {"train_convergence", "train_lr_sweep", "landscape", "sharpness"} & set(jobs), jobs
     added = {**cfg, "landscape": {**cfg["landscape"], "experiments": ["convergence", "lr_sweep"]}}
     jobs = planned_jobs(run_snakemake(["-n", "all"], configfile=write_config(added, tmp_path / "a.yaml")))
-    assert jobs.get("train_tracked") == 2 and "train" not in jobs, jobs  # the two lr_sweep runs
+    assert jobs.get("train_lr_sweep") == 2 and "train_convergence" not in jobs, jobs  # the two lr_sweep runs
     assert jobs.get("landscape") == 2 and jobs.get("sharpness") == 2, jobs
 
 
@@ -148,7 +148,8 @@ def test_editing_spectrum_settings_reruns_only_curvature_and_its_readers(tiny_wo
     diagnostics = {**cfg["diagnostics"], "spectrum": {**cfg["diagnostics"]["spectrum"], "top_k": 2}}
     cfg = {**cfg, "diagnostics": diagnostics}
     jobs = planned_jobs(run_snakemake(["-n", "all"], configfile=write_config(cfg, tmp_path / "s.yaml")))
-    assert jobs.pop("curvature") == 3 and "train" not in jobs and "landscape" not in jobs, jobs
+    assert jobs.pop("curvature") == 3 and not [j for j in jobs if j.startswith("train_")], jobs
+    assert "landscape" not in jobs, jobs
     readers = {"claims", "table_html_claims", "figure_fig_hessian_density", "figure_fig_adaptive_sharpness", "all"}
     assert set(jobs) <= readers, jobs
 
@@ -159,7 +160,7 @@ def test_editing_smoothness_settings_reruns_only_the_probed_runs(tiny_workflow, 
     cfg = {**cfg, "diagnostics": diagnostics}
     proc = run_snakemake(["-n", "all"], configfile=write_config(cfg, tmp_path / "p.yaml"))
     jobs = planned_jobs(proc)
-    assert jobs.get("train_tracked") == 3 and "train" not in jobs, jobs  # the convergence runs carry the probe
+    assert jobs.get("train_convergence") == 3 and "train_lr_sweep" not in jobs, jobs  # they carry the probe
     assert "extract_features" not in jobs
     assert "lr_sweep" not in " ".join(line for line in proc.stdout.splitlines() if "output:" in line)
 

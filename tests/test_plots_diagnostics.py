@@ -34,7 +34,7 @@ def measured(tmp_path_factory):
         for seed in (0, 1):
             run = root / "runs" / "convergence" / head / "base" / f"seed{seed}"
             probe = SmoothnessProbe(every=2)
-            trainer = Trainer(d, norm=head, seed=seed, epochs=2, batch_size=32, lr=1e-2, hidden=16, probe=probe)
+            trainer = Trainer(d, norm=head, seeds=seed, epochs=2, batch_size=32, lr=1e-2, hidden=16, probe=probe)
             trainer.fit()
             write_smoothness(run / "smoothness.h5", run / "smoothness.json", probe)
             files["smoothness"].append(run / "smoothness.h5")
@@ -43,7 +43,7 @@ def measured(tmp_path_factory):
             modes = ("eval", "train") if head == "batch" else ("eval",)
             spectra = {
                 m: hessian_spectrum(
-                    trainer.model, x, y, mode=m, batch_size=32, slq_steps=12, block_steps=4, block_probes=2
+                    trainer.stack.model_of(0), x, y, mode=m, batch_size=32, slq_steps=12, block_steps=4, block_probes=2
                 )
                 for m in modes
             }
@@ -51,7 +51,7 @@ def measured(tmp_path_factory):
             files["spectrum"].append(land / "spectrum.h5")
             sharp = {
                 m: adaptive_sharpness(
-                    trainer.model, x, y, [0.01, 0.05], mode=m, batch_size=32, samples=3, ascent_steps=2
+                    trainer.stack.model_of(0), x, y, [0.01, 0.05], mode=m, batch_size=32, samples=3, ascent_steps=2
                 )
                 for m in modes
             }

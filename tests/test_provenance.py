@@ -27,7 +27,8 @@ from conftest import run_snakemake, write_config
 
 from normscape import featurestore
 from normscape.errors import DataError
-from normscape.train import DIVERGENCE_LOSS_FACTOR, Trainer, divergence_reason, train_run
+from normscape.train import DIVERGENCE_LOSS_FACTOR, Trainer, divergence_reason
+from normscape.trainjob import train_run
 
 # --------------------------------------------------------------------------------------- the property test
 # Two experiments whose names no documented figure uses (no figure jobs: the test stays cheap), one run each,
@@ -50,6 +51,8 @@ EDITS = [
     ("head.hidden", 8, FEATURES),
     ("grad_hist.bins_per_octave", 2, FEATURES),
     ("landscape.span", 0.5, [*FEATURES, "runs/**/*"]),
+    # a seed more: its condition's job trains every seed again (they are one job), to the same numbers
+    ("seeds", [0, 1], FEATURES),
     # more keys: one line each, e.g. ("head.dropout", 0.25, FEATURES)
 ]
 

@@ -183,8 +183,8 @@ def test_slurm_profile_maps_rule_resources(tiny_config, tmp_path):
     ext = resources["extract_features"]
     assert (ext["cpus_per_task"], ext["mem_mb"], ext["runtime"], ext["gpu"]) == ("8", "6000", "120", "1")
     assert "threads: 8" in log.split("rule extract_features:")[1].split("\n\n")[0]
-    train, land = resources["train"], resources["landscape"]
-    assert (train["cpus_per_task"], train["mem_mb"]) == ("1", "2000") and "gpu" not in train
+    train, land = resources["train_convergence"], resources["landscape"]
+    assert (train["cpus_per_task"], train["mem_mb"]) == ("1", "1650") and "gpu" not in train  # the rule's: 1 seed
     assert (land["cpus_per_task"], land["mem_mb"]) == ("2", "1500") and "gpu" not in land
     assert resources["prepare_data"]["cpus_per_task"] == "1"
 
@@ -215,7 +215,15 @@ def test_tiny_pipeline_on_slurm_matches_local_run(slurm, tiny_workflow, tmp_path
         assert jobs[jid].startswith("rule_"), jobs[jid]
         rules_run.add(jobs[jid].removeprefix("rule_").split("_wildcards_")[0])
         assert path.is_file() and str(path).startswith(str(logdir)), path
-    assert {"prepare_data", "extract_features", "merge_features", "train", "train_tracked", "landscape"} <= rules_run
+    expected = {
+        "prepare_data",
+        "extract_features",
+        "merge_features",
+        "train_convergence",
+        "train_lr_sweep",
+        "landscape",
+    }
+    assert expected <= rules_run
     assert sum(jobs[jid].startswith("rule_extract_features_") for jid, _ in submitted.values()) == 2
     out = subprocess.run(
         ["squeue", "-t", "all", "-h", "-o", "%i %T"], env=slurm.env, capture_output=True, text=True, timeout=30

@@ -48,7 +48,7 @@ def test_adam_update_is_the_step_adam_takes(weight_decay):
 @pytest.mark.parametrize("norm", ["none", "batch", "layer"])
 def test_probe_measures_match_brute_force_and_leave_training_unchanged(norm):
     data = small_data()
-    kw = dict(norm=norm, seed=0, epochs=2, batch_size=32, lr=1e-2, hidden=16, clip_grad_norm=1.0)
+    kw = dict(norm=norm, seeds=0, epochs=2, batch_size=32, lr=1e-2, hidden=16, clip_grad_norm=1.0)
     plain = Trainer(data, **kw)
     plain.fit()
     probe = SmoothnessProbe(every=3, multipliers=(0.5, 1.0, 2.0), dtype=torch.float64)
@@ -56,11 +56,11 @@ def test_probe_measures_match_brute_force_and_leave_training_unchanged(norm):
     probed = Trainer(data, probe=probe, **kw)
     probed.fit()
     # identical training: same metrics (bitwise), same parameters, running statistics untouched by the probe
-    assert [{k: v for k, v in m.items() if k != "epoch_time_s"} for m in plain.metrics] == [
-        {k: v for k, v in m.items() if k != "epoch_time_s"} for m in probed.metrics
+    assert [{k: v for k, v in m.items() if k != "epoch_time_s"} for m in plain.runs[0].metrics] == [
+        {k: v for k, v in m.items() if k != "epoch_time_s"} for m in probed.runs[0].metrics
     ]
     assert torch.equal(plain.flat_param, probed.flat_param)
-    for (k, a), b in zip(plain.model.state_dict().items(), probed.model.state_dict().values()):
+    for (k, a), b in zip(plain.stack.state_of(0).items(), probed.stack.state_of(0).values()):
         assert torch.equal(a, b), k
     steps_per_epoch = 160 // 32
     assert [r["step"] for r in probe.records] == list(range(0, 2 * steps_per_epoch, 3))
@@ -101,7 +101,7 @@ def test_update_direction_lands_on_the_next_parameters():
     data = small_data()
     probe = SmoothnessProbe(every=1)
     probe.keep_vectors = True
-    trainer = Trainer(data, norm="layer", seed=1, epochs=1, batch_size=32, lr=1e-2, hidden=16, probe=probe)
+    trainer = Trainer(data, norm="layer", seeds=1, epochs=1, batch_size=32, lr=1e-2, hidden=16, probe=probe)
     trainer.fit()
     for (theta, u), (theta_next, _) in zip(probe.vectors, probe.vectors[1:]):
         np.testing.assert_allclose(theta + u, theta_next, rtol=1e-5, atol=1e-6)
@@ -109,7 +109,7 @@ def test_update_direction_lands_on_the_next_parameters():
 
 def test_records_survive_resume_and_file_round_trip(tmp_path):
     data = small_data()
-    kw = dict(norm="batch", seed=0, epochs=3, batch_size=32, lr=1e-2, hidden=16)
+    kw = dict(norm="batch", seeds=0, epochs=3, batch_size=32, lr=1e-2, hidden=16)
     full_probe = SmoothnessProbe(every=2)
     Trainer(data, probe=full_probe, **kw).fit()
     first = Trainer(data, probe=SmoothnessProbe(every=2), **{**kw, "epochs": 1})
@@ -131,7 +131,7 @@ def test_records_survive_resume_and_file_round_trip(tmp_path):
 
 def test_float32_probe_agrees_with_float64():
     data = small_data()
-    kw = dict(norm="batch", seed=0, epochs=1, batch_size=32, lr=1e-2, hidden=16)
+    kw = dict(norm="batch", seeds=0, epochs=1, batch_size=32, lr=1e-2, hidden=16)
     probes = {dt: SmoothnessProbe(every=2, dtype=dt) for dt in (torch.float32, torch.float64)}
     for probe in probes.values():
         Trainer(data, probe=probe, **kw).fit()
@@ -148,7 +148,7 @@ def test_gradient_direction_is_the_sgd_step_of_the_clipped_gradient():
     data = small_data()
     probe = SmoothnessProbe(every=1, direction="gradient", dtype=torch.float64)
     probe.keep_vectors = True
-    kw = dict(norm="none", seed=0, epochs=1, batch_size=32, lr=1e-2, hidden=16, clip_grad_norm=0.5)
+    kw = dict(norm="none", seeds=0, epochs=1, batch_size=32, lr=1e-2, hidden=16, clip_grad_norm=0.5)
     trainer = Trainer(data, probe=probe, **kw)
     seen = []
     original = probe.__call__
@@ -157,7 +157,7 @@ def test_gradient_direction_is_the_sgd_step_of_the_clipped_gradient():
         seen.append(tr.flat_grad.detach().double().clone())
         original(tr, step, xb, yb)
 
-    trainer.probe = spy
+    trainer.runs[0].probe = spy
     trainer.fit()
     assert max(float(g.norm()) for g in seen) == pytest.approx(0.5, rel=1e-5)  # clipped: what the optimiser gets
     for (_, u), g in zip(probe.vectors, seen):

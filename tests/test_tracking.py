@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from normscape.tracking import WandbTracker, log_abs_histogram, provenance, range_histogram
-from normscape.train import train_run
+from normscape.trainjob import train_run
 from normscape.wandb_reader import find_run_files, read_config, read_history
 
 RUN = {"experiment": "t", "head": "layer", "variant": "base", "seed": 0}
@@ -20,7 +20,7 @@ def tracker_factory(settings, wandb_dir, features=None, watch_log_freq=0):
     def make(resolved, trainer):
         config = {**resolved, "provenance": provenance(features)} if features else resolved
         tracker = WandbTracker(settings, wandb_dir, run_name="t/layer/base/seed0", group="t", config=config)
-        tracker.watch(trainer.names, trainer.params, trainer.opt, watch_log_freq)
+        tracker.watch(watch_log_freq, trainer.steps_done)
         return tracker
 
     return make
@@ -180,3 +180,37 @@ def test_a_broken_wandb_never_fails_the_run(features_file, tmp_path, monkeypatch
         )
     assert "W&B init failed" in caplog.text
     assert (tmp_path / "run" / "summary.json").exists() and summary["epochs_completed"] == 1
+
+
+@pytest.mark.slow
+def test_a_group_logs_one_wandb_run_per_seed(features_file, tmp_path):
+    """The seeds of one job train together: each gets its own W&B run (open side by side), with its own epochs."""
+    from normscape.trainjob import train_group
+
+    settings = {"mode": "offline", "project": "p", "entity": None, "log_checkpoints": False, "timeout_s": 60}
+    wandb_dir = tmp_path / "wandb"
+    runs = [{**RUN, "seed": seed} for seed in (0, 1)]
+
+    def make(resolved, record):
+        name = f"t/layer/base/seed{record.seed}"
+        tracker = WandbTracker(settings, wandb_dir, run_name=name, group="t", config=resolved)
+        tracker.watch(0, record.steps_done)
+        return tracker
+
+    summaries = train_group(
+        features_file,
+        [tmp_path / "r0", tmp_path / "r1"],
+        runs,
+        TRAINING,
+        {"hidden": 16, "dropout": 0.0},
+        GH,
+        make,
+    )
+    files = find_run_files(wandb_dir)
+    assert len(files) == 2 and WandbTracker.open_runs == 0
+    configs = {f: read_config(f)["run"] for f in files}
+    by_seed = {configs[f].get("value", configs[f])["seed"]: read_history(f) for f in files}
+    for seed, summary in zip((0, 1), summaries):
+        epochs = [row for row in by_seed[seed] if "epoch/val_acc" in row]
+        assert len(epochs) == 2 and epochs[-1]["epoch/val_acc"] == pytest.approx(summary["final"]["val_acc"])
+    assert summaries[0]["final"]["val_loss"] != summaries[1]["final"]["val_loss"]

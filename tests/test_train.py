@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from normscape import train as train_mod
-from normscape.heads import NORM_NAMES, build_head
-from normscape.train import Trainer, load_features, train_run
+from normscape.heads import NORM_NAMES
+from normscape.train import Trainer
+from normscape.trainjob import load_features, train_group, train_run
 
 RUN = {"experiment": "t", "head": "batch", "variant": "base", "seed": 0}
 HEAD = {"hidden": 32, "dropout": 0.1}
@@ -30,58 +31,61 @@ def data(features_file):
 
 
 @pytest.mark.parametrize("norm", NORM_NAMES)
-def test_flat_gradient_equals_autograd(data, norm):
-    # The autograd path: the first layer's gradient is written straight into the flat buffer (LinearGradInto),
-    # the rest accumulates there: both must equal a plain model's .grad, batch after batch, bit for bit. (The
-    # native step's agreement with this path: tests/test_headstep.py.)
-    tr = Trainer(data, norm, 0, 1, 64, 1e-3, hidden=32, native_step=False)
-    ref = build_head(**tr.head_config)
-    ref.load_state_dict(tr.model.state_dict())
+def test_stacked_gradient_equals_each_heads_own_autograd(data, norm):
+    # Every run's row of the stacked gradient is the gradient a plain head of its own gets from autograd, batch
+    # after batch (the second batch's gradient must not include the first's).
+    tr = Trainer(data, norm, [0, 5], 1, 64, 1e-3, hidden=64)  # 64: GroupNorm groups of 2 units, not 1
+    refs = [tr.stack.model_of(row).train() for row in range(2)]
     x, y = data["train"]
-    for batch in (slice(0, 64), slice(64, 128)):  # the second batch's gradient must not include the first's
-        loss, _ = tr.compute_gradient(x[batch], y[batch])
-        ref.zero_grad(set_to_none=True)
-        ref_loss = torch.nn.functional.cross_entropy(ref(x[batch]), y[batch])
-        ref_loss.backward()
-        assert loss == ref_loss.item()
-        expected = torch.cat([p.grad.flatten() for p in ref.parameters()])
-        torch.testing.assert_close(tr.flat_grad, expected, rtol=0, atol=0)
-    assert tr.model.fc1.weight.grad.data_ptr() == tr.flat_grad.data_ptr()  # views of the buffer, not replaced
+    for batch in (slice(0, 64), slice(64, 128)):
+        xb, yb = torch.stack([x[batch], x[batch.start + 1 : batch.stop + 1]]), torch.stack([y[batch], y[batch]])
+        yb[1] = y[batch.start + 1 : batch.stop + 1]
+        losses, _ = tr.stack.forward_backward(xb, yb, None)
+        for row, ref in enumerate(refs):
+            ref.zero_grad(set_to_none=True)
+            ref_loss = torch.nn.functional.cross_entropy(ref(xb[row]), yb[row])
+            ref_loss.backward()
+            torch.testing.assert_close(losses[row], ref_loss.detach(), rtol=1e-6, atol=0)
+            expected = torch.cat([p.grad.flatten() for p in ref.parameters()])
+            # float32 rounding of a batched vs a plain GEMM (GroupNorm of 2 units amplifies it elementwise)
+            assert torch.linalg.vector_norm(tr.stack.grad_row(row) - expected) <= 1e-4 * expected.norm()
 
 
 def test_clipping_bounds_the_global_norm(data):
     tr = Trainer(data, "none", 0, 1, 32, 1e-2, clip_grad_norm=0.05, hidden=32)
+    run = tr.runs[0]
     seen = []
-    orig = tr.hist.update
+    orig = run.hist.update
 
     def spy(flat):
         seen.append(float(flat.norm()))
         orig(flat)
 
-    tr.hist.update = spy
+    run.hist.update = spy
     tr.fit()
-    pre = tr.step_norms[0]
+    pre = run.step_norms[0]
     assert (pre > 0.05).any()  # clipping had something to do
     assert max(seen) <= 0.05 * (1 + 1e-5)  # the gradient Adam received is bounded
     np.testing.assert_allclose(np.array(seen), np.minimum(pre, 0.05), rtol=1e-4)
-    assert tr.metrics[0]["clipped_fraction"] == pytest.approx(float((pre > 0.05).mean()))
+    assert run.metrics[0]["clipped_fraction"] == pytest.approx(float((pre > 0.05).mean()))
 
 
-def test_clipping_matches_torch_clip_grad_norm(data):
-    # Our one-multiply clipping equals torch.nn.utils.clip_grad_norm_ on the same gradients.
-    tr = Trainer(data, "layer", 0, 1, 64, 1e-3, clip_grad_norm=0.1, hidden=32)
+def test_clipping_matches_torch_clip_grad_norm_per_run(data):
+    # Each run's clipping (its own row's norm, one multiply) equals torch.nn.utils.clip_grad_norm_ on that run's
+    # gradients alone: a run with a large gradient does not scale its neighbour's.
+    tr = Trainer(data, "layer", [0, 1], 1, 64, 1e-3, clip_grad_norm=0.1, hidden=32)
     x, y = data["train"]
-    torch.nn.functional.cross_entropy(tr.model(x[:64]), y[:64]).backward()
-    ref = [p.grad.clone() for p in tr.params]
-    norm = torch.linalg.vector_norm(tr.flat_grad)
-    tr.flat_grad.mul_(torch.clamp(0.1 / (norm + train_mod.CLIP_EPS), max=1.0))
-    torch.nn.utils.clip_grad_norm_([torch.nn.Parameter(g) for g in ref], 0.1)
-    params_ref = [torch.nn.Parameter(torch.zeros_like(g)) for g in ref]
-    for p, g in zip(params_ref, ref):
-        p.grad = g
-    torch.nn.utils.clip_grad_norm_(params_ref, 0.1)
-    for p, q in zip(tr.params, params_ref):
-        torch.testing.assert_close(p.grad, q.grad)
+    xb, yb = torch.stack([x[:64], x[:64] * 50]), torch.stack([y[:64], y[:64]])
+    tr.stack.forward_backward(xb, yb, None)
+    grads = torch.stack([tr.stack.grad_row(row) for row in range(2)])
+    for row in range(2):
+        norm = torch.linalg.vector_norm(grads[row])
+        ours = grads[row] * torch.clamp(0.1 / (norm + train_mod.CLIP_EPS), max=1.0)
+        params_ref = [torch.nn.Parameter(torch.zeros_like(g)) for g in grads[row].split(tr.stack.sizes)]
+        for p, g in zip(params_ref, grads[row].split(tr.stack.sizes)):
+            p.grad = g.clone()
+        torch.nn.utils.clip_grad_norm_(params_ref, 0.1)
+        torch.testing.assert_close(ours, torch.cat([p.grad for p in params_ref]))
 
 
 def test_same_seed_same_metrics(data):
@@ -90,10 +94,10 @@ def test_same_seed_same_metrics(data):
     a.fit()
     b.fit()
     strip = lambda ms: [{k: v for k, v in m.items() if k != "epoch_time_s"} for m in ms]  # noqa: E731
-    assert strip(a.metrics) == strip(b.metrics)
+    assert strip(a.runs[0].metrics) == strip(b.runs[0].metrics)
     c = Trainer(data, "batch", 4, 2, 64, 1e-3, hidden=32, dropout=0.1)
     c.fit()
-    assert strip(c.metrics) != strip(a.metrics)
+    assert strip(c.runs[0].metrics) != strip(a.runs[0].metrics)
 
 
 def read_metrics(path):
@@ -173,7 +177,7 @@ def test_untracked_run_checkpoints_no_trajectory_and_a_tracked_run_does_not_resu
     state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)
     assert state["epoch"] == 2 and state["trajectory"] == []  # nothing a landscape could use was kept
     # the run is now read by a landscape: its checkpoint lacks epochs 0-2 of the trajectory, so it is not resumed
-    with caplog.at_level("WARNING", logger="normscape.train"):
+    with caplog.at_level("WARNING", logger="normscape.trainjob"):
         train_run(features_file, run_dir, RUN, training(), HEAD, GH)
     assert "no training trajectory" in caplog.text
     reference = train_run(features_file, tmp_path / "fresh", RUN, training(), HEAD, GH)
@@ -234,6 +238,7 @@ def test_outputs_follow_the_contract(features_file, tmp_path):
     assert set(summary["final"]) == {"train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc"}
     assert summary["final"]["test_acc"] > 0.5  # separable synthetic classes are learned
     assert set(summary["epochs_to_val_acc"]) == {"0.80", "0.85"}
+    assert summary["provenance"]["flush_denormal"] is True  # subnormals flushed (x86/ARM CPUs support it)
     with open(run_dir / "metrics.csv") as fh:
         assert next(csv.reader(fh)) == train_mod.METRIC_COLUMNS
     with h5py.File(run_dir / "grads.h5") as f:
@@ -251,3 +256,99 @@ def test_outputs_follow_the_contract(features_file, tmp_path):
     torch.testing.assert_close(
         torch.cat([v.flatten() for k, v in final["state_dict"].items() if k in traj["names"]]), traj["flat"][-1]
     )
+
+
+def test_a_runs_numbers_do_not_depend_on_its_group(features_file, tmp_path):
+    # Seed 1 trained alone and together with seeds 0 and 2 (dropout, clipping and BatchNorm's running statistics
+    # included): every metric, histogram, gradient norm, model tensor and trajectory row is bitwise the same.
+    training_ = training(clip_grad_norm=0.5)
+    head = {"hidden": 32, "dropout": 0.1}
+    runs = [{**RUN, "seed": seed} for seed in (0, 1, 2)]
+    alone = train_run(features_file, tmp_path / "alone", runs[1], training_, head, GH)
+    dirs = [tmp_path / f"group{seed}" for seed in (0, 1, 2)]
+    together = train_group(features_file, dirs, runs, training_, head, GH)
+    timing = {"wall_time_s"}
+    assert {k: v for k, v in alone.items() if k not in timing} == {
+        k: v for k, v in together[1].items() if k not in timing
+    }
+    assert read_metrics(tmp_path / "alone" / "metrics.csv") == read_metrics(dirs[1] / "metrics.csv")
+    assert read_metrics(dirs[0] / "metrics.csv") != read_metrics(dirs[1] / "metrics.csv")  # seeds do differ
+    with h5py.File(tmp_path / "alone" / "grads.h5") as a, h5py.File(dirs[1] / "grads.h5") as b:
+        keys = []
+        a.visit(lambda k: keys.append(k) if isinstance(a[k], h5py.Dataset) else None)
+        for key in keys:
+            np.testing.assert_array_equal(a[key][()], b[key][()], err_msg=key)
+    for name in ("model_final.pt", "model_best.pt", "model_init.pt"):
+        sa, sb = torch.load(tmp_path / "alone" / name)["state_dict"], torch.load(dirs[1] / name)["state_dict"]
+        assert sa.keys() == sb.keys()
+        for key in sa:
+            assert torch.equal(sa[key], sb[key]), (name, key)
+    ta, tb = torch.load(tmp_path / "alone" / "trajectory.pt"), torch.load(dirs[1] / "trajectory.pt")
+    assert torch.equal(ta["flat"], tb["flat"]) and ta["provenance"] == tb["provenance"]
+
+
+def test_a_group_resumes_after_a_kill_with_exactly_the_uninterrupted_numbers(features_file, tmp_path, monkeypatch):
+    runs = [{**RUN, "seed": seed} for seed in (0, 1)]
+    full = [tmp_path / f"full{seed}" for seed in (0, 1)]
+    killed = [tmp_path / f"killed{seed}" for seed in (0, 1)]
+    head = {"hidden": 32, "dropout": 0.1}
+    train_group(features_file, full, runs, training(), head, GH)
+    revive = kill_in_epoch(monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        train_group(features_file, killed, runs, training(), head, GH)
+    revive()
+    for run_dir in killed:
+        assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)["epoch"] == 2
+    train_group(features_file, killed, runs, training(), head, GH)
+    for a, b in zip(full, killed):
+        assert read_metrics(a / "metrics.csv") == read_metrics(b / "metrics.csv")
+        assert torch.equal(torch.load(a / "trajectory.pt")["flat"], torch.load(b / "trajectory.pt")["flat"])
+        assert not (b / "checkpoints").exists()
+
+
+def test_runs_whose_checkpoints_stopped_at_different_epochs_resume_exactly(features_file, tmp_path, monkeypatch):
+    # a kill between two runs' checkpoint writes leaves seed 0 after epoch 2 and seed 1 after epoch 1: they resume
+    # as two groups, each to exactly the uninterrupted numbers
+    runs = [{**RUN, "seed": seed} for seed in (0, 1)]
+    full = [tmp_path / f"full{seed}" for seed in (0, 1)]
+    killed = [tmp_path / f"killed{seed}" for seed in (0, 1)]
+    train_group(features_file, full, runs, training(), HEAD, GH)
+    revive = kill_in_epoch(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        train_group(features_file, killed, runs, training(), HEAD, GH)
+    revive()
+    behind = (killed[1] / "checkpoints" / "last.pt").read_bytes()
+    revive = kill_in_epoch(monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        train_group(features_file, killed, runs, training(), HEAD, GH)
+    revive()
+    (killed[1] / "checkpoints" / "last.pt").write_bytes(behind)
+    epochs = [torch.load(d / "checkpoints" / "last.pt", weights_only=False)["epoch"] for d in killed]
+    assert epochs == [2, 1]
+    train_group(features_file, killed, runs, training(), HEAD, GH)
+    for a, b in zip(full, killed):
+        assert read_metrics(a / "metrics.csv") == read_metrics(b / "metrics.csv")
+        assert torch.equal(torch.load(a / "trajectory.pt")["flat"], torch.load(b / "trajectory.pt")["flat"])
+
+
+def test_a_diverged_run_stops_and_the_others_go_on(data):
+    # seed 0's parameters are poisoned after epoch 1: it stops there with that state, seed 1 trains on exactly as
+    # it would alone (the stack shrinks, its Adam moments move along)
+    tr = Trainer(data, "none", [0, 1], 3, 64, 1e-3, hidden=32)
+    alone = Trainer(data, "none", [1], 3, 64, 1e-3, hidden=32)
+    original = tr.train_epoch
+
+    def poison_seed0(epoch):
+        rows = original(epoch)
+        if epoch == 1:
+            tr.stack.params["fc1.weight"].data[0, 0, 0] = float("nan")
+            rows[0] = {**rows[0], "diverged": 1}
+            tr.runs[0].last_divergence_reason = "poisoned"
+        return rows
+
+    tr.train_epoch = poison_seed0
+    tr.fit()
+    alone.fit()
+    assert tr.runs[0].diverged_epoch == 1 and len(tr.runs[0].metrics) == 1 and tr.runs[0].row is None
+    assert len(tr.runs[1].metrics) == 3 and torch.equal(tr.flat_param[0], alone.flat_param[0])
+    assert torch.isnan(tr.run_state(tr.runs[0])["fc1.weight"][0, 0])  # it stopped with the state it diverged in

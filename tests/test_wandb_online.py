@@ -63,7 +63,7 @@ def test_unreachable_server_costs_one_attempt_per_workflow(tiny_config, tmp_path
         OMP_NUM_THREADS="1",
     )
     results = Path(cfg["results_dir"])
-    proc = snakemake(["--cores", "2", "--until", "train", "train_tracked"], tmp_path, env, configfile)
+    proc = snakemake(["--cores", "2", "--until", "train_convergence", "train_lr_sweep"], tmp_path, env, configfile)
     assert proc.returncode == 0, proc.stderr[-4000:]
     n_runs = len(enumerate_runs(validate_config(copy.deepcopy(cfg))))
     logs = sorted((results / "logs" / "train").rglob("*.log"))

@@ -3,7 +3,7 @@
 ``save_checkpoint`` writes to a temporary file and renames it over ``last.pt``: if the write fails (disk full,
 job killed mid-write) the previous checkpoint stays intact. ``load_checkpoint`` returns None — start from
 scratch — when there is no checkpoint, when it cannot be read, or when its recorded ``provenance`` differs from
-the run's (:func:`normscape.train.run_provenance`: the config slice, the feature cache's identity, the engine
+the run's (:func:`normscape.trainjob.run_provenance`: the config slice, the feature cache's identity, the engine
 version). Each discarded checkpoint gets ONE log line saying why (which part differs), so a resume is never
 silent or wrong.
 ``discard_checkpoint`` removes it once the run has written all its outputs: a finished run needs no resume
@@ -27,6 +27,7 @@ PART_NAMES = {
     "config": "another config slice (training/head/grad_hist settings)",
     "features_identity": "other features (the feature cache was rebuilt from other data, weights or settings)",
     "engine_version": "another training engine version",
+    "flush_denormal": "another subnormal-float setting (flushed to zero or not)",
 }
 
 

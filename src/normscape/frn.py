@@ -21,7 +21,9 @@ class ThresholdedLinearUnit(torch.autograd.Function):
     anyway). ``tau`` broadcasts from (1, C, ...) and gets its gradient summed back to that shape.
     """
 
-    generate_vmap_rule = True  # torch.vmap over grid points (normscape.planeeval): forward is plain torch ops
+    # torch.vmap over stacked heads (the trainer) and over grid points (planeeval): the vmap rule is derived from
+    # forward/setup_context/backward, which use only torch ops
+    generate_vmap_rule = True
 
     @staticmethod
     def forward(y: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:

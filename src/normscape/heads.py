@@ -39,12 +39,12 @@ class ClassifierHead(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.fc2 = nn.Linear(hidden, num_classes)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.after_fc1(self.fc1(x))
-
-    def after_fc1(self, z: torch.Tensor) -> torch.Tensor:
-        """Everything after the first layer, from its pre-activations ``z`` (the trainer computes ``fc1`` itself)."""
-        return self.fc2(self.drop(self.act(self.norm(z))))
+    def forward(self, x: torch.Tensor, dropout_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``dropout_mask`` (already scaled by 1 / (1 - p)) replaces the dropout layer's own draw: the trainer
+        draws each run's mask from that run's generator, so a run's randomness does not depend on which runs
+        train beside it (normscape.stacked)."""
+        hidden = self.act(self.norm(self.fc1(x)))
+        return self.fc2(self.drop(hidden) if dropout_mask is None else hidden * dropout_mask)
 
 
 def build_head(

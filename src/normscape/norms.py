@@ -1,17 +1,13 @@
 """The norm registry: every normalisation layer a head can use, and everything the pipeline knows about it.
 
 One :class:`NormSpec` per name (timm-style factory): how to build the module for ``(N, hidden)`` activations,
-its display label and colour in figures and tables, and which exact fast rule the trainer's native step
-(:class:`normscape.headstep.HeadStep`) uses for it. Landscapes need nothing here: every norm, registered or built
-in, is evaluated by the same torch path (:class:`normscape.planeeval.PlaneEvaluator`), its module a black box.
-The config schema's allowed head names, the figure labels and the palette are all read from :data:`NORMS`;
-nothing else lists norm names.
+its display label and colour in figures and tables. Nothing about how it is computed: every norm, registered or
+built in, trains (normscape.train, normscape.stacked: the module under ``torch.vmap`` over a condition's seeds)
+and gets its landscapes (normscape.planeeval) through the same torch code, its module a black box. The config
+schema's allowed head names, the figure labels and the palette are all read from :data:`NORMS`; nothing else
+lists norm names.
 
-Adding a norm = one :func:`register` call below (plus its test). Without a ``train_rule`` it trains through
-torch's autograd (slower; the training log says so).
-
-Train rules (see headstep.py): ``identity``, ``batch`` (BatchNorm in training mode, with its running
-statistics), ``moments`` (LayerNorm = 1 group, GroupNorm), ``frn`` (FRN + TLU, fixed or learned eps).
+Adding a norm = one :func:`register` call, here or in a plugin file (normscape.plugins), plus its test.
 """
 
 from __future__ import annotations
@@ -43,7 +39,6 @@ class LazyModule:
 nn = LazyModule("torch.nn")
 frn = LazyModule("normscape.frn")
 
-TRAIN_RULES = ("identity", "batch", "moments", "frn")  # order = the native kernel's rule codes
 GROUPNORM_GROUPS = 32
 
 
@@ -53,7 +48,6 @@ class NormSpec:
     build: Callable[[int], Any]  # num_features -> torch module for (N, num_features) inputs
     label: str  # legend / title text
     colour: str  # matplotlib colour of its curves
-    train_rule: str | None = None  # one of TRAIN_RULES, or None: training steps via torch autograd
     variant_of: str | None = None  # the norm this one modifies (the claims table compares the two)
 
 
@@ -63,8 +57,6 @@ NORMS: dict[str, NormSpec] = {}
 def register(spec: NormSpec) -> NormSpec:
     if spec.name in NORMS:
         raise ValueError(f"norm {spec.name!r} is registered twice")
-    if spec.train_rule is not None and spec.train_rule not in TRAIN_RULES:
-        raise ValueError(f"norm {spec.name!r}: unknown train rule {spec.train_rule!r}; use one of {TRAIN_RULES}")
     NORMS[spec.name] = spec
     return spec
 
@@ -213,21 +205,19 @@ def colour(name: str) -> str | None:
 
 
 # ------------------------------------------------------------------------------------------------ the entries
-register(NormSpec("none", lambda c: nn.Identity(), "Baseline (no norm)", "#4d4d4d", train_rule="identity"))
-register(NormSpec("batch", lambda c: nn.BatchNorm1d(c), "BatchNorm", "#1f77b4", train_rule="batch"))
-register(NormSpec("layer", lambda c: nn.LayerNorm(c), "LayerNorm", "#d62728", train_rule="moments"))
-register(NormSpec("group", lambda c: nn.GroupNorm(group_count(c), c), "GroupNorm", "#9467bd", train_rule="moments"))
-register(NormSpec("frn", lambda c: frn.FilterResponseNorm(c), "FRN", "#2ca02c", train_rule="frn"))
+register(NormSpec("none", lambda c: nn.Identity(), "Baseline (no norm)", "#4d4d4d"))
+register(NormSpec("batch", lambda c: nn.BatchNorm1d(c), "BatchNorm", "#1f77b4"))
+register(NormSpec("layer", lambda c: nn.LayerNorm(c), "LayerNorm", "#d62728"))
+register(NormSpec("group", lambda c: nn.GroupNorm(group_count(c), c), "GroupNorm", "#9467bd"))
+register(NormSpec("frn", lambda c: frn.FilterResponseNorm(c), "FRN", "#2ca02c"))
 register(
     NormSpec(
         "frn_learned_eps",
         lambda c: frn.FilterResponseNorm(c, learnable_eps=True),
         "FRN (learned eps)",
         "#ff7f0e",
-        train_rule="frn",
         variant_of="frn",
     )
 )
-# RMSNorm (Zhang & Sennrich 2019; torch.nn.RMSNorm): x / sqrt(mean(x^2) + eps) * gamma. No train rule: it shows
-# the generic training path (autograd).
+# RMSNorm (Zhang & Sennrich 2019; torch.nn.RMSNorm): x / sqrt(mean(x^2) + eps) * gamma.
 register(NormSpec("rms", lambda c: nn.RMSNorm(c), "RMSNorm", "#8c564b"))

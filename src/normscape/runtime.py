@@ -124,6 +124,30 @@ def set_threads(threads: int) -> int:
     return threads
 
 
+_FLUSH_DENORMAL: bool | None = None  # the setting applied in this process (None: not yet)
+
+
+def flush_denormals() -> bool:
+    """Flush subnormal floats to zero (and read subnormal inputs as zero) in this process's torch arithmetic;
+    returns whether the CPU supports it (the setting every run records in its provenance).
+
+    Why: arithmetic on a float below 2^-126 takes a slow assist path on many x86 CPUs (how slow depends on the
+    microarchitecture: benchmarks/bench_train.py measures the epoch time per head with and without). The
+    trainings make them: Adam's first moment of a parameter whose gradient has gone to zero (a dead ReLU unit's
+    weights) decays by beta1 = 0.9 per step through the subnormal range (the benchmark counts them in the
+    parameters and both moments: they are in the first moment). Values that small change no result that is read
+    at float32 precision. Called once per job before
+    any torch work (:func:`script_main` with ``torch_job=True``, and every trainer); new threads inherit the
+    setting of the thread that creates them (OpenMP's pool included).
+    """
+    global _FLUSH_DENORMAL
+    if _FLUSH_DENORMAL is None:
+        import torch
+
+        _FLUSH_DENORMAL = bool(torch.set_flush_denormal(True))
+    return _FLUSH_DENORMAL
+
+
 USAGE_PREFIX = "job usage:"  # the last line of every job's log; normscape.jobstats reads it
 
 
@@ -153,9 +177,11 @@ def format_usage(usage: dict[str, float]) -> str:
     return f"{USAGE_PREFIX} " + " ".join(f"{key}={value}" for key, value in usage.items())
 
 
-def script_main(smk: Any, main: Callable[[Any], None]) -> None:
+def script_main(smk: Any, main: Callable[[Any], None], torch_job: bool = False) -> None:
     """Run ``main(smk)`` for a Snakemake ``script:`` job with logging, threads and clean user errors; a finished
-    job logs its CPU time, system time and peak memory (:func:`job_usage`; ``python -m normscape.jobstats``)."""
+    job logs its CPU time, system time and peak memory (:func:`job_usage`; ``python -m normscape.jobstats``).
+    ``torch_job``: the job computes with torch; subnormals are flushed to zero (:func:`flush_denormals`) before
+    ``main`` runs (jobs without torch do not import it: ~1.7 s of CPU each)."""
     setup_logging(smk.log[0] if len(smk.log) else None)
     if missing := missing_malloc_tunables():
         log.warning(
@@ -166,6 +192,8 @@ def script_main(smk: Any, main: Callable[[Any], None]) -> None:
             ", ".join(missing),
         )
     set_threads(getattr(smk, "threads", 1))
+    if torch_job:
+        log.info("subnormal floats flushed to zero: %s", flush_denormals())
     try:
         load_plugins(smk.config.get("plugins"))  # the user's registered norms etc., as the workflow saw them
         main(smk)

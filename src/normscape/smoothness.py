@@ -39,7 +39,7 @@ RECORD_FIELDS = ("step", "loss", "grad_norm", "direction_norm", "losses", "grad_
 def adam_update(opt, param: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
     """The change ``opt.step()`` would make to ``param`` given ``grad`` (float64; the optimiser is not touched).
 
-    ``opt``: torch.optim.Adam or normscape.flat_adam.FlatAdam (same state layout) without amsgrad/maximize:
+    ``opt``: torch.optim.Adam, or a run's slice of a group's (normscape.train.RunView), without amsgrad/maximize:
     g += wd * theta; m, v updated; bias-corrected step.
     """
     group = opt.param_groups[0]

@@ -157,7 +157,10 @@ def call_with_timeout(fn: Callable[[], Any], timeout_s: float, what: str) -> tup
 
 
 class WandbTracker:
-    """One W&B run per training run; every method is a no-op after a failure."""
+    """One W&B run per training run; every method is a no-op after a failure. A group's runs are open at the same
+    time in one process (``reinit="create_new"``); W&B's service is shut down when the last of them finishes."""
+
+    open_runs = 0  # runs of this process not yet finished
 
     def __init__(self, settings: dict, wandb_dir: str | Path, run_name: str, group: str, config: dict):
         self.settings = settings
@@ -188,6 +191,7 @@ class WandbTracker:
             self.mode = "offline"
             self.run = self._init(wandb_dir, run_name, group, config, "offline")
         if self.run is not None:
+            WandbTracker.open_runs += 1
             self._safe(self._define_metrics, "define_metric")
 
     def _init_online_once(self, wandb_dir: Path, run_name, group, config):
@@ -248,29 +252,28 @@ class WandbTracker:
         for prefix in ("gradients/*", "parameters/*", "gradients_nonfinite/*", "parameters_nonfinite/*"):
             run.define_metric(prefix, step_metric="train/step")
 
-    def watch(self, names: list[str], params: list, optimizer, log_freq: int, first_step: int = 0) -> None:
+    def watch(self, log_freq: int, first_step: int = 0) -> None:
         """Log gradient and parameter histograms (``wandb.watch``'s form) every ``log_freq`` optimiser steps.
 
-        A step pre-hook on ``optimizer``: it sees the gradient the optimiser is about to apply (after clipping)
-        and the parameters before the update. ``first_step``: steps already taken (a resumed run).
+        The trainer calls :meth:`before_step` before each optimiser step with the run's gradient as the optimiser
+        receives it (after clipping) and its parameters before the update (a group's optimiser steps every run
+        at once, so no per-run optimiser hook exists). ``first_step``: steps already taken (a resumed run).
         """
-        if self.run is None or not log_freq:
-            return
+        self._watch_freq = log_freq if self.run is not None else 0
         self._step = first_step
 
-        def hook(_optimizer, _args, _kwargs):
-            self._step += 1
-            if self.run is not None and self._step % log_freq == 0:
-                self.log_tensors(self._step, names, params)
+    def before_step(self, names: list[str], grads: list, params: list) -> None:
+        self._step = getattr(self, "_step", 0) + 1
+        freq = getattr(self, "_watch_freq", 0)
+        if freq and self.run is not None and self._step % freq == 0:
+            self.log_tensors(self._step, names, grads, params)
 
-        self._watch_hook = optimizer.register_step_pre_hook(hook)
-
-    def log_tensors(self, step: int, names: list[str], params: list) -> None:
+    def log_tensors(self, step: int, names: list[str], grads: list, params: list) -> None:
         import wandb
 
         payload: dict[str, Any] = {"train/step": step}
-        for name, p in zip(names, params):
-            for kind, tensor in (("gradients", p.grad), ("parameters", p.data)):
+        for name, grad, value in zip(names, grads, params):
+            for kind, tensor in (("gradients", grad), ("parameters", value)):
                 if tensor is None:
                     continue
                 h = range_histogram(tensor.detach().cpu().numpy())
@@ -293,7 +296,7 @@ class WandbTracker:
                 config=config,
                 dir=str(wandb_dir),
                 mode=mode,
-                reinit="finish_previous",
+                reinit="create_new",  # a group trains several runs in one process
                 settings=wandb.Settings(init_timeout=self.timeout_s, silent=True, console="off", x_disable_stats=True),
             )
 
@@ -345,19 +348,20 @@ class WandbTracker:
             self._safe(log_artifact, "artifact")
 
     def finish(self) -> None:
-        if getattr(self, "_watch_hook", None) is not None:
-            self._watch_hook.remove()
-            self._watch_hook = None
         if self.run is None:
             return
         run, self.run = self.run, None
+        WandbTracker.open_runs -= 1
+        last = WandbTracker.open_runs == 0
         import wandb
 
         def finish():
             run.finish()
             # run.finish() returns before W&B's service has written the last records of an offline run (its exit
-            # record included); shutting the service down waits for that, so the file is complete for `wandb sync`.
-            wandb.teardown()
+            # record included); shutting the service down waits for that, so the file is complete for `wandb sync`
+            # (only once no other run of this process still logs through it).
+            if last:
+                wandb.teardown()
 
         call_with_timeout(finish, self.timeout_s, "finish")
 

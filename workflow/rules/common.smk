@@ -24,7 +24,6 @@ from normscape.plugins import load_plugins  # noqa: E402
 from normscape.norms import code_digest  # noqa: E402
 from normscape.measures import MEASURES, curvature_enabled, location_of, measured_experiments  # noqa: E402
 from normscape.runtime import job_environment  # noqa: E402
-from normscape.sharedruns import COPIED_OUTPUTS, shared_trainings  # noqa: E402
 
 # Every job inherits these (OpenMP's and glibc's settings must be in place when a job's process starts); a value
 # already set wins (normscape.runtime.job_environment).
@@ -96,36 +95,10 @@ def experiment_pattern(names, negate=False):
     return f"(?!(?:{listed})/)[A-Za-z][A-Za-z0-9_]*" if negate else f"(?:{listed})"
 
 
-def run_identity(wildcards):
-    """The identity of the run a job's wildcards name (fails clearly if the config does not define it)."""
-    run = find_run(config, wildcards.experiment, wildcards.head, wildcards.variant, wildcards.seed)
+def run_identity(experiment, head, variant, seed):
+    """The identity of one run (fails clearly if the config does not define it)."""
+    run = find_run(config, experiment, head, variant, seed)
     return {"experiment": run.experiment, "head": run.head, "seed": run.seed, "variant": run.variant}
-
-
-# Runs with the same training are trained once (normscape/sharedruns.py): run id -> the run it reuses.
-SHARED_TRAININGS = shared_trainings(config)
-
-
-def shared_owner(wildcards):
-    """The run whose training this job's run reuses (a RunSpec), or None when it trains itself."""
-    run = find_run(config, wildcards.experiment, wildcards.head, wildcards.variant, wildcards.seed)
-    return SHARED_TRAININGS.get(run.run_id)
-
-
-def shared_from(wildcards):
-    """Parameter of a train job: the identity of the run it reuses (None: it trains)."""
-    owner = shared_owner(wildcards)
-    return None if owner is None else run_identity(owner)
-
-
-def train_inputs(wildcards):
-    """The feature cache; for a run that reuses another's training, also that run's outputs."""
-    owner = shared_owner(wildcards)
-    inputs = {"features": FEATURES}
-    if owner is not None:
-        inputs["shared_summary"] = f"{run_dir(owner)}/summary.json"
-        inputs["shared_outputs"] = [f"{run_dir(owner)}/{name}" for name in COPIED_OUTPUTS]
-    return inputs
 
 
 # ---- diagnostics (normscape/measures.py: which rule writes which measure file, for which runs)

@@ -10,4 +10,4 @@ def main(smk):
     )
 
 
-script_main(snakemake, main)  # noqa: F821
+script_main(snakemake, main, torch_job=True)  # noqa: F821  (subnormals flushed: normscape.runtime)
