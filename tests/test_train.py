@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from normscape import train as train_mod
+from normscape.errors import DiskFullError
 from normscape.heads import NORM_NAMES
 from normscape.train import Trainer
 from normscape.trainjob import load_features, train_group, train_run
@@ -215,7 +216,7 @@ def test_failed_checkpoint_write_keeps_the_previous_one(features_file, tmp_path,
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", disk_full)
-    with pytest.raises(OSError):
+    with pytest.raises(DiskFullError, match=f"no space left on the device of {ckpt.parent}"):
         train_run(features_file, run_dir, RUN, training(epochs=2), HEAD, GH)
     assert ckpt.read_bytes() == before
     assert not [p for p in ckpt.parent.iterdir() if p.name != "last.pt"]  # no temp file left
