@@ -40,11 +40,15 @@ def rademacher(dim: int, generator: torch.Generator) -> torch.Tensor:
     return torch.randint(0, 2, (dim,), generator=generator).to(torch.float64).mul_(2).sub_(1)
 
 
-def lanczos(matvec: MatVec, v0: torch.Tensor, steps: int) -> tuple[np.ndarray, np.ndarray]:
+def lanczos(
+    matvec: MatVec, v0: torch.Tensor, steps: int, converged: Callable[[np.ndarray, np.ndarray], bool] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Lanczos tridiagonalisation with full reorthogonalisation: (alpha (m,), beta (m-1,)), m <= steps.
 
     ``matvec`` maps a float64 vector to a vector of the same length (any precision; it is cast to float64).
-    Stops early when the Krylov space becomes invariant (beta ~ 0): then T_m's eigenvalues are exact.
+    Stops early when the Krylov space becomes invariant (beta ~ 0): then T_m's eigenvalues are exact — or when
+    ``converged(alphas, betas)`` (with beta_m, len(betas) == len(alphas)) says the Ritz values wanted are; then
+    beta_m is returned too (len(betas) == len(alphas)).
     """
     dim = v0.numel()
     steps = min(steps, dim)
@@ -64,6 +68,9 @@ def lanczos(matvec: MatVec, v0: torch.Tensor, steps: int) -> tuple[np.ndarray, n
         beta = float(torch.linalg.vector_norm(w))
         scale = max(scale, abs(alpha), beta)
         if j == steps - 1 or beta <= BREAKDOWN * max(scale, 1e-300):
+            break
+        if converged is not None and converged(np.asarray(alphas), np.asarray([*betas, beta])):
+            betas.append(beta)  # returned too: it bounds the Ritz values of this tridiagonal
             break
         betas.append(beta)
         v = w / beta
