@@ -33,16 +33,31 @@ def flatten(obj, prefix: str = "") -> dict:
     return out
 
 
-def curve_statistics(val_acc: np.ndarray, epochs: np.ndarray, plateau_fraction: float) -> dict[str, float]:
-    """Epochs to reach ``plateau_fraction`` of the run's best validation accuracy; mean accuracy over training."""
+def curve_statistics(
+    val_acc: np.ndarray, epochs: np.ndarray, plateau_fraction: float, val_loss: np.ndarray | None = None
+) -> dict[str, float]:
+    """Epochs to reach ``plateau_fraction`` of the run's best validation accuracy; mean accuracy over training;
+    mean validation loss over training (area under the loss curve / epoch span: it varies between runs where
+    epochs-to-plateau is 1 for nearly all of them)."""
     finite = np.isfinite(val_acc)
+    loss_auc = _curve_mean(val_loss, epochs) if val_loss is not None else np.nan
     if not finite.any():
-        return {"epochs_to_plateau": np.nan, "val_auc": np.nan}
+        return {"epochs_to_plateau": np.nan, "val_auc": np.nan, "val_loss_auc": loss_auc}
     best = np.nanmax(val_acc)
     reached = np.flatnonzero(finite & (val_acc >= plateau_fraction * best))
+    return {
+        "epochs_to_plateau": float(epochs[reached[0]]),
+        "val_auc": _curve_mean(val_acc, epochs),
+        "val_loss_auc": loss_auc,
+    }
+
+
+def _curve_mean(values: np.ndarray, epochs: np.ndarray) -> float:
+    """Trapezoid area under the curve / epoch span (NaN when a value is not finite: a diverged run)."""
+    if not np.isfinite(values).all():
+        return float("nan")
     span = epochs[-1] - epochs[0]
-    auc = float(np.trapezoid(val_acc, epochs) / span) if span > 0 and finite.all() else float(val_acc[0])
-    return {"epochs_to_plateau": float(epochs[reached[0]]), "val_auc": auc}
+    return float(np.trapezoid(values, epochs) / span) if span > 0 else float(values[0])
 
 
 def run_table(
@@ -67,7 +82,10 @@ def run_table(
     if len(metrics):
         for key, g in metrics.groupby(ID_COLUMNS):
             g = g.sort_values("epoch")
-            stats = curve_statistics(g["val_acc"].to_numpy(float), g["epoch"].to_numpy(float), plateau_fraction)
+            val_loss = g["val_loss"].to_numpy(float) if "val_loss" in g else None
+            stats = curve_statistics(
+                g["val_acc"].to_numpy(float), g["epoch"].to_numpy(float), plateau_fraction, val_loss
+            )
             rows.setdefault(key, dict(zip(ID_COLUMNS, key))).update(stats)
     for name, paths in (measure_paths or {}).items():
         for path in paths:
