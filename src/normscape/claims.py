@@ -366,7 +366,9 @@ def noisy_reason(table: pd.DataFrame, row: Row, diffs: dict, z: float) -> str | 
     variance = {seed: sum(c**2 * p.get(seed, np.nan) ** 2 for (c, *_), p in zip(row.terms, sems)) for seed in diffs}
     for seed, d in diffs.items():
         error = np.sqrt(variance.get(seed, np.nan))
-        if not np.isfinite(error) or abs(d) <= z * error:
+        if not np.isfinite(error):
+            return f"estimator too noisy: seed {seed} has no standard error (a single probe or draw)"
+        if abs(d) <= z * error:
             return f"estimator too noisy: seed {seed} differs by {d:.3g}, within {z:g} x its standard error {error:.3g}"
     return None
 

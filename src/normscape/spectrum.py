@@ -122,6 +122,19 @@ def density_moments(nodes: np.ndarray, weights: np.ndarray, orders: tuple[int, .
     return np.array([np.mean(np.sum(weights * nodes**j, axis=1)) for j in orders])
 
 
+def density_moments_sem(nodes: np.ndarray, weights: np.ndarray, orders: tuple[int, ...] = (1, 2, 3, 4)) -> np.ndarray:
+    """Standard errors of :func:`density_moments`: the runs are independent (one Rademacher start each), so the
+    sample standard deviation of the per-run moments over sqrt(runs); NaN with one run."""
+    runs = nodes.shape[0]
+    if runs < 2:
+        return np.full(len(orders), np.nan)
+    return np.array([np.std(np.sum(weights * nodes**j, axis=1), ddof=1) / np.sqrt(runs) for j in orders])
+
+
+def _finite_or_none(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
 def spectral_density(nodes: np.ndarray, weights: np.ndarray, grid: np.ndarray, sigma: float) -> np.ndarray:
     """Gaussian-smoothed SLQ density on ``grid`` (integrates to ~1 over the whole real line)."""
     diff = grid[None, None, :] - nodes[:, :, None]
@@ -199,8 +212,9 @@ def hessian_spectrum(
     """Every spectrum number of one head in one mode: a JSON-able summary plus the SLQ arrays.
 
     Returns ``{"summary": {...}, "nodes": (runs, m), "weights": (runs, m)}``; the summary holds ``mode``,
-    ``top_eigenvalues`` (descending) and their residual bounds, ``slq_trace`` (P * first moment),
-    ``moments`` (estimates of tr(H^j)/P, j = 1..4), the most negative Ritz value, and ``blocks``.
+    ``top_eigenvalues`` (descending) and their residual bounds, ``slq_trace`` (P * first moment; with one
+    Rademacher start per run it is Hutchinson's estimator, ``slq_trace_sem`` its standard error over runs),
+    ``moments`` (estimates of tr(H^j)/P, j = 1..4, and ``moments_sem``), the most negative Ritz value, and ``blocks``.
     ``dtype`` is the precision of the Hessian-vector products (the Lanczos basis is always float64).
     """
     loss = HeadLoss(model, x, y, mode=mode, batch_size=batch_size, dtype=dtype)
@@ -208,6 +222,7 @@ def hessian_spectrum(
     nodes, weights, bounds = slq(matvec, loss.dim, slq_steps, slq_runs, seed)
     order = np.argsort(nodes[0])[::-1][:top_k]
     moments = density_moments(nodes, weights)
+    moments_sem = density_moments_sem(nodes, weights)
     summary = {
         "mode": mode,
         "head": getattr(model, "norm_name", ""),
@@ -219,7 +234,10 @@ def hessian_spectrum(
         "top_eigenvalue_residual_bounds": [float(v) for v in bounds[0][order]],
         "min_ritz_value": float(nodes.min()),
         "slq_trace": float(moments[0] * loss.dim),
+        # one run: None (one probe gives no error estimate; null in JSON, NaN in the claims' run table)
+        "slq_trace_sem": _finite_or_none(moments_sem[0] * loss.dim),
         "moments": {f"m{j}": float(v) for j, v in zip((1, 2, 3, 4), moments)},
+        "moments_sem": {f"m{j}": _finite_or_none(v) for j, v in zip((1, 2, 3, 4), moments_sem)},
         "slq_steps": slq_steps,
         "slq_runs": slq_runs,
         "blocks": block_numbers(loss, matvec, block_steps, block_probes, seed),
