@@ -6,11 +6,17 @@ signed terms (experiment, head, variant) — e.g. a difference of two runs, or a
 or, for a sweep, the range of the statistic over the sweep's variants. From the d_s:
 
 * mean and a 95 % percentile **bootstrap** confidence interval of the mean (seeds resampled; seeded);
-* the **exact sign-flip** p-value (all 2^n sign patterns; one-sided in the claimed direction);
+* the **exact sign-flip** p-value (all 2^n sign patterns), sided per row: one-sided in the claimed direction
+  for ``greater``/``less``, two-sided for ``different``, TOST (two one-sided tests against +-margin, the larger
+  p) for ``equivalent``; beside it the smallest p the test can reach at this n and sidedness (its power ceiling);
 * the row's **verdict** from the interval: ``greater``/``less`` — supported when the interval excludes 0 on
-  the claimed side, refuted when it excludes 0 on the other; ``equivalent`` (no effect) — supported when the
-  interval lies inside +-margin, refuted when it lies outside it; ``different`` — supported when it excludes 0,
-  refuted when it lies inside +-margin; otherwise (and always with fewer than 2 seeds) inconclusive.
+  the claimed side, refuted when it excludes 0 on the other; ``equivalent`` (no effect) — supported only when
+  TOST gives p <= alpha (and "not testable at n seeds" when 2^-n > alpha: an interval inside +-margin from 3
+  seeds is no evidence of equivalence), refuted when the interval lies outside +-margin; ``different`` —
+  supported when it excludes 0, refuted when it lies inside +-margin; otherwise (and always with fewer than 2
+  seeds) inconclusive. Two reasons replace a verdict: "uninformative" (the statistic has one value in every run
+  compared, e.g. epochs to plateau = 1) and "estimator too noisy" (a stochastic measure whose difference at some
+  seed is within ``noise_z`` of its combined standard errors: its sign there is not measured).
 
 With n seeds the percentile bootstrap interval spans roughly [min d_s, max d_s] (n = 3: it excludes 0 exactly
 when all seeds agree in sign), and the exact test cannot go below 2^-n (0.125 at n = 3): the table says so, and
@@ -19,8 +25,10 @@ rows are, ``mixed`` when rows disagree, inconclusive otherwise.
 
 Convergence speed is relative to each run's own plateau: the first epoch whose validation accuracy reaches
 ``plateau_fraction`` of that run's best, and the area under the validation-accuracy curve (trapezoid, divided
-by the epoch span = mean accuracy over training). Runs that never learn (best validation accuracy below
-``min_val_acc``) have no convergence speed and no curvature: a dead network's flatness is not a finding.
+by the epoch span = mean accuracy over training), and the area under the validation-loss curve (lower =
+faster). Accuracy claims are tested on the final epoch and the best-validation checkpoint both. Runs that never
+learn (best validation accuracy below ``min_val_acc``) have no convergence speed and no curvature: a dead
+network's flatness is not a finding.
 """
 
 from __future__ import annotations

@@ -8,8 +8,9 @@ zero direction.
 
 Every surface is evaluated exactly with :class:`normscape.planeeval.PlaneEvaluator` (the first layer is affine
 in the plane's coordinates, so a grid point costs a fraction of a forward pass; it equals the per-point loop
-:func:`normscape.planeeval.loop_evaluate` to float rounding). Sharpness numbers (top Hessian eigenvalue,
-Hutchinson trace, loss increase at fixed radius) come from :mod:`normscape.hessian` in
+:func:`normscape.planeeval.loop_evaluate` to float rounding). Sharpness numbers (lambda_max and lambda_min,
+the exact Hessian trace and Hutchinson's estimate, loss increase at fixed radius) come from
+:mod:`normscape.hessian` and :mod:`normscape.hessdiag` in
 :func:`compute_sharpness`, a separate step (and rule) that reads the landscape's directions.
 
 A run that diverged (its ``model_final.pt`` says so, or its parameters are not finite) gets a landscape record
