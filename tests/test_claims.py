@@ -59,6 +59,8 @@ def study(tmp_path):
             base = PLATEAU[head] + noise()
             sharp = {
                 "top_eigenvalue": TOP_EIG[head] * (1 + 0.02 * rng.normal()),
+                "min_eigenvalue": -0.01 if head != "frn" else -5.0,
+                "saddle": head == "frn",
                 "hessian_trace": 200 + 20 * rng.normal(),  # no systematic difference: inconclusive
                 "loss_increase_at_radius": {"0.5": LOSS_INCREASE[head] * (1 + 0.02 * rng.normal())},
             }
@@ -150,6 +152,10 @@ def test_claims_table_gives_the_known_verdicts(study):
     fr = row("frn_needs_learnable_eps", "FRN (learned eps) - FRN")
     assert fr["n_seeds"] == 5 and fr["p_exact"] == pytest.approx(1 / 32)
     md = (root / "claims.md").read_text()
+    # lambda_max rows show lambda_min of every run compared, saddles starred
+    note = row("flatter_minima[sharpness.top_eigenvalue]", "FRN - baseline")["saddles"]
+    assert "FRN s0: -5*" in note and "Baseline (no norm) s0: -0.01;" in note
+    assert "λmin beside λmax (* = at a saddle" in md
     assert "Gradient clipping changes LayerNorm's result and no other head's — **supported**" in md
     assert pd.read_csv(root / "claims.csv").shape[0] == len(result)
 

@@ -418,7 +418,24 @@ def evaluate_row(table: pd.DataFrame, row: Row, settings: dict | None = None) ->
         "p_exact": p_tost if row.expect == "equivalent" else p,
         "p_smallest": smallest_p(n, row.expect),
         "verdict": reason or result,
+        "saddles": saddle_note(table, row),
     }
+
+
+def saddle_note(table: pd.DataFrame, row: Row) -> str:
+    """For rows on lambda_max: lambda_min of every run compared, * where the run sits at a saddle (its Hessian is
+    indefinite beyond the eigenvalue tolerance), so the reader sees what the sharpness is the curvature of."""
+    if not row.statistic.startswith("sharpness.top_eigenvalue") or "sharpness.min_eigenvalue" not in table:
+        return ""
+    notes = []
+    for _, experiment, head, variant in row.terms:
+        sel = table[(table["experiment"] == experiment) & (table["head"] == head) & (table["variant"] == variant)]
+        for _, run in sel.sort_values("seed").iterrows():
+            low = pd.to_numeric(pd.Series([run["sharpness.min_eigenvalue"]]), errors="coerce").iloc[0]
+            if np.isfinite(low):
+                star = "*" if run.get("sharpness.saddle") == 1 else ""
+                notes.append(f"{HEAD_LABELS.get(head, head)} s{run['seed']}: {low:.3g}{star}")
+    return "λmin " + "; ".join(notes) if notes else ""
 
 
 def claim_verdict(verdicts: list[str]) -> str:
@@ -469,6 +486,16 @@ def to_markdown(result: pd.DataFrame, settings: dict | None = None) -> str:
                 f"| {r['statistic']} | {r['comparison']} | {r['expected']} | {r['sided']} | {n} "
                 f"| {r['per_seed'] or '—'} | {mean} | {ci} | {p} | {power} | {r['verdict']} |"
             )
+        notes = [
+            f"{r['comparison']}: {r['saddles']}"
+            for _, r in g.iterrows()
+            if isinstance(r.get("saddles"), str) and r["saddles"]
+        ]
+        if notes:
+            lines += [
+                "",
+                "λmin beside λmax (* = at a saddle: λmin < 0 beyond the eigenvalue tolerance) — " + " | ".join(notes),
+            ]
         lines.append("")
     note = (
         f"Paired across seeds: per seed the comparison's difference; mean, {100 * s['confidence']:.0f} % percentile "

@@ -21,11 +21,12 @@ ID_COLUMNS = ["experiment", "head", "variant", "seed"]
 
 
 def flatten(obj, prefix: str = "") -> dict:
-    """Nested JSON -> {"a.b.c": value} for numbers; lists of numbers as "a.b.0", "a.b.1", ..."""
+    """Nested JSON -> {"a.b.c": value} for numbers and flags (true/false as 1.0/0.0, e.g. ``sharpness.saddle``);
+    lists of numbers as "a.b.0", "a.b.1", ..."""
     out = {}
     items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else None
     if items is None:
-        if isinstance(obj, (int, float)) and not isinstance(obj, bool) or obj is None:
+        if isinstance(obj, (int, float)) or obj is None:
             out[prefix] = np.nan if obj is None else float(obj)
         return out
     for k, v in items:
