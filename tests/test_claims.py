@@ -8,7 +8,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from normscape.claims import bootstrap_ci, sign_flip_p, verdict, write_claims
+from normscape.claims import (
+    Row,
+    bootstrap_ci,
+    evaluate_row,
+    sign_flip_p,
+    smallest_p,
+    tost_p,
+    verdict,
+    write_claims,
+)
 from normscape.runtable import curve_statistics, run_table
 
 PLATEAU = {"none": 0.76, "batch": 0.76, "layer": 0.76, "frn": 0.10, "frn_learned_eps": 0.75, "group": 0.76}
@@ -50,6 +59,8 @@ def study(tmp_path):
             base = PLATEAU[head] + noise()
             sharp = {
                 "top_eigenvalue": TOP_EIG[head] * (1 + 0.02 * rng.normal()),
+                "min_eigenvalue": -0.01 if head != "frn" else -5.0,
+                "saddle": head == "frn",
                 "hessian_trace": 200 + 20 * rng.normal(),  # no systematic difference: inconclusive
                 "loss_increase_at_radius": {"0.5": LOSS_INCREASE[head] * (1 + 0.02 * rng.normal())},
             }
@@ -76,11 +87,22 @@ def test_statistics_primitives():
     assert lo == pytest.approx(1.0) and hi == pytest.approx(3.0)  # n = 3: [min, max]
     assert verdict(0.1, 0.2, "greater", 0, 3) == "supported" and verdict(-0.2, -0.1, "greater", 0, 3) == "refuted"
     assert verdict(-0.1, 0.2, "less", 0, 3) == "inconclusive" and verdict(0.1, 0.2, "greater", 0, 1) == "inconclusive"
-    assert verdict(-0.001, 0.002, "equivalent", 0.005, 3) == "supported"
+    # equivalence only by TOST, which cannot reach p <= 0.05 with 3 seeds (2^-3 = 0.125)
+    assert verdict(-0.001, 0.002, "equivalent", 0.005, 3, p_tost=0.125) == "not testable at 3 seeds"
+    assert verdict(-0.001, 0.002, "equivalent", 0.005, 5, p_tost=1 / 32) == "supported"
+    assert verdict(-0.001, 0.002, "equivalent", 0.005, 5, p_tost=0.5) == "inconclusive"
     assert verdict(0.01, 0.02, "equivalent", 0.005, 3) == "refuted"
+    d = np.array([0.001, -0.002, 0.0, 0.003, 0.001])
+    assert tost_p(d, 0.005) == pytest.approx(1 / 32) and tost_p(d, 0.0025) > 0.05  # 0.003 is outside ±0.0025
+    assert (
+        smallest_p(3, "greater") == 1 / 8
+        and smallest_p(3, "different") == 1 / 4
+        and smallest_p(5, "equivalent") == 1 / 32
+    )
     assert verdict(-0.001, 0.002, "different", 0.005, 3) == "refuted"
     e = np.arange(1.0, 6.0)
-    stats = curve_statistics(np.array([0.5, 0.7, 0.75, 0.8, 0.79]), e, 0.95)
+    stats = curve_statistics(np.array([0.5, 0.7, 0.75, 0.8, 0.79]), e, 0.95, np.array([1.2, 0.9, 0.8, 0.7, 0.7]))
+    assert stats["val_loss_auc"] == pytest.approx(np.trapezoid([1.2, 0.9, 0.8, 0.7, 0.7], e) / 4)
     assert stats["epochs_to_plateau"] == 4.0  # 0.95 * 0.8 = 0.76: 0.75 at epoch 3 falls short
     assert stats["val_auc"] == pytest.approx(np.trapezoid([0.5, 0.7, 0.75, 0.8, 0.79], e) / 4)
 
@@ -99,7 +121,9 @@ def test_claims_table_gives_the_known_verdicts(study):
     assert row("faster_convergence", "FRN - baseline", "val_auc")["n_seeds"] == 0
     # learned-eps FRN: same time constant as the baseline (epochs to plateau: no difference) but a 1-point lower
     # plateau, so a smaller area under its curve
-    assert row("faster_convergence", "FRN (learned eps) - baseline", "epochs_to_plateau")["verdict"] == "inconclusive"
+    # (6 epochs in every run of both: a statistic that cannot speak)
+    same = row("faster_convergence", "FRN (learned eps) - baseline", "epochs_to_plateau")["verdict"]
+    assert same == "uninformative: the statistic is 6 in every run compared"
     assert row("faster_convergence", "FRN (learned eps) - baseline", "val_auc")["verdict"] == "refuted"
     assert claim("faster_convergence") == "mixed"
     # clipping: LayerNorm +2 points, the others within noise
@@ -128,6 +152,10 @@ def test_claims_table_gives_the_known_verdicts(study):
     fr = row("frn_needs_learnable_eps", "FRN (learned eps) - FRN")
     assert fr["n_seeds"] == 5 and fr["p_exact"] == pytest.approx(1 / 32)
     md = (root / "claims.md").read_text()
+    # lambda_max rows show lambda_min of every run compared, saddles starred
+    note = row("flatter_minima[sharpness.top_eigenvalue]", "FRN - baseline")["saddles"]
+    assert "FRN s0: -5*" in note and "Baseline (no norm) s0: -0.01;" in note
+    assert "λmin beside λmax (* = at a saddle" in md
     assert "Gradient clipping changes LayerNorm's result and no other head's — **supported**" in md
     assert pd.read_csv(root / "claims.csv").shape[0] == len(result)
 
@@ -138,3 +166,29 @@ def test_run_table_flattens_measure_files(study):
     r = table[(table["experiment"] == "convergence") & (table["head"] == "frn") & (table["seed"] == 0)].iloc[0]
     assert not r["learned"] and np.isfinite(r["sharpness.loss_increase_at_radius.0.5"])
     assert len(table) == 5 * (5 + 4 + 4) + 9
+
+
+def _table(values: dict, sems: dict | None = None) -> pd.DataFrame:
+    rows = []
+    for head, per_seed in values.items():
+        for seed, v in enumerate(per_seed):
+            row = {"experiment": "convergence", "head": head, "variant": "base", "seed": seed, "stat": v}
+            if sems is not None:
+                row["stat_sem"] = sems[head][seed]
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def test_constant_statistics_are_uninformative_and_noisy_estimates_are_not_verdicts():
+    terms = [(1, "convergence", "batch", "base"), (-1, "convergence", "none", "base")]
+    plateau = evaluate_row(_table({"batch": [1, 1, 1], "none": [1, 1, 1]}), Row("stat", terms, "less", "BN - base"))
+    assert plateau["verdict"] == "uninformative: the statistic is 1 in every run compared"
+    # a difference of 10 per seed: decisive with standard errors of 1, "too noisy" with 8 (combined 11.3 > 10 / 2)
+    values = {"batch": [100.0, 101.0, 99.0], "none": [110.0, 111.0, 109.0]}
+    row = Row("stat", terms, "less", "BN - base", sem="stat_sem")
+    precise = evaluate_row(_table(values, {"batch": [1, 1, 1], "none": [1, 1, 1]}), row)
+    assert precise["verdict"] == "supported" and precise["p_smallest"] == 1 / 8 and precise["sided"].startswith("one")
+    noisy = evaluate_row(_table(values, {"batch": [8, 1, 1], "none": [8, 1, 1]}), row)
+    assert noisy["verdict"].startswith("estimator too noisy: seed 0")
+    missing = evaluate_row(_table(values), row)
+    assert missing["verdict"] == "estimator too noisy: its standard error is not recorded"

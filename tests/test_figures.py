@@ -216,3 +216,37 @@ def test_gradient_heatmaps_show_the_histogram_fractions(tiny_workflow):
     )  # every epoch's fractions, all bins in view
     frac = counts / counts.sum(1, keepdims=True)
     assert shown.max() == pytest.approx(frac.max())
+
+
+def test_table_shows_lambda_max_lambda_min_and_saddles_and_which_checkpoint(tmp_path):
+    paths, sharp, metrics = [], [], []
+    eig = [(3.08, -9.63, True), (0.48, -251.7, True), (2.0, -1e-6, False)]  # seed 0/1 of the FRN
+    for seed, (top, low, saddle) in enumerate(eig):
+        d = tmp_path / "runs" / "convergence" / "frn" / "base" / f"seed{seed}"
+        d.mkdir(parents=True)
+        summary = {
+            "final": {"test_acc": 0.1, "val_loss": 2.3},
+            "best": {"test_acc": 0.12},
+            "grad_norm": {"median": 1.0, "p99": 2.0, "clipped_fraction": 0.0},
+            "diverged": False,
+            "wall_time_s": 1.0,
+        }
+        (d / "summary.json").write_text(json.dumps(summary))
+        paths.append(str(d / "summary.json"))
+        (d / "metrics.csv").write_text("epoch,val_acc,val_loss\n1,0.1,2.3\n2,0.1,2.1\n3,0.1,2.0\n")
+        metrics.append(str(d / "metrics.csv"))
+        land = tmp_path / "landscapes" / "convergence" / "frn" / "base" / f"seed{seed}"
+        land.mkdir(parents=True)
+        record = {"top_eigenvalue": top, "min_eigenvalue": low, "saddle": saddle, "hessian_trace": 5.0}
+        (land / "sharpness.json").write_text(json.dumps(record))
+        sharp.append(str(land / "sharpness.json"))
+    table = tables.write_summary_table(paths, sharp, tmp_path / "t.csv", tmp_path / "t.md", metrics, 0.95)
+    row = table.iloc[0]
+    # lambda_max averages the largest algebraic eigenvalues (never the signed dominant one); saddles counted
+    assert row["top_eigenvalue_mean"] == pytest.approx(np.mean([3.08, 0.48, 2.0]))
+    assert row["min_eigenvalue_mean"] == pytest.approx(np.mean([-9.63, -251.7, -1e-6]))
+    assert row["saddle"] == "2/3"
+    assert row["val_loss_auc_mean"] == pytest.approx(np.trapezoid([2.3, 2.1, 2.0], [1, 2, 3]) / 2)
+    md = (tmp_path / "t.md").read_text()
+    for text in ("λmax (sharpness)", "λmin", "| saddle |", "test acc, final epoch", "test acc, best-val checkpoint"):
+        assert text in md

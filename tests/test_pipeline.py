@@ -117,7 +117,7 @@ def test_trajectories_only_where_a_landscape_reads_them(tiny_workflow, tmp_path)
 
 def test_editing_hessian_settings_reruns_sharpness_not_the_planes(tiny_workflow, tmp_path):
     path, cfg, _ = tiny_workflow
-    hessian = {**cfg["landscape"]["hessian"], "power_iters": 7}
+    hessian = {**cfg["landscape"]["hessian"], "lanczos_steps": 7}
     cfg = {**cfg, "landscape": {**cfg["landscape"], "hessian": hessian}}
     jobs = planned_jobs(run_snakemake(["-n", "all"], configfile=write_config(cfg, tmp_path / "h.yaml")))
     tables = {"summary_table": 1, "table_html_summary": 1, "claims": 1, "table_html_claims": 1}  # both read it

@@ -385,7 +385,7 @@ LANDSCAPE = {
     "span": 1.0,
     "ignore": "biasbn",
     "direction_seed": 0,
-    "hessian": {"samples": 50, "power_iters": 3, "tol": 1e-4, "hutchinson_probes": 2},
+    "hessian": {"samples": 50, "lanczos_steps": 3, "tol": 1e-4, "hutchinson_probes": 2},
 }
 
 

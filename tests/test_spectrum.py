@@ -212,3 +212,19 @@ print("torch._dynamo" in sys.modules)
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_slq_trace_standard_error_matches_repeated_sampling():
+    """slq_trace_sem (sd of the per-run traces / sqrt(runs)) is the spread of slq_trace over independent seeds,
+    around the exact trace; with one run it is None (no error estimate), never a fake 0."""
+    model, x, y = small_head("layer")
+    exact = torch.trace(explicit(HeadLoss(model, x, y))).item()
+    runs, repeats = 4, 60
+    kw = dict(top_k=1, slq_steps=3, slq_runs=runs, block_steps=2, block_probes=0)
+    summaries = [hessian_spectrum(model, x, y, seed=s, **kw)["summary"] for s in range(repeats)]
+    traces = np.array([r["slq_trace"] for r in summaries])
+    sems = np.array([r["slq_trace_sem"] for r in summaries])
+    assert np.sqrt(np.mean(sems**2)) == pytest.approx(traces.std(ddof=1), rel=0.3)
+    assert abs(traces.mean() - exact) < 4 * traces.std(ddof=1) / np.sqrt(repeats)
+    one = hessian_spectrum(model, x, y, top_k=1, slq_steps=3, slq_runs=1, block_steps=2, block_probes=0)["summary"]
+    assert one["slq_trace_sem"] is None

@@ -5,9 +5,13 @@ eta in a ball of radius rho — an l-infinity ball (default; Andriushchenko et a
 or an l2 ball (ASAM). Then
 
 * **average-case**: E_eta [L(theta + |theta| eta)] - L(theta), eta ~ N(0, sigma^2 I) with sigma = rho (l-inf,
-  as Andriushchenko et al.) or rho / sqrt(P) (l2, so E||eta||^2 = rho^2); ``samples`` seeded draws, the same
-  standard-normal draws scaled to every radius (common random numbers: radii and heads are compared on the
-  same noise);
+  as Andriushchenko et al.) or rho / sqrt(P) (l2, so E||eta||^2 = rho^2); ``samples`` seeded *antithetic pairs*
+  (eta, -eta), the same standard-normal draws scaled to every radius (common random numbers: radii and heads are
+  compared on the same noise). A pair's mean (L(theta + delta) + L(theta - delta)) / 2 has the same expectation
+  (eta is symmetric) but no first-order term g . delta, which is zero on average yet dominates single draws at a
+  point where the gradient is not zero (10 single draws reversed the baseline/BatchNorm order at seed 0). The
+  standard error is the standard deviation of the pair means over sqrt(pairs) (tests/test_adaptive_sharpness.py
+  checks it against repeated sampling);
 * **worst-case**: max over the ball, lower-bounded by projected gradient ascent on eta: first the one-step
   solution (rho * sign(g) for l-inf, rho * g / ||g|| for l2, g = |theta| * grad L — SAM's step), then
   ``ascent_steps`` steps of size ``2.5 rho / ascent_steps`` (Madry et al.'s rule) projected back onto the ball;
@@ -105,7 +109,17 @@ def adaptive_sharpness(
     average, average_sem, worst = [], [], []
     with torch.no_grad():
         for rho in average_radii:
-            values = np.array([float(loss.loss(theta + scale * (rho * sigma_unit) * z)) - base for z in noise])
+            values = np.array(
+                [
+                    0.5
+                    * (
+                        float(loss.loss(theta + scale * (rho * sigma_unit) * z))
+                        + float(loss.loss(theta - scale * (rho * sigma_unit) * z))
+                    )
+                    - base
+                    for z in noise
+                ]
+            )
             average.append(float(values.mean()))
             average_sem.append(float(values.std(ddof=1) / math.sqrt(samples)) if samples > 1 else math.nan)
     for rho in radii:
@@ -117,7 +131,7 @@ def adaptive_sharpness(
         "ball": ball,
         "adaptive": adaptive,
         "samples": int(len(loss.x)),
-        "noise_samples": samples,
+        "noise_samples": samples,  # antithetic pairs: 2 x samples loss evaluations per radius
         "ascent_steps": ascent_steps,
         "loss": base,
         "radii": [float(r) for r in radii],

@@ -6,11 +6,17 @@ signed terms (experiment, head, variant) — e.g. a difference of two runs, or a
 or, for a sweep, the range of the statistic over the sweep's variants. From the d_s:
 
 * mean and a 95 % percentile **bootstrap** confidence interval of the mean (seeds resampled; seeded);
-* the **exact sign-flip** p-value (all 2^n sign patterns; one-sided in the claimed direction);
+* the **exact sign-flip** p-value (all 2^n sign patterns), sided per row: one-sided in the claimed direction
+  for ``greater``/``less``, two-sided for ``different``, TOST (two one-sided tests against +-margin, the larger
+  p) for ``equivalent``; beside it the smallest p the test can reach at this n and sidedness (its power ceiling);
 * the row's **verdict** from the interval: ``greater``/``less`` — supported when the interval excludes 0 on
-  the claimed side, refuted when it excludes 0 on the other; ``equivalent`` (no effect) — supported when the
-  interval lies inside +-margin, refuted when it lies outside it; ``different`` — supported when it excludes 0,
-  refuted when it lies inside +-margin; otherwise (and always with fewer than 2 seeds) inconclusive.
+  the claimed side, refuted when it excludes 0 on the other; ``equivalent`` (no effect) — supported only when
+  TOST gives p <= alpha (and "not testable at n seeds" when 2^-n > alpha: an interval inside +-margin from 3
+  seeds is no evidence of equivalence), refuted when the interval lies outside +-margin; ``different`` —
+  supported when it excludes 0, refuted when it lies inside +-margin; otherwise (and always with fewer than 2
+  seeds) inconclusive. Two reasons replace a verdict: "uninformative" (the statistic has one value in every run
+  compared, e.g. epochs to plateau = 1) and "estimator too noisy" (a stochastic measure whose difference at some
+  seed is within ``noise_z`` of its combined standard errors: its sign there is not measured).
 
 With n seeds the percentile bootstrap interval spans roughly [min d_s, max d_s] (n = 3: it excludes 0 exactly
 when all seeds agree in sign), and the exact test cannot go below 2^-n (0.125 at n = 3): the table says so, and
@@ -19,8 +25,10 @@ rows are, ``mixed`` when rows disagree, inconclusive otherwise.
 
 Convergence speed is relative to each run's own plateau: the first epoch whose validation accuracy reaches
 ``plateau_fraction`` of that run's best, and the area under the validation-accuracy curve (trapezoid, divided
-by the epoch span = mean accuracy over training). Runs that never learn (best validation accuracy below
-``min_val_acc``) have no convergence speed and no curvature: a dead network's flatness is not a finding.
+by the epoch span = mean accuracy over training), and the area under the validation-loss curve (lower =
+faster). Accuracy claims are tested on the final epoch and the best-validation checkpoint both. Runs that never
+learn (best validation accuracy below ``min_val_acc``) have no convergence speed and no curvature: a dead
+network's flatness is not a finding.
 """
 
 from __future__ import annotations
@@ -43,6 +51,8 @@ DEFAULTS = {
     "bootstrap": 10000,
     "seed": 0,
     "accuracy_margin": 0.005,  # |difference| below 0.5 percentage points counts as "no effect"
+    "alpha": 0.05,  # level of the exact tests: equivalence (TOST) needs p <= alpha, reachable only with enough seeds
+    "noise_z": 2.0,  # a stochastic measure's difference counts only beyond this many of its standard errors
     "experiments": {
         "convergence": "convergence",
         "clipping": "clipping",
@@ -50,13 +60,20 @@ DEFAULTS = {
         "batch_size": "batch_size",
     },
     "flatness_measures": {
-        "sharpness.top_eigenvalue": "top Hessian eigenvalue",
-        "sharpness.hessian_trace": "Hessian trace",
+        "sharpness.top_eigenvalue": "λmax (largest algebraic Hessian eigenvalue)",
+        "sharpness.hessian_trace": "Hessian trace (exact)",
+        "sharpness.hessian_trace_hutchinson": "Hessian trace (Hutchinson estimate)",
         "sharpness.loss_increase_at_radius.0.5": "loss increase at r = 0.5 (filter-normalised)",
-        "spectrum.train.top_eigenvalues.0": "top Hessian eigenvalue in train mode (BatchNorm: batch statistics)",
+        "spectrum.train.top_eigenvalues.0": "λmax in train mode (BatchNorm: batch statistics)",
         "spectrum.eval.slq_trace": "Hessian trace (SLQ)",
         "adaptive.eval.average.0.05": "average-case adaptive sharpness (rho = 0.05)",
         "adaptive.eval.worst.0.002": "worst-case adaptive sharpness (rho = 0.002)",
+    },
+    # the standard error of each stochastic measure (a row on it says "estimator too noisy" within its error)
+    "standard_errors": {
+        "sharpness.hessian_trace_hutchinson": "sharpness.hessian_trace_hutchinson_sem",
+        "spectrum.eval.slq_trace": "spectrum.eval.slq_trace_sem",
+        "adaptive.eval.average.0.05": "adaptive.eval.average_sem.0.05",
     },
     "smoothness_measures": {
         "smoothness.loss_range_median": "loss range along the update (median over steps)",
@@ -87,7 +104,28 @@ def sign_flip_p(d: np.ndarray, alternative: str) -> float:
     return float(np.mean(np.abs(means) >= abs(obs) - tol))
 
 
-def verdict(lo: float, hi: float, expect: str, margin: float, n: int) -> str:
+def sidedness(expect: str) -> str:
+    """How the exact test of a row is sided."""
+    return {"greater": "one-sided (> 0)", "less": "one-sided (< 0)", "different": "two-sided"}.get(
+        expect, "TOST: two one-sided, vs ±margin"
+    )
+
+
+def smallest_p(n: int, expect: str) -> float:
+    """The smallest p-value the exact sign-flip test can reach with n seeds: 2^-n one-sided (also each of TOST's
+    two tests), 2^(1-n) two-sided (the observed pattern and its mirror)."""
+    if n < 1:
+        return float("nan")
+    return 2.0 ** (1 - n) if expect == "different" else 2.0**-n
+
+
+def tost_p(d: np.ndarray, margin: float) -> float:
+    """Equivalence within ±margin by two one-sided exact sign-flip tests (TOST): max of p(mean > -margin) and
+    p(mean < margin)."""
+    return max(sign_flip_p(d + margin, "greater"), sign_flip_p(d - margin, "less"))
+
+
+def verdict(lo: float, hi: float, expect: str, margin: float, n: int, p_tost: float = np.nan, alpha=0.05) -> str:
     if n < 2:
         return "inconclusive"
     inside = -margin <= lo and hi <= margin
@@ -98,7 +136,11 @@ def verdict(lo: float, hi: float, expect: str, margin: float, n: int) -> str:
     if expect == "different":
         return "supported" if lo > 0 or hi < 0 else "refuted" if inside else "inconclusive"
     if expect == "equivalent":
-        return "supported" if inside else "refuted" if lo > margin or hi < -margin else "inconclusive"
+        if lo > margin or hi < -margin:
+            return "refuted"
+        if smallest_p(n, expect) > alpha:
+            return f"not testable at {n} seeds"  # TOST cannot reach p <= alpha: 'inside' would be no evidence
+        return "supported" if inside and p_tost <= alpha else "inconclusive"
     raise ValueError(f"unknown expectation {expect!r}")
 
 
@@ -113,6 +155,7 @@ class Row:
     label: str
     margin: float = 0.0
     require_learning: bool = False
+    sem: str | None = None  # the column of the statistic's standard error (stochastic measures)
 
 
 @dataclass
@@ -120,6 +163,11 @@ class Claim:
     id: str
     text: str
     rows: list[Row] = field(default_factory=list)
+
+
+# Accuracy claims are tested on both checkpoints: rankings can flip between the best-validation checkpoint and
+# the final epoch, and the study does not say which one its claims mean.
+ACCURACIES = ("final_test_acc", "best_test_acc")
 
 
 def _heads(table: pd.DataFrame, experiment: str) -> list[str]:
@@ -158,6 +206,16 @@ def study_claims(table: pd.DataFrame, settings: dict | None = None) -> list[Clai
                     require_learning=True,
                 )
                 for h in norms
+            ]
+            + [
+                Row(
+                    "val_loss_auc",
+                    [(1, conv, h, "base"), (-1, conv, "none", "base")],
+                    "less",
+                    f"{label(h)} - baseline",
+                    require_learning=True,
+                )
+                for h in norms
             ],
         ),
         Claim(
@@ -165,12 +223,13 @@ def study_claims(table: pd.DataFrame, settings: dict | None = None) -> list[Clai
             "Gradient clipping changes LayerNorm's result and no other head's",
             [
                 Row(
-                    "final_test_acc",
+                    acc,
                     [(1, clip, h, "base"), (-1, conv, h, "base")],
                     "different" if h == "layer" else "equivalent",
                     f"{label(h)}: clipped - unclipped",
                     margin=m,
                 )
+                for acc in ACCURACIES
                 for h in _heads(table, clip)
             ],
         ),
@@ -179,7 +238,7 @@ def study_claims(table: pd.DataFrame, settings: dict | None = None) -> list[Clai
             "Learning rate 1e-2 hurts the baseline more than any normalised head",
             [
                 Row(
-                    "final_test_acc",
+                    acc,
                     [
                         (1, conv, "none", "base"),
                         (-1, high, "none", "base"),
@@ -189,6 +248,7 @@ def study_claims(table: pd.DataFrame, settings: dict | None = None) -> list[Clai
                     "greater",
                     f"drop(baseline) - drop({label(h)})",
                 )
+                for acc in ACCURACIES
                 for h in _heads(table, high)
                 if h != "none"
             ],
@@ -206,6 +266,7 @@ def study_claims(table: pd.DataFrame, settings: dict | None = None) -> list[Clai
                         "less",
                         f"{label(h)} - baseline",
                         require_learning=True,
+                        sem=s["standard_errors"].get(column),
                     )
                     for h in norms
                 ],
@@ -235,11 +296,12 @@ def study_claims(table: pd.DataFrame, settings: dict | None = None) -> list[Clai
             "BatchNorm depends on the batch size more than the other heads (range of test accuracy over the sweep)",
             [
                 Row(
-                    "final_test_acc",
+                    acc,
                     [(1, bsz, "batch", None), (-1, bsz, h, None)],
                     "greater",
                     f"range(BatchNorm) - range({label(h)})",
                 )
+                for acc in ACCURACIES
                 for h in bn_heads
             ],
         )
@@ -250,11 +312,12 @@ def study_claims(table: pd.DataFrame, settings: dict | None = None) -> list[Clai
             "FRN on a vector needs a learnable eps (learned eps beats fixed eps)",
             [  # the registry's variants (normscape.norms: NormSpec.variant_of), e.g. FRN with a learnable eps
                 Row(
-                    "final_test_acc",
+                    acc,
                     [(1, conv, name, "base"), (-1, conv, spec.variant_of, "base")],
                     "greater",
                     f"{label(name)} - {label(spec.variant_of)}",
                 )
+                for acc in ACCURACIES
                 for name, spec in NORMS.items()
                 if spec.variant_of
             ],
@@ -279,39 +342,100 @@ def _term_values(table: pd.DataFrame, statistic: str, experiment: str, head: str
     return {seed: (g.max() - g.min()) if g.notna().all() and len(g) > 1 else np.nan for seed, g in by_seed}
 
 
+def _diffs(table: pd.DataFrame, statistic: str, row: Row) -> tuple[dict, list] | None:
+    parts = [_term_values(table, statistic, e, h, v, row.require_learning) for _, e, h, v in row.terms]
+    if any(p is None for p in parts):
+        return None
+    seeds = sorted(set.intersection(*(set(p) for p in parts)))
+    return {seed: sum(c * p[seed] for (c, *_), p in zip(row.terms, parts)) for seed in seeds}, parts
+
+
+def uninformative_reason(parts: list[dict], d: np.ndarray) -> str | None:
+    """Why a row's statistic cannot speak: the same value in every run it compares (e.g. epochs to plateau = 1
+    everywhere), or a difference that is identically zero."""
+    values = np.array([v for p in parts for v in p.values()], dtype=float)
+    values = values[np.isfinite(values)]
+    if len(values) > 1 and np.ptp(values) == 0:
+        return f"uninformative: the statistic is {values[0]:g} in every run compared"
+    if len(d) > 1 and np.all(d == 0):
+        return "uninformative: the difference is 0 for every seed"
+    return None
+
+
+def noisy_reason(table: pd.DataFrame, row: Row, diffs: dict, z: float) -> str | None:
+    """'estimator too noisy' when some seed's difference is within ``z`` combined standard errors of 0: the
+    verdict rests on every seed's sign, and that sign is not measured there."""
+    if row.sem is None:
+        return None
+    sems = [_term_values(table, row.sem, e, h, v, row.require_learning) for _, e, h, v in row.terms]
+    if any(p is None for p in sems):
+        return "estimator too noisy: its standard error is not recorded"
+    # independent estimates: the variance of the difference is the coefficient^2-weighted sum of variances
+    variance = {seed: sum(c**2 * p.get(seed, np.nan) ** 2 for (c, *_), p in zip(row.terms, sems)) for seed in diffs}
+    for seed, d in diffs.items():
+        error = np.sqrt(variance.get(seed, np.nan))
+        if not np.isfinite(error):
+            return f"estimator too noisy: seed {seed} has no standard error (a single probe or draw)"
+        if abs(d) <= z * error:
+            return f"estimator too noisy: seed {seed} differs by {d:.3g}, within {z:g} x its standard error {error:.3g}"
+    return None
+
+
 def evaluate_row(table: pd.DataFrame, row: Row, settings: dict | None = None) -> dict | None:
     s = {**DEFAULTS, **(settings or {})}
-    parts = [_term_values(table, row.statistic, e, h, v, row.require_learning) for _, e, h, v in row.terms]
-    if any(p is None for p in parts):
+    found = _diffs(table, row.statistic, row)
+    if found is None:
         return None  # a run group this row needs is not in the study
-    seeds = sorted(set.intersection(*(set(p) for p in parts)))
-    diffs = {seed: sum(c * p[seed] for (c, *_), p in zip(row.terms, parts)) for seed in seeds}
+    diffs, parts = found
     diffs = {seed: float(v) for seed, v in diffs.items() if np.isfinite(v)}
     d = np.array(list(diffs.values()))
     n = len(d)
-    lo = hi = mean = p = np.nan
+    lo = hi = mean = p = p_tost = np.nan
     if n:
         mean = float(d.mean())
         lo, hi = bootstrap_ci(d, s["confidence"], s["bootstrap"], s["seed"])
         alternative = row.expect if row.expect in ("greater", "less") else "two-sided"
         p = sign_flip_p(d, alternative)
+        if row.expect == "equivalent":
+            p_tost = tost_p(d, row.margin)
+    result = verdict(lo, hi, row.expect, row.margin, n, p_tost, s["alpha"]) if n else "inconclusive"
+    reason = (uninformative_reason(parts, d) or noisy_reason(table, row, diffs, s["noise_z"])) if n else None
     return {
         "statistic": row.statistic,
         "comparison": row.label,
         "expected": {
             "greater": "> 0",
             "less": "< 0",
-            "equivalent": f"≈ 0 (within ±{row.margin:g})",
+            "equivalent": f"≈ 0 (within ±{row.margin:g}, TOST)",
             "different": f"≠ 0 (beyond ±{row.margin:g} to refute)",
         }[row.expect],
+        "sided": sidedness(row.expect),
         "n_seeds": n,
         "per_seed": "; ".join(f"s{seed}: {v:.4g}" for seed, v in diffs.items()),
         "mean": mean,
         "ci_low": lo,
         "ci_high": hi,
-        "p_exact": p,
-        "verdict": verdict(lo, hi, row.expect, row.margin, n) if n else "inconclusive",
+        "p_exact": p_tost if row.expect == "equivalent" else p,
+        "p_smallest": smallest_p(n, row.expect),
+        "verdict": reason or result,
+        "saddles": saddle_note(table, row),
     }
+
+
+def saddle_note(table: pd.DataFrame, row: Row) -> str:
+    """For rows on lambda_max: lambda_min of every run compared, * where the run sits at a saddle (its Hessian is
+    indefinite beyond the eigenvalue tolerance), so the reader sees what the sharpness is the curvature of."""
+    if not row.statistic.startswith("sharpness.top_eigenvalue") or "sharpness.min_eigenvalue" not in table:
+        return ""
+    notes = []
+    for _, experiment, head, variant in row.terms:
+        sel = table[(table["experiment"] == experiment) & (table["head"] == head) & (table["variant"] == variant)]
+        for _, run in sel.sort_values("seed").iterrows():
+            low = pd.to_numeric(pd.Series([run["sharpness.min_eigenvalue"]]), errors="coerce").iloc[0]
+            if np.isfinite(low):
+                star = "*" if run.get("sharpness.saddle") == 1 else ""
+                notes.append(f"{HEAD_LABELS.get(head, head)} s{run['seed']}: {low:.3g}{star}")
+    return "λmin " + "; ".join(notes) if notes else ""
 
 
 def claim_verdict(verdicts: list[str]) -> str:
@@ -348,27 +472,46 @@ def to_markdown(result: pd.DataFrame, settings: dict | None = None) -> str:
             lines += ["(no runs for this claim in the study)", ""]
             continue
         lines += [
-            "| statistic | comparison | expected | n | per seed | mean | CI | exact p | verdict |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| statistic | comparison | expected | sided | n | per seed | mean | CI | exact p | smallest p at n "
+            "| verdict |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for _, r in g.iterrows():
             ci = f"[{r['ci_low']:.4g}, {r['ci_high']:.4g}]" if np.isfinite(r["ci_low"]) else "—"
             mean = f"{r['mean']:.4g}" if np.isfinite(r["mean"]) else "—"
             p = f"{r['p_exact']:.3g}" if np.isfinite(r["p_exact"]) else "—"
+            power = f"{r['p_smallest']:.3g}" if np.isfinite(r["p_smallest"]) else "—"
             n = f"{r['n_seeds']:.0f}" if np.isfinite(r["n_seeds"]) else "—"  # float once a row lacks it
             lines.append(
-                f"| {r['statistic']} | {r['comparison']} | {r['expected']} | {n} | {r['per_seed'] or '—'} "
-                f"| {mean} | {ci} | {p} | {r['verdict']} |"
+                f"| {r['statistic']} | {r['comparison']} | {r['expected']} | {r['sided']} | {n} "
+                f"| {r['per_seed'] or '—'} | {mean} | {ci} | {p} | {power} | {r['verdict']} |"
             )
+        notes = [
+            f"{r['comparison']}: {r['saddles']}"
+            for _, r in g.iterrows()
+            if isinstance(r.get("saddles"), str) and r["saddles"]
+        ]
+        if notes:
+            lines += [
+                "",
+                "λmin beside λmax (* = at a saddle: λmin < 0 beyond the eigenvalue tolerance) — " + " | ".join(notes),
+            ]
         lines.append("")
     note = (
         f"Paired across seeds: per seed the comparison's difference; mean, {100 * s['confidence']:.0f} % percentile "
-        f"bootstrap interval ({s['bootstrap']} resamples) and the exact one-sided sign-flip p-value. With n seeds the "
-        "interval is about [min, max] of the differences and p >= 2^-n, so 'supported' means every seed agrees. "
-        f"Accuracies as fractions; 'no effect' within ±{s['accuracy_margin']:g}. Convergence: epochs to "
-        f"{100 * s['plateau_fraction']:.0f} % of the run's own best validation accuracy; val_auc = mean validation "
-        f"accuracy over training. Runs with best validation accuracy < {s['min_val_acc']:g} count as not learning "
-        "(no convergence speed or flatness)."
+        f"bootstrap interval ({s['bootstrap']} resamples) and the exact sign-flip p-value, sided as the 'sided' "
+        "column says (> 0 / < 0 rows one-sided, ≠ rows two-sided, ≈ rows TOST: the larger p of two one-sided tests "
+        "against ±margin). 'smallest p at n': the smallest p the exact test can reach with these seeds (2^-n "
+        "one-sided, 2^(1-n) two-sided): the test's power ceiling. With n seeds the interval is about [min, max] of "
+        f"the differences, so 'supported' means every seed agrees. '≈ 0' is supported only when TOST gives p <= "
+        f"{s['alpha']:g} — 'not testable at n seeds' when even the smallest p is above it. 'uninformative': the "
+        "statistic is the same in every run compared. 'estimator too noisy': a stochastic estimate whose difference "
+        f"at some seed is within {s['noise_z']:g} of its combined standard errors. Accuracies as fractions, tested "
+        "on both the final epoch (final_test_acc) and the best-validation checkpoint (best_test_acc); 'no effect' "
+        f"within ±{s['accuracy_margin']:g}. Convergence: epochs to {100 * s['plateau_fraction']:.0f} % of the run's "
+        "own best validation accuracy; val_auc / val_loss_auc = mean validation accuracy / loss over training "
+        "(area under the curve / epoch span). Runs with best validation accuracy < "
+        f"{s['min_val_acc']:g} count as not learning (no convergence speed or flatness)."
     )
     return "\n".join(lines) + "\n" + note + "\n"
 

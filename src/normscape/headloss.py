@@ -108,6 +108,10 @@ class HeadLoss:
         return self._after_fc1(p, F.linear(x, p["fc1.weight"], p["fc1.bias"]))
 
     def _after_fc1(self, p: dict[str, torch.Tensor], z: torch.Tensor) -> torch.Tensor:
+        return F.linear(self.hidden(p, z), p["fc2.weight"], p["fc2.bias"])
+
+    def hidden(self, p: dict[str, torch.Tensor], z: torch.Tensor) -> torch.Tensor:
+        """The activations fc2 reads (ReLU of the norm; dropout off) from fc1's pre-activations ``z``."""
         norm = self.model.norm
         if self.batch_stats:
             zc = z.view(self.chunks, self.chunk_size, -1)
@@ -117,7 +121,7 @@ class HeadLoss:
         else:
             norm_params = {n[len("norm.") :]: t for n, t in p.items() if is_norm_parameter(n)}
             h = functional_call(norm, norm_params, (z,)) if norm_params else norm(z)
-        return F.linear(torch.relu(h), p["fc2.weight"], p["fc2.bias"])
+        return torch.relu(h)
 
     def loss(self, flat: torch.Tensor) -> torch.Tensor:
         # equal chunks: the mean over all samples IS the mean of the per-chunk mean losses

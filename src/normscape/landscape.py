@@ -8,8 +8,9 @@ zero direction.
 
 Every surface is evaluated exactly with :class:`normscape.planeeval.PlaneEvaluator`, one torch path for every
 norm (the first layer is affine in the plane's coordinates, so a grid point costs a fraction of a forward pass; it
-equals the per-point loop :func:`normscape.planeeval.loop_evaluate` to float rounding). Sharpness numbers (top
-Hessian eigenvalue, Hutchinson trace, loss increase at fixed radius) come from :mod:`normscape.hessian` in
+equals the per-point loop :func:`normscape.planeeval.loop_evaluate` to float rounding). Sharpness numbers (lambda_max
+and lambda_min, the exact Hessian trace and Hutchinson's estimate, loss increase at fixed radius) come from
+:mod:`normscape.hessian` and :mod:`normscape.hessdiag` in
 :func:`compute_sharpness`, a separate step (and rule) that reads the landscape's directions.
 
 A run that diverged (its ``model_final.pt`` says so, or its parameters are not finite) gets a landscape record
@@ -36,7 +37,15 @@ from normscape.planeeval import Direction, PlaneEvaluator, parameters_of
 log = logging.getLogger(__name__)
 
 LANDSCAPE_VERSION = 3  # 2: provenance, diverged runs get a record; 3: one torch plane path (rounds unlike the kernel)
-SHARPNESS_FIELDS = ("top_eigenvalue", "power_iterations", "hessian_trace", "hessian_trace_sem", "loss_at_minimum")
+SHARPNESS_FIELDS = (
+    "top_eigenvalue",
+    "min_eigenvalue",
+    "saddle",
+    "hessian_trace",
+    "hessian_trace_hutchinson",
+    "hessian_trace_hutchinson_sem",
+    "loss_at_minimum",
+)
 
 
 # --------------------------------------------------------------------------------------------- directions
@@ -307,16 +316,18 @@ def compute_landscape(
 
 
 def compute_sharpness(model_final: str, features: str, landscape_h5: str, out_json: str, hessian: dict) -> dict:
-    """Sharpness of one run -> ``out_json``: top Hessian eigenvalue, Hutchinson trace (``hessian`` settings, on
-    training samples) and the loss increase at fixed radii along the landscape's own directions (read from
-    ``landscape_h5``, so these numbers describe the plane drawn). Its own rule: editing landscape.hessian.*
-    reruns this, not the planes."""
+    """Sharpness of one run -> ``out_json``: lambda_max (``top_eigenvalue``: the largest algebraic eigenvalue) and
+    lambda_min by Lanczos with their residual bounds and the saddle flag, the exact Hessian trace and Hutchinson's
+    estimate with its standard error (``hessian`` settings, on training samples), and the loss increase at fixed
+    radii along the landscape's own directions (read from ``landscape_h5``, so these numbers describe the plane
+    drawn). Its own rule: editing landscape.hessian.* reruns this, not the planes."""
     import h5py
 
     from normscape import featurestore
     from normscape.atomic import write_json
     from normscape.errors import DataError
-    from normscape.hessian import HessianOperator, hutchinson_trace, top_eigenvalue
+    from normscape.hessdiag import SampleCouplingError, exact_trace
+    from normscape.hessian import HessianOperator, extreme_eigenvalues, hutchinson_trace
 
     model, model_state = _load_head_file(model_final)
     with h5py.File(landscape_h5, "r") as f:
@@ -355,8 +366,12 @@ def compute_sharpness(model_final: str, features: str, landscape_h5: str, out_js
     x, y = rows_as_tensors(features, split, idx)
     hidx = subset_rows(features, "train", hessian["samples"], seed)
     op = HessianOperator(model, *rows_as_tensors(features, "train", hidx))
-    top, iters = top_eigenvalue(op, hessian["power_iters"], hessian["tol"], seed=seed)
-    trace, trace_sem = hutchinson_trace(op, hessian["hutchinson_probes"], seed=seed)
+    eigen = extreme_eigenvalues(op, hessian["lanczos_steps"], hessian["tol"], seed=seed)
+    try:
+        trace, trace_note = exact_trace(op.loss), None
+    except SampleCouplingError as exc:  # a plugin norm that mixes samples: no exact trace, the estimate stays
+        trace, trace_note = {"total": None}, str(exc)
+    estimate, estimate_sem = hutchinson_trace(op, hessian["hutchinson_probes"], seed=seed)
     centre = float(plane[plane.shape[0] // 2, plane.shape[1] // 2])
     increase = {}
     for r in (r for r in (0.25, 0.5, 1.0) if r <= span):
@@ -364,10 +379,15 @@ def compute_sharpness(model_final: str, features: str, landscape_h5: str, out_js
         rl2, _ = evaluate_line(model, x, y, d2, np.array([-r, r]))
         increase[f"{r:g}"] = float(np.mean(np.concatenate([rl, rl2])) - centre)
     sharpness = {
-        "top_eigenvalue": top,
-        "power_iterations": iters,
-        "hessian_trace": trace,
-        "hessian_trace_sem": trace_sem,
+        "top_eigenvalue": eigen["lambda_max"],
+        "min_eigenvalue": eigen["lambda_min"],
+        "saddle": eigen["saddle"],
+        "eigenvalues": eigen,
+        "hessian_trace": trace["total"],
+        "hessian_trace_blocks": {k: v for k, v in trace.items() if k != "total"},
+        "hessian_trace_note": trace_note,
+        "hessian_trace_hutchinson": estimate,
+        "hessian_trace_hutchinson_sem": estimate_sem,
         "loss_at_minimum": centre,
         "loss_increase_at_radius": increase,
         "samples": int(len(hidx)),

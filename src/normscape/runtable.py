@@ -2,7 +2,7 @@
 every number of every per-run measure file — the table the claims (:mod:`normscape.claims`) are tested on.
 
 Convergence speed: the first epoch whose validation accuracy reaches ``plateau_fraction`` of that run's best,
-and the area under the validation-accuracy curve (trapezoid / epoch span = mean accuracy over training); fixed
+and the areas under the validation accuracy and loss curves (trapezoid / epoch span = mean over training); fixed
 thresholds (80 / 85 %) sit above what frozen features allow. ``learned`` is False for runs whose best validation
 accuracy stays below ``min_val_acc`` (a dead network has no convergence speed and no meaningful flatness).
 """
@@ -21,11 +21,12 @@ ID_COLUMNS = ["experiment", "head", "variant", "seed"]
 
 
 def flatten(obj, prefix: str = "") -> dict:
-    """Nested JSON -> {"a.b.c": value} for numbers; lists of numbers as "a.b.0", "a.b.1", ..."""
+    """Nested JSON -> {"a.b.c": value} for numbers and flags (true/false as 1.0/0.0, e.g. ``sharpness.saddle``);
+    lists of numbers as "a.b.0", "a.b.1", ..."""
     out = {}
     items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else None
     if items is None:
-        if isinstance(obj, (int, float)) and not isinstance(obj, bool) or obj is None:
+        if isinstance(obj, (int, float)) or obj is None:
             out[prefix] = np.nan if obj is None else float(obj)
         return out
     for k, v in items:
@@ -33,16 +34,31 @@ def flatten(obj, prefix: str = "") -> dict:
     return out
 
 
-def curve_statistics(val_acc: np.ndarray, epochs: np.ndarray, plateau_fraction: float) -> dict[str, float]:
-    """Epochs to reach ``plateau_fraction`` of the run's best validation accuracy; mean accuracy over training."""
+def curve_statistics(
+    val_acc: np.ndarray, epochs: np.ndarray, plateau_fraction: float, val_loss: np.ndarray | None = None
+) -> dict[str, float]:
+    """Epochs to reach ``plateau_fraction`` of the run's best validation accuracy; mean accuracy over training;
+    mean validation loss over training (area under the loss curve / epoch span: it varies between runs where
+    epochs-to-plateau is 1 for nearly all of them)."""
     finite = np.isfinite(val_acc)
+    loss_auc = _curve_mean(val_loss, epochs) if val_loss is not None else np.nan
     if not finite.any():
-        return {"epochs_to_plateau": np.nan, "val_auc": np.nan}
+        return {"epochs_to_plateau": np.nan, "val_auc": np.nan, "val_loss_auc": loss_auc}
     best = np.nanmax(val_acc)
     reached = np.flatnonzero(finite & (val_acc >= plateau_fraction * best))
+    return {
+        "epochs_to_plateau": float(epochs[reached[0]]),
+        "val_auc": _curve_mean(val_acc, epochs),
+        "val_loss_auc": loss_auc,
+    }
+
+
+def _curve_mean(values: np.ndarray, epochs: np.ndarray) -> float:
+    """Trapezoid area under the curve / epoch span (NaN when a value is not finite: a diverged run)."""
+    if not np.isfinite(values).all():
+        return float("nan")
     span = epochs[-1] - epochs[0]
-    auc = float(np.trapezoid(val_acc, epochs) / span) if span > 0 and finite.all() else float(val_acc[0])
-    return {"epochs_to_plateau": float(epochs[reached[0]]), "val_auc": auc}
+    return float(np.trapezoid(values, epochs) / span) if span > 0 else float(values[0])
 
 
 def run_table(
@@ -67,7 +83,10 @@ def run_table(
     if len(metrics):
         for key, g in metrics.groupby(ID_COLUMNS):
             g = g.sort_values("epoch")
-            stats = curve_statistics(g["val_acc"].to_numpy(float), g["epoch"].to_numpy(float), plateau_fraction)
+            val_loss = g["val_loss"].to_numpy(float) if "val_loss" in g else None
+            stats = curve_statistics(
+                g["val_acc"].to_numpy(float), g["epoch"].to_numpy(float), plateau_fraction, val_loss
+            )
             rows.setdefault(key, dict(zip(ID_COLUMNS, key))).update(stats)
     for name, paths in (measure_paths or {}).items():
         for path in paths:

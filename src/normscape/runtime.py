@@ -195,7 +195,7 @@ def script_main(smk: Any, main: Callable[[Any], None], torch_job: bool = False) 
     if torch_job:
         log.info("subnormal floats flushed to zero: %s", flush_denormals())
     try:
-        load_plugins(getattr(smk, "config", {}).get("plugins"))  # the user's registered norms etc., as the workflow saw them
+        load_plugins(getattr(smk, "config", {}).get("plugins"))  # the user's norms etc., as the workflow saw them
         main(smk)
         log.info("%s", format_usage(job_usage()))
     except NormscapeError as exc:

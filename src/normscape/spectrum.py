@@ -40,11 +40,15 @@ def rademacher(dim: int, generator: torch.Generator) -> torch.Tensor:
     return torch.randint(0, 2, (dim,), generator=generator).to(torch.float64).mul_(2).sub_(1)
 
 
-def lanczos(matvec: MatVec, v0: torch.Tensor, steps: int) -> tuple[np.ndarray, np.ndarray]:
+def lanczos(
+    matvec: MatVec, v0: torch.Tensor, steps: int, converged: Callable[[np.ndarray, np.ndarray], bool] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Lanczos tridiagonalisation with full reorthogonalisation: (alpha (m,), beta (m-1,)), m <= steps.
 
     ``matvec`` maps a float64 vector to a vector of the same length (any precision; it is cast to float64).
-    Stops early when the Krylov space becomes invariant (beta ~ 0): then T_m's eigenvalues are exact.
+    Stops early when the Krylov space becomes invariant (beta ~ 0): then T_m's eigenvalues are exact — or when
+    ``converged(alphas, betas)`` (with beta_m, len(betas) == len(alphas)) says the Ritz values wanted are; then
+    beta_m is returned too (len(betas) == len(alphas)).
     """
     dim = v0.numel()
     steps = min(steps, dim)
@@ -64,6 +68,9 @@ def lanczos(matvec: MatVec, v0: torch.Tensor, steps: int) -> tuple[np.ndarray, n
         beta = float(torch.linalg.vector_norm(w))
         scale = max(scale, abs(alpha), beta)
         if j == steps - 1 or beta <= BREAKDOWN * max(scale, 1e-300):
+            break
+        if converged is not None and converged(np.asarray(alphas), np.asarray([*betas, beta])):
+            betas.append(beta)  # returned too: it bounds the Ritz values of this tridiagonal
             break
         betas.append(beta)
         v = w / beta
@@ -113,6 +120,19 @@ def slq(matvec: MatVec, dim: int, steps: int, runs: int, seed: int = 0) -> tuple
 def density_moments(nodes: np.ndarray, weights: np.ndarray, orders: tuple[int, ...] = (1, 2, 3, 4)) -> np.ndarray:
     """Mean over SLQ runs of sum_i w_i theta_i^j: estimates of tr(H^j) / P."""
     return np.array([np.mean(np.sum(weights * nodes**j, axis=1)) for j in orders])
+
+
+def density_moments_sem(nodes: np.ndarray, weights: np.ndarray, orders: tuple[int, ...] = (1, 2, 3, 4)) -> np.ndarray:
+    """Standard errors of :func:`density_moments`: the runs are independent (one Rademacher start each), so the
+    sample standard deviation of the per-run moments over sqrt(runs); NaN with one run."""
+    runs = nodes.shape[0]
+    if runs < 2:
+        return np.full(len(orders), np.nan)
+    return np.array([np.std(np.sum(weights * nodes**j, axis=1), ddof=1) / np.sqrt(runs) for j in orders])
+
+
+def _finite_or_none(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
 
 
 def spectral_density(nodes: np.ndarray, weights: np.ndarray, grid: np.ndarray, sigma: float) -> np.ndarray:
@@ -192,8 +212,9 @@ def hessian_spectrum(
     """Every spectrum number of one head in one mode: a JSON-able summary plus the SLQ arrays.
 
     Returns ``{"summary": {...}, "nodes": (runs, m), "weights": (runs, m)}``; the summary holds ``mode``,
-    ``top_eigenvalues`` (descending) and their residual bounds, ``slq_trace`` (P * first moment),
-    ``moments`` (estimates of tr(H^j)/P, j = 1..4), the most negative Ritz value, and ``blocks``.
+    ``top_eigenvalues`` (descending) and their residual bounds, ``slq_trace`` (P * first moment; with one
+    Rademacher start per run it is Hutchinson's estimator, ``slq_trace_sem`` its standard error over runs),
+    ``moments`` (estimates of tr(H^j)/P, j = 1..4, and ``moments_sem``), the most negative Ritz value, and ``blocks``.
     ``dtype`` is the precision of the Hessian-vector products (the Lanczos basis is always float64).
     """
     loss = HeadLoss(model, x, y, mode=mode, batch_size=batch_size, dtype=dtype)
@@ -201,6 +222,7 @@ def hessian_spectrum(
     nodes, weights, bounds = slq(matvec, loss.dim, slq_steps, slq_runs, seed)
     order = np.argsort(nodes[0])[::-1][:top_k]
     moments = density_moments(nodes, weights)
+    moments_sem = density_moments_sem(nodes, weights)
     summary = {
         "mode": mode,
         "head": getattr(model, "norm_name", ""),
@@ -212,7 +234,10 @@ def hessian_spectrum(
         "top_eigenvalue_residual_bounds": [float(v) for v in bounds[0][order]],
         "min_ritz_value": float(nodes.min()),
         "slq_trace": float(moments[0] * loss.dim),
+        # one run: None (one probe gives no error estimate; null in JSON, NaN in the claims' run table)
+        "slq_trace_sem": _finite_or_none(moments_sem[0] * loss.dim),
         "moments": {f"m{j}": float(v) for j, v in zip((1, 2, 3, 4), moments)},
+        "moments_sem": {f"m{j}": _finite_or_none(v) for j, v in zip((1, 2, 3, 4), moments_sem)},
         "slq_steps": slq_steps,
         "slq_runs": slq_runs,
         "blocks": block_numbers(loss, matvec, block_steps, block_probes, seed),

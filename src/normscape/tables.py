@@ -19,16 +19,18 @@ from normscape.results import HEAD_LABELS, head_sort_key, load_metrics, load_sum
 from normscape.runtable import curve_statistics
 
 COLUMNS = [
-    ("final_test_acc", "final test acc"),
-    ("best_test_acc", "best-val test acc"),
+    ("final_test_acc", "test acc, final epoch"),
+    ("best_test_acc", "test acc, best-val checkpoint"),
     ("epochs_to_plateau", "epochs to plateau"),
     ("val_auc", "mean val acc (AUC)"),
+    ("val_loss_auc", "mean val loss (AUC)"),
     ("final_val_loss", "final val loss"),
     ("grad_norm_median", "|g| median"),
     ("grad_norm_p99", "|g| p99"),
     ("clipped_fraction", "clipped"),
-    ("top_eigenvalue", "top Hessian eig."),
-    ("hessian_trace", "Hessian trace"),
+    ("top_eigenvalue", "λmax (sharpness)"),
+    ("min_eigenvalue", "λmin"),
+    ("hessian_trace", "Hessian trace (exact)"),
     ("wall_time_s", "wall time (s)"),
 ]
 
@@ -46,7 +48,10 @@ def run_rows(
     if len(metrics):
         for key, g in metrics.groupby(["experiment", "head", "variant", "seed"]):
             g = g.sort_values("epoch")
-            curves[key] = curve_statistics(g["val_acc"].to_numpy(float), g["epoch"].to_numpy(float), plateau_fraction)
+            val_loss = g["val_loss"].to_numpy(float) if "val_loss" in g else None
+            curves[key] = curve_statistics(
+                g["val_acc"].to_numpy(float), g["epoch"].to_numpy(float), plateau_fraction, val_loss
+            )
     sharp, sharp_path = {}, {}
     for path in sharpness_paths:
         k = run_key(path)
@@ -70,13 +75,15 @@ def run_rows(
                 "seed": s["seed"],
                 "final_test_acc": s["final"]["test_acc"],
                 "best_test_acc": s["best"]["test_acc"],
-                **curves.get(key, {"epochs_to_plateau": None, "val_auc": None}),
+                **curves.get(key, {"epochs_to_plateau": None, "val_auc": None, "val_loss_auc": None}),
                 "final_val_loss": s["final"]["val_loss"],
                 "grad_norm_median": s["grad_norm"]["median"],
                 "grad_norm_p99": s["grad_norm"]["p99"],
                 "clipped_fraction": s["grad_norm"]["clipped_fraction"],
                 "diverged": bool(s["diverged"]),
                 "top_eigenvalue": sh.get("top_eigenvalue"),
+                "min_eigenvalue": sh.get("min_eigenvalue"),
+                "saddle": sh.get("saddle"),
                 "hessian_trace": sh.get("hessian_trace"),
                 "wall_time_s": s["wall_time_s"],
             }
@@ -94,6 +101,8 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
             "variant": variant,
             "seeds": len(g),
             "diverged": f"{int(g['diverged'].sum())}/{len(g)}",
+            # runs whose Hessian is indefinite beyond the eigenvalue tolerance (a saddle, not a minimum)
+            "saddle": f"{int(g['saddle'].eq(True).sum())}/{int(g['saddle'].notna().sum())}",
         }
         for col, _ in COLUMNS:
             values = pd.to_numeric(g[col], errors="coerce").to_numpy(dtype=float)
@@ -123,18 +132,23 @@ def _fmt(mean: float, std: float, n: int, col: str) -> str:
 
 
 def to_markdown(table: pd.DataFrame, plateau_fraction: float = 0.95) -> str:
-    head = ["experiment", "head", "variant", "seeds", "diverged"] + [label for _, label in COLUMNS]
+    head = ["experiment", "head", "variant", "seeds", "diverged", "saddle"] + [label for _, label in COLUMNS]
     head = [h.replace("|", "\\|") for h in head]  # "|g|": a literal pipe must be escaped in a Markdown table
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in table.iterrows():
         cells = [r["experiment"], HEAD_LABELS.get(r["head"], r["head"]), r["variant"], str(r["seeds"]), r["diverged"]]
+        cells.append(r["saddle"] if not r["saddle"].endswith("/0") else "—")
         cells += [_fmt(r[f"{c}_mean"], r[f"{c}_std"], r[f"{c}_n"], c) for c, _ in COLUMNS]
         lines.append("| " + " | ".join(cells) + " |")
     note = (
         "Mean ± std over seeds. Accuracies in %. 'epochs to plateau': first epoch whose validation accuracy "
         f"reaches {plateau_fraction:.0%} of that run's own best (count of seeds in parentheses); 'mean val acc "
-        "(AUC)': area under the validation-accuracy curve / epoch span. |g|: global gradient L2 norm "
-        "per step before clipping. Sharpness on the training loss w.r.t. the head's parameters (eval mode)."
+        "(AUC)' / 'mean val loss (AUC)': area under the validation accuracy / loss curve / epoch span. Test acc: of "
+        "the final epoch's weights and of the checkpoint with the best validation accuracy. |g|: global gradient "
+        "L2 norm per step before clipping. Hessian numbers on the training loss w.r.t. the head's parameters (eval "
+        "mode): λmax = largest algebraic eigenvalue (sharpness), λmin = smallest, both by Lanczos to a relative "
+        "residual tolerance; 'saddle': runs (of those measured) whose λmin < 0 beyond that tolerance — there λmax "
+        "is the curvature of the steepest upward direction, not of a minimum. Trace: exact (its diagonal summed)."
     )
     return "\n".join(lines) + "\n\n" + note + "\n"
 
