@@ -74,7 +74,7 @@ def worker(stage: str, quick: bool) -> float:
         from normscape.train import Trainer
 
         rows = 4000 if quick else 32000
-        trainer = Trainer(make_data(rows), "batch", 0, 2, 64, 1e-3, clip_grad_norm=1.0)
+        trainer = Trainer(make_data(rows)[0], "batch", 0, 2, 64, 1e-3, clip_grad_norm=1.0)
         trainer.train_epoch(1)
         t0 = time.perf_counter()
         trainer.train_epoch(2)
