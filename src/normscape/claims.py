@@ -168,6 +168,9 @@ class Claim:
 # Accuracy claims are tested on both checkpoints: rankings can flip between the best-validation checkpoint and
 # the final epoch, and the study does not say which one its claims mean.
 ACCURACIES = ("final_test_acc", "best_test_acc")
+# convergence speed, each with the direction "faster" means: epochs to the plateau, mean validation accuracy and
+# mean validation loss over the epochs (areas under the curves)
+CONVERGENCE_SPEED = (("epochs_to_plateau", "less"), ("val_auc", "greater"), ("val_loss_auc", "less"))
 
 
 def _heads(table: pd.DataFrame, experiment: str) -> list[str]:
@@ -189,32 +192,13 @@ def study_claims(table: pd.DataFrame, settings: dict | None = None) -> list[Clai
             "A normalisation layer makes the head converge faster than the baseline",
             [
                 Row(
-                    "epochs_to_plateau",
+                    statistic,
                     [(1, conv, h, "base"), (-1, conv, "none", "base")],
-                    "less",
+                    alternative,
                     f"{label(h)} - baseline",
                     require_learning=True,
                 )
-                for h in norms
-            ]
-            + [
-                Row(
-                    "val_auc",
-                    [(1, conv, h, "base"), (-1, conv, "none", "base")],
-                    "greater",
-                    f"{label(h)} - baseline",
-                    require_learning=True,
-                )
-                for h in norms
-            ]
-            + [
-                Row(
-                    "val_loss_auc",
-                    [(1, conv, h, "base"), (-1, conv, "none", "base")],
-                    "less",
-                    f"{label(h)} - baseline",
-                    require_learning=True,
-                )
+                for statistic, alternative in CONVERGENCE_SPEED
                 for h in norms
             ],
         ),
