@@ -126,7 +126,7 @@ def test_summary_table_is_an_html_table(page, tmp_path):
     html = decoded(browser, key)
     runs = len(cfg["experiments"]["convergence"]["heads"]) + len(cfg["experiments"]["lr_sweep"]["sweep"]["lr"])
     assert html.count("<tr>") == 1 + runs  # header + one row per head of convergence and per lr of lr_sweep
-    assert "<td>BatchNorm</td>" in html and "final test acc" in html
+    assert "<td>BatchNorm</td>" in html and "test acc, final epoch" in html
     browser.evaluate("app.showCategory('tables')")
     assert "Summary of all runs" in browser.wait_for("document.body.innerText")
     browser.evaluate(f"app.setView({{content: 'html', contentPath: results[{key!r}].data_uri}})")
