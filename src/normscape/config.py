@@ -329,8 +329,9 @@ if __name__ == "__main__":  # python -m normscape.config FILE: check a config fi
     from normscape.plugins import load_plugins
 
     try:
-        load_plugins((load_yaml(sys.argv[1]) or {}).get("plugins"))
-        load_config(sys.argv[1])
+        cfg = load_yaml(sys.argv[1]) or {}
+        load_plugins(cfg.get("plugins") if isinstance(cfg, dict) else None)  # their norms are allowed values
+        validate_config(cfg)
     except ConfigError as err:
         sys.exit(f"normscape: {err}")
     print(f"{sys.argv[1]}: valid")

@@ -45,9 +45,10 @@ def scan(root: str | Path) -> tuple[list[str], list[Path], np.ndarray]:
     files, labels, skipped, broken, empty = [], [], 0, 0, []
     for index, name in enumerate(classes):
         entries = [p for p in (root / name).rglob("*") if not p.name.startswith(".")]
-        found = sorted(p for p in entries if _is_file(p))
-        # a link that leads nowhere or in a circle is neither a file nor a folder
-        broken += sum(1 for p in entries if p.is_symlink() and not _is_file(p) and not _is_dir(p))
+        found = sorted(p for p in entries if p.is_file())
+        # a link that leads nowhere or in a circle is neither a file nor a folder (pathlib answers False for both,
+        # ELOOP included)
+        broken += sum(1 for p in entries if p.is_symlink() and not p.is_file() and not p.is_dir())
         images = [p for p in found if p.suffix.lower() in IMAGE_EXTENSIONS]
         skipped += len(found) - len(images)
         if not images:
@@ -64,20 +65,6 @@ def scan(root: str | Path) -> tuple[list[str], list[Path], np.ndarray]:
     if broken:
         log.info("skipped %d link(s) under %s that lead nowhere or in a circle", broken, root)
     return classes, files, np.asarray(labels, dtype=np.int64)
-
-
-def _is_file(path: Path) -> bool:
-    try:
-        return path.is_file()
-    except OSError:  # a symlink loop (ELOOP) on Python versions whose is_file raises it
-        return False
-
-
-def _is_dir(path: Path) -> bool:
-    try:
-        return path.is_dir()
-    except OSError:
-        return False
 
 
 # The full-scale value of the image modes of more than 8 bits PIL decodes to (16-bit PNG and TIFF: I;16*, or I

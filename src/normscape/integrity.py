@@ -31,8 +31,13 @@ def check_hdf5(path: str | Path, what: str = "file") -> str | None:
                 if data.shape and data.shape[0]:
                     data[data.shape[0] - 1]
     except (OSError, KeyError, ValueError, RuntimeError) as exc:
-        return f"{what} {path} is truncated or corrupt ({exc}). Rebuild it: {rebuild_command(path)}"
+        return corrupt_message(path, exc, what)
     return None
+
+
+def corrupt_message(path: str | Path, exc: BaseException, what: str = "") -> str:
+    """The one message for a damaged file: which, what is wrong, the command that rebuilds it."""
+    return f"{what} {path}".lstrip() + f" is truncated or corrupt ({exc}). Rebuild it: {rebuild_command(path)}"
 
 
 def check_file(path: str | Path) -> str | None:
@@ -62,7 +67,7 @@ def check_file(path: str | Path) -> str | None:
             if not rows or any(len(row) != len(rows[0]) for row in rows):
                 raise ValueError("rows of unequal length")
     except (OSError, ValueError, UnicodeDecodeError) as exc:  # zipfile.BadZipFile and JSONDecodeError included
-        return f"{path} is truncated or corrupt ({exc}). Rebuild it: {rebuild_command(path)}"
+        return corrupt_message(path, exc)
     return None
 
 

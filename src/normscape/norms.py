@@ -150,13 +150,12 @@ def _collect(obj: Any, parts: list[str], seen: set[int]) -> None:
             parts.append(inspect.getsource(obj))
         except (OSError, TypeError):  # no source (defined interactively): its compiled code stands for it
             parts.extend(_code_text(f.__code__) for f in _functions_of(obj))
-    namespace = vars(sys.modules[module]) if module in sys.modules else getattr(obj, "__globals__", {})
     if inspect.isclass(obj):
         for base in obj.__bases__:
             _collect(base, parts, seen)
     for function in _functions_of(obj):
         for ref in sorted(_code_names(function.__code__)):
-            value = function.__globals__.get(ref, namespace.get(ref))
+            value = function.__globals__.get(ref)  # the namespace of the module that defines it
             if isinstance(value, (bool, int, float, str)):
                 parts.append(f"{ref}={value!r}")
             elif value is not None:

@@ -444,7 +444,7 @@ def condition_text(settings: dict, experiment: str) -> str:
     c = settings.get("conditions", {}).get(experiment, {})
     parts = [f"lr {format_number(c['lr'])}"] if "lr" in c else []
     if c.get("clip_grad_norm"):
-        parts.append(f"clipping at norm {c['clip_grad_norm']:g}")
+        parts.append(clipping_label(settings, experiment))
     return ", ".join(parts)
 
 
