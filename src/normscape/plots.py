@@ -439,7 +439,7 @@ STUDY_NUMBERS = {"convergence": 1, "clipping": 2, "high_lr": 3}
 
 
 def condition_text(settings: dict, experiment: str) -> str:
-    """What the runs of ``experiment`` share, from the config (``settings["conditions"]``): 'lr 1e-3, clipping at
+    """What the runs of ``experiment`` share, from the config (``settings["conditions"]``): 'lr 0.001, clipping at
     norm 1'. Never a default written here: a figure states the learning rate its runs were trained with."""
     c = settings.get("conditions", {}).get(experiment, {})
     parts = [f"lr {format_number(c['lr'])}"] if "lr" in c else []
@@ -449,7 +449,7 @@ def condition_text(settings: dict, experiment: str) -> str:
 
 
 def experiment_title(settings: dict, experiment: str) -> str:
-    """'Exp. 1 (lr 1e-3)' for the study's experiments, else the experiment's name with its condition."""
+    """'Exp. 1 (lr 0.001)' for the study's experiments, else the experiment's name with its condition."""
     number = STUDY_NUMBERS.get(experiment)
     name = f"Exp. {number}" if number else experiment
     condition = condition_text(settings, experiment)
@@ -457,7 +457,7 @@ def experiment_title(settings: dict, experiment: str) -> str:
 
 
 def format_number(value: float) -> str:
-    """1e-3, 2.5e-3, 0.2, 1: the shortest text that reads like the config."""
+    """3 significant digits, exponent without padding: 0.001, 0.0025, 0.2, 1, 1e30, 1e-12."""
     text = f"{value:.3g}"
     if "e" in text:
         mantissa, exponent = text.split("e")
