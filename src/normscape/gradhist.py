@@ -1,15 +1,14 @@
-"""Gradient-magnitude histograms accumulated on the fly, per parameter and epoch, at ~integer-op cost.
+"""Gradient-magnitude histograms accumulated on the fly, per parameter and epoch, for every run of a stack at once.
 
 Bins. Every octave [2^e, 2^(e+1)) between ``min`` and ``max`` (rounded out to powers of two) is split into
 ``bins_per_octave`` equal-width bins. Those edges are exactly the float32 values whose low mantissa bits are
-zero, so the bin of |g| is just ``bits(|g|) >> (23 - log2(bins_per_octave))`` — an integer shift of the float's
-bit pattern. The trainer keeps all gradients in one flat buffer, so a step's histogram is one pass over it:
-the native kernel ``normscape._gradhist`` (C, built at install; one read and one counter increment per element,
-~0.13 ms for the 331k gradients of the default head) or, where it could not be built, three elementwise torch
-ops and ONE ``bincount`` for all parameters (each parameter's codes offset into its own range; ~2x slower).
-Both are ~30x cheaper than ``torch.bucketize`` on log-spaced edges and exactly equal to
-``numpy.histogram(|g|, edges)`` (tested), so the histogram of *every* gradient element of *every* step costs
-little (benchmarks/bench_train.py measures it).
+zero, so the bin of |g| is the float's bit pattern shifted right by ``23 - log2(bins_per_octave)``: an integer
+shift, no logarithm and no search (``torch.bucketize`` on log-spaced edges costs ~30x more). The sign is not
+cleared first: an arithmetic shift sends -x to code(x) - n_codes, so one offset add moves both signs into range
+and the halves are summed when an epoch is closed — three elementwise passes and ONE ``torch.bincount`` per
+parameter tensor for all runs of the stack (:func:`count_codes`; each (run, parameter) pair has its own range of
+codes). Counts equal ``numpy.histogram(|g|, edges)`` exactly (tests/test_gradhist.py), and the histogram of
+*every* gradient element of *every* step costs a small share of a step (benchmarks/bench_train.py measures it).
 
 Counts cover the whole float32 exponent range (no clamping per step); values below ``min`` (zeros included)
 are reported as underflow, values at or above ``max`` (inf/nan too) as overflow, when an epoch is closed.
@@ -17,26 +16,13 @@ are reported as underflow, values at or above ``max`` (inf/nan too) as overflow,
 
 from __future__ import annotations
 
-import logging
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-try:
-    from normscape import _gradhist as _native
-except ImportError:  # not built (no C compiler at install, or running from a source tree): torch fallback
-    _native = None
-
-log = logging.getLogger(__name__)
-
 MANTISSA_BITS = 23
-BACKENDS = ("auto", "native", "torch")
-
-
-def default_backend() -> str:
-    """``native`` where the C kernel is built, else ``torch``."""
-    return "native" if _native is not None else "torch"
 
 
 def octave_edges(min_value: float, max_value: float, bins_per_octave: int) -> np.ndarray:
@@ -49,30 +35,40 @@ def octave_edges(min_value: float, max_value: float, bins_per_octave: int) -> np
     return np.array(edges + [2.0**hi], dtype=np.float64)
 
 
-class GradHistogram:
-    """Per-parameter |grad| histograms; call :meth:`update` after each backward, :meth:`close_epoch` per epoch."""
+@torch.no_grad()
+def count_codes(grads: Sequence[torch.Tensor], shift: int, n_codes: int) -> torch.Tensor:
+    """Fine-bin counts of stacked gradients: ``grads`` one (S, *shape) float32 tensor per parameter (row s = run
+    s, any strides); returns int64 (S, len(grads), n_codes), the count of each code of |g| per run and
+    parameter. Each row is counted on its own, so a run's counts do not depend on the rows beside it."""
+    rows, k = grads[0].shape[0], len(grads)
+    device = grads[0].device
+    # code of -x is code(x) - n_codes (arithmetic shift of a negative bit pattern): offset so that both halves of
+    # (run s, parameter j) land in its own 2 * n_codes slots, then fold the halves.
+    base = torch.arange(rows, dtype=torch.int32, device=device) * (k * 2 * n_codes) + n_codes
+    total = torch.zeros(rows * k * 2 * n_codes, dtype=torch.int64, device=device)
+    for j, g in enumerate(grads):
+        if g[0].numel() == 0:
+            continue
+        codes = _rows_in_memory_order(g.detach()).view(torch.int32) >> shift
+        codes += (base + j * 2 * n_codes).view(-1, 1)
+        total += torch.bincount(codes.view(-1), minlength=total.numel())
+    total = total.view(rows, k, 2, n_codes)
+    return total[:, :, 0] + total[:, :, 1]
 
-    def __init__(
-        self,
-        names: list[str],
-        sizes: list[int],
-        min_value: float,
-        max_value: float,
-        bins_per_octave: int,
-        backend: str = "auto",
-    ):
-        if backend not in BACKENDS:
-            raise ValueError(f"unknown histogram backend {backend!r}; choose one of {BACKENDS}")
-        if backend == "auto":
-            backend = default_backend()
-            if backend == "torch":
-                log.info("native histogram kernel not built: counting with torch.bincount (same counts, slower)")
-        elif backend == "native" and _native is None:
-            raise RuntimeError(
-                "the native histogram kernel normscape._gradhist is not built: reinstall with a C "
-                "compiler (pip install -e .) or use backend='torch'"
-            )
-        self.backend = backend
+
+def _rows_in_memory_order(t: torch.Tensor) -> torch.Tensor:
+    """(S, *shape) as (S, n) without a copy when each row is dense in memory in some order (e.g. a Linear weight's
+    gradient stored transposed): the order of the elements does not matter to a histogram."""
+    order = [0] + sorted(range(1, t.dim()), key=lambda d: -t.stride(d))
+    permuted = t.permute(order)
+    return permuted.reshape(t.shape[0], -1)
+
+
+class GradHistogram:
+    """One run's per-parameter |grad| histograms: :meth:`add` a step's counts (or :meth:`update` with the flat
+    gradient), :meth:`close_epoch` once per epoch."""
+
+    def __init__(self, names: list[str], sizes: list[int], min_value: float, max_value: float, bins_per_octave: int):
         self.names = list(names)
         self.sizes = [int(n) for n in sizes]
         self.edges = octave_edges(min_value, max_value, bins_per_octave)
@@ -83,41 +79,26 @@ class GradHistogram:
         self.n_codes = 1 << (31 - self.shift)  # every non-negative float32 bit pattern >> shift
         self.num_bins = self.hi_code - self.lo_code
         assert self.num_bins == len(self.edges) - 1
-        self._running = torch.zeros(len(self.names) * self.n_codes, dtype=torch.int64)
-        self._running_np = self._running.numpy()  # the same memory: the native kernel adds into it
-        self._segment_ends = np.cumsum(self.sizes, dtype=np.int64)
-        if self.backend == "torch":
-            # Element i of the flat gradient belongs to parameter k: its codes are offset by k * n_codes, so ONE
-            # bincount over the whole flat gradient fills every parameter's histogram.
-            self._offsets = torch.repeat_interleave(
-                torch.arange(len(self.names), dtype=torch.int32) * self.n_codes, torch.tensor(self.sizes)
-            )
+        self._running = torch.zeros(len(self.names), self.n_codes, dtype=torch.int64)
         self.epochs: list[dict] = []
 
     def _code(self, value: float) -> int:
         bits = np.array([value], dtype=np.float32).view(np.int32)[0]
         return int(bits) >> self.shift
 
-    @torch.no_grad()
+    def add(self, counts: torch.Tensor) -> None:
+        """Add one or more steps' counts, (len(names), n_codes) as :func:`count_codes` returns a row."""
+        self._running += counts.to(self._running.device)
+
     def update(self, flat_grad: torch.Tensor) -> None:
-        """Add every element of the flat gradient (parameters concatenated in ``names`` order)."""
-        if self.backend == "native":
-            values = flat_grad.detach()
-            if values.dtype != torch.float32 or values.device.type != "cpu" or not values.is_contiguous():
-                values = values.to("cpu", torch.float32).contiguous()
-            _native.count_codes(values.numpy(), self._segment_ends, self.shift, self.n_codes, self._running_np)
-            return
-        if self._offsets.device != flat_grad.device:  # a head trained on a GPU: count there (no sync per step)
-            self._offsets = self._offsets.to(flat_grad.device)
-            self._running = self._running.to(flat_grad.device)
-        # abs() clears the sign bit, so the shifted bit pattern of |g| is its fine bin code (NaN/inf: overflow).
-        codes = (flat_grad.detach().abs().view(torch.int32) >> self.shift).add_(self._offsets)
-        self._running += torch.bincount(codes, minlength=self._running.numel())
+        """Add every element of one flat gradient (parameters concatenated in ``names`` order)."""
+        parts = flat_grad.detach().to(torch.float32).split(self.sizes)
+        self.add(count_codes([part.unsqueeze(0) for part in parts], self.shift, self.n_codes)[0])
 
     def close_epoch(self) -> dict:
         """Freeze this epoch's histograms: {name: {counts, underflow, overflow, mean_abs, max_abs}}; reset."""
         epoch = {}
-        running = self._running.view(len(self.names), self.n_codes).cpu()
+        running = self._running.cpu()
         centers = np.sqrt(self.edges[:-1] * self.edges[1:])  # geometric bin centres
         for i, name in enumerate(self.names):
             counts = running[i, self.lo_code : self.hi_code].numpy().copy()

@@ -18,36 +18,57 @@ group and compares every tensor bitwise).
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call, vmap
 
 from normscape.heads import build_head
 
-
-def make_adam(params: list[torch.Tensor], lr: float, weight_decay: float) -> torch.optim.Adam:
-    """``torch.optim.Adam`` over the stack with ``foreach=True``: its ops are elementwise and round every element
-    the same way wherever it sits. Not ``fused=True``: the fused CPU kernel computes the last elements of a tensor
-    (its length modulo the vector width) in scalar code that rounds differently from its vector lanes, so a run's
-    last parameters would depend on how many runs are stacked before it (measured: the last element of a lone
-    run's row differs from the same row in a stack of three after ~250 steps)."""
-    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, foreach=True)
+# Elements per vector register of float32 on the widest CPU the fused kernel vectorises for (AVX-512: 16).
+FUSED_ALIGNMENT = 16
 
 
-def _gemm_layout(stacked: torch.Tensor) -> torch.Tensor:
-    """``stacked`` (S, out, in) matrices stored as their transposes' memory, (S, in, out) contiguous: the layout in
-    which the batched GEMM's backward (``x^T @ grad_out``) produces a Linear weight's gradient, so autograd hands
-    it over as ``.grad`` instead of copying it into the parameter's layout every step. Other shapes: contiguous."""
-    if stacked.dim() != 3:
-        return stacked.contiguous()
-    return stacked.transpose(1, 2).contiguous().transpose(1, 2)
+def fused_adam_available(device: torch.device) -> bool:
+    """Whether this torch offers ``torch.optim.Adam(fused=True)`` on ``device``'s type (CPU: torch >= 2.4)."""
+    if "fused" not in inspect.signature(torch.optim.Adam).parameters:
+        return False
+    return device.type in ("cpu", "cuda")
+
+
+def make_adam(
+    params: list[torch.Tensor], lr: float, weight_decay: float, device: torch.device | None = None
+) -> torch.optim.Adam:
+    """``torch.optim.Adam`` over the stacked parameters, the same per-element arithmetic in every row.
+
+    The fused kernel (one pass over each tensor instead of ~7 ``foreach`` passes) vectorises each tensor in
+    register-wide blocks from its start and does the remainder in scalar code that rounds differently. A run's row
+    starts at a multiple of its own size, so when every row's size is a multiple of the vector width no row ever
+    meets the scalar remainder, alone or stacked; parameters whose rows are not (e.g. a 10-class bias) take
+    ``foreach=True``, whose elementwise ops round every element the same way wherever it sits. Either way a run's
+    numbers do not depend on the runs stacked beside it (tests/test_train.py)."""
+    device = device or params[0].device
+    if not fused_adam_available(device):
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, foreach=True)
+    aligned = [p for p in params if p[0].numel() % FUSED_ALIGNMENT == 0]
+    rest = [p for p in params if p[0].numel() % FUSED_ALIGNMENT != 0]
+    groups = [{"params": aligned, "fused": True, "foreach": False}] if aligned else []
+    groups += [{"params": rest, "fused": False, "foreach": True}] if rest else []
+    return torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay)
 
 
 class StackedHeads:
-    """S heads of one configuration: each parameter stacked into one contiguous (S, *shape) leaf tensor (row s =
-    run s), buffers likewise. Separate contiguous leaves, not views of one flat buffer: autograd then writes each
-    gradient in place, where views of a flat (S, P) buffer cost a reshape copy and a concatenation per parameter
-    and step (measured: together more than the GEMMs)."""
+    """S heads of one configuration: each parameter stacked into one contiguous leaf tensor (row s = run s), buffers
+    likewise. Separate contiguous leaves, not views of one flat buffer: autograd then writes each gradient in
+    place, where views of a flat (S, P) buffer cost a reshape copy and a concatenation per parameter and step.
+
+    Matrices (Linear weights, (out, in) per run) are stored as their transposes, one contiguous (S, in, out) leaf,
+    and handed to the module as its transposed view: (S, in, out) is the layout in which the batched GEMM's
+    backward (``x^T @ grad_out``) produces the gradient, so autograd stores it as ``.grad`` without a copy, and
+    leaf, gradient and Adam's moments are all contiguous, which the fused optimiser needs to run at full speed
+    (on other strides it copies every tensor in and out per step). :meth:`module_shaped` gives any per-parameter
+    stack (values, gradients, moments) in the module's shapes."""
 
     def __init__(self, head_config: dict, states: list[dict[str, torch.Tensor]], device: torch.device):
         self.head_config = head_config
@@ -56,14 +77,27 @@ class StackedHeads:
         self.names = [n for n, _ in template.named_parameters()]
         self.shapes = [tuple(p.shape) for _, p in template.named_parameters()]
         self.sizes = [p.numel() for _, p in template.named_parameters()]
+        self.transposed = {n for n, shape in zip(self.names, self.shapes) if len(shape) == 2}
         self.buffer_names = [n for n, _ in template.named_buffers()]
         self.keys = list(template.state_dict())
         # The module whose forward vmap runs; its own tensors are never used (functional_call replaces them all).
         self.module = template.to(device)
         self.params = {
-            n: torch.nn.Parameter(_gemm_layout(torch.stack([s[n] for s in states]).to(device))) for n in self.names
+            n: torch.nn.Parameter(self.leaf_shaped(n, torch.stack([s[n] for s in states]).to(device)))
+            for n in self.names
         }
         self.buffers = {n: torch.stack([state[n] for state in states]).to(device) for n in self.buffer_names}
+
+    def leaf_shaped(self, name: str, stacked: torch.Tensor) -> torch.Tensor:
+        """A module-shaped (S, *shape) stack of parameter ``name`` in its leaf's layout (contiguous; a copy)."""
+        if name in self.transposed:
+            return stacked.transpose(1, 2).contiguous()
+        return stacked.contiguous()
+
+    def module_shaped(self, name: str, stacked: torch.Tensor) -> torch.Tensor:
+        """A leaf-shaped stack of parameter ``name`` (its values, gradient or a moment) in the module's shapes
+        (a view)."""
+        return stacked.transpose(1, 2) if name in self.transposed else stacked
 
     def __len__(self) -> int:
         return next(iter(self.params.values())).shape[0]
@@ -71,17 +105,36 @@ class StackedHeads:
     def parameters(self) -> list[torch.nn.Parameter]:
         return list(self.params.values())
 
+    def _flat_row(self, tensors: list[torch.Tensor], row: int) -> torch.Tensor:
+        return torch.cat([self.module_shaped(n, t)[row].reshape(-1) for n, t in zip(self.names, tensors)])
+
     def grad_row(self, row: int) -> torch.Tensor:
         """Run ``row``'s gradient as one flat (P,) tensor (a copy; parameters in ``names`` order)."""
-        return torch.cat([p.grad[row].reshape(-1) for p in self.params.values()])
+        return self._flat_row(self.grads(), row)
 
     def param_row(self, row: int) -> torch.Tensor:
         """Run ``row``'s parameters as one flat (P,) tensor (a copy)."""
-        return torch.cat([p.detach()[row].reshape(-1) for p in self.params.values()])
+        return self._flat_row([p.detach() for p in self.params.values()], row)
 
-    def scale_grad_row(self, row: int, factor: float) -> None:
-        for p in self.params.values():
-            p.grad[row].mul_(factor)
+    def moment_row(self, moments: list[torch.Tensor], row: int) -> torch.Tensor:
+        """Run ``row``'s slice of one optimiser moment (one leaf-shaped stack per parameter) as a flat (P,) tensor."""
+        return self._flat_row(moments, row)
+
+    def grads(self) -> list[torch.Tensor]:
+        """Every parameter's stacked gradient, leaf-shaped, in ``names`` order."""
+        return [p.grad for p in self.params.values()]
+
+    def grad_norms(self) -> torch.Tensor:
+        """(S,) each run's global gradient norm (over all its parameters), as one computation for the stack."""
+        per_param = [
+            torch.linalg.vector_norm(g, dim=tuple(range(1, g.dim()))) if g.dim() > 1 else g.abs() for g in self.grads()
+        ]
+        return torch.linalg.vector_norm(torch.stack(per_param, 1), dim=1)
+
+    def scale_grads(self, factors: torch.Tensor) -> None:
+        """Multiply run s's gradient by ``factors[s]`` (S,)."""
+        for g in self.grads():
+            g.mul_(factors.view(-1, *([1] * (g.dim() - 1))))
 
     def forward_backward(
         self, xb: torch.Tensor, yb: torch.Tensor, dropout_masks: torch.Tensor | None
@@ -95,7 +148,8 @@ class StackedHeads:
             return functional_call(self.module, (params, buffers), (x,), {"dropout_mask": mask})
 
         in_dims = (0, 0, 0, 0 if dropout_masks is not None else None)
-        logits = vmap(head, in_dims=in_dims)(self.params, self.buffers, xb, dropout_masks)
+        params = {n: self.module_shaped(n, p) for n, p in self.params.items()}
+        logits = vmap(head, in_dims=in_dims)(params, self.buffers, xb, dropout_masks)
         s, b = yb.shape
         losses = F.cross_entropy(logits.reshape(s * b, -1), yb.reshape(-1), reduction="none").view(s, b).mean(1)
         for p in self.params.values():
@@ -107,8 +161,8 @@ class StackedHeads:
 
     def state_of(self, row: int) -> dict[str, torch.Tensor]:
         """Run ``row``'s head as a ``state_dict`` (CPU copies), in the module's own key order."""
-        tensors = {**self.params, **self.buffers}
-        return {key: tensors[key].detach()[row].to("cpu", copy=True) for key in self.keys}
+        tensors = {**{n: self.module_shaped(n, p.detach()) for n, p in self.params.items()}, **self.buffers}
+        return {key: tensors[key][row].to("cpu").clone(memory_format=torch.contiguous_format) for key in self.keys}
 
     def model_of(self, row: int) -> torch.nn.Module:
         """A plain head holding run ``row``'s current parameters and buffers (a copy)."""
@@ -120,7 +174,5 @@ class StackedHeads:
         """Drop every run but ``rows`` (a stopped run): the stack shrinks, the kept rows' values are unchanged."""
         index = torch.tensor(rows, dtype=torch.long, device=self.device)
         # the same layout as at the start: the GEMMs' rounding depends on it, and a run's numbers must not change
-        self.params = {
-            n: torch.nn.Parameter(_gemm_layout(p.detach().index_select(0, index))) for n, p in self.params.items()
-        }
+        self.params = {n: torch.nn.Parameter(p.detach().index_select(0, index)) for n, p in self.params.items()}
         self.buffers = {n: b.index_select(0, index) for n, b in self.buffers.items()}

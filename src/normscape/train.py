@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from normscape.checkpoint import save_checkpoint
-from normscape.gradhist import GradHistogram
+from normscape.gradhist import GradHistogram, count_codes
 from normscape.heads import build_head
 from normscape.runtime import flush_denormals
 from normscape.stacked import StackedHeads, make_adam
@@ -72,7 +72,8 @@ EVAL_CHUNK = 8192
 CLIP_EPS = 1e-6  # as in torch.nn.utils.clip_grad_norm_
 # Part of every checkpoint's identity: a checkpoint written by an engine with another state layout is not resumed
 # but retrained from scratch.
-ENGINE_VERSION = 5  # 3: divergence on non-finite parameters / exploded losses; 4: native step; 5: grouped torch
+ENGINE_VERSION = 6  # 3: divergence on non-finite parameters / exploded losses; 4: native step; 5: grouped torch;
+# 6: fused Adam where rows are aligned, per-stack norms and histograms
 # A loss this many times the initial validation loss (~ln 10 = 2.3 for a fresh head) is an explosion, not
 # training: a head that learns never gets there, a step size that has blown up does within an epoch.
 DIVERGENCE_LOSS_FACTOR = 1000.0
@@ -258,7 +259,7 @@ class Trainer:
         self.keep_trajectory = keep_trajectory
         for run in self.runs:
             run.trajectory = [self._cpu_params(run.row)] if keep_trajectory else []
-        self.opt = make_adam(self.stack.parameters(), lr, weight_decay)
+        self.opt = make_adam(self.stack.parameters(), lr, weight_decay, self.device)
         self.start_epoch = 1
 
     @property
@@ -279,7 +280,7 @@ class Trainer:
         states = [self.opt.state.get(p) for p in self.stack.parameters()]
         if not all(states):
             return None
-        flat = {k: torch.cat([st[k][row].reshape(-1) for st in states]) for k in ("exp_avg", "exp_avg_sq")}
+        flat = {k: self.stack.moment_row([st[k] for st in states], row) for k in ("exp_avg", "exp_avg_sq")}
         return {"step": states[0]["step"].clone(), **flat}
 
     def run_state(self, run: RunRecord) -> dict[str, torch.Tensor]:
@@ -304,6 +305,8 @@ class Trainer:
         loss_sum, correct = np.zeros(k), np.zeros(k, dtype=np.int64)
         seen = 0
         hidden, p = self.head_config["hidden"], self.dropout
+        shift, n_codes = active[0].hist.shift, active[0].hist.n_codes
+        hist_counts = torch.zeros(k, len(self.names), n_codes, dtype=torch.int64, device=self.device)
         for i in range(n_batches):
             idx = perms[:, i * bs : (i + 1) * bs]
             b = idx.shape[1]
@@ -314,19 +317,21 @@ class Trainer:
                 masks = torch.stack([torch.empty(b, hidden).bernoulli_(1 - p, generator=r.rng) for r in active])
                 masks = masks.div_(1 - p).to(self.device)
             losses, batch_correct = self.stack.forward_backward(xb, yb, masks)
+            # each run's own global norm and clipping (torch.nn.utils.clip_grad_norm_'s formula over its own row),
+            # for the whole stack at once; one transfer of the k norms per step
+            norms = self.stack.grad_norms()
+            pre[:, i] = post[:, i] = norms.cpu().numpy()
+            if self.clip is not None:
+                coef = self.clip / (norms.double() + CLIP_EPS)
+                coef = torch.where(coef < 1.0, coef, torch.ones_like(coef))  # NaN: no multiply
+                self.stack.scale_grads(coef.float())
+                post[:, i] = (norms.double() * coef).cpu().numpy()
+            # the gradient Adam receives (after clipping), counted for every run in one pass per parameter
+            hist_counts += count_codes(self.stack.grads(), shift, n_codes)
             for row, run in enumerate(active):
-                # each run's own global norm and clipping, over its own gradient (torch.nn.utils.clip_grad_norm_'s
-                # formula); .item() on the CPU costs no pipeline stall (ops are synchronous there)
+                if run.probe is None and run.tracker is None:
+                    continue
                 grad = self.stack.grad_row(row)
-                norm = torch.linalg.vector_norm(grad).item()
-                pre[row, i] = post[row, i] = norm
-                if self.clip is not None:
-                    coef = min(self.clip / (norm + CLIP_EPS), 1.0)  # NaN: no multiply
-                    if coef < 1.0:
-                        self.stack.scale_grad_row(row, coef)
-                        grad.mul_(coef)
-                        post[row, i] = norm * coef
-                run.hist.update(grad)  # the gradient Adam receives (after clipping)
                 if run.probe is not None:
                     run.probe(RunView(self, row, grad), (epoch - 1) * n_batches + i, xb[row], yb[row])
                 if run.tracker is not None:
@@ -337,7 +342,9 @@ class Trainer:
             seen += b
         rows = []
         elapsed = time.perf_counter() - t0
+        hist_counts = hist_counts.cpu()
         for row, run in enumerate(active):
+            run.hist.add(hist_counts[row])
             run.hist.close_epoch()
             run.step_norms.append(pre[row])
             run.step_norms_post.append(post[row])
@@ -363,7 +370,7 @@ class Trainer:
         return rows
 
     def _param_rows(self, row: int) -> list[torch.Tensor]:
-        return [p.detach()[row] for p in self.stack.parameters()]
+        return [self.stack.module_shaped(n, p.detach())[row] for n, p in self.stack.params.items()]
 
     def fit(self, checkpoint_paths: Any = None, provenances: Any = None) -> None:
         """Train every active run to ``epochs``; after each epoch each run's checkpoint is written to its path
@@ -443,13 +450,22 @@ class Trainer:
 
     def _new_optimizer(self, step: torch.Tensor | None, moments: list[dict] | None) -> None:
         """A fresh Adam over the stack, with the given moments (per parameter: stacked exp_avg, exp_avg_sq)."""
-        self.opt = make_adam(self.stack.parameters(), self.lr, self.weight_decay)
+        self.opt = make_adam(self.stack.parameters(), self.lr, self.weight_decay, self.device)
         if moments is None:
             return
         state = self.opt.state_dict()
+        # state_dict numbers the parameters in the order of the optimiser's groups, not the stack's
+        order = [p for group in self.opt.param_groups for p in group["params"]]
+        position = {id(p): i for i, p in enumerate(order)}
+        # each moment in its parameter's memory layout: the fused CPU kernel walks params, grads and moments as
+        # flat memory and silently mixes elements up when their strides differ (docs/upstream/torch-fused-adam-
+        # strides.md); autograd already hands over grads in the parameter's layout
         state["state"] = {
-            i: {"step": step.clone(), **{k: m[k].to(self.device) for k in ("exp_avg", "exp_avg_sq")}}
-            for i, m in enumerate(moments)
+            position[id(p)]: {
+                "step": step.clone(),
+                **{k: torch.empty_like(p.detach()).copy_(m[k]) for k in ("exp_avg", "exp_avg_sq")},
+            }
+            for p, m in zip(self.stack.parameters(), moments)
         }
         self.opt.load_state_dict(state)
 
@@ -460,8 +476,11 @@ class Trainer:
         if run.row is not None and all(self.opt.state.get(p) for p in self.stack.parameters()):
             states = [self.opt.state[p] for p in self.stack.parameters()]
             moments = {"step": states[0]["step"].cpu().clone()}
-            for k in ("exp_avg", "exp_avg_sq"):
-                moments[k] = [st[k][run.row].to("cpu", copy=True) for st in states]
+            for k in ("exp_avg", "exp_avg_sq"):  # in the module's shapes, like the model
+                moments[k] = [
+                    self.stack.module_shaped(n, st[k])[run.row].to("cpu").clone(memory_format=torch.contiguous_format)
+                    for n, st in zip(self.stack.names, states)
+                ]
         return {
             "provenance": provenance,
             "epoch": len(run.metrics),
@@ -515,8 +534,11 @@ class Trainer:
             saved = [s["optimizer"] for _, s in training]
             if all(m is not None for m in saved):
                 moments = [
-                    {k: torch.stack([m[k][i] for m in saved]) for k in ("exp_avg", "exp_avg_sq")}
-                    for i in range(len(self.stack.names))
+                    {
+                        k: self.stack.leaf_shaped(name, torch.stack([m[k][i] for m in saved]))
+                        for k in ("exp_avg", "exp_avg_sq")
+                    }
+                    for i, name in enumerate(self.stack.names)
                 ]
                 self._new_optimizer(saved[0]["step"], moments)
             else:
