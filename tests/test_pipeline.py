@@ -184,6 +184,18 @@ def test_diagnostics_outputs_have_sane_numbers(tiny_workflow):
         land = results / "landscapes" / "convergence" / head / "base" / "seed0"
         spectrum = json.loads((land / "spectrum.json").read_text())
         adaptive = json.loads((land / "adaptive_sharpness.json").read_text())
+        matched = json.loads((land / "matched_sharpness.json").read_text())
+        assert matched["provenance"]["run_identity"] == summary["provenance"]["identity"]
+        metrics = (run / "metrics.csv").read_text().splitlines()
+        losses = [float(line.split(",")[1]) for line in metrics[1:]]
+        # the first epoch at or below the common level (which no learning run's final loss exceeds)
+        assert (
+            losses[matched["epoch"] - 1]
+            <= matched["level"]
+            < (losses[matched["epoch"] - 2] if matched["epoch"] > 1 else 9e9)
+        )
+        assert losses[-1] <= matched["level"]
+        assert matched["top_eigenvalue"] >= matched["min_eigenvalue"] and matched["final_top_eigenvalue"] > 0
         for record in (spectrum, adaptive):
             assert record["provenance"]["run_identity"] == summary["provenance"]["identity"]
         assert set(spectrum) - {"enabled", "provenance"} == ({"eval", "train"} if head == "batch" else {"eval"})

@@ -68,12 +68,18 @@ DEFAULTS = {
         "spectrum.eval.slq_trace": "Hessian trace (SLQ)",
         "adaptive.eval.average.0.05": "average-case adaptive sharpness (rho = 0.05)",
         "adaptive.eval.worst.0.002": "worst-case adaptive sharpness (rho = 0.002)",
+        # like with like: every head where its training loss first reaches a level all learning heads reach
+        # (normscape.matched), and beside it the final point measured the same way
+        "matched.top_eigenvalue": "λmax at matched training loss",
+        "matched.hessian_trace": "Hessian trace at matched training loss",
+        "matched.final_top_eigenvalue": "λmax at the final point (measured as the matched one)",
     },
     # the standard error of each stochastic measure (a row on it says "estimator too noisy" within its error)
     "standard_errors": {
         "sharpness.hessian_trace_hutchinson": "sharpness.hessian_trace_hutchinson_sem",
         "spectrum.eval.slq_trace": "spectrum.eval.slq_trace_sem",
         "adaptive.eval.average.0.05": "adaptive.eval.average_sem.0.05",
+        "matched.hessian_trace": "matched.hessian_trace_sem",
     },
     "smoothness_measures": {
         "smoothness.loss_range_median": "loss range along the update (median over steps)",

@@ -32,13 +32,22 @@ log = logging.getLogger(__name__)
 
 
 class HessianOperator:
-    """v -> H v for the loss of ``model`` on (x, y) in eval mode, in the model's precision; on flat vectors
-    (:meth:`matvec`, float64 out) or on dicts shaped like the parameters (call)."""
+    """v -> H v for the loss of ``model`` on (x, y), in the model's precision; on flat vectors (:meth:`matvec`,
+    float64 out) or on dicts shaped like the parameters (call). ``mode``/``batch_size``: as normscape.headloss's
+    (eval: running statistics; train: BatchNorm's batch statistics in batches of ``batch_size``)."""
 
-    def __init__(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, dtype: torch.dtype | None = None):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        dtype: torch.dtype | None = None,
+        mode: str = "eval",
+        batch_size: int | None = None,
+    ):
         self.params = {k: v.detach() for k, v in model.named_parameters()}
         dtype = dtype or next(iter(self.params.values())).dtype
-        self.loss = HeadLoss(model, x, y, mode="eval", dtype=dtype)
+        self.loss = HeadLoss(model, x, y, mode=mode, batch_size=batch_size, dtype=dtype)
         self.dim = self.loss.dim
 
     def matvec(self, v: torch.Tensor) -> torch.Tensor:

@@ -29,6 +29,8 @@ class Measure:
 
 MEASURES: dict[str, Measure] = {
     "sharpness": Measure("sharpness", "sharpness.json", ("sharpness.json",), "landscape", "sharpness"),
+    # curvature at the experiment's common training-loss level (normscape.matched)
+    "matched": Measure("matched", "matched_sharpness.json", ("matched_sharpness.json",), "landscape", "matched"),
     "spectrum": Measure(
         "spectrum", "spectrum.json", ("spectrum.h5", "spectrum.json"), "landscape", "curvature", "spectrum"
     ),

@@ -85,6 +85,42 @@ rule curvature:
         "../scripts/curvature.py"
 
 
+# Curvature at matched training loss (normscape.matched): each landscape run's lambda_max, lambda_min and trace
+# where its training loss first reaches the highest final training loss among the experiment's learning runs,
+# beside its final point. Its inputs are every run of the experiment (the level depends on all of them).
+
+
+rule matched:
+    input:
+        features=FEATURES,
+        model_final=f"{RUN_DIR}/model_final.pt",
+        trajectory=f"{RUN_DIR}/trajectory.pt",
+        metrics=lambda wc: run_files(wc.experiment, "metrics.csv"),
+        summaries=lambda wc: run_files(wc.experiment, "summary.json"),
+    output:
+        f"{LANDSCAPE_DIR}/matched_sharpness.json",
+    log:
+        f"{RESULTS}/logs/matched/{paths.RUN_LAYOUT}.log",
+    priority: LANDSCAPE_PRIORITY
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=1500,
+        runtime=30,
+    params:
+        settings=lambda wc: canonical(
+            {
+                **config["landscape"]["hessian"],
+                "min_val_acc": config["claims"]["min_val_acc"],
+                "seed": config["landscape"]["direction_seed"],
+                "batch_size": find_run(config, wc.experiment, wc.head, wc.variant, wc.seed).training["batch_size"],
+            }
+        ),
+    script:
+        "../scripts/matched.py"
+
+
 STAGE_TARGETS["landscape"] = [
     f"{landscape_dir(run)}/{name}"
     for run in enumerate_runs(config, config["landscape"]["experiments"])

@@ -93,3 +93,28 @@ STAGE_TARGETS["report"] = (
         for name in ("plane.vts", "pca_plane.vts", "trajectory.vtp")
     ]
 )
+
+
+# docs/results.md (normscape.resultsdoc): the finished study's tables with the inputs they were computed from and
+# the command that reproduces them. Not part of `all`: it writes into docs/ of the working directory, on request.
+
+
+rule results_doc:
+    input:
+        summary=f"{RESULTS}/tables/summary.md",
+        claims=f"{RESULTS}/tables/claims.md",
+        features=FEATURES,
+    output:
+        "docs/results.md",
+    log:
+        f"{RESULTS}/logs/tables/results_doc.log",
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+    params:
+        config=canonical(config),
+    script:
+        "../scripts/results_doc.py"
