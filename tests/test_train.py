@@ -347,3 +347,23 @@ def test_a_diverged_run_stops_and_the_others_go_on(data):
     assert tr.runs[0].diverged_epoch == 1 and len(tr.runs[0].metrics) == 1 and tr.runs[0].row is None
     assert len(tr.runs[1].metrics) == 3 and torch.equal(tr.flat_param[0], alone.flat_param[0])
     assert torch.isnan(tr.run_state(tr.runs[0])["fc1.weight"][0, 0])  # it stopped with the state it diverged in
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a CUDA GPU")
+def test_training_on_cuda_without_a_gpu_says_so(features_file, tmp_path):
+    from normscape.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="training.device is cuda, but torch sees no CUDA GPU"):
+        train_run(features_file, tmp_path / "r", RUN, training(device="cuda"), HEAD, GH)
+    assert not (tmp_path / "r" / "summary.json").exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_group_trains_on_cuda_like_on_the_cpu(data):
+    # float32 GEMMs round differently on a GPU: the same runs, close but not bitwise
+    cpu = Trainer(data, "batch", [0, 1], 2, 64, 1e-3, hidden=32)
+    gpu = Trainer(data, "batch", [0, 1], 2, 64, 1e-3, hidden=32, device="cuda")
+    cpu.fit()
+    gpu.fit()
+    for a, b in zip(cpu.runs, gpu.runs):
+        assert abs(a.metrics[-1]["val_acc"] - b.metrics[-1]["val_acc"]) <= 0.02

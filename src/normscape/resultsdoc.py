@@ -82,7 +82,7 @@ def render(summary_md: str, claims_md: str, features_attrs: dict[str, Any], conf
             yaml.safe_dump(overrides, sort_keys=False).rstrip(),
             "```",
             "",
-            "```bash",
+            "```text",
             "snakemake --cores all all --configfile real.yaml",
             "snakemake --cores 1 docs/results.md --configfile real.yaml",
             "```",

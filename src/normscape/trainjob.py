@@ -21,6 +21,7 @@ import torch
 from normscape import featurestore
 from normscape.atomic import atomic_path, write_json
 from normscape.checkpoint import discard_checkpoint, load_checkpoint
+from normscape.errors import ConfigError
 from normscape.runtime import flush_denormals
 from normscape.train import ENGINE_VERSION, METRIC_COLUMNS, RunRecord, Trainer, config_hash
 
@@ -158,6 +159,11 @@ def train_group(
                 "provenance": provenance,
                 "state": state,
             }
+        )
+    if training.get("device", "cpu") == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            "training.device is cuda, but torch sees no CUDA GPU on this machine: set training.device: cpu, or run "
+            "the train jobs where a GPU is (a CUDA build of torch and a visible device)"
         )
     data = load_features(features)
     cohorts: dict[int, list[int]] = {}
