@@ -102,8 +102,12 @@ class SmoothnessProbe:
         self.keep_vectors = False  # tests: keep (theta, u) of each record
         self.vectors: list[tuple[torch.Tensor, torch.Tensor]] = []
 
+    def wants(self, step: int) -> bool:
+        """Whether the probe measures before optimiser step ``step`` (the trainer builds its view only then)."""
+        return step % self.every == 0
+
     def __call__(self, trainer, step: int, xb: torch.Tensor, yb: torch.Tensor) -> None:
-        if step % self.every:
+        if not self.wants(step):
             return
         t0 = time.perf_counter()
         if self.direction == "update":

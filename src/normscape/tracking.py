@@ -262,11 +262,13 @@ class WandbTracker:
         self._watch_freq = log_freq if self.run is not None else 0
         self._step = first_step
 
-    def before_step(self, names: list[str], grads: list, params: list) -> None:
+    def before_step(self, names: list[str], grads: Callable[[], list], params: Callable[[], list]) -> None:
+        """Called before every optimiser step; ``grads`` / ``params`` build the run's tensors, called only on the
+        steps that log them (every ``watch_log_freq``): the trainer copies nothing out of its stack otherwise."""
         self._step = getattr(self, "_step", 0) + 1
         freq = getattr(self, "_watch_freq", 0)
         if freq and self.run is not None and self._step % freq == 0:
-            self.log_tensors(self._step, names, grads, params)
+            self.log_tensors(self._step, names, grads(), params())
 
     def log_tensors(self, step: int, names: list[str], grads: list, params: list) -> None:
         import wandb

@@ -200,8 +200,8 @@ class Trainer:
 
     ``seeds``: one seed or a list; ``probe``: one probe per seed (a list), or one probe when training one seed
     (normscape.smoothness.SmoothnessProbe, called as ``probe(view, step, xb, yb)`` with a :class:`RunView` before
-    every optimiser step; it must not change the model, the optimiser or the RNG; its records travel in the
-    checkpoint).
+    every optimiser step its ``wants(step)`` accepts (every step without that method); it must not change the
+    model, the optimiser or the RNG; its records travel in the checkpoint).
     """
 
     def __init__(
@@ -328,14 +328,17 @@ class Trainer:
                 post[:, i] = (norms.double() * coef).cpu().numpy()
             # the gradient Adam receives (after clipping), counted for every run in one pass per parameter
             hist_counts += count_codes(self.stack.grads(), shift, n_codes)
+            step = (epoch - 1) * n_batches + i
             for row, run in enumerate(active):
-                if run.probe is None and run.tracker is None:
-                    continue
-                grad = self.stack.grad_row(row)
-                if run.probe is not None:
-                    run.probe(RunView(self, row, grad), (epoch - 1) * n_batches + i, xb[row], yb[row])
+                # a probe or tracker reads a run's tensors on the steps it measures (copies out of the stack)
+                if run.probe is not None and getattr(run.probe, "wants", lambda _: True)(step):
+                    run.probe(RunView(self, row, self.stack.grad_row(row)), step, xb[row], yb[row])
                 if run.tracker is not None:
-                    run.tracker.before_step(self.names, grad.split(self.stack.sizes), self._param_rows(row))
+                    run.tracker.before_step(
+                        self.names,
+                        lambda row=row: self.stack.grad_row(row).split(self.stack.sizes),
+                        lambda row=row: self._param_rows(row),
+                    )
             self.opt.step()
             loss_sum += losses.double().numpy() * b
             correct += batch_correct.numpy()
