@@ -28,6 +28,7 @@ class Limits:
     lo: float
     hi: float
     off_axis: dict[str, np.ndarray]
+    why: dict[str, str] = dataclasses.field(default_factory=dict)  # label -> why it is off the axis
 
 
 def _finite(values) -> np.ndarray:
@@ -35,16 +36,18 @@ def _finite(values) -> np.ndarray:
     return v[np.isfinite(v)]
 
 
-def fit_limits(curves: dict[str, np.ndarray], margin: float = 0.06) -> Limits | None:
-    """A range for the curves that learn: a curve whose values all lie outside the others' range, farther from
-    it than that range is wide (a dead run's flat ln 10 among losses of 0.7-1.3, a dead head's chance accuracy
-    among 75 %), is left off and returned in ``off_axis``. At least one curve is always kept; None if no curve
-    has a finite value (every run diverged)."""
+def fit_limits(
+    curves: dict[str, np.ndarray], margin: float = 0.06, dead: set[str] | frozenset = frozenset()
+) -> Limits | None:
+    """A range for the curves that learn. Left off (and returned in ``off_axis`` where they leave the range):
+    the curves named in ``dead`` (runs that did not learn, see :func:`at_chance`), and any curve whose values
+    all lie outside the others' range, farther from it than that range is wide (a run whose loss ran away).
+    At least one curve is always kept; None if no curve has a finite value (every run diverged)."""
     finite = {k: _finite(v) for k, v in curves.items()}
     finite = {k: v for k, v in finite.items() if v.size}
     if not finite:
         return None
-    kept, off = dict(finite), {}
+    kept = {k: v for k, v in finite.items() if k not in dead} or dict(finite)
     while len(kept) > 1:
         # only the curve with the lowest minimum or the highest maximum can lie apart from all the others
         candidates = {min(kept, key=lambda k: kept[k].min()), max(kept, key=lambda k: kept[k].max())}
@@ -54,9 +57,8 @@ def fit_limits(curves: dict[str, np.ndarray], margin: float = 0.06) -> Limits | 
             lo, hi = rest.min(), rest.max()
             width = max(hi - lo, 1e-12 * max(abs(lo), abs(hi), 1.0))
             v = kept[key]
-            gap = max(lo - v.max(), v.min() - hi)
-            if gap > width:
-                off[key] = kept.pop(key)
+            if max(lo - v.max(), v.min() - hi) > width:
+                kept.pop(key)
                 removed = True
                 break
         if not removed:
@@ -64,7 +66,23 @@ def fit_limits(curves: dict[str, np.ndarray], margin: float = 0.06) -> Limits | 
     values = np.concatenate(list(kept.values()))
     lo, hi = float(values.min()), float(values.max())
     pad = margin * (hi - lo) if hi > lo else max(abs(hi) * 0.05, 1e-3)
-    return Limits(lo - pad, hi + pad, off)
+    lo, hi = lo - pad, hi + pad
+    off = {k: v for k, v in finite.items() if k not in kept and ((v < lo) | (v > hi)).any()}
+    why = {k: "did not learn: chance level" if k in dead else "far from the other curves" for k in off}
+    return Limits(lo, hi, off, why)
+
+
+def at_chance(accuracy: np.ndarray, loss: np.ndarray, tolerance: float = 0.1) -> bool:
+    """True for a run that did not learn: at every epoch its loss is that of a uniform guess over the classes,
+    ln(1 / accuracy) within ``tolerance`` nats, at an accuracy below one half (a dead FRN: 0.10 and 2.30 = ln 10).
+    A learning head's loss is far below ln(1 / accuracy); a perfect fit (accuracy 1, loss 0) is excluded by the
+    accuracy bound."""
+    acc, loss = np.asarray(accuracy, dtype=float), np.asarray(loss, dtype=float)
+    ok = np.isfinite(acc) & np.isfinite(loss) & (acc > 0)
+    if not ok.any():
+        return False
+    acc, loss = acc[ok], loss[ok]
+    return bool(np.all(acc < 0.5) and np.all(np.abs(loss - np.log(1 / acc)) < tolerance))
 
 
 def describe_values(values: np.ndarray) -> str:
@@ -75,33 +93,39 @@ def describe_values(values: np.ndarray) -> str:
     return f"{lo:.3g}–{hi:.3g}"
 
 
-def mark_off_axis(ax, limits: Limits, what: str = "did not learn") -> None:
-    """Say in the panel which curves are off the axis, where (above / below) and at what values."""
-    lines = []
+def mark_off_axis(ax, limits: Limits) -> None:
+    """Set the y range and say in the panel which curves are off it, where (above / below), at what values and
+    why. The note sits at the edge its curve left by, in a band added to the range so it covers no data."""
+    notes: dict[str, list[str]] = {"top": [], "bottom": []}
     for label, values in limits.off_axis.items():
-        arrow = "↑ above" if np.min(values) > limits.hi else "↓ below"
-        lines.append(f"{arrow} the axis: {label} at {describe_values(values)} ({what})")
-    if lines:
-        ax.text(
-            0.02,
-            0.02,
-            "\n".join(lines),
-            transform=ax.transAxes,
-            ha="left",
-            va="bottom",
-            fontsize=6.5,
-            color="tab:red",
-            bbox={"facecolor": "white", "alpha": 0.85, "lw": 0},
-            zorder=10,
-        )
+        below = np.max(values) < limits.lo
+        where = "↓ below the axis" if below else "↑ above the axis" if np.min(values) > limits.hi else "partly off"
+        why = limits.why.get(label, "off scale")
+        notes["bottom" if below else "top"].append(f"{where}: {label} at {describe_values(values)} ({why})")
+    span = limits.hi - limits.lo
+    lo = limits.lo - 0.09 * span * len(notes["bottom"])
+    hi = limits.hi + 0.09 * span * len(notes["top"])
+    ax.set_ylim(lo, hi)
+    for edge, lines in notes.items():
+        if lines:
+            ax.text(
+                0.02,
+                0.985 if edge == "top" else 0.015,
+                "\n".join(lines),
+                transform=ax.transAxes,
+                ha="left",
+                va="top" if edge == "top" else "bottom",
+                fontsize=6.5,
+                color="tab:red",
+                bbox={"facecolor": "white", "alpha": 0.85, "lw": 0, "pad": 1},
+                zorder=10,
+            )
 
 
-def apply_limits(ax, limits: Limits | None, axis: str = "y", what: str = "did not learn") -> None:
-    """Set ``axis`` of ``ax`` to ``limits`` (nothing if None) and name the curves left off."""
-    if limits is None:
-        return
-    (ax.set_ylim if axis == "y" else ax.set_xlim)(limits.lo, limits.hi)
-    mark_off_axis(ax, limits, what)
+def apply_limits(ax, limits: Limits | None) -> None:
+    """Fit the y axis of ``ax`` to ``limits`` (nothing if None) and name the curves left off."""
+    if limits is not None:
+        mark_off_axis(ax, limits)
 
 
 def legend_label(name: str, n: int | None = None) -> str:
@@ -132,9 +156,11 @@ def round_log_ticks(lo: float, hi: float, minimum: int = 3) -> tuple[np.ndarray,
     raise AssertionError("unreachable")
 
 
-def set_round_log_axis(ax, axis: str, lo: float, hi: float) -> None:
-    """Log scale on ``axis`` with round labelled ticks around [lo, hi] (see :func:`round_log_ticks`)."""
+def set_round_log_axis(ax, axis: str, lo: float, hi: float, pad: float = 0.0) -> None:
+    """Log scale on ``axis`` with round labelled ticks around [lo, hi] (see :func:`round_log_ticks`); ``pad``
+    widens the limits by that fraction of a decade (markers at the ends stay whole)."""
     ticks, new_lo, new_hi = round_log_ticks(lo, hi)
+    new_lo, new_hi = new_lo / 10.0**pad, new_hi * 10.0**pad
     target = ax.yaxis if axis == "y" else ax.xaxis
     (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
     (ax.set_ylim if axis == "y" else ax.set_xlim)(new_lo, new_hi)

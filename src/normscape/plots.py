@@ -21,7 +21,15 @@ from pathlib import Path
 import numpy as np
 
 from normscape.norms import COLOURS, LazyModule
-from normscape.plotaxes import apply_limits, colorbar_ticks, fit_limits, legend_label, mark_off_axis, set_round_log_axis
+from normscape.plotaxes import (
+    apply_limits,
+    at_chance,
+    colorbar_ticks,
+    fit_limits,
+    legend_label,
+    mark_off_axis,
+    set_round_log_axis,
+)
 from normscape.results import (
     HEAD_LABELS,
     head_sort_key,
@@ -140,7 +148,7 @@ def plot_curves(
         df[group].unique(),
         key=lambda k: (head_sort_key(k) if group == "head" else order.index(k) if k in order else len(order), str(k)),
     )
-    drawn, marks = {}, []
+    drawn, marks, dead = {}, [], set()
     for key in keys:
         sub = df[df[group] == key]
         stats = _seed_stats(sub, metric)
@@ -154,6 +162,10 @@ def plot_curves(
             ax.plot(stats["epoch"], centred_average(mean, window), lw=0.8, alpha=0.45, ls=":", **solid)
         ax.fill_between(stats["epoch"], mean - std, mean + std, alpha=0.15, color=style.get("color"), lw=0)
         drawn[name] = np.concatenate([mean, mean - std, mean + std])
+        if {"val_acc", "val_loss"} <= set(sub.columns):
+            means = sub.groupby("epoch")[["val_acc", "val_loss"]].mean()
+            if at_chance(means["val_acc"].to_numpy(), means["val_loss"].to_numpy()):
+                dead.add(name)
         diverged = sub[sub["diverged"] == 1]
         if len(diverged):
             marks.append((diverged["epoch"].to_numpy(), diverged[metric].to_numpy(dtype=float), style.get("color")))
@@ -161,7 +173,7 @@ def plot_curves(
     ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
     ax.set_ylabel(METRIC_LABELS.get(metric, metric))
     ax.grid(alpha=0.3)
-    return Curves(drawn, marks)
+    return Curves(drawn, marks, dead)
 
 
 @dataclasses.dataclass
@@ -171,18 +183,23 @@ class Curves:
 
     values: dict[str, np.ndarray]
     diverged: list[tuple[np.ndarray, np.ndarray, str | None]]
+    dead: set[str]  # labels of the curves of runs that did not learn (plotaxes.at_chance)
 
 
 def finish_curve_axes(axes: list, drawn: list[Curves]) -> None:
     """One y range for ``axes`` (shared where panels are compared), fitted to the curves that learn; a dead or
     diverged curve is named in the panel instead of stretching the axis. Diverged epochs are marked x, at the
     top of the axis when their value is not finite."""
-    limits = fit_limits({f"{i}:{k}": v for i, d in enumerate(drawn) for k, v in d.values.items()})
+    limits = fit_limits(
+        {f"{i}:{k}": v for i, d in enumerate(drawn) for k, v in d.values.items()},
+        dead={f"{i}:{k}" for i, d in enumerate(drawn) for k in d.dead},
+    )
     for i, ax in enumerate(axes):
         if limits is not None:
-            ax.set_ylim(limits.lo, limits.hi)
-            mine = {k.split(":", 1)[1]: v for k, v in limits.off_axis.items() if k.split(":", 1)[0] == str(i)}
-            mark_off_axis(ax, dataclasses.replace(limits, off_axis=mine))
+            prefix = f"{i}:"
+            mine = {k.removeprefix(prefix): v for k, v in limits.off_axis.items() if k.startswith(prefix)}
+            why = {k.removeprefix(prefix): v for k, v in limits.why.items() if k.startswith(prefix)}
+            mark_off_axis(ax, dataclasses.replace(limits, off_axis=mine, why=why))
         top = ax.get_ylim()[1]
         for epochs, values, colour in drawn[i].diverged:
             shown = np.where(np.isfinite(values) & (values <= top), values, top)
@@ -470,7 +487,8 @@ def landscape_contours(landscapes: list[str], title: str = "") -> plt.Figure:
         ax.set_aspect("equal")
         _colorbar(fig, cs, ax, lo, hi, log=True)
     fig.suptitle(
-        f"{_joined(title, seeds)}: loss around each trained head (★) on a random filter-normalised plane, log colour scale per head"
+        f"{_joined(title, seeds)}: loss around each trained head (★) on a random filter-normalised plane\n"
+        "(log colour scale per head)"
     )
     return fig
 
@@ -510,7 +528,8 @@ def landscape_pca(landscapes: list[str], title: str = "") -> plt.Figure:
         _colorbar(fig, cs, ax, lo, hi, log=True)
     place_legend(fig, axes[0][0])
     fig.suptitle(
-        f"{_joined(title, seeds)}: optimisation path on its first two principal components (equal axis scales; log colour scale per head)"
+        f"{_joined(title, seeds)}: optimisation path on its first two principal components\n"
+        "(both axes on one scale; log colour scale per head)"
     )
     return fig
 
@@ -586,9 +605,12 @@ def batch_size_figure(summaries: list[str], title: str = "") -> plt.Figure:
     ax.grid(alpha=0.3)
     place_legend(fig, ax)
     counts = df.groupby(["head", "batch_size"]).size()
-    n = f"n = {counts.min()}" if counts.min() == counts.max() else f"n = {counts.min()}–{counts.max()}"
-    spread = "one seed per point: no error bars" if counts.max() == 1 else "mean ± std over seeds"
-    fig.suptitle(f"{title}\n{n} seed(s) per point, {spread}" if title else f"{n} seed(s) per point, {spread}")
+    lo, hi = int(counts.min()), int(counts.max())
+    if hi == 1:
+        n = "n = 1 seed per point: no spread to show, no error bars"
+    else:
+        n = f"n = {lo if lo == hi else f'{lo}–{hi}'} seeds per point, mean ± std"
+    fig.suptitle(f"{title}\n{n}" if title else n)
     return fig
 
 
@@ -768,20 +790,28 @@ FIGURES: dict[str, FigureSpec] = {
     "fig_smoothness": FigureSpec(
         "diagnostics",
         {"smoothness": [("convergence", "smoothness.h5", None)]},
-        lambda i, s: _diagnostics().plot_smoothness(i["smoothness"], None, None),
+        lambda i, s: _diagnostics().plot_smoothness(
+            i["smoothness"], None, None, title=experiment_title(s, "convergence")
+        ),
     ),
     "fig_hessian_density": FigureSpec(
         "diagnostics",
         {"spectra": [("convergence", "spectrum.h5", None)]},
         lambda i, s: _diagnostics().plot_spectrum_density(
-            i["spectra"], None, None, sigma_fraction=s["density_sigma_fraction"]
+            i["spectra"],
+            None,
+            None,
+            sigma_fraction=s["density_sigma_fraction"],
+            title=experiment_title(s, "convergence"),
         ),
         settings="spectrum",
     ),
     "fig_adaptive_sharpness": FigureSpec(
         "diagnostics",
         {"adaptive": [("convergence", "adaptive_sharpness.json", None)]},
-        lambda i, s: _diagnostics().plot_adaptive_sharpness(i["adaptive"], None, None),
+        lambda i, s: _diagnostics().plot_adaptive_sharpness(
+            i["adaptive"], None, None, title=experiment_title(s, "convergence")
+        ),
     ),
 }
 
