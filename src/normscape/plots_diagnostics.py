@@ -23,7 +23,7 @@ from normscape.spectrum import read_spectrum_h5, spectral_density
 SMOOTHNESS_PANELS = (
     ("loss_range", "loss range along the step", "max − min loss (nats)"),
     ("grad_change", "‖∇L(θ+u) − ∇L(θ)‖ (gradient change)", "‖Δ∇L‖ (nats per unit of θ)"),
-    ("beta", "effective β-smoothness", "β = max ‖Δ∇L‖ / ‖Δθ‖ (nats per unit of θ²)"),
+    ("beta", "effective β-smoothness: max ‖Δ∇L‖ / ‖Δθ‖", "β (nats per unit of θ²)"),
 )
 
 
