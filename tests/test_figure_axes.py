@@ -172,3 +172,26 @@ def test_hessian_density_axis_is_not_stretched_by_outlier_eigenvalues_and_names_
     assert len(axes) == 3 and {ax.get_xlim() for ax in axes} == {(lo, hi)}  # one panel per head, shared x
     assert "-280" in panel_texts(axes[2]) and not panel_texts(axes[0])
     assert fig.get_suptitle().startswith("Exp. 1 (lr 0.001): Hessian eigenvalue density")
+
+
+def test_batch_size_figure_states_n_and_epochs_and_fits_the_heads_that_learn(tmp_path):
+    import json
+
+    paths = []
+    finals = {"batch": [0.77, 0.765, 0.76], "layer": [0.75, 0.745, 0.74], "frn": [0.1, 0.1, 0.1]}
+    for head, accs in finals.items():
+        for bs, acc in zip((8, 32, 128), accs):
+            d = tmp_path / "runs" / "batch_size" / head / f"bs-{bs}" / "seed0"
+            d.mkdir(parents=True)
+            loss = LN10 if head == "frn" else 0.8
+            (d / "summary.json").write_text(json.dumps({"final": {"test_acc": acc, "test_loss": loss}}))
+            paths.append(str(d / "summary.json"))
+    settings = {"conditions": {"batch_size": {"lr": 0.001, "epochs": 3}}}
+    fig = plots.draw("figA_batch_size", {"summaries": paths}, settings)
+    (ax,) = fig.axes
+    lo, hi = ax.get_ylim()
+    assert lo > 0.1 and hi - lo < 0.1  # the ~1-point differences fill the axis; the dead FRN is named
+    assert "FRN" in panel_texts(ax)
+    title = fig.get_suptitle()
+    assert "3 epochs" in title and "lr 0.001" in title and "n = 1 seed per point" in title
+    assert not any(c.__class__.__name__ == "LineCollection" for c in ax.collections)  # n = 1: no error bars

@@ -577,13 +577,20 @@ def batch_size_figure(summaries: list[str], title: str = "") -> plt.Figure:
     """Final test accuracy vs batch size per head; the title states the seeds per point and the epochs (with one
     seed there is no spread to show, and the figure says so instead of drawing empty error bars)."""
     rows = [
-        {"head": s["head"], "batch_size": variant_value(s["variant"]), "test_acc": s["final"]["test_acc"]}
+        {
+            "head": s["head"],
+            "batch_size": variant_value(s["variant"]),
+            "test_acc": s["final"]["test_acc"],
+            "test_loss": s["final"].get("test_loss", np.nan),
+        }
         for s in load_summaries(summaries)
     ]
     df = pd.DataFrame(rows)
     fig, ax = plt.subplots(figsize=(4.6, 3.4), layout="constrained")
-    drawn = {}
+    drawn, dead = {}, set()
     for head in sorted(df["head"].unique(), key=head_sort_key):
+        if at_chance(df.loc[df["head"] == head, "test_acc"], df.loc[df["head"] == head, "test_loss"]):
+            dead.add(HEAD_LABELS.get(head, head))
         stats = df[df["head"] == head].groupby("batch_size")["test_acc"].agg(["mean", "std", "count"]).reset_index()
         std = np.nan_to_num(stats["std"].to_numpy())
         label = HEAD_LABELS.get(head, head)
@@ -597,7 +604,7 @@ def batch_size_figure(summaries: list[str], title: str = "") -> plt.Figure:
             label=label,
         )
         drawn[label] = np.concatenate([stats["mean"] - std, stats["mean"] + std])
-    apply_limits(ax, fit_limits(drawn))
+    apply_limits(ax, fit_limits(drawn, dead=dead))
     ax.set_xscale("log", base=2)
     ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
     ax.set_xlabel("batch size")
