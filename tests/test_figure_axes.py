@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from normscape import plots
+from normscape import plots, plots_gradients
 from normscape.plotaxes import colorbar_ticks, fit_limits, legend_label, round_log_ticks
 
 LN10 = math.log(10)  # a dead 10-class head's loss
@@ -133,14 +133,18 @@ def hist(counts, underflow, overflow):
 
 def test_gradient_fate_says_when_a_run_died_or_diverged():
     alive = [[5, 5], [4, 6]]
-    assert plots.gradient_fate(hist(alive + [[0, 0], [0, 0]], [0, 0, 10, 10], [0] * 4)).startswith(
+    assert plots_gradients.gradient_fate(hist(alive + [[0, 0], [0, 0]], [0, 0, 10, 10], [0] * 4)).startswith(
         "no gradient after epoch 2: the run died"
     )
-    assert plots.gradient_fate(hist([[0, 0]] * 3, [10] * 3, [0] * 3)).startswith("no gradient from epoch 1 on")
-    assert plots.gradient_fate(hist(alive + [[1, 0]], [0, 0, 0], [0, 0, 9]), 3).startswith("run diverged in epoch 3")
+    assert plots_gradients.gradient_fate(hist([[0, 0]] * 3, [10] * 3, [0] * 3)).startswith(
+        "no gradient from epoch 1 on"
+    )
+    assert plots_gradients.gradient_fate(hist(alive + [[1, 0]], [0, 0, 0], [0, 0, 9]), 3).startswith(
+        "run diverged in epoch 3"
+    )
     # stopped early (the training loop ends a diverged run) with some non-finite gradient in its last epoch
-    assert plots.gradient_fate(hist([[5, 5]], [3], [2]), 8).startswith("run diverged in epoch 1")
-    assert plots.gradient_fate(hist(alive, [0, 0], [0, 0]), 2) == ""
+    assert plots_gradients.gradient_fate(hist([[5, 5]], [3], [2]), 8).startswith("run diverged in epoch 1")
+    assert plots_gradients.gradient_fate(hist(alive, [0, 0], [0, 0]), 2) == ""
 
 
 def spectrum_file(root, head: str, eigenvalues: np.ndarray) -> str:

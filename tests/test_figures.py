@@ -202,7 +202,7 @@ def test_gradient_heatmaps_show_the_histogram_fractions(tiny_workflow):
     import h5py
     from matplotlib import colors
 
-    from normscape import plots
+    from normscape import plots, plots_gradients
 
     _, _, results = tiny_workflow
     fig = plots.draw("fig6_grad_hist_fc2", figure_inputs(results, "fig6_grad_hist_fc2"), {})
@@ -220,7 +220,7 @@ def test_gradient_heatmaps_show_the_histogram_fractions(tiny_workflow):
     # empty bins are masked and drawn in their own colour, never the colour of the smallest fractions
     masked = mesh.get_array().mask.reshape(counts.shape[0], -1)
     assert masked.any() and np.array_equal(masked, shown == 0)
-    assert mesh.get_cmap().get_bad()[:3] == pytest.approx(colors.to_rgb(plots.EMPTY_BIN_COLOUR))
+    assert mesh.get_cmap().get_bad()[:3] == pytest.approx(colors.to_rgb(plots_gradients.EMPTY_BIN_COLOUR))
     assert mesh.get_cmap().get_bad()[:3] != pytest.approx(mesh.get_cmap()(0.0)[:3])
     # the colour scale spans the decades of the heads' data, not 1e-4 ... 1 whatever they are
     largest = max(m.get_array().max() for m in (ax.collections[0] for ax in axes))

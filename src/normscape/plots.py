@@ -6,7 +6,9 @@ data). Axes fit the heads that learn; a dead or diverged curve is named in the p
 others (:mod:`normscape.plotaxes`). Panels that are compared share a y scale. Gradient histograms are epoch x
 log10|grad| heatmaps of the fraction of gradient elements per bin, empty bins grey. Each landscape has its own
 colour (and z) scale with round ticks. Titles name the experiment and its learning rate, from the config. Every
-figure is written as PDF (vector) and PNG (300 dpi).
+figure is written as PDF (vector) and PNG (300 dpi). Here: the figure registry (:data:`FIGURES`), titles from the
+config, the curve and batch-size figures; gradient heatmaps, landscapes and diagnostics in ``plots_gradients``,
+``plots_landscape`` and ``plots_diagnostics``; axis scaling in ``plotaxes``.
 """
 
 from __future__ import annotations
@@ -24,17 +26,13 @@ from normscape.norms import COLOURS, LazyModule
 from normscape.plotaxes import (
     apply_limits,
     at_chance,
-    colorbar_ticks,
     fit_limits,
     legend_label,
     mark_off_axis,
-    set_round_log_axis,
 )
 from normscape.results import (
     HEAD_LABELS,
     head_sort_key,
-    load_grad_hist,
-    load_landscape,
     load_metrics,
     load_summaries,
     run_key,
@@ -265,122 +263,6 @@ def clipping_figure(
     return fig
 
 
-def grad_heatmaps(
-    grads: list[str],
-    group: str,
-    layer: str = "fc2.weight",
-    title: str = "",
-    label_of: Callable[[str], str] | None = None,
-) -> plt.Figure:
-    """One epoch x log10|grad| heatmap per run (first seed of each group value), one colour scale spanning the
-    fractions that occur. Empty bins are grey (distinct from the smallest fractions, which are dark); a run
-    whose gradient vanished or diverged says so in its panel."""
-    chosen = first_seed(grads, group)
-    keys = sorted(chosen, key=lambda k: head_sort_key(k) if group == "head" else (variant_value(k) or 0))
-    fig, axes = plt.subplots(
-        1, len(keys), figsize=(2.9 * len(keys), 3.0), squeeze=False, sharey=True, sharex=True, layout="constrained"
-    )
-    hists = {key: load_grad_hist(chosen[key], layer) for key in keys}
-    fractions = {key: h["counts"] / np.maximum(h["counts"].sum(1, keepdims=True), 1) for key, h in hists.items()}
-    norm = fraction_norm(np.concatenate([f.ravel() for f in fractions.values()]))
-    cmap = plt.get_cmap("viridis").with_extremes(bad=EMPTY_BIN_COLOUR)
-    image = None
-    # one x range for all panels (the bins any panel uses, plus a margin) so the heads compare directly
-    used = np.flatnonzero(sum(h["counts"].sum(0) for h in hists.values()))
-    n_edges = len(next(iter(hists.values()))["edges"])
-    lo, hi = (max(used[0] - 2, 0), min(used[-1] + 3, n_edges - 1)) if used.size else (0, n_edges - 1)
-    for ax, key in zip(axes[0], keys):
-        h, frac = hists[key], fractions[key]
-        log_edges = np.log10(h["edges"])
-        epochs = np.arange(1, frac.shape[0] + 2) - 0.5
-        image = ax.pcolormesh(
-            log_edges[lo : hi + 1],
-            epochs,
-            np.ma.masked_equal(frac[:, lo:hi], 0),
-            norm=norm,
-            cmap=cmap,
-            shading="flat",
-        )
-        ax.plot(
-            np.log10(np.maximum(h["mean_abs"], 1e-30)),
-            np.arange(1, frac.shape[0] + 1),
-            ".-",
-            color="red",
-            lw=0.8,
-            ms=3,
-            label="mean |g|",
-        )
-        ax.yaxis.set_major_locator(ticker.MaxNLocator(integer=True))
-        fate = gradient_fate(h, max(len(f) for f in fractions.values()))
-        if fate:
-            ax.text(
-                0.5,
-                0.5,
-                textwrap.fill(fate, 26),
-                transform=ax.transAxes,
-                ha="center",
-                va="center",
-                fontsize=8,
-                color="tab:red",
-                bbox={"facecolor": "white", "alpha": 0.85, "lw": 0},
-            )
-        ax.set_title(label_of(key) if label_of else HEAD_LABELS.get(key, key))
-        ax.set_xlabel(f"log10 |grad| of {layer}")
-    axes[0][0].set_ylabel("epoch")
-    handles = [*axes[0][0].get_legend_handles_labels()[0], _empty_bin_patch()]
-    fig.legend(handles=handles, loc="outside lower center", ncol=2, frameon=False, fontsize=7)
-    if image is not None:
-        fig.colorbar(image, ax=axes[0].tolist(), label="fraction of gradient elements per epoch", shrink=0.9)
-    if title:
-        fig.suptitle(title)
-    return fig
-
-
-EMPTY_BIN_COLOUR = "#d9d9d9"
-
-
-def _empty_bin_patch():
-    from matplotlib.patches import Patch
-
-    return Patch(facecolor=EMPTY_BIN_COLOUR, edgecolor="0.6", lw=0.5, label="no element in bin (count 0)")
-
-
-def fraction_norm(fractions: np.ndarray) -> colors.LogNorm:
-    """A log colour scale from the decade of the smallest non-zero fraction to that of the largest (at most 1):
-    the scale spans the data, not 1e-4...1 whatever they are."""
-    positive = fractions[np.isfinite(fractions) & (fractions > 0)]
-    if not positive.size:
-        return colors.LogNorm(vmin=1e-4, vmax=1.0)
-    vmin = 10.0 ** np.floor(np.log10(positive.min()))
-    vmax = min(10.0 ** np.ceil(np.log10(positive.max())), 1.0)
-    return colors.LogNorm(vmin=vmin, vmax=max(vmax, vmin * 10))
-
-
-def gradient_fate(hist: dict[str, np.ndarray], epochs: int | None = None) -> str:
-    """In words, what the histogram shows happened to a run whose gradient stopped being measurable: 'run
-    diverged in epoch 2' (most elements non-finite or above the top bin, or training stopped before ``epochs``
-    after an epoch with such elements) or 'no gradient after epoch 2: the run died' (every element below the
-    lowest bin); '' for a run that kept a gradient."""
-    in_bins = hist["counts"].sum(1)
-    recorded = len(in_bins)
-    over = f"|grad| not finite or ≥ {format_number(hist['edges'][-1])}"
-    diverged = np.flatnonzero(hist["overflow"] > in_bins + hist["underflow"])
-    dead = np.flatnonzero((in_bins == 0) & (hist["underflow"] > 0))
-    stopped = epochs is not None and 0 < recorded < epochs
-    if not diverged.size and stopped and hist["overflow"][-1] > 0:
-        diverged = np.array([recorded - 1])
-    if diverged.size and (not dead.size or diverged[0] <= dead[0]):
-        return f"run diverged in epoch {diverged[0] + 1} ({over}); training stopped"
-    if dead.size:
-        below = f"every |grad| < {hist['edges'][0]:.0e}"
-        if dead[0] == 0:
-            return f"no gradient from epoch 1 on: the run is dead ({below})"
-        return f"no gradient after epoch {dead[0]}: the run died ({below} from epoch {dead[0] + 1})"
-    if stopped:
-        return f"training stopped after epoch {recorded}"
-    return ""
-
-
 def first_seed(paths: list[str], group: str = "head") -> dict[str, str]:
     """The lowest-seed file for each value of ``group`` (heads in the usual order)."""
     chosen: dict[str, str] = {}
@@ -389,188 +271,8 @@ def first_seed(paths: list[str], group: str = "head") -> dict[str, str]:
     return dict(sorted(chosen.items(), key=lambda kv: head_sort_key(kv[0])))
 
 
-def mark_diverged(ax: plt.Axes, head: str, reason: str) -> None:
-    """A panel for a run that has no landscape because it diverged: the head and the reason, no axes."""
-    ax.set_axis_off()
-    ax.set_title(HEAD_LABELS.get(head, head))
-    ax.text(
-        0.5,
-        0.5,
-        "diverged:\nno landscape\n\n" + textwrap.fill(reason, 28),
-        ha="center",
-        va="center",
-        transform=ax.transAxes,
-        fontsize=7,
-        color="tab:red",
-    )
-
-
-def _chosen_landscapes(landscapes: list[str]) -> tuple[dict[str, dict], str]:
-    """The first-seed landscape of each head and the seed(s) they are of, in words ('seed 0')."""
-    paths = first_seed(landscapes)
-    seeds = sorted({run_key(p)["seed"] for p in paths.values()})
-    return {h: load_landscape(p) for h, p in paths.items()}, "seed " + "/".join(str(s) for s in seeds)
-
-
-def _joined(*parts: str) -> str:
+def joined(*parts: str) -> str:
     return ", ".join(p for p in parts if p)
-
-
-def _colorbar(fig, mappable, ax, lo: float, hi: float, log: bool, label: str = "loss"):
-    """A colour bar beside one panel with round ticks inside [lo, hi]."""
-    bar = fig.colorbar(mappable, ax=ax, shrink=0.8, pad=0.02, ticks=colorbar_ticks(lo, hi, log))
-    bar.ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-    bar.ax.yaxis.set_minor_locator(ticker.NullLocator())
-    bar.set_label(label)
-    return bar
-
-
-def _loss_range(loss: np.ndarray) -> tuple[float, float]:
-    finite = loss[np.isfinite(loss)]
-    if not finite.size:
-        return 1e-3, 1.0
-    lo = max(float(finite.min()), 1e-3)
-    return lo, max(float(finite.max()), lo * 1.01 + 1e-3)
-
-
-def landscape_surfaces(landscapes: list[str], title: str = "") -> plt.Figure:
-    """3D loss surface per head, each on its own z (and colour) scale: a shared scale would make every head
-    but the one with the highest walls look flat."""
-    chosen, seeds = _chosen_landscapes(landscapes)
-    fig = plt.figure(figsize=(3.6 * len(chosen), 3.4), layout="constrained")
-    for i, (head, ls) in enumerate(chosen.items(), 1):
-        if "diverged" in ls:
-            mark_diverged(fig.add_subplot(1, len(chosen), i), head, ls["diverged"])
-            continue
-        ax = fig.add_subplot(1, len(chosen), i, projection="3d")
-        loss = ls["plane"]["loss"]
-        lo, hi = float(np.nanmin(loss)), float(np.nanmax(loss))
-        hi = hi if hi > lo else lo + 1e-3
-        a, b = np.meshgrid(ls["plane"]["alphas"], ls["plane"]["betas"], indexing="ij")
-        surface = ax.plot_surface(a, b, loss, cmap="viridis", vmin=lo, vmax=hi, linewidth=0, antialiased=True)
-        ax.set_zlim(lo, hi)
-        ax.zaxis.set_major_locator(ticker.MaxNLocator(nbins=4))
-        ax.set_box_aspect(None, zoom=0.78)  # leave room for the axis labels inside each panel
-        ax.set_title(HEAD_LABELS.get(head, head))
-        ax.set_xlabel("α (d1)")
-        ax.set_ylabel("β (d2)")
-        ax.set_zlabel("loss")
-        _colorbar(fig, surface, ax, lo, hi, log=False)
-    fig.suptitle(f"{_joined(title, seeds)}: loss surface around each trained head (z and colour scale per head)")
-    return fig
-
-
-def landscape_contours(landscapes: list[str], title: str = "") -> plt.Figure:
-    """Filled log-spaced loss contours per head, each head on its own colour scale (its own colour bar)."""
-    chosen, seeds = _chosen_landscapes(landscapes)
-    fig, axes = plt.subplots(1, len(chosen), figsize=(3.4 * len(chosen), 3.1), squeeze=False, layout="constrained")
-    for ax, (head, ls) in zip(axes[0], chosen.items()):
-        if "diverged" in ls:
-            mark_diverged(ax, head, ls["diverged"])
-            continue
-        p = ls["plane"]
-        lo, hi = _loss_range(p["loss"])
-        levels = np.geomspace(lo, hi, 25)
-        cs = ax.contourf(
-            p["alphas"],
-            p["betas"],
-            np.clip(p["loss"].T, lo, hi),
-            levels=levels,
-            norm=colors.LogNorm(vmin=lo, vmax=hi),
-            cmap="viridis",
-        )
-        ax.contour(p["alphas"], p["betas"], p["loss"].T, levels=levels[::3], colors="white", linewidths=0.4)
-        ax.plot(0, 0, "r*", ms=8)
-        ax.set_title(HEAD_LABELS.get(head, head))
-        ax.set_xlabel("α (d1)")
-        ax.set_ylabel("β (d2)")
-        ax.set_aspect("equal")
-        _colorbar(fig, cs, ax, lo, hi, log=True)
-    fig.suptitle(
-        f"{_joined(title, seeds)}: loss around each trained head (★) on a random filter-normalised plane\n"
-        "(log colour scale per head)"
-    )
-    return fig
-
-
-def landscape_pca(landscapes: list[str], title: str = "") -> plt.Figure:
-    """The optimisation path on its first two principal components over the loss on that plane; both PCs in
-    the same units on equal scales, so the path's shape is not stretched along the minor component."""
-    chosen, seeds = _chosen_landscapes(landscapes)
-    fig, axes = plt.subplots(1, len(chosen), figsize=(3.6 * len(chosen), 3.3), squeeze=False, layout="constrained")
-    for ax, (head, ls) in zip(axes[0], chosen.items()):
-        if "diverged" in ls:
-            mark_diverged(ax, head, ls["diverged"])
-            continue
-        p = ls["pca"]
-        loss = p["loss"].T
-        lo, hi = _loss_range(loss)
-        levels = np.geomspace(lo, hi, 20)
-        cs = ax.contourf(
-            p["alphas"],
-            p["betas"],
-            np.clip(loss, lo, hi),
-            levels=levels,
-            norm=colors.LogNorm(lo, hi),
-            cmap="viridis",
-        )
-        tr = p["trajectory"]
-        ax.plot(tr[:, 0], tr[:, 1], "w.-", lw=1.2, ms=4)
-        ax.plot(tr[0, 0], tr[0, 1], "o", color="orange", ms=5, label="init")
-        ax.plot(tr[-1, 0], tr[-1, 1], "r*", ms=8, label="final")
-        ev = p["explained_variance_ratio"]
-        ax.set_xlabel(f"PC1 ({100 * ev[0]:.0f}% var.)")
-        ax.set_ylabel(f"PC2 ({100 * ev[1]:.0f}% var.)")
-        ax.set_xlim(p["alphas"][0], p["alphas"][-1])
-        ax.set_ylim(p["betas"][0], p["betas"][-1])
-        ax.set_aspect("equal", adjustable="box")
-        ax.set_title(HEAD_LABELS.get(head, head))
-        _colorbar(fig, cs, ax, lo, hi, log=True)
-    place_legend(fig, axes[0][0])
-    fig.suptitle(
-        f"{_joined(title, seeds)}: optimisation path on its first two principal components\n"
-        "(both axes on one scale; log colour scale per head)"
-    )
-    return fig
-
-
-def log_axis_over(ax, axis: str, values: list, empty: str) -> None:
-    """A log axis with round labelled ticks around the positive finite ``values``; without any, a linear axis
-    that says why (:func:`log_scale`)."""
-    v = np.concatenate([np.asarray(x, dtype=float).ravel() for x in values]) if values else np.zeros(0)
-    v = v[np.isfinite(v) & (v > 0)]
-    if v.size:
-        set_round_log_axis(ax, axis, v.min(), v.max())
-    else:
-        log_scale(ax, axis, v, empty)
-
-
-def landscape_1d(landscapes: list[str], title: str = "") -> plt.Figure:
-    chosen, seeds = _chosen_landscapes(landscapes)
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(7.4, 3.3), layout="constrained")
-    for head, ls in chosen.items():
-        if "diverged" in ls:  # no curve: named in the legend as diverged
-            ax1.plot([], [], color=PALETTE.get(head), ls=":", label=f"{HEAD_LABELS.get(head, head)}: diverged")
-            continue
-        c = PALETTE.get(head)
-        ax1.plot(ls["interpolation"]["t"], ls["interpolation"]["loss"], color=c, label=HEAD_LABELS.get(head, head))
-        ax2.plot(ls["line"]["alphas"], ls["line"]["loss"], color=c)
-    for x in (0, 1):
-        ax1.axvline(x, color="k", lw=0.5, ls=":")
-    ax1.set_xlabel("t  (0 = initialisation, 1 = trained)")
-    ax1.set_ylabel("loss")
-    finite = [ls for ls in chosen.values() if "diverged" not in ls]
-    log_axis_over(ax1, "y", [ls["interpolation"]["loss"] for ls in finite], "every run diverged: no curve")
-    log_axis_over(ax2, "y", [ls["line"]["loss"] for ls in finite], "every run diverged: no curve")
-    ax1.set_title("Linear interpolation init → final")
-    ax2.set_xlabel("α along filter-normalised d1")
-    ax2.set_ylabel("loss")
-    ax2.set_title("Random direction through the minimum")
-    place_legend(fig, ax1)
-    for ax in (ax1, ax2):
-        ax.grid(alpha=0.3)
-    fig.suptitle(f"{_joined(title, seeds)}: loss along one-dimensional cuts")
-    return fig
 
 
 def batch_size_figure(summaries: list[str], title: str = "") -> plt.Figure:
@@ -700,27 +402,27 @@ FIGURES: dict[str, FigureSpec] = {
     "fig5_landscape_surface": FigureSpec(
         "landscapes",
         CONVERGENCE_LANDSCAPES,
-        lambda i, s: landscape_surfaces(i["landscapes"], experiment_title(s, "convergence")),
+        lambda i, s: _module("landscape").landscape_surfaces(i["landscapes"], experiment_title(s, "convergence")),
     ),
     "fig5_landscape_contour": FigureSpec(
         "landscapes",
         CONVERGENCE_LANDSCAPES,
-        lambda i, s: landscape_contours(i["landscapes"], experiment_title(s, "convergence")),
+        lambda i, s: _module("landscape").landscape_contours(i["landscapes"], experiment_title(s, "convergence")),
     ),
     "fig5_trajectory_pca": FigureSpec(
         "landscapes",
         CONVERGENCE_LANDSCAPES,
-        lambda i, s: landscape_pca(i["landscapes"], experiment_title(s, "convergence")),
+        lambda i, s: _module("landscape").landscape_pca(i["landscapes"], experiment_title(s, "convergence")),
     ),
     "fig_landscape_1d": FigureSpec(
         "landscapes",
         CONVERGENCE_LANDSCAPES,
-        lambda i, s: landscape_1d(i["landscapes"], experiment_title(s, "convergence")),
+        lambda i, s: _module("landscape").landscape_1d(i["landscapes"], experiment_title(s, "convergence")),
     ),
     "fig6_grad_hist_fc2": FigureSpec(
         "gradients",
         {"grads": [("convergence", "grads.h5", None)]},
-        lambda i, s: grad_heatmaps(
+        lambda i, s: _module("gradients").grad_heatmaps(
             i["grads"], "head", title=f"{experiment_title(s, 'convergence')}: |grad| of the second FC layer per epoch"
         ),
     ),
@@ -737,7 +439,7 @@ FIGURES: dict[str, FigureSpec] = {
     "fig8_layernorm_clipping_grads": FigureSpec(
         "gradients",
         {"grads": [("convergence", "grads.h5", ["layer"]), ("clipping", "grads.h5", ["layer"])]},
-        lambda i, s: grad_heatmaps(
+        lambda i, s: _module("gradients").grad_heatmaps(
             i["grads"],
             "experiment",
             title=f"LayerNorm: |grad| of fc2 without / with clipping ({condition_text(s, 'convergence')})",
@@ -773,10 +475,10 @@ FIGURES: dict[str, FigureSpec] = {
     "fig11_lr_sweep_grads": FigureSpec(
         "appendix",
         {"grads": [("lr_sweep", "grads.h5", None)]},
-        lambda i, s: grad_heatmaps(
+        lambda i, s: _module("gradients").grad_heatmaps(
             i["grads"],
             "variant",
-            title=_joined(
+            title=joined(
                 f"{experiment_title(s, 'lr_sweep')}: baseline head's |grad| of fc2 at each learning rate",
                 epochs_text(s, "lr_sweep"),
             ),
@@ -788,7 +490,7 @@ FIGURES: dict[str, FigureSpec] = {
         {"summaries": [("batch_size", "summary.json", None)]},
         lambda i, s: batch_size_figure(
             i["summaries"],
-            _joined(
+            joined(
                 f"{experiment_title(s, 'batch_size')}: final test accuracy vs batch size", epochs_text(s, "batch_size")
             ),
         ),
@@ -797,14 +499,14 @@ FIGURES: dict[str, FigureSpec] = {
     "fig_smoothness": FigureSpec(
         "diagnostics",
         {"smoothness": [("convergence", "smoothness.h5", None)]},
-        lambda i, s: _diagnostics().plot_smoothness(
+        lambda i, s: _module("diagnostics").plot_smoothness(
             i["smoothness"], None, None, title=experiment_title(s, "convergence")
         ),
     ),
     "fig_hessian_density": FigureSpec(
         "diagnostics",
         {"spectra": [("convergence", "spectrum.h5", None)]},
-        lambda i, s: _diagnostics().plot_spectrum_density(
+        lambda i, s: _module("diagnostics").plot_spectrum_density(
             i["spectra"],
             None,
             None,
@@ -816,16 +518,17 @@ FIGURES: dict[str, FigureSpec] = {
     "fig_adaptive_sharpness": FigureSpec(
         "diagnostics",
         {"adaptive": [("convergence", "adaptive_sharpness.json", None)]},
-        lambda i, s: _diagnostics().plot_adaptive_sharpness(
+        lambda i, s: _module("diagnostics").plot_adaptive_sharpness(
             i["adaptive"], None, None, title=experiment_title(s, "convergence")
         ),
     ),
 }
 
 
-def _diagnostics():
-    """normscape.plots_diagnostics, imported when drawn (it imports this module)."""
-    return importlib.import_module("normscape.plots_diagnostics")
+def _module(part: str):
+    """normscape.plots_<part> (landscape, gradients, diagnostics), imported when a figure of it is drawn: those
+    modules import this one, and the workflow parses this one without drawing."""
+    return importlib.import_module(f"normscape.plots_{part}")
 
 
 def draw(name: str, inputs: dict[str, list[str]], settings: dict) -> plt.Figure:
