@@ -154,7 +154,8 @@ def plot_curves(
         name = label_of(key) if label_of else HEAD_LABELS.get(key, key)
         mean = stats["mean"].to_numpy()
         std = np.nan_to_num(stats["std"].to_numpy())
-        ax.plot(stats["epoch"], mean, lw=1.6, label=legend_label(name, int(stats["count"].max())), **style)
+        single = {"marker": "o", "ms": 3} if len(mean) == 1 else {}  # a one-epoch curve: a point, not nothing
+        ax.plot(stats["epoch"], mean, lw=1.6, label=legend_label(name, int(stats["count"].max())), **single, **style)
         if window > 1:
             solid = {k: v for k, v in style.items() if k != "ls"}
             ax.plot(stats["epoch"], centred_average(mean, window), lw=0.8, alpha=0.45, ls=":", **solid)
@@ -169,6 +170,23 @@ def plot_curves(
             marks.append((diverged["epoch"].to_numpy(), diverged[metric].to_numpy(dtype=float), style.get("color")))
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+    if len(df) and df["epoch"].max() - df["epoch"].min() < 2:  # one or two epochs: whole-epoch ticks, some room
+        ax.set_xticks(sorted(df["epoch"].unique()))
+        ax.set_xlim(df["epoch"].min() - 0.5, df["epoch"].max() + 0.5)
+    runs = df.groupby([c for c in ("experiment", "head", "variant", "seed") if c in df.columns])
+    if len(df) and "diverged" in df.columns and runs["diverged"].max().all():
+        first = int(df.loc[df["diverged"] == 1, "epoch"].min())
+        ax.text(
+            0.5,
+            0.97,
+            f"every run diverged (from epoch {first}; × marks the epoch)",
+            transform=ax.transAxes,
+            ha="center",
+            va="top",
+            fontsize=8,
+            color="tab:red",
+            bbox={"facecolor": "white", "alpha": 0.85, "lw": 0},
+        )
     ax.set_ylabel(METRIC_LABELS.get(metric, metric))
     ax.grid(alpha=0.3)
     return Curves(drawn, marks, dead)
