@@ -199,3 +199,19 @@ def test_batch_size_figure_states_n_and_epochs_and_fits_the_heads_that_learn(tmp
     title = fig.get_suptitle()
     assert "3 epochs" in title and "lr 0.001" in title and "n = 1 seed per point" in title
     assert not any(c.__class__.__name__ == "LineCollection" for c in ax.collections)  # n = 1: no error bars
+
+
+def test_a_panel_whose_every_run_diverged_says_so_and_marks_the_epoch(tmp_path):
+    paths = []
+    for head in ("none", "batch"):
+        d = tmp_path / "runs" / "high_lr" / head / "base" / "seed0"
+        d.mkdir(parents=True)
+        pd.DataFrame({"epoch": [1], "val_acc": [0.1], "val_loss": [np.nan], "diverged": [1]}).to_csv(
+            d / "metrics.csv", index=False
+        )
+        paths.append(str(d / "metrics.csv"))
+    fig = plots.draw("fig10_high_lr", {"metrics": paths}, SETTINGS)
+    for ax in fig.axes:
+        assert "every run diverged (from epoch 1" in panel_texts(ax)
+        assert list(ax.get_xticks()) == [1]
+        assert len(ax.collections) >= 2  # the crosses of both runs (loss: NaN, drawn at the top of the axis)

@@ -173,8 +173,18 @@ def plot_curves(
     if len(df) and df["epoch"].max() - df["epoch"].min() < 2:  # one or two epochs: whole-epoch ticks, some room
         ax.set_xticks(sorted(df["epoch"].unique()))
         ax.set_xlim(df["epoch"].min() - 0.5, df["epoch"].max() + 0.5)
+    note_every_run_diverged(ax, df)
+    ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+    ax.grid(alpha=0.3)
+    return Curves(drawn, marks, dead)
+
+
+def note_every_run_diverged(ax, df: pd.DataFrame) -> None:
+    """Say so in the panel when every run drawn in it diverged (its crosses are then all there is)."""
+    if not len(df) or "diverged" not in df.columns:
+        return
     runs = df.groupby([c for c in ("experiment", "head", "variant", "seed") if c in df.columns])
-    if len(df) and "diverged" in df.columns and runs["diverged"].max().all():
+    if runs["diverged"].max().all():
         first = int(df.loc[df["diverged"] == 1, "epoch"].min())
         ax.text(
             0.5,
@@ -187,9 +197,6 @@ def plot_curves(
             color="tab:red",
             bbox={"facecolor": "white", "alpha": 0.85, "lw": 0},
         )
-    ax.set_ylabel(METRIC_LABELS.get(metric, metric))
-    ax.grid(alpha=0.3)
-    return Curves(drawn, marks, dead)
 
 
 @dataclasses.dataclass
