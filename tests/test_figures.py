@@ -168,8 +168,8 @@ def test_convergence_figure_draws_each_heads_mean_curve(tiny_workflow):
     fig = plots.draw("fig4_convergence_accuracy", figure_inputs(results, "fig4_convergence_accuracy"), {})
     axes = data_axes(fig)
     assert [ax.get_title() for ax in axes] == ["Validation accuracy", "Training accuracy"]
-    legend = [t.get_text() for t in axes[0].get_legend().get_texts()]
-    assert legend == ["Baseline (no norm) (n=1)", "BatchNorm (n=1)", "RMSNorm (n=1)"]  # rms: label from the registry
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend == ["Baseline, no norm (n=1)", "BatchNorm (n=1)", "RMSNorm (n=1)"]  # rms: label from the registry
     for head, colour in (("batch", plots.PALETTE["batch"]), ("rms", plots.PALETTE["rms"])):
         metrics = pd.read_csv(results / "runs" / "convergence" / head / "base" / "seed0" / "metrics.csv")
         raw = [ln for ln in axes[0].lines if ln.get_color() == colour][0]  # first line: the raw mean over seeds
@@ -200,8 +200,9 @@ def test_landscape_figures_show_every_head_with_its_data(tiny_workflow):
 
 def test_gradient_heatmaps_show_the_histogram_fractions(tiny_workflow):
     import h5py
+    from matplotlib import colors
 
-    from normscape import plots
+    from normscape import plots, plots_gradients
 
     _, _, results = tiny_workflow
     fig = plots.draw("fig6_grad_hist_fc2", figure_inputs(results, "fig6_grad_hist_fc2"), {})
@@ -216,6 +217,16 @@ def test_gradient_heatmaps_show_the_histogram_fractions(tiny_workflow):
     )  # every epoch's fractions, all bins in view
     frac = counts / counts.sum(1, keepdims=True)
     assert shown.max() == pytest.approx(frac.max())
+    # empty bins are masked and drawn in their own colour, never the colour of the smallest fractions
+    masked = mesh.get_array().mask.reshape(counts.shape[0], -1)
+    assert masked.any() and np.array_equal(masked, shown == 0)
+    assert mesh.get_cmap().get_bad()[:3] == pytest.approx(colors.to_rgb(plots_gradients.EMPTY_BIN_COLOUR))
+    assert mesh.get_cmap().get_bad()[:3] != pytest.approx(mesh.get_cmap()(0.0)[:3])
+    # the colour scale spans the decades of the heads' data, not 1e-4 ... 1 whatever they are
+    largest = max(m.get_array().max() for m in (ax.collections[0] for ax in axes))
+    smallest = min(m.get_array().min() for m in (ax.collections[0] for ax in axes))
+    assert mesh.norm.vmax == pytest.approx(min(10 ** np.ceil(np.log10(largest)), 1.0))
+    assert mesh.norm.vmin == pytest.approx(10 ** np.floor(np.log10(smallest)))
 
 
 def test_table_shows_lambda_max_lambda_min_and_saddles_and_which_checkpoint(tmp_path):

@@ -117,3 +117,31 @@ def test_figures_skip_the_records_of_diverged_runs(measured, tmp_path):
     drawn = plot_adaptive_sharpness(paths, root / "b.pdf", root / "b.png")
     clean = plot_adaptive_sharpness(files["adaptive"], root / "c.pdf", root / "c.png")
     np.testing.assert_allclose(drawn[("none", "eval", "worst")], clean[("none", "eval", "worst")])
+
+
+def test_smoothness_panels_have_y_labels_with_units_and_the_legend_covers_no_data(measured):
+    root, files = measured
+    fig = plot_smoothness(files["smoothness"], None, None, title="Exp. 1 (lr 0.01)")
+    assert len(fig.axes) == 6
+    for ax in fig.axes:
+        assert "nats" in ax.get_ylabel(), ax.get_title()
+        assert ax.get_legend() is None  # the legend is the figure's, outside every panel
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["Baseline (no norm)", "BatchNorm", "LayerNorm"]
+    assert fig.get_suptitle().startswith("Exp. 1 (lr 0.01): smoothness")
+
+
+def test_adaptive_sharpness_axes_take_the_scale_their_values_allow(measured):
+    from normscape.plots import plt
+    from normscape.plots_diagnostics import value_axis
+
+    root, files = measured
+    fig = plot_adaptive_sharpness(files["adaptive"], None, None)
+    for ax in fig.axes:  # every value drawn is positive: log, no empty negative half of a symmetric-log axis
+        assert ax.get_yscale() == "log" and ax.get_legend() is None
+        lo, hi = ax.get_ylim()
+        values = np.concatenate([line.get_ydata() for line in ax.lines if len(line.get_ydata())])
+        assert lo <= values.min() and hi >= values.max() and hi / lo < 100 * values.max() / values.min()
+    _, ax = plt.subplots()
+    assert value_axis(ax, "y", np.array([-1e-3, 2e-5, 0.4])) == "symlog"  # both signs, over decades
+    assert value_axis(ax, "y", np.array([-0.2, 0.1, 0.3])) == "linear"
+    assert value_axis(ax, "y", np.array([1e-4, 0.1])) == "log"

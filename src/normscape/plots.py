@@ -1,9 +1,14 @@
 """The study's figures, paper-ready: one function per figure, each from the run files Snakemake hands it.
 
-Curves show the mean over seeds as a line and mean +- one standard deviation as a band; smoothed curves use
-a trailing running average (``smoothing_window`` epochs, as the study's Fig. 4) with the raw mean drawn faint.
-Gradient histograms are epoch x log10|grad| heatmaps of the fraction of gradient elements per bin. Landscapes
-of different heads share one colour scale. Every figure is written as PDF (vector) and PNG (300 dpi).
+Curves show the raw mean over seeds as the line and mean +- one standard deviation as a band (a centred running
+average of ``smoothing_window`` epochs, if > 1, is drawn thin and light over it: centred, so it never lags the
+data). Axes fit the heads that learn; a dead or diverged curve is named in the panel, not allowed to squash the
+others (:mod:`normscape.plotaxes`). Panels that are compared share a y scale. Gradient histograms are epoch x
+log10|grad| heatmaps of the fraction of gradient elements per bin, empty bins grey. Each landscape has its own
+colour (and z) scale with round ticks. Titles name the experiment and its learning rate, from the config. Every
+figure is written as PDF (vector) and PNG (300 dpi). Here: the figure registry (:data:`FIGURES`), titles from the
+config, the curve and batch-size figures; gradient heatmaps, landscapes and diagnostics in ``plots_gradients``,
+``plots_landscape`` and ``plots_diagnostics``; axis scaling in ``plotaxes``.
 """
 
 from __future__ import annotations
@@ -18,11 +23,16 @@ from pathlib import Path
 import numpy as np
 
 from normscape.norms import COLOURS, LazyModule
+from normscape.plotaxes import (
+    apply_limits,
+    at_chance,
+    fit_limits,
+    legend_label,
+    mark_off_axis,
+)
 from normscape.results import (
     HEAD_LABELS,
     head_sort_key,
-    load_grad_hist,
-    load_landscape,
     load_metrics,
     load_summaries,
     run_key,
@@ -104,11 +114,13 @@ def log_scale(ax, axis: str, values, empty: str = "no positive finite value to d
     return False
 
 
-def running_average(values: np.ndarray, window: int) -> np.ndarray:
-    """Trailing mean over the last ``window`` values (shorter at the start), NaN-aware."""
+def centred_average(values: np.ndarray, window: int) -> np.ndarray:
+    """Mean over ``window`` epochs centred on each epoch (shorter at the ends), NaN-aware: it never lags the
+    raw curve the way a trailing average does."""
+    half = window // 2
     out = np.empty_like(values, dtype=float)
     for i in range(len(values)):
-        chunk = values[max(0, i - window + 1) : i + 1]
+        chunk = values[max(0, i - half) : i + half + 1]
         out[i] = np.nanmean(chunk) if np.isfinite(chunk).any() else np.nan
     return out
 
@@ -125,125 +137,152 @@ def plot_curves(
     window: int,
     styles: dict | None = None,
     label_of: Callable[[str], str] | None = None,
-) -> None:
-    """Mean over seeds (smoothed, raw faint) and +-1 std band, one curve per value of ``group``."""
-    keys = sorted(df[group].unique(), key=lambda k: (head_sort_key(k) if group == "head" else 0, str(k)))
+) -> Curves:
+    """Mean over seeds (the line) and +-1 std band, one curve per value of ``group``; with ``window`` > 1 a
+    centred running average drawn thin and light over it. Returns what it drew, from which
+    :func:`finish_curve_axes` fits the axis."""
+    order = list(styles or {})  # the styles' order (e.g. without clipping before with), else heads' / by name
+    keys = sorted(
+        df[group].unique(),
+        key=lambda k: (head_sort_key(k) if group == "head" else order.index(k) if k in order else len(order), str(k)),
+    )
+    drawn, marks, dead = {}, [], set()
     for key in keys:
         sub = df[df[group] == key]
         stats = _seed_stats(sub, metric)
         style = (styles or {}).get(key, {"color": PALETTE.get(key)})
-        label = label_of(key) if label_of else HEAD_LABELS.get(key, key)
+        name = label_of(key) if label_of else HEAD_LABELS.get(key, key)
         mean = stats["mean"].to_numpy()
         std = np.nan_to_num(stats["std"].to_numpy())
-        smooth = running_average(mean, window)
-        ax.plot(stats["epoch"], mean, alpha=0.3, lw=0.8, **{k: v for k, v in style.items() if k != "ls"})
-        ax.plot(stats["epoch"], smooth, lw=1.8, label=f"{label} (n={int(stats['count'].max())})", **style)
+        single = {"marker": "o", "ms": 3} if len(mean) == 1 else {}  # a one-epoch curve: a point, not nothing
+        ax.plot(stats["epoch"], mean, lw=1.6, label=legend_label(name, int(stats["count"].max())), **single, **style)
+        if window > 1:
+            solid = {k: v for k, v in style.items() if k != "ls"}
+            ax.plot(stats["epoch"], centred_average(mean, window), lw=0.8, alpha=0.45, ls=":", **solid)
         ax.fill_between(stats["epoch"], mean - std, mean + std, alpha=0.15, color=style.get("color"), lw=0)
+        drawn[name] = np.concatenate([mean, mean - std, mean + std])
+        if {"val_acc", "val_loss"} <= set(sub.columns):
+            means = sub.groupby("epoch")[["val_acc", "val_loss"]].mean()
+            if at_chance(means["val_acc"].to_numpy(), means["val_loss"].to_numpy()):
+                dead.add(name)
         diverged = sub[sub["diverged"] == 1]
         if len(diverged):
-            ax.scatter(
-                diverged["epoch"],
-                np.nan_to_num(diverged[metric], nan=ax.get_ylim()[1]),
-                marker="x",
-                color=style.get("color"),
-                zorder=5,
-            )
+            marks.append((diverged["epoch"].to_numpy(), diverged[metric].to_numpy(dtype=float), style.get("color")))
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+    if len(df) and df["epoch"].max() - df["epoch"].min() < 2:  # one or two epochs: whole-epoch ticks, some room
+        ax.set_xticks(sorted(df["epoch"].unique()))
+        ax.set_xlim(df["epoch"].min() - 0.5, df["epoch"].max() + 0.5)
+    note_every_run_diverged(ax, df)
     ax.set_ylabel(METRIC_LABELS.get(metric, metric))
     ax.grid(alpha=0.3)
+    return Curves(drawn, marks, dead)
+
+
+def note_every_run_diverged(ax, df: pd.DataFrame) -> None:
+    """Say so in the panel when every run drawn in it diverged (its crosses are then all there is)."""
+    if not len(df) or "diverged" not in df.columns:
+        return
+    runs = df.groupby([c for c in ("experiment", "head", "variant", "seed") if c in df.columns])
+    if runs["diverged"].max().all():
+        first = int(df.loc[df["diverged"] == 1, "epoch"].min())
+        ax.text(
+            0.5,
+            0.97,
+            f"every run diverged (from epoch {first}; × marks the epoch)",
+            transform=ax.transAxes,
+            ha="center",
+            va="top",
+            fontsize=8,
+            color="tab:red",
+            bbox={"facecolor": "white", "alpha": 0.85, "lw": 0},
+        )
+
+
+@dataclasses.dataclass
+class Curves:
+    """What :func:`plot_curves` drew: label -> values (mean and band), and the diverged epochs to mark
+    (epochs, values, colour) once the axis range is known."""
+
+    values: dict[str, np.ndarray]
+    diverged: list[tuple[np.ndarray, np.ndarray, str | None]]
+    dead: set[str]  # labels of the curves of runs that did not learn (plotaxes.at_chance)
+
+
+def finish_curve_axes(axes: list, drawn: list[Curves]) -> None:
+    """One y range for ``axes`` (shared where panels are compared), fitted to the curves that learn; a dead or
+    diverged curve is named in the panel instead of stretching the axis. Diverged epochs are marked x, at the
+    top of the axis when their value is not finite."""
+    limits = fit_limits(
+        {f"{i}:{k}": v for i, d in enumerate(drawn) for k, v in d.values.items()},
+        dead={f"{i}:{k}" for i, d in enumerate(drawn) for k in d.dead},
+    )
+    for i, ax in enumerate(axes):
+        if limits is not None:
+            prefix = f"{i}:"
+            mine = {k.removeprefix(prefix): v for k, v in limits.off_axis.items() if k.startswith(prefix)}
+            why = {k.removeprefix(prefix): v for k, v in limits.why.items() if k.startswith(prefix)}
+            mark_off_axis(ax, dataclasses.replace(limits, off_axis=mine, why=why))
+        top = ax.get_ylim()[1]
+        for epochs, values, colour in drawn[i].diverged:
+            shown = np.where(np.isfinite(values) & (values <= top), values, top)
+            ax.scatter(epochs, shown, marker="x", color=colour, zorder=5, clip_on=False, label=None)
 
 
 def curves_figure(metrics: list[str], experiment: str, panels: list[str], window: int, title: str) -> plt.Figure:
+    """One panel per metric, every head; accuracy panels share one y range, loss panels their own."""
     df = load_metrics(metrics)
     df = df[df["experiment"] == experiment]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.0), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.8 * len(panels), 3.2), squeeze=False, layout="constrained")
+    drawn = []
     for ax, metric in zip(axes[0], panels):
-        plot_curves(ax, df, metric, "head", window)
+        drawn.append(plot_curves(ax, df, metric, "head", window))
         ax.set_title(METRIC_LABELS.get(metric, metric).capitalize())
-    axes[0][0].legend(loc="best")
+    for kind in ("acc", "loss"):
+        same = [i for i, m in enumerate(panels) if m.endswith(kind)]
+        finish_curve_axes([axes[0][i] for i in same], [drawn[i] for i in same])
+    place_legend(fig, axes[0][0])
     fig.suptitle(title)
     return fig
 
 
-def clipping_figure(metrics: list[str], heads: list[str], settings: dict, metric: str = "val_loss") -> plt.Figure:
+def place_legend(fig: plt.Figure, ax) -> None:
+    """The legend below the panels, outside every data area."""
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        ncol = len(labels) if len(labels) <= 5 else -(-len(labels) // 2)
+        fig.legend(handles, labels, loc="outside lower center", ncol=ncol, frameon=False)
+
+
+def clipping_figure(
+    metrics: list[str], heads: list[str], settings: dict, metric: str = "val_loss", title: str = ""
+) -> plt.Figure:
+    """Per head, the metric without (experiment ``convergence``) and with clipping (``clipping``); one y scale
+    for every panel, so the heads compare."""
     df = load_metrics(metrics)
     df = df[df["head"].isin(heads)]
     heads = [h for h in heads if h in set(df["head"])]  # the heads the config has
-    fig, axes = plt.subplots(1, len(heads), figsize=(3.4 * len(heads), 2.9), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(1, len(heads), figsize=(3.4 * len(heads), 3.1), squeeze=False, layout="constrained")
     styles = {"convergence": {"color": "#1f77b4"}, "clipping": {"color": "#d62728", "ls": "--"}}
     window = settings["smoothing_window"]
+    drawn = []
     for ax, head in zip(axes[0], sorted(heads, key=head_sort_key)):
-        plot_curves(
-            ax, df[df["head"] == head], metric, "experiment", window, styles, lambda e: clipping_label(settings, e)
+        drawn.append(
+            plot_curves(
+                ax,
+                df[df["head"] == head],
+                metric,
+                "experiment",
+                window,
+                styles,
+                lambda e: clipping_label(settings, e),
+            )
         )
         ax.set_title(HEAD_LABELS.get(head, head))
-    axes[0][0].legend(loc="best")
-    return fig
-
-
-def grad_heatmaps(
-    grads: list[str],
-    group: str,
-    layer: str = "fc2.weight",
-    title: str = "",
-    label_of: Callable[[str], str] | None = None,
-) -> plt.Figure:
-    """One epoch x log10|grad| heatmap per run (first seed of each group value), shared colour scale."""
-    chosen = first_seed(grads, group)
-    keys = sorted(chosen, key=lambda k: head_sort_key(k) if group == "head" else (variant_value(k) or 0))
-    fig, axes = plt.subplots(
-        1, len(keys), figsize=(2.9 * len(keys), 2.8), squeeze=False, sharey=True, sharex=True, layout="constrained"
-    )
-    norm = colors.LogNorm(vmin=1e-4, vmax=1.0)
-    image = None
-    hists = {key: load_grad_hist(chosen[key], layer) for key in keys}
-    # one x range for all panels (the bins any panel uses, plus a margin) so the heads compare directly
-    used = np.flatnonzero(sum(h["counts"].sum(0) for h in hists.values()))
-    n_edges = len(next(iter(hists.values()))["edges"])
-    lo, hi = (max(used[0] - 2, 0), min(used[-1] + 3, n_edges - 1)) if used.size else (0, n_edges - 1)
-    for ax, key in zip(axes[0], keys):
-        h = hists[key]
-        counts = h["counts"].astype(float)
-        frac = counts / np.maximum(counts.sum(1, keepdims=True), 1)
-        log_edges = np.log10(h["edges"])
-        epochs = np.arange(1, counts.shape[0] + 2) - 0.5
-        image = ax.pcolormesh(
-            log_edges[lo : hi + 1],
-            epochs,
-            np.ma.masked_equal(frac[:, lo:hi], 0),
-            norm=norm,
-            cmap="viridis",
-            shading="flat",
-        )
-        ax.plot(
-            np.log10(np.maximum(h["mean_abs"], 1e-30)),
-            np.arange(1, counts.shape[0] + 1),
-            ".-",
-            color="red",
-            lw=0.8,
-            ms=3,
-            label="mean |g|",
-        )
-        ax.yaxis.set_major_locator(ticker.MaxNLocator(integer=True))
-        zero_rows = np.flatnonzero((counts.sum(1) == 0) & (h["underflow"] > 0)) + 1
-        if zero_rows.size:  # every gradient element below the lowest bin: the layer receives no gradient
-            ax.text(
-                0.5,
-                (zero_rows.mean() - 0.5) / counts.shape[0],
-                f"epochs {zero_rows[0]}-{zero_rows[-1]}:\nall |grad| < {h['edges'][0]:.0e}",
-                transform=ax.transAxes,
-                ha="center",
-                va="center",
-                fontsize=8,
-                bbox={"facecolor": "white", "alpha": 0.8, "lw": 0},
-            )
-        ax.set_title(label_of(key) if label_of else HEAD_LABELS.get(key, key))
-        ax.set_xlabel(f"log10 |grad| of {layer}")
-    axes[0][0].set_ylabel("epoch")
-    axes[0][0].legend(loc="lower left", fontsize=7)
-    if image is not None:
-        fig.colorbar(image, ax=axes[0].tolist(), label="fraction of gradient elements", shrink=0.9)
+    finish_curve_axes(list(axes[0]), drawn)
+    for ax in axes[0][1:]:
+        ax.set_ylabel("")
+    place_legend(fig, axes[0][0])
     if title:
         fig.suptitle(title)
     return fig
@@ -257,158 +296,55 @@ def first_seed(paths: list[str], group: str = "head") -> dict[str, str]:
     return dict(sorted(chosen.items(), key=lambda kv: head_sort_key(kv[0])))
 
 
-def mark_diverged(ax: plt.Axes, head: str, reason: str) -> None:
-    """A panel for a run that has no landscape because it diverged: the head and the reason, no axes."""
-    ax.set_axis_off()
-    ax.set_title(HEAD_LABELS.get(head, head))
-    ax.text(
-        0.5,
-        0.5,
-        "diverged:\nno landscape\n\n" + textwrap.fill(reason, 28),
-        ha="center",
-        va="center",
-        transform=ax.transAxes,
-        fontsize=7,
-        color="tab:red",
-    )
+def joined(*parts: str) -> str:
+    return ", ".join(p for p in parts if p)
 
 
-def _finite_landscapes(chosen: dict) -> list[dict]:
-    return [ls for ls in chosen.values() if "diverged" not in ls] or [{"plane": {"loss": np.ones((1, 1))}}]
-
-
-def landscape_surfaces(landscapes: list[str]) -> plt.Figure:
-    chosen = {h: load_landscape(p) for h, p in first_seed(landscapes).items()}
-    zmax = max(float(np.nanmax(ls["plane"]["loss"])) for ls in _finite_landscapes(chosen))
-    fig = plt.figure(figsize=(3.2 * len(chosen), 3.2), layout="constrained")
-    for i, (head, ls) in enumerate(chosen.items(), 1):
-        if "diverged" in ls:
-            mark_diverged(fig.add_subplot(1, len(chosen), i), head, ls["diverged"])
-            continue
-        ax = fig.add_subplot(1, len(chosen), i, projection="3d")
-        a, b = np.meshgrid(ls["plane"]["alphas"], ls["plane"]["betas"], indexing="ij")
-        ax.plot_surface(a, b, ls["plane"]["loss"], cmap="viridis", vmin=0, vmax=zmax, linewidth=0, antialiased=True)
-        ax.set_zlim(0, zmax)
-        ax.set_box_aspect(None, zoom=0.8)  # leave room for the axis labels inside each panel
-        ax.set_title(HEAD_LABELS.get(head, head))
-        ax.set_xlabel("α (d1)")
-        ax.set_ylabel("β (d2)")
-        ax.set_zlabel("loss")
-    return fig
-
-
-def landscape_contours(landscapes: list[str]) -> plt.Figure:
-    chosen = {h: load_landscape(p) for h, p in first_seed(landscapes).items()}
-    lo = min(float(np.nanmin(ls["plane"]["loss"])) for ls in _finite_landscapes(chosen))
-    hi = max(float(np.nanmax(ls["plane"]["loss"])) for ls in _finite_landscapes(chosen))
-    levels = np.geomspace(max(lo, 1e-3), max(hi, lo * 1.01 + 1e-3), 25)
-    norm = colors.LogNorm(vmin=levels[0], vmax=levels[-1])
-    fig, axes = plt.subplots(1, len(chosen), figsize=(3.0 * len(chosen), 2.9), squeeze=False, layout="constrained")
-    cs = None
-    for ax, (head, ls) in zip(axes[0], chosen.items()):
-        if "diverged" in ls:
-            mark_diverged(ax, head, ls["diverged"])
-            continue
-        p = ls["plane"]
-        cs = ax.contourf(
-            p["alphas"],
-            p["betas"],
-            np.clip(p["loss"].T, levels[0], levels[-1]),
-            levels=levels,
-            norm=norm,
-            cmap="viridis",
-        )
-        ax.contour(p["alphas"], p["betas"], p["loss"].T, levels=levels[::3], colors="white", linewidths=0.4)
-        ax.plot(0, 0, "r*", ms=8)
-        ax.set_title(HEAD_LABELS.get(head, head))
-        ax.set_xlabel("α (d1)")
-        ax.set_aspect("equal")
-    axes[0][0].set_ylabel("β (d2)")
-    if cs is not None:
-        fig.colorbar(cs, ax=axes[0].tolist(), label="loss (shared log scale)", shrink=0.9, format="%.3g")
-    return fig
-
-
-def landscape_pca(landscapes: list[str]) -> plt.Figure:
-    chosen = {h: load_landscape(p) for h, p in first_seed(landscapes).items()}
-    fig, axes = plt.subplots(1, len(chosen), figsize=(3.0 * len(chosen), 2.9), squeeze=False, layout="constrained")
-    for ax, (head, ls) in zip(axes[0], chosen.items()):
-        if "diverged" in ls:
-            mark_diverged(ax, head, ls["diverged"])
-            continue
-        p = ls["pca"]
-        loss = p["loss"].T
-        levels = np.geomspace(max(np.nanmin(loss), 1e-3), max(np.nanmax(loss), np.nanmin(loss) * 1.01 + 1e-3), 20)
-        ax.contourf(
-            p["alphas"],
-            p["betas"],
-            np.clip(loss, levels[0], levels[-1]),
-            levels=levels,
-            norm=colors.LogNorm(levels[0], levels[-1]),
-            cmap="viridis",
-        )
-        tr = p["trajectory"]
-        ax.plot(tr[:, 0], tr[:, 1], "w.-", lw=1.2, ms=4)
-        ax.plot(tr[0, 0], tr[0, 1], "o", color="orange", ms=5, label="init")
-        ax.plot(tr[-1, 0], tr[-1, 1], "r*", ms=8, label="final")
-        ev = p["explained_variance_ratio"]
-        ax.set_xlabel(f"PC1 ({100 * ev[0]:.0f}% var.)")
-        ax.set_ylabel(f"PC2 ({100 * ev[1]:.0f}% var.)")
-        ax.set_title(HEAD_LABELS.get(head, head))
-    axes[0][0].legend(loc="best", fontsize=7)
-    return fig
-
-
-def landscape_1d(landscapes: list[str]) -> plt.Figure:
-    chosen = {h: load_landscape(p) for h, p in first_seed(landscapes).items()}
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(7.2, 2.9), layout="constrained")
-    for head, ls in chosen.items():
-        if "diverged" in ls:  # no curve: named in the legend as diverged
-            ax1.plot([], [], color=PALETTE.get(head), ls=":", label=f"{HEAD_LABELS.get(head, head)} (diverged)")
-            continue
-        c = PALETTE.get(head)
-        ax1.plot(ls["interpolation"]["t"], ls["interpolation"]["loss"], color=c, label=HEAD_LABELS.get(head, head))
-        ax2.plot(ls["line"]["alphas"], ls["line"]["loss"], color=c)
-    for x in (0, 1):
-        ax1.axvline(x, color="k", lw=0.5, ls=":")
-    ax1.set_xlabel("t  (0 = initialisation, 1 = trained)")
-    ax1.set_ylabel("loss")
-    finite = [ls for ls in chosen.values() if "diverged" not in ls]
-    log_scale(ax1, "y", [ls["interpolation"]["loss"] for ls in finite], "every run diverged: no curve")
-    log_scale(ax2, "y", [ls["line"]["loss"] for ls in finite], "every run diverged: no curve")
-    ax1.set_title("Linear interpolation init → final")
-    ax2.set_xlabel("α along filter-normalised d1")
-    ax2.set_ylabel("loss")
-    ax2.set_title("Random direction through the minimum")
-    ax1.legend(loc="best")
-    for ax in (ax1, ax2):
-        ax.grid(alpha=0.3)
-    return fig
-
-
-def batch_size_figure(summaries: list[str]) -> plt.Figure:
+def batch_size_figure(summaries: list[str], title: str = "") -> plt.Figure:
+    """Final test accuracy vs batch size per head; the title states the seeds per point and the epochs (with one
+    seed there is no spread to show, and the figure says so instead of drawing empty error bars)."""
     rows = [
-        {"head": s["head"], "batch_size": variant_value(s["variant"]), "test_acc": s["final"]["test_acc"]}
+        {
+            "head": s["head"],
+            "batch_size": variant_value(s["variant"]),
+            "test_acc": s["final"]["test_acc"],
+            "test_loss": s["final"].get("test_loss", np.nan),
+        }
         for s in load_summaries(summaries)
     ]
     df = pd.DataFrame(rows)
-    fig, ax = plt.subplots(figsize=(4.2, 3.0), layout="constrained")
+    fig, ax = plt.subplots(figsize=(4.6, 3.4), layout="constrained")
+    drawn, dead = {}, set()
     for head in sorted(df["head"].unique(), key=head_sort_key):
-        stats = df[df["head"] == head].groupby("batch_size")["test_acc"].agg(["mean", "std"]).reset_index()
+        if at_chance(df.loc[df["head"] == head, "test_acc"], df.loc[df["head"] == head, "test_loss"]):
+            dead.add(HEAD_LABELS.get(head, head))
+        stats = df[df["head"] == head].groupby("batch_size")["test_acc"].agg(["mean", "std", "count"]).reset_index()
+        std = np.nan_to_num(stats["std"].to_numpy())
+        label = HEAD_LABELS.get(head, head)
         ax.errorbar(
             stats["batch_size"],
             stats["mean"],
-            yerr=np.nan_to_num(stats["std"]),
+            yerr=std if (stats["count"] > 1).any() else None,
             marker="o",
             capsize=3,
             color=PALETTE.get(head),
-            label=HEAD_LABELS.get(head, head),
+            label=label,
         )
+        drawn[label] = np.concatenate([stats["mean"] - std, stats["mean"] + std])
+    apply_limits(ax, fit_limits(drawn, dead=dead))
     ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
     ax.set_xlabel("batch size")
     ax.set_ylabel("final test accuracy")
     ax.grid(alpha=0.3)
-    ax.legend(loc="best")
+    place_legend(fig, ax)
+    counts = df.groupby(["head", "batch_size"]).size()
+    lo, hi = int(counts.min()), int(counts.max())
+    if hi == 1:
+        n = "n = 1 seed per point: no spread to show, no error bars"
+    else:
+        n = f"n = {lo if lo == hi else f'{lo}–{hi}'} seeds per point, mean ± std"
+    fig.suptitle(f"{title}\n{n}" if title else n)
     return fig
 
 
@@ -456,6 +392,12 @@ def experiment_title(settings: dict, experiment: str) -> str:
     return f"{name} ({condition})" if condition else name
 
 
+def epochs_text(settings: dict, experiment: str) -> str:
+    """'3 epochs' from the config's conditions of ``experiment`` ('' when they do not say)."""
+    epochs = settings.get("conditions", {}).get(experiment, {}).get("epochs")
+    return f"{epochs} epochs" if epochs else ""
+
+
 def format_number(value: float) -> str:
     """3 significant digits, exponent without padding: 0.001, 0.0025, 0.2, 1, 1e30, 1e-12."""
     text = f"{value:.3g}"
@@ -483,31 +425,46 @@ FIGURES: dict[str, FigureSpec] = {
         ),
     ),
     "fig5_landscape_surface": FigureSpec(
-        "landscapes", CONVERGENCE_LANDSCAPES, lambda i, s: landscape_surfaces(i["landscapes"])
+        "landscapes",
+        CONVERGENCE_LANDSCAPES,
+        lambda i, s: _module("landscape").landscape_surfaces(i["landscapes"], experiment_title(s, "convergence")),
     ),
     "fig5_landscape_contour": FigureSpec(
-        "landscapes", CONVERGENCE_LANDSCAPES, lambda i, s: landscape_contours(i["landscapes"])
+        "landscapes",
+        CONVERGENCE_LANDSCAPES,
+        lambda i, s: _module("landscape").landscape_contours(i["landscapes"], experiment_title(s, "convergence")),
     ),
     "fig5_trajectory_pca": FigureSpec(
-        "landscapes", CONVERGENCE_LANDSCAPES, lambda i, s: landscape_pca(i["landscapes"])
+        "landscapes",
+        CONVERGENCE_LANDSCAPES,
+        lambda i, s: _module("landscape").landscape_pca(i["landscapes"], experiment_title(s, "convergence")),
     ),
-    "fig_landscape_1d": FigureSpec("landscapes", CONVERGENCE_LANDSCAPES, lambda i, s: landscape_1d(i["landscapes"])),
+    "fig_landscape_1d": FigureSpec(
+        "landscapes",
+        CONVERGENCE_LANDSCAPES,
+        lambda i, s: _module("landscape").landscape_1d(i["landscapes"], experiment_title(s, "convergence")),
+    ),
     "fig6_grad_hist_fc2": FigureSpec(
         "gradients",
         {"grads": [("convergence", "grads.h5", None)]},
-        lambda i, s: grad_heatmaps(
+        lambda i, s: _module("gradients").grad_heatmaps(
             i["grads"], "head", title=f"{experiment_title(s, 'convergence')}: |grad| of the second FC layer per epoch"
         ),
     ),
     "fig7_layernorm_clipping_val_loss": FigureSpec(
         "experiments",
         {"metrics": [("convergence", "metrics.csv", ["layer"]), ("clipping", "metrics.csv", ["layer"])]},
-        lambda i, s: clipping_figure(i["metrics"], ["layer"], s),
+        lambda i, s: clipping_figure(
+            i["metrics"],
+            ["layer"],
+            s,
+            title=f"LayerNorm: validation loss without / with clipping ({condition_text(s, 'convergence')})",
+        ),
     ),
     "fig8_layernorm_clipping_grads": FigureSpec(
         "gradients",
         {"grads": [("convergence", "grads.h5", ["layer"]), ("clipping", "grads.h5", ["layer"])]},
-        lambda i, s: grad_heatmaps(
+        lambda i, s: _module("gradients").grad_heatmaps(
             i["grads"],
             "experiment",
             title=f"LayerNorm: |grad| of fc2 without / with clipping ({condition_text(s, 'convergence')})",
@@ -522,7 +479,12 @@ FIGURES: dict[str, FigureSpec] = {
                 ("clipping", "metrics.csv", CLIPPING_HEADS),
             ]
         },
-        lambda i, s: clipping_figure(i["metrics"], CLIPPING_HEADS, s),
+        lambda i, s: clipping_figure(
+            i["metrics"],
+            CLIPPING_HEADS,
+            s,
+            title=f"{experiment_title(s, 'convergence')} vs {experiment_title(s, 'clipping')}: validation loss",
+        ),
     ),
     "fig10_high_lr": FigureSpec(
         "experiments",
@@ -538,43 +500,60 @@ FIGURES: dict[str, FigureSpec] = {
     "fig11_lr_sweep_grads": FigureSpec(
         "appendix",
         {"grads": [("lr_sweep", "grads.h5", None)]},
-        lambda i, s: grad_heatmaps(
+        lambda i, s: _module("gradients").grad_heatmaps(
             i["grads"],
             "variant",
-            title="Baseline head: |grad| of fc2 at each learning rate",
+            title=joined(
+                f"{experiment_title(s, 'lr_sweep')}: baseline head's |grad| of fc2 at each learning rate",
+                epochs_text(s, "lr_sweep"),
+            ),
             label_of=lambda v: f"lr = {variant_value(v):g}",
         ),
     ),
     "figA_batch_size": FigureSpec(
         "appendix",
         {"summaries": [("batch_size", "summary.json", None)]},
-        lambda i, s: batch_size_figure(i["summaries"]),
+        lambda i, s: batch_size_figure(
+            i["summaries"],
+            joined(
+                f"{experiment_title(s, 'batch_size')}: final test accuracy vs batch size", epochs_text(s, "batch_size")
+            ),
+        ),
     ),
     # optimisation diagnostics (normscape.plots_diagnostics; measures registered in normscape.measures)
     "fig_smoothness": FigureSpec(
         "diagnostics",
         {"smoothness": [("convergence", "smoothness.h5", None)]},
-        lambda i, s: _diagnostics().plot_smoothness(i["smoothness"], None, None),
+        lambda i, s: _module("diagnostics").plot_smoothness(
+            i["smoothness"], None, None, title=experiment_title(s, "convergence")
+        ),
     ),
     "fig_hessian_density": FigureSpec(
         "diagnostics",
         {"spectra": [("convergence", "spectrum.h5", None)]},
-        lambda i, s: _diagnostics().plot_spectrum_density(
-            i["spectra"], None, None, sigma_fraction=s["density_sigma_fraction"]
+        lambda i, s: _module("diagnostics").plot_spectrum_density(
+            i["spectra"],
+            None,
+            None,
+            sigma_fraction=s["density_sigma_fraction"],
+            title=experiment_title(s, "convergence"),
         ),
         settings="spectrum",
     ),
     "fig_adaptive_sharpness": FigureSpec(
         "diagnostics",
         {"adaptive": [("convergence", "adaptive_sharpness.json", None)]},
-        lambda i, s: _diagnostics().plot_adaptive_sharpness(i["adaptive"], None, None),
+        lambda i, s: _module("diagnostics").plot_adaptive_sharpness(
+            i["adaptive"], None, None, title=experiment_title(s, "convergence")
+        ),
     ),
 }
 
 
-def _diagnostics():
-    """normscape.plots_diagnostics, imported when drawn (it imports this module)."""
-    return importlib.import_module("normscape.plots_diagnostics")
+def _module(part: str):
+    """normscape.plots_<part> (landscape, gradients, diagnostics), imported when a figure of it is drawn: those
+    modules import this one, and the workflow parses this one without drawing."""
+    return importlib.import_module(f"normscape.plots_{part}")
 
 
 def draw(name: str, inputs: dict[str, list[str]], settings: dict) -> plt.Figure:
