@@ -81,6 +81,15 @@ def test_markdown_table_to_html_keeps_escaped_pipes_and_notes():
     md = "| a | \\|g\\| median | c |\n|---|---|---|\n| x | 1.0 ± 0.1 | <b> |\n| y | 2 | 3 |\n\nMean ± std. |g|: norm.\n"
     html = markdown_tables_to_html(md, "T")
     assert "<th>|g| median</th>" in html
-    assert html.count("<tr>") == 3 and html.count("<td>") == 6
-    assert "<td>&lt;b&gt;</td>" in html  # escaped
+    assert html.count("<tr>") == 3 and html.count("<td") == 6
+    assert '<td class="text">&lt;b&gt;</td>' in html  # escaped; text wraps, numbers do not
+    assert "<td>1.0 ± 0.1</td>" in html
     assert "<p>Mean ± std. |g|: norm.</p>" in html
+
+
+def test_markdown_headings_and_emphasis_are_rendered_not_shown_raw():
+    md = "# Claims\n\n### A claim — **mixed**\n\n| verdict | x |\n|---|---|\n| **supported** | `a*b` |\n"
+    html = markdown_tables_to_html(md, "T")
+    assert "<h1>Claims</h1>" in html and "<h3>A claim — <strong>mixed</strong></h3>" in html
+    assert '<td class="text verdict-supported"><strong>supported</strong></td>' in html
+    assert "<code>a*b</code>" in html and "**" not in html and "#" not in html.split("<body>")[1]

@@ -176,16 +176,29 @@ def write_landscape_surfaces_html(landscapes: list[str], path: str | Path, title
 
 _PIPE_ROW = re.compile(r"^\s*\|(.*)\|\s*$")
 _SEPARATOR = re.compile(r"^\s*\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)*\|?\s*$")
+_HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 
+# Long text cells wrap (a fixed maximum width) so the last column, the verdict of a claims row, stays on screen
+# beside the report's menu at 1366 px; numbers stay on one line.
 TABLE_CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; font-size: 13px; margin: 12px; }
-table { border-collapse: collapse; }
-th, td { border: 1px solid #ccc; padding: 3px 7px; text-align: right; white-space: nowrap; }
-th { background: #f0f0f0; position: sticky; top: 0; }
-td:nth-child(-n+3), th:nth-child(-n+3) { text-align: left; }
+table { border-collapse: collapse; margin-bottom: 6px; }
+th, td { border: 1px solid #ccc; padding: 3px 7px; text-align: right; white-space: nowrap; vertical-align: top; }
+th { background: #f0f0f0; position: sticky; top: 0; white-space: normal; max-width: 9em; text-align: left; }
+td.text { text-align: left; white-space: normal; min-width: 6em; max-width: 22em; overflow-wrap: break-word; }
 tr:nth-child(even) td { background: #fafafa; }
+h1 { font-size: 18px; } h2 { font-size: 16px; } h3 { font-size: 14px; margin: 18px 0 6px; }
 p { max-width: 70em; color: #333; }
+.verdict-supported { color: #1a7f37; } .verdict-refuted { color: #b42318; }
 """
+_NUMERIC = re.compile(r"^[-+−—<>≈≠=\s\d.,:%±()*/e\[\]]*$|^\d+/\d+$")
+
+
+def inline_html(text: str) -> str:
+    """HTML of one line of Markdown inline text: escaped, with **bold** and `code` rendered (never shown raw)."""
+    out = html.escape(text, quote=False)
+    out = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", out)
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
 
 
 def _cells(line: str) -> list[str]:
@@ -194,11 +207,21 @@ def _cells(line: str) -> list[str]:
     return [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", inner)]
 
 
-def markdown_tables_to_html(markdown: str, title: str) -> str:
-    """A standalone HTML page of a Markdown document made of pipe tables and paragraphs (any of our tables).
+def _td(cell: str) -> str:
+    # text cells wrap and align left; numeric cells (numbers, ranges, fractions, "—") stay on one line
+    css = "" if _NUMERIC.match(cell) else ' class="text"'
+    verdict = cell.strip("* ").split(" ")[0]
+    if verdict in ("supported", "refuted"):
+        css = f' class="text verdict-{verdict}"'
+    return f"<td{css}>{inline_html(cell)}</td>"
 
-    Pipe tables become <table>s (first row: header), other non-empty blocks become paragraphs; everything is
-    HTML-escaped. Unknown Markdown stays literal text, never dropped.
+
+def markdown_tables_to_html(markdown: str, title: str) -> str:
+    """A standalone HTML page of a Markdown document made of headings, pipe tables and paragraphs (our tables).
+
+    Pipe tables become <table>s (first row: header), ``#`` lines headings, other non-empty blocks paragraphs;
+    inline ``**bold**`` and ```code``` are rendered, everything else HTML-escaped: no Markdown syntax is left
+    for the reader to decode, and unknown Markdown stays literal text, never dropped.
     """
     body: list[str] = []
     lines = markdown.splitlines()
@@ -211,16 +234,22 @@ def markdown_tables_to_html(markdown: str, title: str) -> str:
             while i < len(lines) and _PIPE_ROW.match(lines[i]):
                 rows.append(_cells(lines[i]))
                 i += 1
-            th = "".join(f"<th>{html.escape(c)}</th>" for c in head)
-            trs = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>\n" for r in rows)
+            th = "".join(f"<th>{inline_html(c)}</th>" for c in head)
+            trs = "".join("<tr>" + "".join(_td(c) for c in r) + "</tr>\n" for r in rows)
             body.append(f"<table>\n<thead><tr>{th}</tr></thead>\n<tbody>\n{trs}</tbody>\n</table>")
             continue
+        heading = _HEADING.match(lines[i])
+        if heading:
+            level = len(heading.group(1))
+            body.append(f"<h{level}>{inline_html(heading.group(2))}</h{level}>")
+            i += 1
+            continue
         block = []
-        while i < len(lines) and lines[i].strip() and not _PIPE_ROW.match(lines[i]):
+        while i < len(lines) and lines[i].strip() and not _PIPE_ROW.match(lines[i]) and not _HEADING.match(lines[i]):
             block.append(lines[i].strip())
             i += 1
         if block:
-            body.append(f"<p>{html.escape(' '.join(block).lstrip('# '))}</p>")
+            body.append(f"<p>{inline_html(' '.join(block))}</p>")
         else:
             i += 1
     return (

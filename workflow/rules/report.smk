@@ -84,9 +84,42 @@ for table_name, table_label in REPORT_TABLES.items():
             "../scripts/table_html.py"
 
 
+# The landing page (workflow/report/workflow.rst includes the fragment): the study on one screen, generated from
+# the tables; the same page as a report entry, so `snakemake --report` refuses to run before it exists.
+REPORT_CATEGORIES = list(dict.fromkeys([FIGURE_SPECS[name].category for name in FIGURES] + ["tables"]))
+
+
+rule overview:
+    input:
+        summary=f"{RESULTS}/tables/summary.csv",
+        claims=f"{RESULTS}/tables/claims.csv",
+    output:
+        fragment=f"{RESULTS}/report/overview.html",
+        page=report(
+            f"{RESULTS}/tables/overview.html",
+            caption="../report/overview.rst",
+            category="tables",
+            labels={"table": "The study at a glance"},
+        ),
+    log:
+        f"{RESULTS}/logs/tables/overview.log",
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+    params:
+        config=config,
+        categories=REPORT_CATEGORIES,
+    script:
+        "../scripts/overview.py"
+
+
 STAGE_TARGETS["report"] = (
     [f"{RESULTS}/figures/{name}.html" for name in INTERACTIVE_FIGURES if name in FIGURES]
     + [f"{RESULTS}/tables/{name}.html" for name in REPORT_TABLES]
+    + [f"{RESULTS}/report/overview.html", f"{RESULTS}/tables/overview.html"]
     + [
         f"{landscape_dir(run)}/vtk/{name}"
         for run in enumerate_runs(config, config["landscape"]["experiments"])
