@@ -9,6 +9,7 @@ loss-landscape tool's ``.vtp`` export; the trajectory projected on the PCA plane
 
 from __future__ import annotations
 
+import base64
 import html
 import re
 from collections.abc import Mapping
@@ -20,6 +21,12 @@ import numpy as np
 from normscape.atomic import write_text
 
 # ------------------------------------------------------------------------------------------------ landscape
+
+SURFACE_COLUMNS = 3  # 3D panels per row of a rotatable page
+SURFACE_ROW_PX = 420  # height of one row of panels
+# Largest PNG embedded in a preview page: base64 (x 4/3) in the page, and the page base64 again in the report's
+# data: URL, must stay under Chromium's 2 MB URL limit.
+PREVIEW_IMAGE_LIMIT = 1_100_000
 
 
 def load_surfaces(path: str | Path) -> dict[str, dict[str, np.ndarray]]:
@@ -113,14 +120,34 @@ def write_landscape_vtk(
 
 def surfaces_html(surfaces: Mapping[str, Mapping[str, np.ndarray]], title: str, path: str | Path) -> None:
     """One self-contained HTML file (plotly.js inlined, works offline) with one rotatable 3D surface per entry
-    (``{label: {alphas, betas, loss}}``), all on one shared z range and colour scale."""
+    (``{label: {alphas, betas, loss}}``), all on one shared z range and colour scale, as wide as the window."""
+    fig = surfaces_figure(surfaces, title)
+    rows = -(-len(surfaces) // SURFACE_COLUMNS)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.write_html(
+        str(path),
+        include_plotlyjs=True,
+        full_html=True,
+        config={"displaylogo": False, "responsive": True},
+        default_width="100%",
+        default_height=f"{60 + SURFACE_ROW_PX * rows}px",
+    )
+
+
+def surfaces_figure(surfaces: Mapping[str, Mapping[str, np.ndarray]], title: str):
+    """The plotly figure of :func:`surfaces_html`."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     labels = list(surfaces)
     finite = [np.asarray(s["loss"])[np.isfinite(s["loss"])] for s in surfaces.values()]
     zmax = max((float(f.max()) for f in finite if f.size), default=1.0)
-    fig = make_subplots(rows=1, cols=len(labels), specs=[[{"type": "scene"}] * len(labels)], subplot_titles=labels)
+    # a grid at most SURFACE_COLUMNS wide, sized to the window (not a fixed pixel width): every head fits in the
+    # report's frame
+    cols = min(len(labels), SURFACE_COLUMNS)
+    rows = -(-len(labels) // cols)
+    specs = [[{"type": "scene"}] * cols for _ in range(rows)]
+    fig = make_subplots(rows=rows, cols=cols, specs=specs, subplot_titles=labels, vertical_spacing=0.06)
     for k, label in enumerate(labels, 1):
         s = surfaces[label]
         # plotly's z[row][col] sits at (x[col], y[row]): loss[i, j] is at (alphas[i], betas[j]) -> transpose
@@ -136,8 +163,8 @@ def surfaces_html(surfaces: Mapping[str, Mapping[str, np.ndarray]], title: str, 
                 name=label,
                 hovertemplate="α %{x:.3f}<br>β %{y:.3f}<br>loss %{z:.4f}<extra>" + label + "</extra>",
             ),
-            row=1,
-            col=k,
+            row=(k - 1) // cols + 1,
+            col=(k - 1) % cols + 1,
         )
         scene = "scene" if k == 1 else f"scene{k}"
         fig.layout[scene].update(
@@ -147,14 +174,40 @@ def surfaces_html(surfaces: Mapping[str, Mapping[str, np.ndarray]], title: str, 
             zaxis_range=[0, zmax],
             aspectmode="manual",
             aspectratio=dict(x=1, y=1, z=0.7),
-            camera=dict(eye=dict(x=1.6, y=1.6, z=1.1)),  # the whole box in view
+            camera=dict(eye=dict(x=1.9, y=1.9, z=1.2)),  # the whole box in view, in a third of the window
         )
-    fig.update_layout(title=title, height=520, width=max(520, 420 * len(labels)), margin=dict(l=0, r=0, t=60, b=0))
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.write_html(str(path), include_plotlyjs=True, full_html=True, config={"displaylogo": False})
+    fig.update_layout(title=title, autosize=True, margin=dict(l=0, r=0, t=60, b=0))
+    return fig
 
 
-def write_landscape_surfaces_html(landscapes: list[str], path: str | Path, title: str) -> None:
+def preview_html(png: str | Path, interactive_name: str, title: str) -> str:
+    """A small HTML page for a single-file report: the figure's static image and where its rotatable version is.
+
+    A single report.html embeds every file as a data: URL, and Chromium does not open one over 2 MB (plotly.js
+    alone is larger), so the rotatable page would be a blank pane there. The image is embedded only while the
+    page stays under that limit (it is base64-encoded twice on the way into the report).
+    """
+    data = Path(png).read_bytes()
+    image = (
+        f'<img alt="{html.escape(title)}" style="max-width:100%" src="data:image/png;base64,'
+        f'{base64.b64encode(data).decode()}">'
+        if len(data) < PREVIEW_IMAGE_LIMIT
+        else f"<p>(The static image is the entry <code>{html.escape(Path(png).name)}</code> of this report.)</p>"
+    )
+    return (
+        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{html.escape(title)}</title>\n'
+        f"<style>{TABLE_CSS}</style>\n</head>\n<body>\n"
+        "<p><b>Static image.</b> The rotatable 3D version cannot be shown in a single-file report (browsers do "
+        "not open embedded pages over 2 MB). Rotatable: the zip report "
+        "(<code>snakemake --report report.zip</code>, unzip, open report/report.html) or the file "
+        f"<code>results/figures/{html.escape(interactive_name)}</code> opened directly (works offline).</p>\n"
+        f"{image}\n</body>\n</html>\n"
+    )
+
+
+def write_landscape_surfaces_html(
+    landscapes: list[str], path: str | Path, title: str, preview: str | Path | None = None, png: str | Path = ""
+) -> None:
     """The random-direction plane of each head (lowest seed), as in fig5_landscape_surface, rotatable."""
     from normscape.results import HEAD_LABELS, head_sort_key, run_key
 
@@ -170,6 +223,8 @@ def write_landscape_surfaces_html(landscapes: list[str], path: str | Path, title
         else:
             surfaces[HEAD_LABELS.get(head, head)] = plane
     surfaces_html(surfaces, title, path)
+    if preview is not None:
+        write_text(preview, preview_html(png, Path(path).name, title))
 
 
 # ------------------------------------------------------------------------------------------------ tables
