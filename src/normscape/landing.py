@@ -32,7 +32,7 @@ CATEGORY_GUIDE = {
     "landscapes": "the loss around each trained head along filter-normalised random directions (Li et al. 2018) "
     "as 2D contours, 3D surfaces and 1D slices, and the training trajectory on its PCA plane; evaluated in eval "
     "mode (BatchNorm with running statistics), so heads share one scale. The 3D surfaces are also rotatable "
-    '(format "interactive 3D").',
+    "in the zip report (a single-file report shows them as a static image there).",
     "appendix": "the sweeps: gradient histograms across learning rates and test accuracy across batch sizes; a "
     "sweep run with one seed has no error bars, so only differences larger than the seed-to-seed spread of the "
     "main experiments are effects.",
