@@ -34,6 +34,7 @@ def test_each_claim_is_one_sentence_with_its_verdict_and_what_it_means_at_n_seed
     ]
     html = claims_list(rows)
     assert "With n = 3 seeds, supported means every seed agrees (smallest possible p = 2^-3 = 0.125)" in html
+    assert html.count("<ul class='claims'>") == 1
     items = html.split("<li>")[1:]
     assert len(items) == 4  # the two measures of "flatter minima" are one claim
     assert (

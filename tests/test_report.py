@@ -105,7 +105,7 @@ def test_landing_page_is_a_generated_summary_of_the_study(page, tmp_path):
         assert cells[2] == f"{float(rows[head]['top_eigenvalue_mean']):.3g}"
     # one finding sentence per claim: its text and verdict
     items = browser.evaluate(
-        "[...document.querySelectorAll('.normscape-overview li')].map(li => li.innerText).filter(t => t.includes('—'))"
+        "[...document.querySelectorAll('.normscape-overview ul.claims li')].map(li => li.innerText)"
     )
     groups = claim_groups(results)
     assert len(items) == len(groups)

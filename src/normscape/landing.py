@@ -219,7 +219,7 @@ def claims_list(claim_rows: list[dict]) -> str:
         else ""
     )
     return (
-        f"<p><b>Claims.</b> Each claim with its verdict (details: the claims table).{meaning}</p>\n<ul>"
+        f"<p><b>Claims.</b> Each claim with its verdict (details: the claims table).{meaning}</p>\n<ul class='claims'>"
         + "".join(claim_sentence(list(groups.values())) for groups in claims.values())
         + "</ul>"
     )
