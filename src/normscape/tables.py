@@ -186,7 +186,8 @@ def experiment_markdown(exp: str, g: pd.DataFrame, seed_spread: float) -> str:
     lines = ["| " + " | ".join(h.replace("|", "\\|") for h in head) + " |", "|" + "---|" * len(head)]
     for _, r in g.iterrows():
         cells = [HEAD_LABELS.get(r["head"], r["head"])] + ([r["variant"]] if swept else [])
-        cells += [str(r["seeds"]), r["diverged"]] + ([r["saddle"]] if measured_saddles else [])
+        saddle = "—" if r["saddle"].endswith("/0") else r["saddle"]  # none of its runs measured
+        cells += [str(r["seeds"]), r["diverged"]] + ([saddle] if measured_saddles else [])
         cells += [_fmt(r[f"{c}_mean"], r[f"{c}_std"], r[f"{c}_n"], r["seeds"], c) for c, _ in shown]
         lines.append("| " + " | ".join(cells) + " |")
     seeds = int(g["seeds"].max())
