@@ -106,7 +106,7 @@ def what_was_run(config: dict) -> str:
         sweep = "; sweep " + ", ".join(f"{k} = {', '.join(map(str, v))}" for k, v in s["sweep"].items())
         settings = [f"{len(s['heads'])} head{'s' if len(s['heads']) != 1 else ''}"]
         settings.append(f"{len(s['seeds'])} seed{'s' if len(s['seeds']) != 1 else ''}")
-        settings += [f"{name} {s[k]}" for k, name in SETTING_NAMES.items() if k not in s["sweep"]]
+        settings += [f"{word} {s[k]}" for k, word in SETTING_NAMES.items() if k not in s["sweep"]]
         settings.append(f"clipping {s['clip_grad_norm'] or 'off'}" if "clip_grad_norm" not in s["sweep"] else "")
         items.append(
             f"<li><b>{html.escape(name)}</b>: {html.escape(', '.join(x for x in settings if x))}"
