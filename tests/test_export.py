@@ -77,10 +77,48 @@ def test_interactive_html_is_self_contained(tmp_path):
     assert "scene2" in html
 
 
+def test_interactive_html_fits_every_head_in_the_window(tmp_path):
+    """Five heads: a grid of at most three per row, sized to the window (no fixed pixel width to overflow)."""
+    from normscape.export import surfaces_figure
+
+    alphas, betas, loss = fake_landscape(tmp_path / "l.h5")
+    surfaces = {k: {"alphas": alphas, "betas": betas, "loss": loss} for k in "ABCDE"}
+    out = tmp_path / "s.html"
+    surfaces_html(surfaces, "t", out)
+    assert 'style="height:900px; width:100%;"' in out.read_text()  # two rows of 420 px, the window's width
+    layout = surfaces_figure(surfaces, "t").layout
+    assert layout.width is None and layout.autosize
+    domains = [layout[f"scene{k}" if k > 1 else "scene"].domain for k in range(1, 6)]
+    assert len({tuple(d.x) for d in domains}) == 3 and len({tuple(d.y) for d in domains}) == 2
+    assert all(0 <= d.x[0] < d.x[1] <= 1 for d in domains)
+
+
+def test_preview_page_embeds_the_static_image_below_the_data_url_limit(tmp_path):
+    from normscape.export import PREVIEW_IMAGE_LIMIT, preview_html
+
+    png = tmp_path / "f.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(1000))
+    page = preview_html(png, "f.html", "T")
+    assert "data:image/png;base64,iVBORw0KGgo" in page and "results/figures/f.html" in page
+    # twice base64-encoded on the way into a single-file report: it stays under Chromium's 2 MB
+    assert (PREVIEW_IMAGE_LIMIT * 4 / 3 + 2000) * 4 / 3 < 2 * 1024 * 1024
+    png.write_bytes(bytes(PREVIEW_IMAGE_LIMIT + 1))
+    assert "base64" not in preview_html(png, "f.html", "T")  # too large: it names the PNG entry instead
+
+
 def test_markdown_table_to_html_keeps_escaped_pipes_and_notes():
     md = "| a | \\|g\\| median | c |\n|---|---|---|\n| x | 1.0 ± 0.1 | <b> |\n| y | 2 | 3 |\n\nMean ± std. |g|: norm.\n"
     html = markdown_tables_to_html(md, "T")
     assert "<th>|g| median</th>" in html
-    assert html.count("<tr>") == 3 and html.count("<td>") == 6
-    assert "<td>&lt;b&gt;</td>" in html  # escaped
+    assert html.count("<tr>") == 3 and html.count("<td") == 6
+    assert '<td class="text">&lt;b&gt;</td>' in html  # escaped; text wraps, numbers do not
+    assert "<td>1.0 ± 0.1</td>" in html
     assert "<p>Mean ± std. |g|: norm.</p>" in html
+
+
+def test_markdown_headings_and_emphasis_are_rendered_not_shown_raw():
+    md = "# Claims\n\n### A claim — **mixed**\n\n| verdict | x |\n|---|---|\n| **supported** | `a*b` |\n"
+    html = markdown_tables_to_html(md, "T")
+    assert "<h1>Claims</h1>" in html and "<h3>A claim — <strong>mixed</strong></h3>" in html
+    assert '<td class="text verdict-supported"><strong>supported</strong></td>' in html
+    assert "<code>a*b</code>" in html and "**" not in html and "#" not in html.split("<body>")[1]

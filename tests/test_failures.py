@@ -184,7 +184,7 @@ def test_diverged_landscape_run_still_gives_every_figure_and_the_table(tiny_conf
     for name in ("fig5_trajectory_pca", "fig_landscape_1d", "fig6_grad_hist_fc2"):
         assert (results / "figures" / f"{name}.png").stat().st_size > 0
     table = (results / "tables" / "summary.md").read_text()
-    assert "| convergence | Baseline (no norm) | base | 1 | 1/1 |" in table, table
+    assert "### convergence" in table and "| Baseline (no norm) | 1 | 1/1 |" in table, table
 
 
 # Every figure's experiments, two epochs each, for the all-diverged / all-dead cases below.

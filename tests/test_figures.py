@@ -43,7 +43,9 @@ def test_summary_table_is_written(tiny_workflow):
     df = pd.read_csv(results / "tables" / "summary.csv")
     assert set(df["experiment"]) == {"convergence", "lr_sweep"} and len(df) == 5
     md = (results / "tables" / "summary.md").read_text()
-    assert md.startswith("| experiment | head |") and "BatchNorm" in md and "RMSNorm" in md
+    assert md.startswith("# Summary of all runs\n\n### convergence — 3 rows") and "BatchNorm" in md and "RMSNorm" in md
+    # one table per experiment; the sweep's variants in the order of their value
+    assert "| head | variant |" in md and md.index("| lr-0.001 |") < md.index("| lr-0.01 |")
 
 
 def test_targeting_one_figure_schedules_only_what_it_needs(tiny_config, tmp_path):

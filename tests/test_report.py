@@ -11,7 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from conftest import run_snakemake
+
+from normscape.norms import label
 
 sys.path.insert(0, str(Path(__file__).parent / "browser"))
 import headless_chromium  # noqa: E402
@@ -30,7 +33,7 @@ def report(tiny_workflow):
 @pytest.fixture(scope="module")
 def page(report, tmp_path_factory):
     try:
-        browser = headless_chromium.Browser(tmp_path_factory.mktemp("chromium"))
+        browser = headless_chromium.Browser(tmp_path_factory.mktemp("chromium"), width=1366, height=900)
     except headless_chromium.BrowserUnavailable as exc:
         pytest.skip(f"no Chromium: {exc}")
     path, cfg, results = report
@@ -67,19 +70,85 @@ def decoded(browser, path: str) -> str:
     return base64.b64decode(uri.split("base64,", 1)[1]).decode()
 
 
-def test_description_page_shows_study_and_config(page, tmp_path):
+def claim_groups(results: Path) -> dict[str, list[dict]]:
+    """claims.csv rows by claim (a claim tested by several measures, ``id[measure]``, is one claim)."""
+    import csv
+
+    groups: dict[str, list[dict]] = {}
+    for row in csv.DictReader((results / "tables" / "claims.csv").open()):
+        groups.setdefault(row["claim_id"].split("[")[0], []).append(row)
+    return groups
+
+
+def test_landing_page_is_a_generated_summary_of_the_study(page, tmp_path):
+    """The description page: what was run, the headline numbers and a sentence per claim, read from the results;
+    every report category explained; the config as readable YAML; no Markdown syntax anywhere."""
+    import csv
+
     browser, cfg, results = page
-    text = browser.evaluate("document.body.innerText")
-    assert "What this study is" in text and "How to read it" in text
-    # the config that produced the report, with this run's values (not the defaults of config.yaml)
-    assert f'"input_size": {cfg["backbone"]["input_size"]}' in text
-    assert str(results) in text
+    text = browser.evaluate("document.querySelector('.normscape-overview').innerText")
+    # what was run, from the config (the tiny config's values, not config.yaml's defaults)
     exp, train = cfg["experiments"]["convergence"], cfg["training"]
-    heads = ", ".join(exp["heads"])
-    assert f"convergence: heads {heads}; lr {exp['lr']}, batch {train['batch_size']}, {train['epochs']} epochs" in text
     assert f"A frozen {cfg['backbone']['arch']} backbone" in text
-    shot = browser.screenshot(shots_dir(tmp_path) / "report_description.png")
-    assert ink_fraction(shot, (slice(0, 900), slice(300, 1400))) > 0.02
+    assert f"convergence: {len(exp['heads'])} heads, 1 seed, epochs {train['epochs']}, lr {exp['lr']}" in text
+    assert "lr_sweep: 1 head, 1 seed" in text and "sweep lr = 0.001, 0.01" in text
+    # the headline table: final-epoch test accuracy and lambda_max per head, as in summary.csv
+    rows = {r["head"]: r for r in csv.DictReader((results / "tables" / "summary.csv").open()) if r["variant"] == "base"}
+    table = browser.evaluate(
+        "[...document.querySelectorAll('.normscape-overview table tr')].map(r => [...r.cells].map(c => c.innerText))"
+    )
+    assert table[0] == ["head", "convergence\ntest acc %", "convergence\nλmax"]
+    assert len(table) == 1 + len(exp["heads"])
+    for cells in table[1:]:
+        head = next(h for h, r in rows.items() if cells[0] == label(h))
+        assert cells[1] == f"{100 * float(rows[head]['final_test_acc_mean']):.1f}"
+        assert cells[2] == f"{float(rows[head]['top_eigenvalue_mean']):.3g}"
+    # one finding sentence per claim: its text and verdict
+    items = browser.evaluate(
+        "[...document.querySelectorAll('.normscape-overview ul.claims li')].map(li => li.innerText)"
+    )
+    groups = claim_groups(results)
+    assert len(items) == len(groups)
+    for claim_rows, item in zip(groups.values(), items):
+        assert claim_rows[0]["claim"].split(" — by the ")[0] in item
+        assert all(f": {r['claim_verdict']}" in item for r in claim_rows)
+    # "How to read it" names every category of this report
+    categories = browser.evaluate("Object.keys(categories)")
+    guide = text.split("How to read it.")[1]
+    assert len(categories) >= 5 and all(f"{c}: " in guide for c in categories)
+    # the config: YAML (nested keys indented), with this run's values
+    config = browser.evaluate("document.querySelector('.normscape-overview details pre').textContent")
+    assert f"  input_size: {cfg['backbone']['input_size']}\n" in config and f"results_dir: {results}\n" in config
+    body = browser.evaluate("document.getElementById('app').innerText")
+    assert "**" not in body and "``" not in body
+    shot = browser.screenshot(shots_dir(tmp_path) / "report_landing.png")
+    assert ink_fraction(shot, (slice(0, 600), slice(300, 900))) > 0.02  # the summary at the top, in view
+
+
+def test_claims_page_renders_markdown_and_keeps_the_verdict_in_view(page, tmp_path):
+    """No raw Markdown in the claims table, a caption saying what the verdicts and the CI mean, and the verdict
+    column inside the report's frame at 1366 px (the frame's width measured in the report itself)."""
+    browser, cfg, results = page
+    key = str(results / "tables/claims.html")
+    html = decoded(browser, key)
+    assert "**" not in html and "<strong>" in html and "How to read the verdicts" in html
+    browser.evaluate(f"app.setView({{content: 'html', contentPath: results[{key!r}].data_uri}})")
+    frame = browser.wait_for("(f => f && f.getBoundingClientRect().width)(document.querySelector('#app iframe'))")
+    browser.evaluate("new Promise(r => setTimeout(r, 1000))")
+    browser.screenshot(shots_dir(tmp_path) / "report_claims.png")
+    # the page the frame shows, at the frame's size (its document is not reachable from the report: data: URL)
+    with headless_chromium.Browser(tmp_path / "claims", width=int(frame), height=900) as alone:
+        alone.open((results / "tables/claims.html").as_uri())
+        alone.wait_for("document.readyState === 'complete' && !!document.querySelector('table')")
+        verdicts = alone.evaluate(
+            "[...document.querySelectorAll('table')].map(t => {"
+            " const i = [...t.rows[0].cells].findIndex(c => c.innerText === 'verdict');"
+            " return [...t.rows].map(r => r.cells[i].getBoundingClientRect().right); })"
+        )
+        headings = alone.evaluate("[...document.querySelectorAll('h3')].map(h => h.innerText)")
+    assert verdicts and all(0 < right <= frame for table in verdicts for right in table), (frame, verdicts)
+    claim_ids = {r["claim_id"] for rows in claim_groups(results).values() for r in rows}
+    assert len(headings) == len(claim_ids) and all("*" not in h for h in headings)
 
 
 def test_every_figure_is_labelled_captioned_and_renders(page, tmp_path):
@@ -125,8 +194,9 @@ def test_summary_table_is_an_html_table(page, tmp_path):
     assert str(results / "tables/summary.md") not in found  # not offered as a Markdown download
     html = decoded(browser, key)
     runs = len(cfg["experiments"]["convergence"]["heads"]) + len(cfg["experiments"]["lr_sweep"]["sweep"]["lr"])
-    assert html.count("<tr>") == 1 + runs  # header + one row per head of convergence and per lr of lr_sweep
-    assert "<td>BatchNorm</td>" in html and "test acc, final epoch" in html
+    # one table per experiment: its header + one row per head of convergence and per lr of lr_sweep
+    assert html.count("<tr>") == 2 + runs and html.count("<table>") == 2
+    assert '<td class="text">BatchNorm</td>' in html and "test acc, final epoch" in html
     browser.evaluate("app.showCategory('tables')")
     assert "Summary of all runs" in browser.wait_for("document.body.innerText")
     browser.evaluate(f"app.setView({{content: 'html', contentPath: results[{key!r}].data_uri}})")
@@ -136,17 +206,26 @@ def test_summary_table_is_an_html_table(page, tmp_path):
     assert ink_fraction(shot, (slice(0, 900), slice(300, 1400))) > 0.01
 
 
-def test_interactive_surface_is_self_contained(page, tmp_path):
+def test_single_file_report_shows_the_3d_figure_as_a_static_image(page, tmp_path):
+    """A single report.html cannot open the rotatable page (a data: URL over Chromium's 2 MB): its "3D" entry is
+    a light page with the static image and where the rotatable version is, and it is drawn, not blank."""
     browser, cfg, results = page
-    key = str(results / "figures/fig5_landscape_surface.html")
+    key = str(results / "figures/preview/fig5_landscape_surface.html")
     found = entries(browser)
-    assert found[key]["labels"] == {"figure": "fig5_landscape_surface", "format": "interactive 3D (HTML)"}
+    assert str(results / "figures/fig5_landscape_surface.html") not in found
+    assert found[key]["labels"] == {
+        "figure": "fig5_landscape_surface",
+        "format": "3D (static here; rotatable in the zip report)",
+    }
+    assert "report.zip" in found[key]["caption"]
+    assert len(browser.evaluate(f"results[{key!r}].data_uri")) < 2 * 1024 * 1024  # Chromium opens it
     html = decoded(browser, key)
-    assert '"type":"surface"' in html.replace(" ", "") and "src=" not in html.split("<body>")[0]
+    assert "data:image/png;base64," in html and "results/figures/fig5_landscape_surface.html" in html
     browser.evaluate(f"app.setView({{content: 'html', contentPath: results[{key!r}].data_uri}})")
     browser.wait_for("!!document.querySelector('#app iframe')")
-    browser.evaluate("new Promise(r => setTimeout(r, 3000))")
-    browser.screenshot(shots_dir(tmp_path) / "report_interactive_surface.png")
+    browser.evaluate("new Promise(r => setTimeout(r, 1500))")
+    shot = browser.screenshot(shots_dir(tmp_path) / "report_3d_static.png")
+    assert ink_fraction(shot, (slice(100, 500), slice(300, 1300))) > 0.05  # the image, drawn
 
 
 def test_zip_report_shows_the_rotatable_surface_inside(report, tmp_path):
@@ -174,6 +253,17 @@ def test_zip_report_shows_the_rotatable_surface_inside(report, tmp_path):
         browser.evaluate("new Promise(r => setTimeout(r, 5000))")  # plotly.js (4 MB) parses and draws (WebGL)
         shot = browser.screenshot(shots_dir(tmp_path) / "report_zip_interactive_surface.png")
         assert ink_fraction(shot, (slice(0, 500), slice(300, 1200))) > 0.05
+        frame = browser.evaluate("document.querySelector('#app iframe').getBoundingClientRect().width")
+        inner = page.parent / browser.evaluate(f"results[{key!r}].data_uri")
+    # every head's 3D panel inside the frame (the file the frame shows, opened at the frame's width)
+    with headless_chromium.Browser(tmp_path / "frame", width=int(frame), height=900) as alone:
+        alone.open(inner.as_uri())
+        alone.wait_for("document.querySelectorAll('.gl-container > div').length > 0")
+        panels = alone.evaluate(
+            "[...document.querySelectorAll('.gl-container > div')].map(d => d.getBoundingClientRect().right)"
+        )
+    heads = len(yaml.safe_load(configfile.read_text())["experiments"]["convergence"]["heads"])
+    assert len(panels) == heads and all(0 < right <= frame for right in panels), (frame, panels)
 
 
 def test_a_finished_study_prints_its_overview(tiny_workflow):

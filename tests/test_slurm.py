@@ -63,7 +63,6 @@ def slurm_snakemake(cluster, workdir: Path, logdir: Path, *targets: str) -> subp
         "squeue",
         "--slurm-init-seconds-before-status-checks",
         "2",
-        "--slurm-no-account",
         "--slurm-keep-successful-logs",
         "--slurm-logdir",
         str(logdir),
@@ -202,6 +201,13 @@ def test_tiny_pipeline_on_slurm_matches_local_run(slurm, tiny_workflow, tmp_path
     proc = slurm_snakemake(slurm, tmp_path, logdir, "all")
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-6000:]
+    # what docs/cluster.md says the plugin prints without an account (and that it then submits without one)
+    cluster_doc = (REPO / "docs" / "cluster.md").read_text().replace("\n", " ")
+    for message in (
+        "No SLURM account given, trying to guess.",
+        "Unable to guess SLURM account. Trying to proceed without.",
+    ):
+        assert message in log and f"`{message}`" in cluster_doc, message
 
     # every job of the DAG (all but the input-only target rule `all`) was submitted with sbatch ...
     submitted = {int(job): (jid, Path(path)) for job, jid, path in SUBMITTED.findall(log)}

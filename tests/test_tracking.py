@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from normscape.tracking import WandbTracker, log_abs_histogram, provenance, range_histogram
 from normscape.trainjob import train_run
-from normscape.wandb_reader import find_run_files, read_config, read_history
+from normscape.wandb_reader import find_run_files, read_artifact_paths, read_config, read_history, read_run
 
 RUN = {"experiment": "t", "head": "layer", "variant": "base", "seed": 0}
 TRAINING = {"epochs": 2, "batch_size": 128, "lr": 1e-3, "weight_decay": 0.0, "clip_grad_norm": 1.0}
@@ -214,3 +216,49 @@ def test_a_group_logs_one_wandb_run_per_seed(features_file, tmp_path):
         epochs = [row for row in by_seed[seed] if "epoch/val_acc" in row]
         assert len(epochs) == 2 and epochs[-1]["epoch/val_acc"] == pytest.approx(summary["final"]["val_acc"])
     assert summaries[0]["final"]["val_loss"] != summaries[1]["final"]["val_loss"]
+
+
+def test_runs_are_tagged_capture_the_console_and_record_absolute_artifact_paths(tmp_path, monkeypatch):
+    """`wandb sync` of an offline run uploads the artifact's files from their recorded local paths: absolute, so
+    it finds them from any directory, although the workflow names run directories relative to its own."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    model = Path("runs") / "model_final.pt"
+    model.write_bytes(b"weights")
+    settings = {"mode": "offline", "project": "p", "entity": None, "log_checkpoints": True, "timeout_s": 60}
+    config = {"run": {**RUN, "variant": "bs-32"}}
+    tracker = WandbTracker(settings, "wandb", run_name="t/layer/bs-32/seed0", group="t", config=config)
+    print("a line the console capture keeps", flush=True)
+    tracker.log_summary({"final": {"test_acc": 0.5}, "best": {"test_acc": 0.5}}, [model])
+    tracker.finish()
+    monkeypatch.chdir(tmp_path / "runs")  # another directory, as `wandb sync` may be started from
+    (run_file,) = find_run_files(tmp_path / "wandb")
+    assert sorted(read_run(run_file).tags) == ["experiment:t", "norm:layer", "seed:0", "variant:bs-32"]
+    (local,) = read_artifact_paths(run_file)
+    assert Path(local).is_absolute() and Path(local).read_bytes() == b"weights"
+    output_log = run_file.parent / "files" / "output.log"
+    assert "a line the console capture keeps" in output_log.read_text()
+
+
+def test_the_summary_table_is_one_wandb_table_in_its_own_run(tmp_path):
+    import json
+
+    import pandas as pd
+
+    from normscape.tracking import log_summary_table
+
+    csv = tmp_path / "summary.csv"
+    pd.DataFrame(
+        {"experiment": ["convergence", "convergence"], "head": ["none", "batch"], "final_test_acc_mean": [0.7, 0.75]}
+    ).to_csv(csv, index=False)
+    settings = {"mode": "offline", "project": "p", "entity": None, "log_checkpoints": True, "timeout_s": 60}
+    assert log_summary_table(settings, tmp_path / "wandb", csv)
+    assert not log_summary_table({**settings, "mode": "disabled"}, tmp_path / "nothing", csv)
+    (run_file,) = find_run_files(tmp_path / "wandb")
+    run = read_run(run_file)
+    assert run.display_name == "summary" and run.job_type == "summary"
+    (row,) = [r for r in read_history(run_file) if "summary_table/_type" in r]
+    assert row["summary_table/_type"] == "table-file" and row["summary_table/nrows"] == 2
+    table = json.loads((run_file.parent / "files" / row["summary_table/path"]).read_text())
+    assert table["columns"] == ["experiment", "head", "final_test_acc_mean"]
+    assert table["data"] == [["convergence", "none", 0.7], ["convergence", "batch", 0.75]]

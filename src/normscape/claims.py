@@ -452,9 +452,33 @@ def evaluate_claims(table: pd.DataFrame, settings: dict | None = None) -> pd.Dat
     return pd.DataFrame(out)
 
 
+def seed_count(result: pd.DataFrame) -> int:
+    """The most seeds any row of the study compared (0 when none was testable)."""
+    n = pd.to_numeric(result.get("n_seeds", pd.Series(dtype=float)), errors="coerce")
+    return int(n.max()) if n.notna().any() else 0
+
+
+def reading_guide(result: pd.DataFrame) -> str:
+    """What a verdict and the CI column mean at this study's number of seeds, stated before the tables so that a
+    reader does not take "supported" for "significant" or the interval for a confidence statement."""
+    n = seed_count(result)
+    if n < 2:
+        return (
+            "How to read the verdicts: fewer than 2 seeds per comparison, so every row is inconclusive — a single "
+            "seed cannot tell an effect from seed-to-seed noise."
+        )
+    return (
+        f"How to read the verdicts: with n = {n} seeds, **supported** means every seed's difference has the claimed "
+        f"sign (refuted: every seed's has the other sign); the exact test's smallest p is then 2^-{n} = "
+        f"{2.0**-n:.3g} (one-sided), so a verdict is consistency across seeds, not significance. The CI column is a "
+        f"percentile bootstrap interval, at n = {n} about [min, max] of the per-seed differences: a range, not a "
+        "significance test."
+    )
+
+
 def to_markdown(result: pd.DataFrame, settings: dict | None = None) -> str:
     s = {**DEFAULTS, **(settings or {})}
-    lines = []
+    lines = [reading_guide(result), ""]
     for _, g in result.groupby("claim_id", sort=False):
         first = g.iloc[0]
         lines += [f"### {first['claim']} — **{first['claim_verdict']}**", ""]
@@ -462,8 +486,8 @@ def to_markdown(result: pd.DataFrame, settings: dict | None = None) -> str:
             lines += ["(no runs for this claim in the study)", ""]
             continue
         lines += [
-            "| statistic | comparison | expected | sided | n | per seed | mean | CI | exact p | smallest p at n "
-            "| verdict |",
+            "| verdict | comparison | statistic | expected | sided | n | per seed | mean | CI (≈ min/max at small n) "
+            "| exact p | smallest p at n |",
             "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for _, r in g.iterrows():
@@ -473,8 +497,8 @@ def to_markdown(result: pd.DataFrame, settings: dict | None = None) -> str:
             power = f"{r['p_smallest']:.3g}" if np.isfinite(r["p_smallest"]) else "—"
             n = f"{r['n_seeds']:.0f}" if np.isfinite(r["n_seeds"]) else "—"  # float once a row lacks it
             lines.append(
-                f"| {r['statistic']} | {r['comparison']} | {r['expected']} | {r['sided']} | {n} "
-                f"| {r['per_seed'] or '—'} | {mean} | {ci} | {p} | {power} | {r['verdict']} |"
+                f"| {r['verdict']} | {r['comparison']} | {r['statistic']} | {r['expected']} | {r['sided']} | {n} "
+                f"| {r['per_seed'] or '—'} | {mean} | {ci} | {p} | {power} |"
             )
         notes = [
             f"{r['comparison']}: {r['saddles']}"

@@ -9,6 +9,7 @@ loss-landscape tool's ``.vtp`` export; the trajectory projected on the PCA plane
 
 from __future__ import annotations
 
+import base64
 import html
 import re
 from collections.abc import Mapping
@@ -20,6 +21,12 @@ import numpy as np
 from normscape.atomic import write_text
 
 # ------------------------------------------------------------------------------------------------ landscape
+
+SURFACE_COLUMNS = 3  # 3D panels per row of a rotatable page
+SURFACE_ROW_PX = 420  # height of one row of panels
+# Largest PNG embedded in a preview page: base64 (x 4/3) in the page, and the page base64 again in the report's
+# data: URL, must stay under Chromium's 2 MB URL limit.
+PREVIEW_IMAGE_LIMIT = 1_100_000
 
 
 def load_surfaces(path: str | Path) -> dict[str, dict[str, np.ndarray]]:
@@ -113,14 +120,34 @@ def write_landscape_vtk(
 
 def surfaces_html(surfaces: Mapping[str, Mapping[str, np.ndarray]], title: str, path: str | Path) -> None:
     """One self-contained HTML file (plotly.js inlined, works offline) with one rotatable 3D surface per entry
-    (``{label: {alphas, betas, loss}}``), all on one shared z range and colour scale."""
+    (``{label: {alphas, betas, loss}}``), all on one shared z range and colour scale, as wide as the window."""
+    fig = surfaces_figure(surfaces, title)
+    rows = -(-len(surfaces) // SURFACE_COLUMNS)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.write_html(
+        str(path),
+        include_plotlyjs=True,
+        full_html=True,
+        config={"displaylogo": False, "responsive": True},
+        default_width="100%",
+        default_height=f"{60 + SURFACE_ROW_PX * rows}px",
+    )
+
+
+def surfaces_figure(surfaces: Mapping[str, Mapping[str, np.ndarray]], title: str):
+    """The plotly figure of :func:`surfaces_html`."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     labels = list(surfaces)
     finite = [np.asarray(s["loss"])[np.isfinite(s["loss"])] for s in surfaces.values()]
     zmax = max((float(f.max()) for f in finite if f.size), default=1.0)
-    fig = make_subplots(rows=1, cols=len(labels), specs=[[{"type": "scene"}] * len(labels)], subplot_titles=labels)
+    # a grid at most SURFACE_COLUMNS wide, sized to the window (not a fixed pixel width): every head fits in the
+    # report's frame
+    cols = min(len(labels), SURFACE_COLUMNS)
+    rows = -(-len(labels) // cols)
+    specs = [[{"type": "scene"}] * cols for _ in range(rows)]
+    fig = make_subplots(rows=rows, cols=cols, specs=specs, subplot_titles=labels, vertical_spacing=0.06)
     for k, label in enumerate(labels, 1):
         s = surfaces[label]
         # plotly's z[row][col] sits at (x[col], y[row]): loss[i, j] is at (alphas[i], betas[j]) -> transpose
@@ -136,8 +163,8 @@ def surfaces_html(surfaces: Mapping[str, Mapping[str, np.ndarray]], title: str, 
                 name=label,
                 hovertemplate="α %{x:.3f}<br>β %{y:.3f}<br>loss %{z:.4f}<extra>" + label + "</extra>",
             ),
-            row=1,
-            col=k,
+            row=(k - 1) // cols + 1,
+            col=(k - 1) % cols + 1,
         )
         scene = "scene" if k == 1 else f"scene{k}"
         fig.layout[scene].update(
@@ -147,14 +174,40 @@ def surfaces_html(surfaces: Mapping[str, Mapping[str, np.ndarray]], title: str, 
             zaxis_range=[0, zmax],
             aspectmode="manual",
             aspectratio=dict(x=1, y=1, z=0.7),
-            camera=dict(eye=dict(x=1.6, y=1.6, z=1.1)),  # the whole box in view
+            camera=dict(eye=dict(x=1.9, y=1.9, z=1.2)),  # the whole box in view, in a third of the window
         )
-    fig.update_layout(title=title, height=520, width=max(520, 420 * len(labels)), margin=dict(l=0, r=0, t=60, b=0))
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.write_html(str(path), include_plotlyjs=True, full_html=True, config={"displaylogo": False})
+    fig.update_layout(title=title, autosize=True, margin=dict(l=0, r=0, t=60, b=0))
+    return fig
 
 
-def write_landscape_surfaces_html(landscapes: list[str], path: str | Path, title: str) -> None:
+def preview_html(png: str | Path, interactive_name: str, title: str) -> str:
+    """A small HTML page for a single-file report: the figure's static image and where its rotatable version is.
+
+    A single report.html embeds every file as a data: URL, and Chromium does not open one over 2 MB (plotly.js
+    alone is larger), so the rotatable page would be a blank pane there. The image is embedded only while the
+    page stays under that limit (it is base64-encoded twice on the way into the report).
+    """
+    data = Path(png).read_bytes()
+    image = (
+        f'<img alt="{html.escape(title)}" style="max-width:100%" src="data:image/png;base64,'
+        f'{base64.b64encode(data).decode()}">'
+        if len(data) < PREVIEW_IMAGE_LIMIT
+        else f"<p>(The static image is the entry <code>{html.escape(Path(png).name)}</code> of this report.)</p>"
+    )
+    return (
+        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{html.escape(title)}</title>\n'
+        f"<style>{TABLE_CSS}</style>\n</head>\n<body>\n"
+        "<p><b>Static image.</b> The rotatable 3D version cannot be shown in a single-file report (browsers do "
+        "not open embedded pages over 2 MB). Rotatable: the zip report "
+        "(<code>snakemake --report report.zip</code>, unzip, open report/report.html) or the file "
+        f"<code>results/figures/{html.escape(interactive_name)}</code> opened directly (works offline).</p>\n"
+        f"{image}\n</body>\n</html>\n"
+    )
+
+
+def write_landscape_surfaces_html(
+    landscapes: list[str], path: str | Path, title: str, preview: str | Path | None = None, png: str | Path = ""
+) -> None:
     """The random-direction plane of each head (lowest seed), as in fig5_landscape_surface, rotatable."""
     from normscape.results import HEAD_LABELS, head_sort_key, run_key
 
@@ -170,22 +223,37 @@ def write_landscape_surfaces_html(landscapes: list[str], path: str | Path, title
         else:
             surfaces[HEAD_LABELS.get(head, head)] = plane
     surfaces_html(surfaces, title, path)
+    if preview is not None:
+        write_text(preview, preview_html(png, Path(path).name, title))
 
 
 # ------------------------------------------------------------------------------------------------ tables
 
 _PIPE_ROW = re.compile(r"^\s*\|(.*)\|\s*$")
 _SEPARATOR = re.compile(r"^\s*\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)*\|?\s*$")
+_HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 
+# Long text cells wrap (a fixed maximum width) so the last column, the verdict of a claims row, stays on screen
+# beside the report's menu at 1366 px; numbers stay on one line.
 TABLE_CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; font-size: 13px; margin: 12px; }
-table { border-collapse: collapse; }
-th, td { border: 1px solid #ccc; padding: 3px 7px; text-align: right; white-space: nowrap; }
-th { background: #f0f0f0; position: sticky; top: 0; }
-td:nth-child(-n+3), th:nth-child(-n+3) { text-align: left; }
+table { border-collapse: collapse; margin-bottom: 6px; }
+th, td { border: 1px solid #ccc; padding: 3px 7px; text-align: right; white-space: nowrap; vertical-align: top; }
+th { background: #f0f0f0; position: sticky; top: 0; white-space: normal; max-width: 9em; text-align: left; }
+td.text { text-align: left; white-space: normal; min-width: 6em; max-width: 22em; overflow-wrap: break-word; }
 tr:nth-child(even) td { background: #fafafa; }
+h1 { font-size: 18px; } h2 { font-size: 16px; } h3 { font-size: 14px; margin: 18px 0 6px; }
 p { max-width: 70em; color: #333; }
+.verdict-supported { color: #1a7f37; } .verdict-refuted { color: #b42318; }
 """
+_NUMERIC = re.compile(r"^[-+−—<>≈≠=\s\d.,:%±()*/e\[\]]*$|^\d+/\d+$")
+
+
+def inline_html(text: str) -> str:
+    """HTML of one line of Markdown inline text: escaped, with **bold** and `code` rendered (never shown raw)."""
+    out = html.escape(text, quote=False)
+    out = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", out)
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
 
 
 def _cells(line: str) -> list[str]:
@@ -194,11 +262,21 @@ def _cells(line: str) -> list[str]:
     return [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", inner)]
 
 
-def markdown_tables_to_html(markdown: str, title: str) -> str:
-    """A standalone HTML page of a Markdown document made of pipe tables and paragraphs (any of our tables).
+def _td(cell: str) -> str:
+    # text cells wrap and align left; numeric cells (numbers, ranges, fractions, "—") stay on one line
+    css = "" if _NUMERIC.match(cell) else ' class="text"'
+    verdict = cell.strip("* ").split(" ")[0]
+    if verdict in ("supported", "refuted"):
+        css = f' class="text verdict-{verdict}"'
+    return f"<td{css}>{inline_html(cell)}</td>"
 
-    Pipe tables become <table>s (first row: header), other non-empty blocks become paragraphs; everything is
-    HTML-escaped. Unknown Markdown stays literal text, never dropped.
+
+def markdown_tables_to_html(markdown: str, title: str) -> str:
+    """A standalone HTML page of a Markdown document made of headings, pipe tables and paragraphs (our tables).
+
+    Pipe tables become <table>s (first row: header), ``#`` lines headings, other non-empty blocks paragraphs;
+    inline ``**bold**`` and ```code``` are rendered, everything else HTML-escaped: no Markdown syntax is left
+    for the reader to decode, and unknown Markdown stays literal text, never dropped.
     """
     body: list[str] = []
     lines = markdown.splitlines()
@@ -211,16 +289,22 @@ def markdown_tables_to_html(markdown: str, title: str) -> str:
             while i < len(lines) and _PIPE_ROW.match(lines[i]):
                 rows.append(_cells(lines[i]))
                 i += 1
-            th = "".join(f"<th>{html.escape(c)}</th>" for c in head)
-            trs = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>\n" for r in rows)
+            th = "".join(f"<th>{inline_html(c)}</th>" for c in head)
+            trs = "".join("<tr>" + "".join(_td(c) for c in r) + "</tr>\n" for r in rows)
             body.append(f"<table>\n<thead><tr>{th}</tr></thead>\n<tbody>\n{trs}</tbody>\n</table>")
             continue
+        heading = _HEADING.match(lines[i])
+        if heading:
+            level = len(heading.group(1))
+            body.append(f"<h{level}>{inline_html(heading.group(2))}</h{level}>")
+            i += 1
+            continue
         block = []
-        while i < len(lines) and lines[i].strip() and not _PIPE_ROW.match(lines[i]):
+        while i < len(lines) and lines[i].strip() and not _PIPE_ROW.match(lines[i]) and not _HEADING.match(lines[i]):
             block.append(lines[i].strip())
             i += 1
         if block:
-            body.append(f"<p>{html.escape(' '.join(block).lstrip('# '))}</p>")
+            body.append(f"<p>{inline_html(' '.join(block))}</p>")
         else:
             i += 1
     return (

@@ -15,7 +15,7 @@ import pandas as pd
 
 from normscape.atomic import atomic_path, write_text
 from normscape.errors import DataError
-from normscape.results import HEAD_LABELS, head_sort_key, load_metrics, load_summaries, run_key
+from normscape.results import HEAD_LABELS, head_sort_key, load_metrics, load_summaries, run_key, variant_value
 from normscape.runtable import curve_statistics
 
 COLUMNS = [
@@ -113,36 +113,113 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
         out.append(row)
     df = pd.DataFrame(out)
     if len(df):
+        df["_variant"] = df["variant"].map(variant_sort_key)
         df["_order"] = df["head"].map(head_sort_key)
-        df = df.sort_values(["experiment", "variant", "_order"]).drop(columns="_order").reset_index(drop=True)
+        df = df.sort_values(["experiment", "_variant", "_order"]).drop(columns=["_variant", "_order"])
+        df = df.reset_index(drop=True)
     return df
 
 
-def _fmt(mean: float, std: float, n: int, col: str) -> str:
+def variant_sort_key(variant: str) -> tuple[float, str]:
+    """Swept variants in the order of their value (bs-8, bs-32, bs-128, bs-256), not as text; 'base' first."""
+    value = variant_value(variant)
+    return (-np.inf if value is None else value, variant)
+
+
+PERCENT = ("final_test_acc", "best_test_acc", "clipped_fraction", "val_auc")
+
+
+def _fmt(mean: float, std: float, n: int, seeds: int, col: str) -> str:
     if not np.isfinite(mean):
         return "—"
-    pct = col in ("final_test_acc", "best_test_acc", "clipped_fraction", "val_auc")
+    pct = col in PERCENT
     scale, digits = (100.0, 1) if pct else (1.0, 3 if abs(mean) < 100 else 0)
+    if col.startswith("epochs_to"):
+        digits = 1
+    unit = "%" if pct else ""
+    if n > 1 and std == 0:  # every seed gave the same number: a spread of 0.000 would read as a measured one
+        return f"{mean * scale:.{digits}f}{unit} (every seed)"
     text = f"{mean * scale:.{digits}f}"
     if np.isfinite(std):
         text += f" ± {std * scale:.{digits}f}"
-    if col.startswith("epochs_to") and n:
-        text += f" ({n})" if n else ""
-    return text + ("%" if pct else "")
+    if col.startswith("epochs_to") and n < seeds:
+        text += f" ({n} of {seeds} seeds)"  # the others never reached their plateau (diverged or did not learn)
+    return text + unit
+
+
+def _constant(g: pd.DataFrame, col: str) -> bool:
+    """True when every run of the experiment has the same value of ``col`` (at least two runs): a column that
+    says nothing about any difference, e.g. epochs to plateau = 1 when every run plateaus in its first epoch."""
+    means, stds = g[f"{col}_mean"].to_numpy(float), g[f"{col}_std"].to_numpy(float)
+    runs = int(g[f"{col}_n"].sum())
+    return (
+        runs > 1
+        and bool(np.isfinite(means).all())
+        and np.ptp(means) == 0
+        and bool(np.all((stds == 0) | ~np.isfinite(stds)))
+    )
+
+
+def _seed_spread(table: pd.DataFrame) -> float:
+    """The largest seed-to-seed std of final test accuracy among rows with several seeds (NaN if none)."""
+    multi = table[table["seeds"] > 1]["final_test_acc_std"].to_numpy(float)
+    multi = multi[np.isfinite(multi)]
+    return float(multi.max()) if multi.size else np.nan
+
+
+def experiment_markdown(exp: str, g: pd.DataFrame, seed_spread: float) -> str:
+    """One experiment's table: only the columns that can say something about it, and a line saying why the
+    others are not there (not measured for this experiment, or the same in every run)."""
+    swept = bool((g["variant"] != "base").any())
+    measured_saddles = not g["saddle"].str.endswith("/0").all()
+    shown, constant, absent = [], [], []
+    for col, name in COLUMNS:
+        if not np.isfinite(g[f"{col}_mean"].to_numpy(float)).any():
+            absent.append(name)
+        elif _constant(g, col):
+            value = _fmt(float(g[f"{col}_mean"].iloc[0]), np.nan, 1, 1, col)
+            constant.append(f"{name} = {value} in every run")
+        else:
+            shown.append((col, name))
+    head = ["head"] + (["variant"] if swept else []) + ["seeds", "diverged"] + (["saddle"] if measured_saddles else [])
+    head += [name for _, name in shown]
+    lines = ["| " + " | ".join(h.replace("|", "\\|") for h in head) + " |", "|" + "---|" * len(head)]
+    for _, r in g.iterrows():
+        cells = [HEAD_LABELS.get(r["head"], r["head"])] + ([r["variant"]] if swept else [])
+        saddle = "—" if r["saddle"].endswith("/0") else r["saddle"]  # none of its runs measured
+        cells += [str(r["seeds"]), r["diverged"]] + ([saddle] if measured_saddles else [])
+        cells += [_fmt(r[f"{c}_mean"], r[f"{c}_std"], r[f"{c}_n"], r["seeds"], c) for c, _ in shown]
+        lines.append("| " + " | ".join(cells) + " |")
+    seeds = int(g["seeds"].max())
+    notes = []
+    if seeds == 1:
+        spread = (
+            f" (test accuracy varies by up to ±{100 * seed_spread:.1f} points between seeds in this study's "
+            "multi-seed experiments)"
+            if np.isfinite(seed_spread)
+            else ""
+        )
+        notes.append(
+            "One seed per run, so no spread: a difference between rows is an effect only where it exceeds the "
+            f"seed-to-seed variation{spread}."
+        )
+    if constant:
+        notes.append("Not shown, the same in every run: " + "; ".join(constant) + ".")
+    if absent:
+        notes.append("Not measured for this experiment: " + ", ".join(absent) + ".")
+    title = f"### {exp} — {len(g)} row{'s' if len(g) > 1 else ''}, {seeds} seed{'s' if seeds > 1 else ''} each"
+    text = title + "\n\n" + "\n".join(lines) + "\n"
+    return text + ("\n" + " ".join(notes) + "\n" if notes else "")
 
 
 def to_markdown(table: pd.DataFrame, plateau_fraction: float = 0.95) -> str:
-    head = ["experiment", "head", "variant", "seeds", "diverged", "saddle"] + [label for _, label in COLUMNS]
-    head = [h.replace("|", "\\|") for h in head]  # "|g|": a literal pipe must be escaped in a Markdown table
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for _, r in table.iterrows():
-        cells = [r["experiment"], HEAD_LABELS.get(r["head"], r["head"]), r["variant"], str(r["seeds"]), r["diverged"]]
-        cells.append(r["saddle"] if not r["saddle"].endswith("/0") else "—")
-        cells += [_fmt(r[f"{c}_mean"], r[f"{c}_std"], r[f"{c}_n"], c) for c, _ in COLUMNS]
-        lines.append("| " + " | ".join(cells) + " |")
+    """One table per experiment (its own columns: a sweep's variants, only the statistics it measured and that
+    differ between its runs), then the notes on every column."""
+    spread = _seed_spread(table)
+    sections = [experiment_markdown(exp, g, spread) for exp, g in table.groupby("experiment", sort=False)]
     note = (
         "Mean ± std over seeds. Accuracies in %. 'epochs to plateau': first epoch whose validation accuracy "
-        f"reaches {plateau_fraction:.0%} of that run's own best (count of seeds in parentheses); 'mean val acc "
+        f"reaches {plateau_fraction:.0%} of that run's own best; 'mean val acc "
         "(AUC)' / 'mean val loss (AUC)': area under the validation accuracy / loss curve / epoch span. Test acc: of "
         "the final epoch's weights and of the checkpoint with the best validation accuracy. |g|: global gradient "
         "L2 norm per step before clipping. Hessian numbers on the training loss w.r.t. the head's parameters (eval "
@@ -150,7 +227,7 @@ def to_markdown(table: pd.DataFrame, plateau_fraction: float = 0.95) -> str:
         "residual tolerance; 'saddle': runs (of those measured) whose λmin < 0 beyond that tolerance — there λmax "
         "is the curvature of the steepest upward direction, not of a minimum. Trace: exact (its diagonal summed)."
     )
-    return "\n".join(lines) + "\n\n" + note + "\n"
+    return "# Summary of all runs\n\n" + "\n".join(sections) + "\n" + note + "\n"
 
 
 def write_summary_table(

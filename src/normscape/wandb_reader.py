@@ -79,6 +79,21 @@ def read_config(path: str | Path) -> dict[str, Any]:
     return config
 
 
+def read_run(path: str | Path):
+    """The run record (name, tags, job type, group) of an offline run file."""
+    return next(r.run for r in read_records(path) if r.WhichOneof("record_type") == "run")
+
+
+def read_artifact_paths(path: str | Path) -> list[str]:
+    """The local path of every file of every artifact the run logged (what `wandb sync` uploads from)."""
+    return [
+        entry.local_path
+        for r in read_records(path)
+        if r.WhichOneof("record_type") == "artifact"
+        for entry in r.artifact.manifest.contents
+    ]
+
+
 def find_run_files(wandb_dir: str | Path) -> list[Path]:
     """All offline run files under a W&B directory (``<dir>/wandb/offline-run-*/run-*.wandb``)."""
     return sorted(Path(wandb_dir).glob("**/offline-run-*/run-*.wandb"))

@@ -61,6 +61,9 @@ rule summary_table:
         runtime=10,
     params:
         plateau_fraction=config["claims"]["plateau_fraction"],
+        # the table is also logged to W&B, as a wandb.Table in one run named "summary"
+        wandb=canonical(config["tracking"]["wandb"]),
+        wandb_dir=f"{RESULTS}/wandb",
     script:
         "../scripts/summary_table.py"
 

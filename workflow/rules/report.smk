@@ -4,6 +4,37 @@
 
 # 3D figures that also get a self-contained, rotatable plotly HTML version: figure name -> title.
 INTERACTIVE_FIGURES = {"fig5_landscape_surface": "Loss landscape per head (rotate: drag; zoom: scroll)"}
+
+
+def report_is_zip():
+    """Whether this is `snakemake --report <name>.zip`. A zip report stores files beside report.html, so the
+    rotatable page (plotly.js inlined, > 2 MB) opens inside it; a single report.html embeds every file as a data:
+    URL, which Chromium refuses above 2 MB: there the report shows a light page with the static image instead."""
+    args = sys.argv[1:]
+    for i, arg in enumerate(args):
+        if arg == "--report":
+            return i + 1 < len(args) and args[i + 1].endswith(".zip")
+        if arg.startswith("--report="):
+            return arg.endswith(".zip")
+    return False
+
+
+def interactive_entry(path, fig_name, shown):
+    """``path`` as the figure's "3D" report entry when ``shown``, else a plain output."""
+    if not shown:
+        return path
+    zip_report = report_is_zip()
+    return report(
+        path,
+        caption=f"../report/{fig_name}.rst" if zip_report else "../report/interactive_preview.rst",
+        category=FIGURE_SPECS[fig_name].category,
+        labels={
+            "figure": fig_name,
+            "format": "interactive 3D (HTML)" if zip_report else "3D (static here; rotatable in the zip report)",
+        },
+    )
+
+
 # Tables shown in the report: table name (results/tables/<name>.md) -> label.
 REPORT_TABLES = {"summary": "Summary of all runs", "claims": "Claims of the study with verdicts"}
 
@@ -15,13 +46,11 @@ for fig_name in [name for name in INTERACTIVE_FIGURES if name in FIGURES]:
             f"interactive_{fig_name}"
         input:
             landscapes=FIGURES[fig_name]["landscapes"],
+            png=f"{RESULTS}/figures/{fig_name}.png",
         output:
-            html=report(
-                f"{RESULTS}/figures/{fig_name}.html",
-                caption=f"../report/{fig_name}.rst",
-                category=FIGURE_SPECS[fig_name].category,
-                labels={"figure": fig_name, "format": "interactive 3D (HTML)"},
-            ),
+            # the same file name in two folders: the captions' link `<name>.html`_ finds whichever is registered
+            html=interactive_entry(f"{RESULTS}/figures/{fig_name}.html", fig_name, report_is_zip()),
+            preview=interactive_entry(f"{RESULTS}/figures/preview/{fig_name}.html", fig_name, not report_is_zip()),
         log:
             f"{RESULTS}/logs/figures/{fig_name}.html.log",
         conda:
@@ -84,9 +113,42 @@ for table_name, table_label in REPORT_TABLES.items():
             "../scripts/table_html.py"
 
 
+# The landing page (workflow/report/workflow.rst includes the fragment): the study on one screen, generated from
+# the tables; the same page as a report entry, so `snakemake --report` refuses to run before it exists.
+REPORT_CATEGORIES = list(dict.fromkeys([FIGURE_SPECS[name].category for name in FIGURES] + ["tables"]))
+
+
+rule overview:
+    input:
+        summary=f"{RESULTS}/tables/summary.csv",
+        claims=f"{RESULTS}/tables/claims.csv",
+    output:
+        fragment=f"{RESULTS}/report/overview.html",
+        page=report(
+            f"{RESULTS}/tables/overview.html",
+            caption="../report/overview.rst",
+            category="tables",
+            labels={"table": "The study at a glance"},
+        ),
+    log:
+        f"{RESULTS}/logs/tables/overview.log",
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+    params:
+        config=config,
+        categories=REPORT_CATEGORIES,
+    script:
+        "../scripts/overview.py"
+
+
 STAGE_TARGETS["report"] = (
-    [f"{RESULTS}/figures/{name}.html" for name in INTERACTIVE_FIGURES if name in FIGURES]
+    [f"{RESULTS}/figures/{d}{name}.html" for name in INTERACTIVE_FIGURES if name in FIGURES for d in ("", "preview/")]
     + [f"{RESULTS}/tables/{name}.html" for name in REPORT_TABLES]
+    + [f"{RESULTS}/report/overview.html", f"{RESULTS}/tables/overview.html"]
     + [
         f"{landscape_dir(run)}/vtk/{name}"
         for run in enumerate_runs(config, config["landscape"]["experiments"])

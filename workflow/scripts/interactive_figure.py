@@ -1,11 +1,13 @@
-"""A 3D figure as one self-contained, rotatable HTML file (rules interactive_*)."""
+"""A 3D figure as one self-contained, rotatable HTML file, and a light page with its static image for a
+single-file report (rules interactive_*)."""
 
 from normscape.export import write_landscape_surfaces_html
 from normscape.runtime import script_main
 
 
 def main(smk):
-    write_landscape_surfaces_html(list(smk.input.landscapes), smk.output.html, smk.params.title)
+    o = smk.output
+    write_landscape_surfaces_html(list(smk.input.landscapes), o.html, smk.params.title, o.preview, smk.input.png)
 
 
 script_main(snakemake, main)  # noqa: F821

@@ -1,7 +1,8 @@
-"""The summary table of every run: CSV + Markdown (rule summary_table)."""
+"""The summary table of every run: CSV + Markdown, and as a wandb.Table in one W&B run (rule summary_table)."""
 
 from normscape.runtime import script_main
 from normscape.tables import write_summary_table
+from normscape.tracking import log_summary_table
 
 
 def main(smk):
@@ -13,6 +14,7 @@ def main(smk):
         list(smk.input.metrics),
         smk.params.plateau_fraction,
     )
+    log_summary_table(dict(smk.params.wandb), smk.params.wandb_dir, smk.output.csv)  # never fails the rule
 
 
 script_main(snakemake, main)  # noqa: F821

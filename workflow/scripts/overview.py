@@ -1,0 +1,12 @@
+"""The report's landing page, generated from the summary and claims tables (rule overview)."""
+
+from normscape.landing import write_overview
+from normscape.runtime import script_main
+
+
+def main(smk):
+    o = smk.output
+    write_overview(smk.input.summary, smk.input.claims, smk.params.config, smk.params.categories, o.fragment, o.page)
+
+
+script_main(snakemake, main)  # noqa: F821
