@@ -6,35 +6,6 @@
 INTERACTIVE_FIGURES = {"fig5_landscape_surface": "Loss landscape per head (rotate: drag; zoom: scroll)"}
 
 
-def report_is_zip():
-    """Whether this is `snakemake --report <name>.zip`. A zip report stores files beside report.html, so the
-    rotatable page (plotly.js inlined, > 2 MB) opens inside it; a single report.html embeds every file as a data:
-    URL, which Chromium refuses above 2 MB: there the report shows a light page with the static image instead."""
-    args = sys.argv[1:]
-    for i, arg in enumerate(args):
-        if arg == "--report":
-            return i + 1 < len(args) and args[i + 1].endswith(".zip")
-        if arg.startswith("--report="):
-            return arg.endswith(".zip")
-    return False
-
-
-def interactive_entry(path, fig_name, shown):
-    """``path`` as the figure's "3D" report entry when ``shown``, else a plain output."""
-    if not shown:
-        return path
-    zip_report = report_is_zip()
-    return report(
-        path,
-        caption=f"../report/{fig_name}.rst" if zip_report else "../report/interactive_preview.rst",
-        category=FIGURE_SPECS[fig_name].category,
-        labels={
-            "figure": fig_name,
-            "format": "interactive 3D (HTML)" if zip_report else "3D (static here; rotatable in the zip report)",
-        },
-    )
-
-
 # Tables shown in the report: table name (results/tables/<name>.md) -> label.
 REPORT_TABLES = {"summary": "Summary of all runs", "claims": "Claims of the study with verdicts"}
 
