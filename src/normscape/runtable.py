@@ -3,7 +3,7 @@ every number of every per-run measure file — the table the claims (:mod:`norms
 
 Convergence speed: the first epoch whose validation accuracy reaches ``plateau_fraction`` of that run's best,
 and the areas under the validation accuracy and loss curves (trapezoid / epoch span = mean over training); fixed
-thresholds (80 / 85 %) sit above what frozen features allow. ``learned`` is False for runs whose best validation
+accuracy thresholds may sit above what frozen features allow. ``learned`` is False for runs whose best validation
 accuracy stays below ``min_val_acc`` (a dead network has no convergence speed and no meaningful flatness).
 """
 
