@@ -41,10 +41,15 @@ def make_data(n: int) -> tuple[dict, str]:
     return {"train": (x, y), "val": (x[:8000], y[:8000]), "test": (x[:2000], y[:2000])}, "synthetic"
 
 
-def grouped_vs_separate(data: dict, seeds: int, epochs: int) -> tuple[list[float], list[float]]:
-    """Epoch times of ``seeds`` BatchNorm heads as one group, and of the same seeds as lone trainers (summed)."""
-    group = Trainer(data, "batch", list(range(seeds)), epochs, 64, 1e-3)
-    alone = [Trainer(data, "batch", seed, epochs, 64, 1e-3) for seed in range(seeds)]
+# the study's heads and learning rates the grouped engine is timed on: (norm, lr)
+GROUPED_CASES = (("batch", 1e-3), ("none", 1e-2), ("frn", 1e-3))
+
+
+def grouped_vs_separate(data: dict, norm: str, lr: float, seeds: int, epochs: int) -> tuple[list[float], list[float]]:
+    """Epoch times of ``seeds`` heads of one condition as one group, and of the same seeds as lone trainers
+    (summed)."""
+    group = Trainer(data, norm, list(range(seeds)), epochs, 64, lr)
+    alone = [Trainer(data, norm, seed, epochs, 64, lr) for seed in range(seeds)]
     group_s, alone_s = [], []
     for epoch in range(1, epochs + 1):
         t0 = time.perf_counter()
@@ -112,23 +117,27 @@ def run(quick: bool) -> list[dict]:
     torch.set_num_threads(STAGE_THREADS["training"])  # what the rule's jobs get (with the job environment)
     rows, epochs, seeds, sub_epochs = (2000, 1, 2, 1) if quick else (50000, 3, 5, 3)
     data, features = make_data(rows)
-    group_s, alone_s = grouped_vs_separate(data, seeds, epochs)
     hist = histogram_share(data, seeds)
-    results = [
-        result(
-            "train_15_epochs",
-            min(group_s) * 15 / seeds,
-            "s",
-            min(alone_s) * 15 / seeds,
-            "grouped faster than separate",
-            False,
-            features=features,
-            rows=rows,
-            seeds=seeds,
-            group_epochs_s=group_s,
-            separate_epochs_s=alone_s,
-            timing="per run: fastest epoch of the group (or of the separate trainers together) x 15 / seeds",
-        ),
+    results = []
+    for norm, lr in GROUPED_CASES:
+        group_s, alone_s = grouped_vs_separate(data, norm, lr, seeds, epochs)
+        results.append(
+            result(
+                "train_15_epochs" if norm == "batch" else f"train_15_epochs_{norm}_lr{lr:g}",
+                min(group_s) * 15 / seeds,
+                "s",
+                min(alone_s) * 15 / seeds,
+                "grouped faster than separate",
+                False,
+                features=features,
+                rows=rows,
+                seeds=seeds,
+                group_epochs_s=group_s,
+                separate_epochs_s=alone_s,
+                timing="per run: fastest epoch of the group (or of the separate trainers together) x 15 / seeds",
+            )
+        )
+    results += [
         result(
             "grad_histogram_overhead",
             hist["share"],
