@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,3 +97,36 @@ def run_snakemake(
             f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
         )
     return proc
+
+
+def trained_head(
+    norm: str,
+    in_features: int,
+    hidden: int,
+    classes: int,
+    samples: int,
+    batch: int,
+    steps: int,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float64,
+):
+    """A small head of ``norm`` trained ``steps`` Adam steps on rectified Gaussian data (so its Hessian is not
+    the init's), in eval mode, with that data: (model, x, y). The tests of curvature measures share it."""
+    from normscape.heads import build_head
+
+    torch.manual_seed(seed)
+    model = build_head(norm, in_features=in_features, hidden=hidden, num_classes=classes).to(dtype)
+    x, y = torch.randn(samples, in_features, dtype=dtype).relu(), torch.randint(0, classes, (samples,))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.train()
+    for i in range(steps):
+        rows = slice((i % (samples // batch)) * batch, (i % (samples // batch) + 1) * batch)
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x[rows]), y[rows]).backward()
+        opt.step()
+    return model.eval(), x, y
+
+
+def dense_hessian(loss) -> torch.Tensor:
+    """The explicit Hessian of a normscape.headloss.HeadLoss at its parameters (the reference of every test)."""
+    return torch.autograd.functional.hessian(loss.loss, loss.theta.clone())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import conftest
 import numpy as np
 import pytest
 import torch
@@ -12,17 +13,8 @@ from normscape.heads import build_head
 
 
 def trained_head(norm: str, seed: int = 0):
-    torch.manual_seed(seed)
-    model = build_head(norm, in_features=20, hidden=12, num_classes=10).double()
-    x, y = torch.randn(200, 20, dtype=torch.float64).relu(), torch.randint(0, 10, (200,))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for i in range(60):
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(
-            model(x[(i % 5) * 40 : (i % 5 + 1) * 40]), y[(i % 5) * 40 : (i % 5 + 1) * 40]
-        ).backward()
-        opt.step()
-    return model.eval(), x, y
+    """20-d input, hidden 12, 10 classes, float64."""
+    return conftest.trained_head(norm, 20, 12, 10, samples=200, batch=40, steps=60, seed=seed)
 
 
 @pytest.mark.parametrize("ball", ["linf", "l2"])
@@ -74,7 +66,7 @@ def test_small_radius_average_case_matches_the_hessian_quadratic_form():
     # rho^2): 1e-3 is 26 % off here, 1e-5 leaves no unit within reach.
     model, x, y = trained_head("layer")
     loss = HeadLoss(model, x, y)
-    h = torch.autograd.functional.hessian(loss.loss, loss.theta.clone())
+    h = conftest.dense_hessian(loss)
     s2 = loss.theta.abs() ** 2
     rho = 1e-5
     expected = 0.5 * rho**2 * float((s2 * torch.diagonal(h)).sum())

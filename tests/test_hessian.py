@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import dense_hessian, trained_head
 from torch import nn
 
 from normscape.headloss import HeadLoss
-from normscape.heads import build_head
 from normscape.hessdiag import SampleCouplingError, exact_trace, hessian_diagonal
 from normscape.hessian import SADDLE_FRACTION, HessianOperator, extreme_eigenvalues, hutchinson_trace
 from normscape.norms import NORMS, NormSpec, register
@@ -45,23 +45,12 @@ BUILTIN = ["none", "batch", "layer", "group", "frn", "frn_learned_eps"]
 
 
 def small_head(norm: str, seed: int = 0, steps: int = 30):
-    """12-d input, hidden 6, 4 classes, float64; trained a little so the Hessian is not that of the init."""
-    torch.manual_seed(seed)
-    model = build_head(norm, in_features=12, hidden=6, num_classes=4).double()
-    x, y = torch.randn(64, 12, dtype=torch.float64).relu(), torch.randint(0, 4, (64,))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    model.train()
-    for i in range(steps):
-        xb, yb = x[(i % 4) * 16 : (i % 4 + 1) * 16], y[(i % 4) * 16 : (i % 4 + 1) * 16]
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(xb), yb).backward()
-        opt.step()
-    return model.eval(), x, y
+    """12-d input, hidden 6, 4 classes, float64."""
+    return trained_head(norm, 12, 6, 4, samples=64, batch=16, steps=steps, seed=seed)
 
 
 def dense(model, x, y) -> torch.Tensor:
-    loss = HeadLoss(model, x, y, dtype=torch.float64)
-    return torch.autograd.functional.hessian(loss.loss, loss.theta.clone())
+    return dense_hessian(HeadLoss(model, x, y, dtype=torch.float64))
 
 
 @pytest.mark.parametrize("norm", [*BUILTIN, "test_hessian_scale"])

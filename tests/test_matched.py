@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import dense_hessian, trained_head
 
 from normscape.headloss import HeadLoss
-from normscape.heads import build_head
 from normscape.matched import curvature_at, final_train_losses, matched_epoch
 
 SETTINGS = {"lanczos_steps": 200, "tol": 1e-8, "hutchinson_probes": 400}
@@ -41,23 +41,11 @@ def test_the_level_is_the_highest_final_loss_among_runs_that_learned(tmp_path):
     assert matched_epoch([2.3, 2.3], level) is None
 
 
-def tiny_head(norm):
-    torch.manual_seed(0)
-    model = build_head(norm, in_features=10, hidden=6, num_classes=3).double()
-    x, y = torch.randn(48, 10, dtype=torch.float64).relu(), torch.randint(0, 3, (48,))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for i in range(20):
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(model.train()(x[(i % 3) * 16 : (i % 3 + 1) * 16]), y[:16]).backward()
-        opt.step()
-    return model.eval(), x, y
-
-
 @pytest.mark.parametrize("norm", ["layer", "batch"])
 def test_curvature_equals_the_dense_hessian_in_training_mode(norm):
-    model, x, y = tiny_head(norm)
+    model, x, y = trained_head(norm, 10, 6, 3, samples=48, batch=16, steps=20)
     loss = HeadLoss(model, x, y, mode="train", batch_size=16, dtype=torch.float64)
-    h = torch.autograd.functional.hessian(loss.loss, loss.theta.clone())
+    h = dense_hessian(loss)
     eig = np.linalg.eigvalsh(h.numpy())
     out = curvature_at(model, x, y, SETTINGS, batch_size=16)
     scale = np.abs(eig).max()

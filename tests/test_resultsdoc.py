@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from conftest import REPO, run_snakemake
 
 from normscape.resultsdoc import check
@@ -13,6 +15,7 @@ def headings(text: str) -> list[str]:
     return re.findall(r"^#+ .*$", text.split("## Summary of all runs")[0], re.M)
 
 
+@pytest.mark.slow
 def test_the_results_document_is_generated_from_the_tables(tiny_workflow, tmp_path):
     config, _, results = tiny_workflow
     run_snakemake(["--cores", "1", "docs/results.md"], cwd=tmp_path, configfile=config)

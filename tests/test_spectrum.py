@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import dense_hessian, trained_head
 
 from normscape.headloss import HeadLoss
 from normscape.heads import build_head
@@ -23,22 +24,11 @@ from normscape.spectrum import (
 
 
 def small_head(norm: str, seed: int = 0):
-    """16-d input, hidden 8, 10 classes; trained a little so the Hessian is not that of the init."""
-    torch.manual_seed(seed)
-    model = build_head(norm, in_features=16, hidden=8, num_classes=10)
-    x, y = torch.randn(96, 16).relu(), torch.randint(0, 10, (96,))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    model.train()
-    for i in range(30):
-        xb, yb = x[(i % 6) * 16 : (i % 6 + 1) * 16], y[(i % 6) * 16 : (i % 6 + 1) * 16]
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(xb), yb).backward()
-        opt.step()
-    return model.eval(), x, y
+    """16-d input, hidden 8, 10 classes, float32."""
+    return trained_head(norm, 16, 8, 10, samples=96, batch=16, steps=30, seed=seed, dtype=torch.float32)
 
 
-def explicit(loss: HeadLoss) -> torch.Tensor:
-    return torch.autograd.functional.hessian(loss.loss, loss.theta.clone())
+explicit = dense_hessian
 
 
 @pytest.mark.parametrize("norm", ["none", "layer", "frn_learned_eps"])
