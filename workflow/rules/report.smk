@@ -110,8 +110,8 @@ rule overview:
         mem_mb=500,
         runtime=5,
     params:
-        config=config,
-        categories=REPORT_CATEGORIES,
+        config=canonical(config),
+        categories=canonical(REPORT_CATEGORIES),
     script:
         "../scripts/overview.py"
 
