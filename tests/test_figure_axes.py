@@ -98,6 +98,23 @@ def test_clipping_panels_share_one_y_scale_and_the_title_names_both_experiments(
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["no clipping (n=1)", "clipping at norm 1 (n=1)"]
 
 
+def test_a_head_whose_curves_all_lie_off_the_shared_scale_gets_its_own_panel_range(tmp_path):
+    # FRN of the real study: unclipped dead at ln 10, clipped barely learning near 2.2; both far above the others
+    barely = ([0.2] * 6, [2.3, 2.25, 2.2, 2.22, 2.18, 2.2])
+    paths = write_runs(tmp_path, "convergence", {"none": [learning(0, 0.7, 0.8)], "frn": [dead()]})
+    paths += write_runs(tmp_path, "clipping", {"none": [learning(2, 0.7, 0.85)], "frn": [barely]})
+    fig = plots.draw(
+        "fig9_clipping_val_loss",
+        {"metrics": paths},
+        {**SETTINGS, "conditions": {"convergence": {"lr": 0.001}, "clipping": {"lr": 0.001, "clip_grad_norm": 1.0}}},
+    )
+    baseline, frn = fig.axes[0], fig.axes[1]
+    assert frn.get_title() == "FRN (own y scale)" and baseline.get_title() == "Baseline (no norm)"
+    lo, hi = frn.get_ylim()
+    assert lo <= 2.18 and hi >= 2.3  # the barely-learning curve is drawn on its own panel's range
+    assert baseline.get_ylim()[1] < 2.0  # the baseline keeps the range fitted to it
+
+
 def test_fit_limits_keeps_every_curve_when_none_lies_apart():
     limits = fit_limits({"a": np.array([0.5, 0.9]), "b": np.array([0.1, 0.6])})
     assert limits.off_axis == {} and limits.lo < 0.1 and limits.hi > 0.9

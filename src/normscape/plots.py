@@ -280,12 +280,28 @@ def clipping_figure(
         )
         ax.set_title(HEAD_LABELS.get(head, head))
     finish_curve_axes(list(axes[0]), drawn)
+    for ax, curves in zip(axes[0], drawn):
+        if curves.values and all(_off_shared_axis(ax, v) for v in curves.values.values()):
+            # every curve of this head lies off the shared range (e.g. a head that barely learns): an empty
+            # panel says nothing, so it gets its own range and says so
+            for text in list(ax.texts):
+                text.remove()
+            finish_curve_axes([ax], [curves])
+            ax.set_title(f"{ax.get_title()} (own y scale)")
     for ax in axes[0][1:]:
         ax.set_ylabel("")
     place_legend(fig, axes[0][0])
     if title:
         fig.suptitle(title)
     return fig
+
+
+def _off_shared_axis(ax, values) -> bool:
+    """Whether every finite value of a curve lies outside the y range of ``ax``."""
+    finite = np.asarray(values, dtype=float)
+    finite = finite[np.isfinite(finite)]
+    lo, hi = ax.get_ylim()
+    return finite.size > 0 and bool(((finite < lo) | (finite > hi)).all())
 
 
 def first_seed(paths: list[str], group: str = "head") -> dict[str, str]:
