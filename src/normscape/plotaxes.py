@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import textwrap
 
 import numpy as np
 
@@ -120,6 +121,22 @@ def mark_off_axis(ax, limits: Limits) -> None:
                 bbox={"facecolor": "white", "alpha": 0.85, "lw": 0, "pad": 1},
                 zorder=10,
             )
+
+
+def panel_note(ax, text: str, y: float = 0.5, va: str = "center", width: int | None = None, size: float = 8) -> None:
+    """A red sentence centred in a panel (a run that died, diverged or has nothing to draw), on a white box so
+    it stays readable over data; ``width`` wraps it to that many characters."""
+    ax.text(
+        0.5,
+        y,
+        textwrap.fill(text, width) if width else text,
+        transform=ax.transAxes,
+        ha="center",
+        va=va,
+        fontsize=size,
+        color="tab:red",
+        bbox={"facecolor": "white", "alpha": 0.85, "lw": 0},
+    )
 
 
 def apply_limits(ax, limits: Limits | None) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import sys
-import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from normscape.plotaxes import (
     fit_limits,
     legend_label,
     mark_off_axis,
+    panel_note,
 )
 from normscape.results import (
     HEAD_LABELS,
@@ -100,17 +100,7 @@ def log_scale(ax, axis: str, values, empty: str = "no positive finite value to d
     if (np.isfinite(v) & (v > 0)).any():
         (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
         return True
-    ax.text(
-        0.5,
-        0.5,
-        textwrap.fill(empty, 30),
-        transform=ax.transAxes,
-        ha="center",
-        va="center",
-        fontsize=8,
-        color="tab:red",
-        bbox={"facecolor": "white", "alpha": 0.8, "lw": 0},
-    )
+    panel_note(ax, empty, width=30)
     return False
 
 
@@ -186,17 +176,7 @@ def note_every_run_diverged(ax, df: pd.DataFrame) -> None:
     runs = df.groupby([c for c in ("experiment", "head", "variant", "seed") if c in df.columns])
     if runs["diverged"].max().all():
         first = int(df.loc[df["diverged"] == 1, "epoch"].min())
-        ax.text(
-            0.5,
-            0.97,
-            f"every run diverged (from epoch {first}; × marks the epoch)",
-            transform=ax.transAxes,
-            ha="center",
-            va="top",
-            fontsize=8,
-            color="tab:red",
-            bbox={"facecolor": "white", "alpha": 0.85, "lw": 0},
-        )
+        panel_note(ax, f"every run diverged (from epoch {first}; × marks the epoch)", y=0.97, va="top")
 
 
 @dataclasses.dataclass

@@ -5,11 +5,11 @@ bins are grey, distinct from the smallest fractions; a run whose gradient vanish
 
 from __future__ import annotations
 
-import textwrap
 from collections.abc import Callable
 
 import numpy as np
 
+from normscape.plotaxes import panel_note
 from normscape.plots import HEAD_LABELS, colors, first_seed, format_number, plt, ticker
 from normscape.results import head_sort_key, load_grad_hist, variant_value
 
@@ -62,17 +62,7 @@ def grad_heatmaps(
         ax.yaxis.set_major_locator(ticker.MaxNLocator(integer=True))
         fate = gradient_fate(h, max(len(f) for f in fractions.values()))
         if fate:
-            ax.text(
-                0.5,
-                0.5,
-                textwrap.fill(fate, 26),
-                transform=ax.transAxes,
-                ha="center",
-                va="center",
-                fontsize=8,
-                color="tab:red",
-                bbox={"facecolor": "white", "alpha": 0.85, "lw": 0},
-            )
+            panel_note(ax, fate, width=26)
         ax.set_title(label_of(key) if label_of else HEAD_LABELS.get(key, key))
         ax.set_xlabel(f"log10 |grad| of {layer}")
     axes[0][0].set_ylabel("epoch")
