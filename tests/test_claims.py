@@ -119,6 +119,9 @@ def test_claims_table_gives_the_known_verdicts(study):
         assert row("faster_convergence", f"{head} - baseline", "epochs_to_plateau")["verdict"] == "supported"
         assert row("faster_convergence", f"{head} - baseline", "val_auc")["verdict"] == "supported"
     assert row("faster_convergence", "FRN - baseline", "val_auc")["n_seeds"] == 0
+    # a head at chance in every seed: its rows say so and do not count towards the claim's verdict
+    assert row("faster_convergence", "FRN - baseline", "val_auc")["verdict"].startswith("not applicable")
+    assert row("high_lr_hurts_baseline_most", "drop(baseline) - drop(FRN)")["verdict"].startswith("not applicable")
     # learned-eps FRN: same time constant as the baseline (epochs to plateau: no difference) but a 1-point lower
     # plateau, so a smaller area under its curve
     # (6 epochs in every run of both: a statistic that cannot speak)

@@ -237,6 +237,7 @@ def study_claims(table: pd.DataFrame, settings: dict | None = None) -> list[Clai
                     ],
                     "greater",
                     f"drop(baseline) - drop({label(h)})",
+                    require_learning=True,  # a head at chance has no accuracy to lose: its zero drop is no evidence
                 )
                 for acc in ACCURACIES
                 for h in _heads(table, high)
@@ -388,7 +389,12 @@ def evaluate_row(table: pd.DataFrame, row: Row, settings: dict | None = None) ->
         p = sign_flip_p(d, alternative)
         if row.expect == "equivalent":
             p_tost = tost_p(d, row.margin)
-    result = verdict(lo, hi, row.expect, row.margin, n, p_tost, s["alpha"]) if n else "inconclusive"
+    if n:
+        result = verdict(lo, hi, row.expect, row.margin, n, p_tost, s["alpha"])
+    elif row.require_learning and any(parts):
+        result = NOT_APPLICABLE  # the runs exist, but a compared head did not learn in any seed
+    else:
+        result = "inconclusive"
     reason = (uninformative_reason(parts, d) or noisy_reason(table, row, diffs, s["noise_z"])) if n else None
     return {
         "statistic": row.statistic,
@@ -428,7 +434,12 @@ def saddle_note(table: pd.DataFrame, row: Row) -> str:
     return "λmin " + "; ".join(notes) if notes else ""
 
 
+NOT_APPLICABLE = "not applicable: a compared head did not learn (best val acc below claims.min_val_acc) in any seed"
+
+
 def claim_verdict(verdicts: list[str]) -> str:
+    """A claim's verdict from its rows'; rows on heads that did not learn say nothing about it."""
+    verdicts = [v for v in verdicts if v != NOT_APPLICABLE]
     if not verdicts:
         return "not testable (runs missing)"
     if all(v == "supported" for v in verdicts):
