@@ -223,7 +223,9 @@ def test_editing_a_registered_norms_code_retrains_its_runs_and_only_them(synthet
     shutil.copytree(base, incremental, symlinks=True)
     before_edit = snapshot(incremental / "results")
     untouched = ["features/*", "runs/alpha/none/**/*", "landscapes/alpha/none/**/*"]
-    kept = stamps(incremental / "results", untouched)
+    # ... except the curvature at matched training loss, which reads every run of the experiment (its level is
+    # the highest final training loss among them): a retrained norm may move it, so it is recomputed
+    kept = {k: v for k, v in stamps(incremental / "results", untouched).items() if "matched_sharpness" not in k}
     edited = PLUGIN.read_text().replace(*PLUGIN_EDIT)
     assert edited != PLUGIN.read_text()
     fresh.mkdir()
@@ -238,7 +240,8 @@ def test_editing_a_registered_norms_code_retrains_its_runs_and_only_them(synthet
     assert not diffs, "after editing the norm, the incremental run differs from a fresh one in:\n" + "\n".join(diffs)
     gain = torch.load(incremental / "results/runs/alpha/scale/base/seed0/model_final.pt", weights_only=False)
     assert gain["state_dict"]["norm.gain"].shape == (cfg["head"]["hidden"],)
-    assert stamps(incremental / "results", untouched) == kept, "editing one norm rewrote the other norm's runs"
+    now = {k: v for k, v in stamps(incremental / "results", untouched).items() if "matched_sharpness" not in k}
+    assert now == kept, "editing one norm rewrote the other norm's runs"
 
 
 def results_glob_matches(results: Path, pattern: str) -> bool:
