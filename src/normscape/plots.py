@@ -197,6 +197,21 @@ def finish_curve_axes(axes: list, drawn: list[Curves]) -> None:
         {f"{i}:{k}": v for i, d in enumerate(drawn) for k, v in d.values.items()},
         dead={f"{i}:{k}" for i, d in enumerate(drawn) for k in d.dead},
     )
+    if limits is not None and len(axes) > 1:
+        # a panel all of whose curves lie off the shared range (e.g. a head that barely learns) would be empty:
+        # it gets its own range and says so; the others keep the range fitted to them
+        alone = [
+            i
+            for i, d in enumerate(drawn)
+            if d.values and all(_outside(v, limits.lo, limits.hi) for v in d.values.values())
+        ]
+        if alone and len(alone) < len(axes):
+            for i in alone:
+                finish_curve_axes([axes[i]], [drawn[i]])
+                axes[i].set_title(f"{axes[i].get_title()} (own y scale)")
+            shared = [i for i in range(len(axes)) if i not in alone]
+            finish_curve_axes([axes[i] for i in shared], [drawn[i] for i in shared])
+            return
     for i, ax in enumerate(axes):
         if limits is not None:
             prefix = f"{i}:"
@@ -260,14 +275,6 @@ def clipping_figure(
         )
         ax.set_title(HEAD_LABELS.get(head, head))
     finish_curve_axes(list(axes[0]), drawn)
-    for ax, curves in zip(axes[0], drawn):
-        if curves.values and all(_off_shared_axis(ax, v) for v in curves.values.values()):
-            # every curve of this head lies off the shared range (e.g. a head that barely learns): an empty
-            # panel says nothing, so it gets its own range and says so
-            for text in list(ax.texts):
-                text.remove()
-            finish_curve_axes([ax], [curves])
-            ax.set_title(f"{ax.get_title()} (own y scale)")
     for ax in axes[0][1:]:
         ax.set_ylabel("")
     place_legend(fig, axes[0][0])
@@ -276,11 +283,10 @@ def clipping_figure(
     return fig
 
 
-def _off_shared_axis(ax, values) -> bool:
-    """Whether every finite value of a curve lies outside the y range of ``ax``."""
+def _outside(values, lo: float, hi: float) -> bool:
+    """Whether every finite value of a curve lies outside [lo, hi] (and there is one)."""
     finite = np.asarray(values, dtype=float)
     finite = finite[np.isfinite(finite)]
-    lo, hi = ax.get_ylim()
     return finite.size > 0 and bool(((finite < lo) | (finite > hi)).all())
 
 
