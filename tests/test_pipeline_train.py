@@ -47,7 +47,9 @@ def test_every_run_has_the_contract_outputs_and_a_log_with_its_usage(tiny_workfl
         assert (run / name).is_file(), name
     for name in ("trajectory.pt", "model_init.pt"):  # lr_sweep is not in landscape.experiments: no landscape inputs
         assert not (run / name).exists(), name
-    log = (results / "logs" / "train" / "lr_sweep" / "none" / "lr-0.01.log").read_text()  # one job: every seed
+    # one job trains every seed of every value of an lr sweep, each run at its own lr
+    log = (results / "logs" / "train" / "lr_sweep" / "none" / "lr-sweep.log").read_text()
+    assert not (results / "logs" / "train" / "lr_sweep" / "none" / "lr-0.01.log").exists()
     usage = parse_usage(log)  # the job's exact usage instead of Snakemake's sampled benchmark TSV
     assert usage is not None and usage["user_s"] > 0 and usage["max_rss_mb"] > 50, log[-500:]
     assert not (results / "benchmarks" / "train").exists()

@@ -56,7 +56,7 @@ def test_clipping_bounds_the_global_norm(data):
     tr = Trainer(data, "none", 0, 1, 32, 1e-2, clip_grad_norm=0.05, hidden=32)
     run = tr.runs[0]
     seen = []  # the norm of the gradient Adam receives, read just before each optimiser step
-    tr.opt.register_step_pre_hook(lambda opt, args, kwargs: seen.append(float(tr.stack.grad_row(0).norm())))
+    tr.adam.optimizer.register_step_pre_hook(lambda opt, args, kwargs: seen.append(float(tr.stack.grad_row(0).norm())))
     tr.fit()
     pre = run.step_norms[0]
     assert (pre > 0.05).any()  # clipping had something to do
@@ -280,6 +280,37 @@ def test_a_runs_numbers_do_not_depend_on_its_group(features_file, tmp_path):
             assert torch.equal(sa[key], sb[key]), (name, key)
     ta, tb = torch.load(tmp_path / "alone" / "trajectory.pt"), torch.load(dirs[1] / "trajectory.pt")
     assert torch.equal(ta["flat"], tb["flat"]) and ta["provenance"] == tb["provenance"]
+
+
+def test_an_lr_sweep_trains_together_each_run_at_its_own_lr_as_alone(features_file, tmp_path, monkeypatch):
+    # The values of an lr sweep train as one stack, each run at its own lr (one optimiser block per lr, runs given
+    # interleaved): every run's numbers are bitwise those of the run trained alone, also after a kill and resume;
+    # the lr 1e3 runs diverge and leave the stack while the others go on.
+    lrs, seeds = [1e-3, 1e3, 1e-2], [0, 1]
+    runs = [{**RUN, "variant": f"lr-{lr:g}", "seed": seed} for seed in seeds for lr in lrs]
+    trainings = [training(lr=lr, clip_grad_norm=0.5) for _ in seeds for lr in lrs]
+    dirs = [tmp_path / "group" / f"{r['variant']}-{r['seed']}" for r in runs]
+    revive = kill_in_epoch(monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        train_group(features_file, dirs, runs, trainings, HEAD, GH)
+    revive()
+    together = train_group(features_file, dirs, runs, trainings, HEAD, GH)
+    for i in (0, 1, 2, 5):
+        alone_dir = tmp_path / f"alone{i}"
+        alone = train_run(features_file, alone_dir, runs[i], trainings[i], HEAD, GH)
+        timing = {"wall_time_s"}
+        assert {k: v for k, v in alone.items() if k not in timing} == {
+            k: v for k, v in together[i].items() if k not in timing
+        }
+        assert read_metrics(alone_dir / "metrics.csv") == read_metrics(dirs[i] / "metrics.csv")
+        sa, sb = (
+            torch.load(alone_dir / "model_final.pt")["state_dict"],
+            torch.load(dirs[i] / "model_final.pt")["state_dict"],
+        )
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert together[1]["diverged"] and together[4]["diverged"] and not together[0]["diverged"]
+    assert [float(m["lr"]) for m in read_metrics(dirs[2] / "metrics.csv")] == [1e-2] * 3
+    assert read_metrics(dirs[0] / "metrics.csv") != read_metrics(dirs[2] / "metrics.csv")
 
 
 def test_a_group_resumes_after_a_kill_with_exactly_the_uninterrupted_numbers(features_file, tmp_path, monkeypatch):

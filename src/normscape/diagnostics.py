@@ -17,7 +17,9 @@ import torch
 
 from normscape.adaptive_sharpness import adaptive_sharpness, write_adaptive_sharpness
 from normscape.landscape import load_head, rows_as_tensors, subset_rows
+from normscape.errors import ConfigError
 from normscape.smoothness import SmoothnessProbe
+from normscape.train import ProbeSet
 from normscape.spectrum import hessian_spectrum, write_spectrum
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,65 @@ def smoothness_probe(settings: dict) -> SmoothnessProbe | None:
         direction=settings["direction"],
         dtype=DTYPES[settings.get("dtype", "float32")],
     )
+
+
+def preconditioned_sharpness_probe(settings: dict, train: tuple, training: dict):
+    """The probe for ``diagnostics.preconditioned_sharpness`` on a run with ``training`` settings: a fixed seeded
+    subset of the training set (the same for every run: their numbers are comparable), ``per_epoch`` probes per
+    epoch of that run's steps (step 0 included)."""
+    from normscape.edge_of_stability import PreconditionedSharpnessProbe
+
+    if not settings.get("enabled", True):
+        return None
+    x, y = train
+    batch_size = int(training["batch_size"])
+    if settings["samples"] < batch_size:
+        raise ConfigError(
+            f"diagnostics.preconditioned_sharpness.samples = {settings['samples']} is smaller than a probed run's "
+            f"batch size {batch_size}: BatchNorm's Hessian is taken with the batch statistics the update sees, one "
+            f"batch needs {batch_size} samples. Set samples to at least {batch_size}, or leave that experiment out of "
+            "diagnostics.preconditioned_sharpness.experiments."
+        )
+    rows = torch.randperm(len(x), generator=torch.Generator().manual_seed(settings["subset_seed"]))
+    rows = rows[: settings["samples"]].sort().values
+    steps_per_epoch = len(x) // batch_size + (1 if len(x) % batch_size > 1 else 0)  # as normscape.train counts
+    return PreconditionedSharpnessProbe(
+        x[rows],
+        y[rows],
+        batch_size=batch_size,
+        every=max(1, steps_per_epoch // settings["per_epoch"]),
+        lanczos_steps=settings["lanczos_steps"],
+        tol=settings["tol"],
+        dtype=DTYPES[settings.get("dtype", "float32")],
+    )
+
+
+def training_probes(settings: dict[str, dict], train: tuple, training: dict) -> ProbeSet | None:
+    """The probes of one run, by measure name, from their config slices (None when none is enabled)."""
+    builders = {
+        "smoothness": lambda s: smoothness_probe(s),
+        "preconditioned_sharpness": lambda s: preconditioned_sharpness_probe(s, train, training),
+    }
+    unknown = set(settings) - set(builders)
+    if unknown:
+        raise ValueError(f"unknown training probes {sorted(unknown)}; known: {sorted(builders)}")
+    probes = {name: builders[name](s) for name, s in settings.items()}
+    probes = {name: probe for name, probe in probes.items() if probe is not None}
+    return ProbeSet(probes) if probes else None
+
+
+def write_probe_records(name: str, paths: tuple, probe, attrs: dict) -> None:
+    """One probe's (h5, json) records of a run (zero records, ``probed`` false, for a run without it)."""
+    if name == "smoothness":
+        from normscape.smoothness import write_smoothness
+
+        write_smoothness(*paths, probe if probe is not None else SmoothnessProbe(), attrs)
+    elif name == "preconditioned_sharpness":
+        from normscape.edge_of_stability import write_preconditioned_sharpness
+
+        write_preconditioned_sharpness(*paths, probe, attrs)
+    else:
+        raise ValueError(f"unknown training probe {name!r}")
 
 
 def modes_for(head: str, train_mode: bool) -> tuple[str, ...]:

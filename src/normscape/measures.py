@@ -45,6 +45,15 @@ MEASURES: dict[str, Measure] = {
     "smoothness": Measure(
         "smoothness", "smoothness.json", ("smoothness.h5", "smoothness.json"), "run", "train", "smoothness"
     ),
+    # Adam's preconditioned sharpness along training (normscape.edge_of_stability)
+    "preconditioned_sharpness": Measure(
+        "preconditioned_sharpness",
+        "preconditioned_sharpness.json",
+        ("preconditioned_sharpness.h5", "preconditioned_sharpness.json"),
+        "run",
+        "train",
+        "preconditioned_sharpness",
+    ),
 }
 # The landscape's own file (not a measure the claims read, but figures locate it the same way).
 LANDSCAPE_FILES = {"landscape.h5"}
@@ -73,11 +82,16 @@ def measured_experiments(filename: str, config: dict) -> list[str]:
     measure = measure_of(filename)
     if measure is not None and not enabled(measure, config):
         return []
-    if measure is not None and measure.name == "smoothness":
-        return list(config["diagnostics"]["smoothness"]["experiments"])
+    if measure is not None and measure.rule == "train":  # a probe of the runs its slice names
+        return list(config["diagnostics"][measure.config]["experiments"])
     if location_of(filename) == "landscape":
         return list(config["landscape"]["experiments"])
     return list(config["experiments"])
+
+
+def training_probes() -> list[Measure]:
+    """The measures taken by probes inside the train rule (each a ``diagnostics.<name>`` slice)."""
+    return [m for m in MEASURES.values() if m.rule == "train"]
 
 
 def curvature_enabled(config: dict) -> bool:

@@ -19,6 +19,7 @@ group and compares every tensor bitwise).
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +29,7 @@ from normscape.heads import build_head
 
 # Elements per vector register of float32 on the widest CPU the fused kernel vectorises for (AVX-512: 16).
 FUSED_ALIGNMENT = 16
+MOMENTS = ("exp_avg", "exp_avg_sq")
 
 
 def fused_adam_available(device: torch.device) -> bool:
@@ -37,25 +39,94 @@ def fused_adam_available(device: torch.device) -> bool:
     return device.type in ("cpu", "cuda")
 
 
-def make_adam(
-    params: list[torch.Tensor], lr: float, weight_decay: float, device: torch.device | None = None
-) -> torch.optim.Adam:
-    """``torch.optim.Adam`` over the stacked parameters, the same per-element arithmetic in every row.
+def lr_blocks(row_lrs: Sequence[float]) -> list[tuple[int, int]]:
+    """The [start, stop) row ranges of consecutive equal learning rates."""
+    blocks, start = [], 0
+    for row in range(1, len(row_lrs) + 1):
+        if row == len(row_lrs) or row_lrs[row] != row_lrs[start]:
+            blocks.append((start, row))
+            start = row
+    return blocks
 
-    The fused kernel (one pass over each tensor instead of ~7 ``foreach`` passes) vectorises each tensor in
-    register-wide blocks from its start and does the remainder in scalar code that rounds differently. A run's row
-    starts at a multiple of its own size, so when every row's size is a multiple of the vector width no row ever
-    meets the scalar remainder, alone or stacked; parameters whose rows are not (e.g. a 10-class bias) take
+
+class StackedAdam:
+    """``torch.optim.Adam`` over the stacked parameters, each run with its own learning rate, the same
+    per-element arithmetic in every row.
+
+    Learning rates: torch.optim gives each parameter group one lr, so the stack's rows are grouped into blocks of
+    consecutive runs with equal lr (the trainer orders its rows that way) and each block's rows of every
+    parameter are one group's tensors: views of the stacked leaf (no copy), whose ``.grad`` is pointed at the
+    same rows of the leaf's gradient before each step. Adam is elementwise, so one optimiser over the blocks is
+    exactly one Adam per run at its own lr.
+
+    Kernels: the fused kernel (one pass over each tensor instead of ~7 ``foreach`` passes) vectorises each tensor
+    in register-wide blocks from its start and does the remainder in scalar code that rounds differently. A run's
+    row starts at a multiple of its own size, so when every row's size is a multiple of the vector width no row
+    ever meets the scalar remainder, alone or stacked; parameters whose rows are not (e.g. a 10-class bias) take
     ``foreach=True``, whose elementwise ops round every element the same way wherever it sits. Either way a run's
     numbers do not depend on the runs stacked beside it (tests/test_train.py)."""
-    device = device or params[0].device
-    if not fused_adam_available(device):
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, foreach=True)
-    aligned = [p for p in params if p[0].numel() % FUSED_ALIGNMENT == 0]
-    rest = [p for p in params if p[0].numel() % FUSED_ALIGNMENT != 0]
-    groups = [{"params": aligned, "fused": True, "foreach": False}] if aligned else []
-    groups += [{"params": rest, "fused": False, "foreach": True}] if rest else []
-    return torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay)
+
+    def __init__(self, params: list[torch.Tensor], row_lrs: Sequence[float], weight_decay: float, device: torch.device):
+        self.params, self.row_lrs = params, [float(lr) for lr in row_lrs]
+        self.blocks = lr_blocks(self.row_lrs)
+        fused = fused_adam_available(device)
+        self.views = [[p.detach()[start:stop] for p in params] for start, stop in self.blocks]
+        groups = []
+        for (start, _), views in zip(self.blocks, self.views):
+            lr = self.row_lrs[start]
+            aligned = [v for v, p in zip(views, params) if fused and p[0].numel() % FUSED_ALIGNMENT == 0]
+            rest = [v for v, p in zip(views, params) if not (fused and p[0].numel() % FUSED_ALIGNMENT == 0)]
+            groups += [{"params": aligned, "lr": lr, "fused": True, "foreach": False}] if aligned else []
+            groups += [{"params": rest, "lr": lr, "fused": False, "foreach": True}] if rest else []
+        self.optimizer = torch.optim.Adam(groups, lr=self.row_lrs[0], weight_decay=weight_decay)
+
+    def step(self) -> None:
+        """One Adam step of every run, from the gradients in the stacked parameters' ``.grad``."""
+        for (start, stop), views in zip(self.blocks, self.views):
+            for p, view in zip(self.params, views):
+                view.grad = p.grad[start:stop]
+        self.optimizer.step()
+
+    def hyperparameters(self, row: int) -> dict:
+        """Run ``row``'s Adam settings as a torch.optim param group holds them (lr, betas, eps, weight_decay)."""
+        group = self.optimizer.param_groups[0]
+        return {**{k: v for k, v in group.items() if k != "params"}, "lr": self.row_lrs[row]}
+
+    @property
+    def started(self) -> bool:
+        return all(self.optimizer.state.get(v) for views in self.views for v in views)
+
+    def moments(self) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]] | None:
+        """(step, per parameter {"exp_avg", "exp_avg_sq"} stacked over every row, leaf-shaped), or None before
+        the first step."""
+        if not self.started:
+            return None
+        state = self.optimizer.state
+        per_param = []
+        for i in range(len(self.params)):
+            blocks = [state[views[i]] for views in self.views]
+            per_param.append(
+                {k: blocks[0][k] if len(blocks) == 1 else torch.cat([b[k] for b in blocks]) for k in MOMENTS}
+            )
+        return state[self.views[0][0]]["step"], per_param
+
+    def load_moments(self, step: torch.Tensor, moments: list[dict[str, torch.Tensor]]) -> None:
+        """Set every run's Adam state: ``moments`` per parameter {"exp_avg", "exp_avg_sq"} stacked over the rows."""
+        state = self.optimizer.state_dict()
+        # state_dict numbers the tensors in the order of the optimiser's groups
+        position = {id(v): i for i, v in enumerate(v for g in self.optimizer.param_groups for v in g["params"])}
+        # each moment in its tensor's memory layout: the fused CPU kernel walks params, grads and moments as flat
+        # memory and silently mixes elements up when their strides differ (docs/upstream/torch-fused-adam-
+        # strides.md); autograd hands over grads in the parameter's layout
+        state["state"] = {
+            position[id(view)]: {
+                "step": step.clone(),
+                **{k: torch.empty_like(view).copy_(m[k][start:stop]) for k in MOMENTS},
+            }
+            for (start, stop), views in zip(self.blocks, self.views)
+            for view, m in zip(views, moments)
+        }
+        self.optimizer.load_state_dict(state)
 
 
 class StackedHeads:

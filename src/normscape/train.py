@@ -48,7 +48,7 @@ from normscape.checkpoint import save_checkpoint
 from normscape.gradhist import GradHistogram, count_codes
 from normscape.heads import build_head
 from normscape.runtime import flush_denormals
-from normscape.stacked import StackedHeads, make_adam
+from normscape.stacked import MOMENTS, StackedAdam, StackedHeads
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +72,8 @@ EVAL_CHUNK = 8192
 CLIP_EPS = 1e-6  # as in torch.nn.utils.clip_grad_norm_
 # Part of every checkpoint's identity: a checkpoint written by an engine with another state layout is not resumed
 # but retrained from scratch.
-ENGINE_VERSION = 6  # 3: divergence on non-finite parameters / exploded losses; 4: native step; 5: grouped torch;
-# 6: fused Adam where rows are aligned, per-stack norms and histograms
+ENGINE_VERSION = 7  # 3: divergence on non-finite parameters / exploded losses; 4: native step; 5: grouped torch;
+# 6: fused Adam where rows are aligned, per-stack norms and histograms; 7: per-run learning rates, named probes
 # A loss this many times the initial validation loss (~ln 10 = 2.3 for a fresh head) is an explosion, not
 # training: a head that learns never gets there, a step size that has blown up does within an epoch.
 DIVERGENCE_LOSS_FACTOR = 1000.0
@@ -145,11 +145,13 @@ def norm_stats(norms: np.ndarray) -> dict[str, float]:
 
 
 class RunRecord:
-    """Everything one run of a group owns: its seed and generator, histograms, metrics, trajectory, best and
-    initial states, divergence, probe and tracker. ``row`` is its row in the trainer's stack (None once stopped)."""
+    """Everything one run of a group owns: its seed, learning rate and generator, histograms, metrics, trajectory,
+    best and initial states, divergence, probe and tracker. ``row`` is its row in the trainer's stack (None once stopped)."""
 
-    def __init__(self, seed: int, init_state: dict, rng_state: torch.Tensor, hist: GradHistogram, probe: Any):
-        self.seed = seed
+    def __init__(
+        self, seed: int, lr: float, init_state: dict, rng_state: torch.Tensor, hist: GradHistogram, probe: Any
+    ):
+        self.seed, self.lr = seed, lr
         self.rng = torch.Generator()
         self.rng.set_state(rng_state)
         self.hist = hist
@@ -174,6 +176,29 @@ class RunRecord:
         return sum(len(s) for s in self.step_norms)
 
 
+class ProbeSet:
+    """The probes of one run (by name) as the one probe the trainer calls: each measures on the steps its
+    ``wants(step)`` accepts; their records travel together in the run's checkpoint."""
+
+    def __init__(self, probes: dict[str, Any]):
+        self.probes = dict(probes)
+
+    def wants(self, step: int) -> bool:
+        return any(probe.wants(step) for probe in self.probes.values())
+
+    def __call__(self, view: RunView, step: int, xb: torch.Tensor, yb: torch.Tensor) -> None:
+        for probe in self.probes.values():
+            if probe.wants(step):
+                probe(view, step, xb, yb)
+
+    def state_dict(self) -> dict:
+        return {name: probe.state_dict() for name, probe in self.probes.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, probe in self.probes.items():
+            probe.load_state_dict(state[name])
+
+
 class RunView:
     """One run of a group as the smoothness probe reads a trainer: ``flat_param`` / ``flat_grad`` (its row),
     ``opt`` (its slice of Adam's state, keyed by ``flat_param`` as torch.optim keys it) and ``model`` (a copy of
@@ -185,7 +210,8 @@ class RunView:
         self.flat_grad = flat_grad
         moments = trainer.run_moments(row)
         state = {self.flat_param: moments} if moments is not None else {}
-        self.opt = type("AdamView", (), {"param_groups": trainer.opt.param_groups, "state": state})
+        groups = [trainer.adam.hyperparameters(row)]  # the run's own lr
+        self.opt = type("AdamView", (), {"param_groups": groups, "state": state})
         self._model: torch.nn.Module | None = None
 
     @property
@@ -198,8 +224,9 @@ class RunView:
 class Trainer:
     """Trains the heads of one condition for one or several seeds together; see :func:`train_group` for files.
 
-    ``seeds``: one seed or a list; ``probe``: one probe per seed (a list), or one probe when training one seed
-    (normscape.smoothness.SmoothnessProbe, called as ``probe(view, step, xb, yb)`` with a :class:`RunView` before
+    ``seeds``: one seed or a list; ``lr``: one learning rate, or one per seed (a list: the runs of an lr sweep
+    train together; a seed may then appear once per lr); ``probe``: one probe per seed (a list), or one probe when
+    training one seed (normscape.smoothness.SmoothnessProbe, called as ``probe(view, step, xb, yb)`` with a :class:`RunView` before
     every optimiser step its ``wants(step)`` accepts (every step without that method); it must not change the
     model, the optimiser or the RNG; its records travel in the checkpoint).
     """
@@ -211,7 +238,7 @@ class Trainer:
         seeds: int | Sequence[int],
         epochs: int,
         batch_size: int,
-        lr: float,
+        lr: float | Sequence[float],
         weight_decay: float = 0.0,
         clip_grad_norm: float | None = None,
         hidden: int = 256,
@@ -230,8 +257,11 @@ class Trainer:
         probes = probe if isinstance(probe, (list, tuple)) else [probe] * len(seeds)
         if len(probes) != len(seeds) or (len(seeds) > 1 and probe is not None and not isinstance(probe, list)):
             raise ValueError("give one probe per seed (a list) when training several seeds")
+        lrs = [float(v) for v in lr] if isinstance(lr, (list, tuple)) else [float(lr)] * len(seeds)
+        if len(lrs) != len(seeds):
+            raise ValueError("give one learning rate per seed (a list), or one for all")
         self.epochs, self.batch_size = epochs, batch_size
-        self.lr, self.weight_decay, self.clip, self.dropout = lr, weight_decay, clip_grad_norm, dropout
+        self.weight_decay, self.clip, self.dropout = weight_decay, clip_grad_norm, dropout
         x_train = self.data["train"][0]
         self.head_config = {
             "norm": norm,
@@ -242,25 +272,35 @@ class Trainer:
         }
         gh = grad_hist or {"min": 1e-9, "max": 10.0, "bins_per_octave": 4}
         self.runs: list[RunRecord] = []
-        for seed, run_probe in zip(seeds, probes):
+        for seed, run_lr, run_probe in zip(seeds, lrs, probes):
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)  # each head exactly as a lone run's: independent of the group
                 state = {k: v.detach().clone() for k, v in build_head(**self.head_config).state_dict().items()}
                 rng_state = torch.get_rng_state()  # the run's own stream (dropout) continues from here
-            self.runs.append(RunRecord(seed, state, rng_state, None, run_probe))
-        self.stack = StackedHeads(self.head_config, [r.init_state for r in self.runs], self.device)
-        self.names = list(self.stack.names)
-        for row, run in enumerate(self.runs):
+            self.runs.append(RunRecord(seed, run_lr, state, rng_state, None, run_probe))
+        # rows grouped by learning rate (in order of first appearance): each lr's rows are one optimiser block
+        self.lr_order = {v: i for i, v in enumerate(dict.fromkeys(lrs))}
+        for row, run in enumerate(self._in_row_order(self.runs)):
             run.row = row
+        self.stack = StackedHeads(self.head_config, [r.init_state for r in self.active], self.device)
+        self.names = list(self.stack.names)
+        for run in self.runs:
             run.hist = GradHistogram(self.names, self.stack.sizes, gh["min"], gh["max"], gh["bins_per_octave"])
-            run.initial_loss = evaluate(self.stack.model_of(row), *self.data["val"])[0]
+            run.initial_loss = evaluate(self.stack.model_of(run.row), *self.data["val"])[0]
         # parameters after each epoch (row 0 = init), for the landscapes' PCA plane: only kept (in memory and in
         # every checkpoint, ~1.3 MB per epoch) when ``keep_trajectory``, i.e. when a landscape reads the runs
         self.keep_trajectory = keep_trajectory
         for run in self.runs:
             run.trajectory = [self._cpu_params(run.row)] if keep_trajectory else []
-        self.opt = make_adam(self.stack.parameters(), lr, weight_decay, self.device)
+        self.adam = self._new_adam()
         self.start_epoch = 1
+
+    def _in_row_order(self, runs: Sequence[RunRecord]) -> list[RunRecord]:
+        """``runs`` in the order the stack holds them: grouped by learning rate, otherwise as given."""
+        return sorted(runs, key=lambda r: self.lr_order[r.lr])
+
+    def _new_adam(self) -> StackedAdam:
+        return StackedAdam(self.stack.parameters(), [r.lr for r in self.active], self.weight_decay, self.device)
 
     @property
     def active(self) -> list[RunRecord]:
@@ -277,11 +317,11 @@ class Trainer:
 
     def run_moments(self, row: int) -> dict | None:
         """Run ``row``'s slice of Adam's state as one flat tensor per moment (None before the first step)."""
-        states = [self.opt.state.get(p) for p in self.stack.parameters()]
-        if not all(states):
+        moments = self.adam.moments()
+        if moments is None:
             return None
-        flat = {k: self.stack.moment_row([st[k] for st in states], row) for k in ("exp_avg", "exp_avg_sq")}
-        return {"step": states[0]["step"].clone(), **flat}
+        step, per_param = moments
+        return {"step": step.clone(), **{k: self.stack.moment_row([m[k] for m in per_param], row) for k in MOMENTS}}
 
     def run_state(self, run: RunRecord) -> dict[str, torch.Tensor]:
         """A run's current head as a state_dict (its final one once it stopped)."""
@@ -339,7 +379,7 @@ class Trainer:
                         lambda row=row: self.stack.grad_row(row).split(self.stack.sizes),
                         lambda row=row: self._param_rows(row),
                     )
-            self.opt.step()
+            self.adam.step()
             loss_sum += losses.double().numpy() * b
             correct += batch_correct.numpy()
             seen += b
@@ -362,7 +402,7 @@ class Trainer:
                     "train_acc": int(correct[row]) / seen,
                     "val_loss": val_loss,
                     "val_acc": val_acc,
-                    "lr": self.lr,
+                    "lr": run.lr,
                     **{f"grad_norm_{key}": v for key, v in norm_stats(pre[row]).items()},
                     "clipped_fraction": float((pre[row] > self.clip).mean()) if self.clip is not None else 0.0,
                     # the group's epoch: the runs' steps are one computation
@@ -437,7 +477,7 @@ class Trainer:
             run.final_state = self.stack.state_of(run.row)
         keep = [r for r in self.active if r not in stopped]
         rows = [r.row for r in keep]
-        states = [self.opt.state.get(p) for p in self.stack.parameters()]
+        moments = self.adam.moments()
         for run in stopped:
             run.row = None
         for new_row, run in enumerate(keep):
@@ -445,44 +485,24 @@ class Trainer:
         if not keep:
             return
         self.stack.keep(rows)
-        index = torch.tensor(rows, dtype=torch.long, device=self.device)
-        moments = None
-        if all(states):
-            moments = [{k: st[k].index_select(0, index) for k in ("exp_avg", "exp_avg_sq")} for st in states]
-        self._new_optimizer(states[0]["step"] if all(states) else None, moments)
-
-    def _new_optimizer(self, step: torch.Tensor | None, moments: list[dict] | None) -> None:
-        """A fresh Adam over the stack, with the given moments (per parameter: stacked exp_avg, exp_avg_sq)."""
-        self.opt = make_adam(self.stack.parameters(), self.lr, self.weight_decay, self.device)
-        if moments is None:
-            return
-        state = self.opt.state_dict()
-        # state_dict numbers the parameters in the order of the optimiser's groups, not the stack's
-        order = [p for group in self.opt.param_groups for p in group["params"]]
-        position = {id(p): i for i, p in enumerate(order)}
-        # each moment in its parameter's memory layout: the fused CPU kernel walks params, grads and moments as
-        # flat memory and silently mixes elements up when their strides differ (docs/upstream/torch-fused-adam-
-        # strides.md); autograd already hands over grads in the parameter's layout
-        state["state"] = {
-            position[id(p)]: {
-                "step": step.clone(),
-                **{k: torch.empty_like(p.detach()).copy_(m[k]) for k in ("exp_avg", "exp_avg_sq")},
-            }
-            for p, m in zip(self.stack.parameters(), moments)
-        }
-        self.opt.load_state_dict(state)
+        self.adam = self._new_adam()
+        if moments is not None:
+            index = torch.tensor(rows, dtype=torch.long, device=self.device)
+            step, per_param = moments
+            self.adam.load_moments(step, [{k: m[k].index_select(0, index) for k in MOMENTS} for m in per_param])
 
     # ------------------------------------------------------------------------------------------- resume
     def run_state_dict(self, run: RunRecord, provenance: dict) -> dict:
         """One run's resume state: its head, its slice of Adam's moments, its RNG, records and probe."""
         moments = None
-        if run.row is not None and all(self.opt.state.get(p) for p in self.stack.parameters()):
-            states = [self.opt.state[p] for p in self.stack.parameters()]
-            moments = {"step": states[0]["step"].cpu().clone()}
-            for k in ("exp_avg", "exp_avg_sq"):  # in the module's shapes, like the model
+        stacked = self.adam.moments() if run.row is not None else None
+        if stacked is not None:
+            step, per_param = stacked
+            moments = {"step": step.cpu().clone()}
+            for k in MOMENTS:  # in the module's shapes, like the model
                 moments[k] = [
-                    self.stack.module_shaped(n, st[k])[run.row].to("cpu").clone(memory_format=torch.contiguous_format)
-                    for n, st in zip(self.stack.names, states)
+                    self.stack.module_shaped(n, m[k])[run.row].to("cpu").clone(memory_format=torch.contiguous_format)
+                    for n, m in zip(self.stack.names, per_param)
                 ]
         return {
             "provenance": provenance,
@@ -526,26 +546,23 @@ class Trainer:
             run.wall_time_s = state["wall_time_s"]
             if run.probe is not None and state.get("probe") is not None:
                 run.probe.load_state_dict(state["probe"])
-        training = [(run, s) for run, s in zip(self.runs, states) if run.diverged_epoch is None]
+        state_of = {id(run): state for run, state in zip(self.runs, states)}
         for run, state in zip(self.runs, states):
             if run.diverged_epoch is not None:
                 run.final_state, run.row = state["model"], None
-        for row, (run, _) in enumerate(training):
+        training = self._in_row_order([run for run in self.runs if run.diverged_epoch is None])
+        for row, run in enumerate(training):
             run.row = row
         if training:
-            self.stack = StackedHeads(self.head_config, [s["model"] for _, s in training], self.device)
-            saved = [s["optimizer"] for _, s in training]
+            self.stack = StackedHeads(self.head_config, [state_of[id(r)]["model"] for r in training], self.device)
+            self.adam = self._new_adam()
+            saved = [state_of[id(r)]["optimizer"] for r in training]
             if all(m is not None for m in saved):
                 moments = [
-                    {
-                        k: self.stack.leaf_shaped(name, torch.stack([m[k][i] for m in saved]))
-                        for k in ("exp_avg", "exp_avg_sq")
-                    }
+                    {k: self.stack.leaf_shaped(name, torch.stack([m[k][i] for m in saved])) for k in MOMENTS}
                     for i, name in enumerate(self.stack.names)
                 ]
-                self._new_optimizer(saved[0]["step"], moments)
-            else:
-                self._new_optimizer(None, None)
+                self.adam.load_moments(saved[0]["step"], moments)
         self.start_epoch = states[0]["epoch"] + 1
 
     # ------------------------------------------------------------------------------------------- results

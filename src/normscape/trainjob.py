@@ -98,21 +98,24 @@ def train_group(
     features: str | Path,
     run_dirs: Sequence[str | Path],
     runs: Sequence[dict],
-    training: dict,
+    training: dict | Sequence[dict],
     head: dict,
     grad_hist: dict,
     tracker_factory: Any = None,
     features_expected: dict | None = None,
     landscape_inputs: bool = True,
-    smoothness: dict | None = None,
-    smoothness_paths: Sequence[tuple] | None = None,
+    probes: dict[str, dict | None] | None = None,
+    probe_paths: dict[str, Sequence[tuple]] | None = None,
     model_code: str | None = None,
 ) -> list[dict]:
-    """Train the runs of one condition (``runs``: one dict per seed, the same but for ``seed``) together, each into
+    """Train the runs of one job (``runs``: one dict per run, all of one head) together, each into
     its ``run_dirs`` entry, resuming each from its ``checkpoints/last.pt`` when its identity matches, and write per
     run metrics.csv, summary.json, grads.h5, model_{final,best}.pt and, unless ``landscape_inputs`` is False (no
     landscape reads these runs), what a landscape reads: model_init.pt and trajectory.pt (the parameters after
     every epoch). A run's checkpoint is removed once its outputs are all written. Returns the summaries.
+
+    ``training``: the training slice of every run, or one per run; the runs of one job may differ only in their
+    learning rate (the values of an lr sweep train together, each at its own lr: normscape.stacked.StackedAdam).
 
     Runs whose checkpoints stopped after different epochs (a kill between two runs' checkpoint writes) resume as
     separate groups: a run's numbers do not depend on its group.
@@ -123,29 +126,41 @@ def train_group(
     ``model_code`` (:func:`normscape.norms.code_digest` of the runs' norm; computed here when None): the code the
     head is built from is part of each run's identity, like its config.
 
-    ``smoothness`` (the ``diagnostics.smoothness`` slice, None for runs without the probe): the probe's
-    settings are part of each run's identity; with ``smoothness_paths`` = one (h5, json) per run the probe's
-    records are written there (zero records without a probe). ``tracker_factory(resolved, run)``: the W&B run of
+    ``probes``: the training-time measures (normscape.diagnostics.TRAINING_PROBES: smoothness, preconditioned
+    sharpness) by name, each with its ``diagnostics.<name>`` slice, or None where these runs are not probed;
+    a probe's settings are part of each run's identity. ``probe_paths``: by name, one (h5, json) per run, where
+    that probe's records are written (zero records for runs without it). ``tracker_factory(resolved, run)``: the W&B run of
     one run (a :class:`RunRecord`), or None.
     """
-    from normscape.diagnostics import smoothness_probe
+    from normscape.diagnostics import training_probes
 
     if not runs or len(run_dirs) != len(runs) or len({r["head"] for r in runs}) != 1:
         raise ValueError("train_group needs one run directory per run, all runs of one head")
     from normscape.norms import code_digest
 
+    trainings = [dict(t) for t in training] if isinstance(training, (list, tuple)) else [dict(training)] * len(runs)
+    shared = {k: v for k, v in trainings[0].items() if k != "lr"}
+    if len(trainings) != len(runs) or any({k: v for k, v in t.items() if k != "lr"} != shared for t in trainings):
+        raise ValueError("train_group needs one training slice per run, differing at most in lr")
     flush_denormals()
     model_code = model_code or code_digest(runs[0]["head"])
     if features_expected is not None:
         features_identity = featurestore.require_compatible(features, features_expected)
     else:
         features_identity = featurestore.identity(features)
+    data = load_features(features)
+    active_probes = {name: settings for name, settings in (probes or {}).items() if settings}
     jobs = []
-    for run, run_dir in zip(runs, run_dirs):
-        resolved = {"run": run, "training": training, "head": head, "grad_hist": grad_hist, "model_code": model_code}
-        probe = smoothness_probe(smoothness) if smoothness else None
-        if probe is not None:
-            resolved["smoothness"] = smoothness
+    for run, run_dir, run_training in zip(runs, run_dirs, trainings):
+        resolved = {
+            "run": run,
+            "training": run_training,
+            "head": head,
+            "grad_hist": grad_hist,
+            "model_code": model_code,
+        }
+        probe = training_probes(active_probes, data["train"], run_training) if active_probes else None
+        resolved.update(active_probes)
         provenance = run_provenance(resolved, features_identity)
         ckpt = Path(run_dir) / "checkpoints" / "last.pt"
         state = _resume_state(ckpt, provenance, landscape_inputs)
@@ -160,12 +175,11 @@ def train_group(
                 "state": state,
             }
         )
-    if training.get("device", "cpu") == "cuda" and not torch.cuda.is_available():
+    if shared.get("device", "cpu") == "cuda" and not torch.cuda.is_available():
         raise ConfigError(
             "training.device is cuda, but torch sees no CUDA GPU on this machine: set training.device: cpu, or run "
             "the train jobs where a GPU is (a CUDA build of torch and a visible device)"
         )
-    data = load_features(features)
     cohorts: dict[int, list[int]] = {}
     for i, job in enumerate(jobs):
         cohorts.setdefault(job["state"]["epoch"] if job["state"] else 0, []).append(i)
@@ -176,12 +190,13 @@ def train_group(
             data,
             norm=runs[0]["head"],
             seeds=[int(job["run"]["seed"]) for job in group],
+            lr=[job["resolved"]["training"]["lr"] for job in group],
             hidden=head["hidden"],
             dropout=head["dropout"],
             grad_hist=grad_hist,
             probe=[job["probe"] for job in group],
             keep_trajectory=landscape_inputs,
-            **training,
+            **shared,
         )
         if epoch:
             trainer.load_run_states([job["state"] for job in group])
@@ -191,8 +206,8 @@ def train_group(
                 record.tracker = tracker_factory(job["resolved"], record) if tracker_factory else None
             trainer.fit([job["ckpt"] for job in group], [job["provenance"] for job in group])
             for i, job, record in zip(members, group, trainer.runs):
-                paths = smoothness_paths[i] if smoothness_paths is not None else None
-                summaries[i] = _write_run(trainer, record, job, training, landscape_inputs, paths)
+                paths = {name: per_run[i] for name, per_run in (probe_paths or {}).items()}
+                summaries[i] = _write_run(trainer, record, job, landscape_inputs, paths)
         finally:
             for record in trainer.runs:
                 if record.tracker is not None:
@@ -200,16 +215,14 @@ def train_group(
     return [summaries[i] for i in range(len(jobs))]
 
 
-def _write_run(
-    trainer: Trainer, record: RunRecord, job: dict, training: dict, landscape_inputs: bool, smoothness_paths
-):
+def _write_run(trainer: Trainer, record: RunRecord, job: dict, landscape_inputs: bool, probe_paths: dict):
     """Every output of one run of a trained group; its checkpoint is removed last."""
-    from normscape.smoothness import SmoothnessProbe, write_smoothness
+    from normscape.diagnostics import write_probe_records
 
     run_dir, provenance = job["dir"], job["provenance"]
     summary = {
         **job["run"],
-        "training": training,
+        "training": job["resolved"]["training"],
         **trainer.summary(record),
         "config": job["resolved"],
         "versions": {"torch": torch.__version__, "numpy": np.__version__},
@@ -236,10 +249,10 @@ def _write_run(
                 },
                 tmp,
             )
-    if smoothness_paths is not None:
-        probe = job["probe"]
+    for name, paths in probe_paths.items():
+        probe = job["probe"].probes.get(name) if job["probe"] is not None else None
         attrs = {"head": job["run"]["head"], "run_identity": provenance["identity"], "probed": probe is not None}
-        write_smoothness(*smoothness_paths, probe if probe is not None else SmoothnessProbe(), attrs)
+        write_probe_records(name, paths, probe, attrs)
     if record.tracker is not None:
         record.tracker.log_summary(summary, [run_dir / "model_final.pt", run_dir / "model_best.pt"])
     write_json(run_dir / "summary.json", summary)
@@ -257,8 +270,8 @@ def train_run(
     tracker_factory: Any = None,
     features_expected: dict | None = None,
     landscape_inputs: bool = True,
-    smoothness: dict | None = None,
-    smoothness_paths: tuple | None = None,
+    probes: dict[str, dict | None] | None = None,
+    probe_paths: dict[str, tuple] | None = None,
     model_code: str | None = None,
 ) -> dict:
     """One run: :func:`train_group` of a group of one (the same numbers as that run in any group)."""
@@ -272,7 +285,7 @@ def train_run(
         tracker_factory,
         features_expected,
         landscape_inputs,
-        smoothness,
-        [smoothness_paths] if smoothness_paths is not None else None,
+        probes,
+        {name: [paths] for name, paths in (probe_paths or {}).items()},
         model_code,
     )[0]

@@ -22,7 +22,13 @@ from normscape.plots import FIGURES as FIGURE_SPECS, INPUT_KINDS as FIGURE_INPUT
 from normscape.errors import ConfigError  # noqa: E402
 from normscape.plugins import load_plugins  # noqa: E402
 from normscape.norms import code_digest  # noqa: E402
-from normscape.measures import MEASURES, curvature_enabled, location_of, measured_experiments  # noqa: E402
+from normscape.measures import (  # noqa: E402
+    MEASURES,
+    curvature_enabled,
+    location_of,
+    measured_experiments,
+    training_probes,
+)
 from normscape.runtime import job_environment  # noqa: E402
 
 # Every job inherits these (OpenMP's and glibc's settings must be in place when a job's process starts); a value
@@ -102,11 +108,14 @@ def run_identity(experiment, head, variant, seed):
 
 
 # ---- diagnostics (normscape/measures.py: which rule writes which measure file, for which runs)
-def smoothness_settings(experiment):
-    """The smoothness probe's config slice for runs of ``experiment`` (None: that run is not probed)."""
-    if experiment not in measured_experiments("smoothness.json", config):
-        return None
-    return canonical(config["diagnostics"]["smoothness"])
+def probe_settings(experiment):
+    """Each training probe's config slice for runs of ``experiment`` (None: not probed by it), by name."""
+    return {
+        measure.name: canonical(config["diagnostics"][measure.config])
+        if experiment in measured_experiments(measure.file, config)
+        else None
+        for measure in training_probes()
+    }
 
 
 def landscape_stage_files():

@@ -1,5 +1,7 @@
 # Training stage: one job per (experiment, head, swept value) from the cached features, training all of that
-# condition's seeds together as one batched model (normscape/train.py); its outputs are every seed's files.
+# condition's seeds together as one batched model (normscape/train.py); its outputs are every seed's files. The
+# values of an lr sweep train together too (one job per (experiment, head), each run at its own lr): they share
+# the batch shape and step count, which a batch-size or epochs sweep does not.
 # Each job's params hold only its own slice of the config, so editing one experiment reruns only its jobs.
 # Outputs cannot be functions of wildcards, so the seeds are expanded per experiment: one rule per experiment,
 # `train_<experiment>`.
@@ -10,32 +12,55 @@ TRAIN_FILES = {
     "grads": "grads.h5",
     "model_final": "model_final.pt",
     "model_best": "model_best.pt",
-    # every run declares them (stable outputs); runs outside diagnostics.smoothness.experiments: zero records
-    "smoothness_h5": "smoothness.h5",
-    "smoothness_json": "smoothness.json",
+    # every run declares its probes' files (stable outputs); runs outside a probe's experiments: zero records
+    **{f"{m.name}_{Path(f).suffix[1:]}": f for m in training_probes() for f in m.files},
 }
 # what a landscape reads: only the experiments in landscape.experiments keep them (the trajectory is ~21 MB a run)
 LANDSCAPE_INPUT_FILES = {"model_init": "model_init.pt", "trajectory": "trajectory.pt"}
 
 
-def seed_files(experiment, filename):
-    """``filename`` of every seed of one (experiment, {head}, {variant}) condition."""
+def sweeps_lr(experiment):
+    """Whether ``experiment`` sweeps the learning rate: then one job trains all its values."""
+    return "lr" in (config["experiments"][experiment].get("sweep") or {})
+
+
+def job_variants(experiment, wildcards=None):
+    """The swept values one job of ``experiment`` trains: all of an lr sweep's, else the job's {variant}."""
+    if sweeps_lr(experiment):
+        return list(dict.fromkeys(run.variant for run in experiment_runs(config, experiment)))
+    return [wildcards.variant] if wildcards is not None else ["{variant}"]
+
+
+def job_files(experiment, filename):
+    """``filename`` of every run one job of ``experiment`` trains (the seeds of each of its swept values)."""
     condition_dir = paths.run_dir(RESULTS, paths.RUN_LAYOUT.replace("{experiment}", experiment))
-    return expand(f"{condition_dir}/{filename}", seed=experiment_seeds(experiment), allow_missing=True)
+    return [
+        path.replace("{variant}", variant)
+        for variant in job_variants(experiment)
+        for path in expand(f"{condition_dir}/{filename}", seed=experiment_seeds(experiment), allow_missing=True)
+    ]
 
 
 def experiment_seeds(experiment):
     return sorted({run.seed for run in experiment_runs(config, experiment)})
 
 
-def condition_runs(experiment, wildcards):
-    """The identities of the runs one job trains (its seeds, in order)."""
-    return [run_identity(experiment, wildcards.head, wildcards.variant, seed) for seed in experiment_seeds(experiment)]
+def job_runs(experiment, wildcards):
+    """The runs one job trains, in the order of its outputs (swept value, then seed)."""
+    return [
+        find_run(config, experiment, wildcards.head, variant, seed)
+        for variant in job_variants(experiment, wildcards)
+        for seed in experiment_seeds(experiment)
+    ]
 
 
-def condition_training(experiment, wildcards):
-    first = experiment_seeds(experiment)[0]
-    return canonical(find_run(config, experiment, wildcards.head, wildcards.variant, first).training)
+def job_identities(experiment, wildcards):
+    return [run_identity(experiment, r.head, r.variant, r.seed) for r in job_runs(experiment, wildcards)]
+
+
+def job_trainings(experiment, wildcards):
+    """Each run's training slice (the runs of an lr sweep differ in their lr)."""
+    return [canonical(run.training) for run in job_runs(experiment, wildcards)]
 
 
 # No `benchmark:` on the rules with many jobs (train, landscape, sharpness, curvature): Snakemake samples a
@@ -53,20 +78,22 @@ for EXPERIMENT in config["experiments"]:
         input:
             features=FEATURES,
         output:
-            **{key: seed_files(EXPERIMENT, filename) for key, filename in FILES.items()},
+            **{key: job_files(EXPERIMENT, filename) for key, filename in FILES.items()},
         log:
-            f"{RESULTS}/logs/train/{EXPERIMENT}/{{head}}/{{variant}}.log",
+            f"{RESULTS}/logs/train/{EXPERIMENT}/{{head}}/"
+            + ("lr-sweep" if sweeps_lr(EXPERIMENT) else "{variant}")
+            + ".log",
         # the runs a landscape reads train first, so their landscapes run beside the remaining trainings
         priority: LANDSCAPE_PRIORITY if LANDSCAPE_READS else 0
         conda:
             ENV
         threads: 1
         resources:
-            mem_mb=1500 + 150 * len(SEEDS),
-            runtime=10 + 10 * len(SEEDS),
+            mem_mb=1500 + 150 * len(SEEDS) * len(job_variants(EXPERIMENT)),
+            runtime=10 + 10 * len(SEEDS) * len(job_variants(EXPERIMENT)),
         params:
-            runs=lambda wc, experiment=EXPERIMENT: condition_runs(experiment, wc),
-            training=lambda wc, experiment=EXPERIMENT: condition_training(experiment, wc),
+            runs=lambda wc, experiment=EXPERIMENT: job_identities(experiment, wc),
+            training=lambda wc, experiment=EXPERIMENT: job_trainings(experiment, wc),
             head=canonical(config["head"]),
             # the code the head is built from (its norm's builder and classes, the head module): an edited norm
             # retrains its runs
@@ -76,8 +103,8 @@ for EXPERIMENT in config["experiments"]:
             features_request=canonical({"backbone": config["backbone"], "data": config["data"]}),
             wandb=canonical(config["tracking"]["wandb"]),
             wandb_dir=f"{RESULTS}/wandb",
-            # the probe's slice only for the experiments it probes (None otherwise): editing it reruns only those
-            smoothness=smoothness_settings(EXPERIMENT),
+            # each probe's slice only for the experiments it probes (None otherwise): editing it reruns only those
+            probes=probe_settings(EXPERIMENT),
         script:
             "../scripts/train.py"
 

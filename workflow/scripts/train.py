@@ -1,4 +1,5 @@
-"""Train every seed of one (experiment, head, swept value) together (rules train_<experiment>)."""
+"""Train the runs of one job together: every seed of one (experiment, head, swept value), or of every value of an
+lr sweep (rules train_<experiment>)."""
 
 from pathlib import Path
 
@@ -14,12 +15,12 @@ def main(smk):
     p = smk.params
     runs = [dict(run) for run in p.runs]
     run_dirs = [Path(summary).parent for summary in smk.output.summary]
-    names = {int(run["seed"]): run_id(run["experiment"], run["head"], run["variant"], run["seed"]) for run in runs}
 
     def tracker(resolved, record):
         config = {**resolved, "provenance": provenance(smk.input.features)}
-        group = runs[0]["experiment"]
-        wandb = WandbTracker(dict(p.wandb), p.wandb_dir, run_name=names[record.seed], group=group, config=config)
+        run = resolved["run"]
+        name = run_id(run["experiment"], run["head"], run["variant"], run["seed"])
+        wandb = WandbTracker(dict(p.wandb), p.wandb_dir, run_name=name, group=run["experiment"], config=config)
         wandb.watch(p.wandb["watch_log_freq"], record.steps_done)  # a resumed run continues its step count
         return wandb
 
@@ -27,7 +28,7 @@ def main(smk):
         smk.input.features,
         run_dirs,
         runs,
-        dict(p.training),
+        [dict(training) for training in p.training],
         dict(p.head),
         dict(p.grad_hist),
         tracker_factory=tracker,
@@ -37,8 +38,8 @@ def main(smk):
         # model_init.pt + trajectory.pt: a landscape reads them. From the outputs, not a param: removing an
         # experiment from landscape.experiments must rerun nothing (a param change would)
         landscape_inputs="trajectory" in smk.output.keys(),
-        smoothness=dict(p.smoothness) if p.smoothness else None,
-        smoothness_paths=list(zip(smk.output.smoothness_h5, smk.output.smoothness_json)),
+        probes={name: dict(s) if s else None for name, s in p.probes.items()},
+        probe_paths={name: list(zip(smk.output[f"{name}_h5"], smk.output[f"{name}_json"])) for name in p.probes},
         model_code=p.model_code,
     )
 
