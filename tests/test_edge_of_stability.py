@@ -144,6 +144,29 @@ def test_probe_leaves_training_unchanged_and_measures_the_run(norm):
         assert a["sharpness"][k] == pytest.approx(dense_top(loss, torch.ones_like(precond)), rel=2e-4)
 
 
+def test_probe_preconditioner_is_the_trainers_adam_denominator():
+    # end to end through the stacked optimiser: theta_{k+1} - theta_k = -lr m_hat_{k+1} / P_k, with m_{k+1} and the
+    # step count read at the next probe (clipping and weight decay on, so the gradient must be the one Adam gets)
+    data = small_data()
+    x, y = data["train"][0][:64], data["train"][1][:64]
+    probe = PreconditionedSharpnessProbe(x, y, batch_size=32, every=1, lanczos_steps=2)
+    probe.keep_vectors = True
+    kw = dict(norm="layer", seeds=0, epochs=1, batch_size=32, lr=1e-2, hidden=8, clip_grad_norm=0.5, weight_decay=0.1)
+    trainer = Trainer(data, probe=probe, **kw)
+    moments = []
+
+    def spy(view, step, xb, yb):
+        state = view.opt.state.get(view.flat_param, {})
+        moments.append((float(state["step"]), state["exp_avg"].double().clone()) if state else None)
+        probe(view, step, xb, yb)
+
+    trainer.runs[0].probe = spy
+    trainer.fit()
+    assert moments[0] is None and len(probe.vectors) == 5
+    for (theta, precond), (theta_next, _), (t, m) in zip(probe.vectors, probe.vectors[1:], moments[1:]):
+        torch.testing.assert_close(theta_next - theta, -1e-2 * m / (1 - 0.9**t) / precond, rtol=1e-4, atol=1e-7)
+
+
 def test_records_survive_resume(tmp_path):
     data = small_data()
     kw = dict(norm="batch", seeds=0, epochs=2, batch_size=32, lr=1e-2, hidden=8)
