@@ -213,7 +213,7 @@ def test_summarize_hand_made_trajectories():
     assert s["fraction_within_10pct"] == pytest.approx(4 / 8)  # 0.92, 1.05, 0.98, 1.02
     assert s["late_median_ratio"] == pytest.approx(np.median([1.05, 1.3, 0.98, 1.02]))
     assert s["equilibrated"] and s["threshold"] == 100.0 and s["lr"] == 0.38 and s["beta1"] == 0.9
-    assert s["probe_seconds"] == 1.5
+    assert s["probe_seconds"] == 1.5 and s["converged_fraction"] == 1.0
     # the threshold defaults to the records' own; another threshold rescales every ratio
     assert summarize(rising)["max_ratio"] == pytest.approx(1.3)
     assert summarize(rising, threshold=200.0)["max_ratio"] == pytest.approx(0.65)
