@@ -187,7 +187,7 @@ def hand_made(ratios, threshold=100.0, every=10):
     return records_to_arrays(
         [
             {
-                "step": every * i,
+                "step": every * (i + 1),
                 "lr": 0.38,
                 "beta1": 0.9,
                 "threshold": threshold,
@@ -209,7 +209,7 @@ def test_summarize_hand_made_trajectories():
     rising = hand_made([0.1, 0.5, 0.85, 0.92, 1.05, 1.3, 0.98, 1.02])
     s = summarize(rising, threshold=100.0, seconds=1.5)
     assert s["probes"] == 8 and s["max_ratio"] == pytest.approx(1.3)
-    assert s["first_step_at_threshold"] == 30  # 0.85 is below 0.9, 0.92 is not
+    assert s["first_step_at_threshold"] == 40  # 0.85 is below 0.9, 0.92 is not
     assert s["fraction_within_10pct"] == pytest.approx(4 / 8)  # 0.92, 1.05, 0.98, 1.02
     assert s["late_median_ratio"] == pytest.approx(np.median([1.05, 1.3, 0.98, 1.02]))
     assert s["equilibrated"] and s["threshold"] == 100.0 and s["lr"] == 0.38 and s["beta1"] == 0.9
@@ -222,6 +222,12 @@ def test_summarize_hand_made_trajectories():
     assert flat["late_median_ratio"] == pytest.approx(0.3) and not flat["equilibrated"]  # NaN (diverged) skipped
     overshoot = summarize(hand_made([1.0, 1.5, 1.6, 1.4]))
     assert overshoot["late_median_ratio"] == pytest.approx(1.5) and not overshoot["equilibrated"]
+    # the probe at step 0 (P = |g|: Adam's first step is lr * sign(g)) is recorded, not summarised
+    start = hand_made([50.0])
+    start["step"][:] = 0
+    with_start = {k: np.concatenate([start[k], rising[k]]) for k in rising}
+    s0 = summarize(with_start, threshold=100.0)
+    assert s0["probes"] == 9 and s0["max_ratio"] == pytest.approx(1.3) and s0["first_step_at_threshold"] == 40
 
 
 def test_write_read_round_trip_with_and_without_probe(tmp_path):

@@ -474,12 +474,19 @@ def test_smoothness_settings_are_part_of_the_run_identity(features_file, tmp_pat
 
     monkeypatch.setattr(Trainer, "train_epoch", dying)
     with pytest.raises(KeyboardInterrupt):
-        train_run(features_file, run_dir, RUN, training(), HEAD, GH, smoothness=probe)
+        train_run(features_file, run_dir, RUN, training(), HEAD, GH, probes={"smoothness": probe})
     monkeypatch.setattr(Trainer, "train_epoch", original)
     paths = (run_dir / "smoothness.h5", run_dir / "smoothness.json")
     with caplog.at_level(logging.INFO):
         summary = train_run(
-            features_file, run_dir, RUN, training(), HEAD, GH, smoothness={**probe, "every": 7}, smoothness_paths=paths
+            features_file,
+            run_dir,
+            RUN,
+            training(),
+            HEAD,
+            GH,
+            probes={"smoothness": {**probe, "every": 7}},
+            probe_paths={"smoothness": paths},
         )
     assert not any("resuming" in r.getMessage() for r in caplog.records)  # other probe settings: fresh start
     plain = train_run(features_file, tmp_path / "p", RUN, training(), HEAD, GH)
@@ -488,5 +495,5 @@ def test_smoothness_settings_are_part_of_the_run_identity(features_file, tmp_pat
     steps = 2 * -(-2000 // 64)  # epochs x batches of the synthetic cache's 2,000 training rows
     assert json.loads(paths[1].read_text())["probes"] == len(range(0, steps, 7))
     unprobed = (tmp_path / "u" / "smoothness.h5", tmp_path / "u" / "smoothness.json")
-    train_run(features_file, tmp_path / "u", RUN, training(), HEAD, GH, smoothness_paths=unprobed)
+    train_run(features_file, tmp_path / "u", RUN, training(), HEAD, GH, probe_paths={"smoothness": unprobed})
     assert json.loads(unprobed[1].read_text())["probes"] == 0

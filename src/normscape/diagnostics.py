@@ -17,10 +17,9 @@ import torch
 
 from normscape.adaptive_sharpness import adaptive_sharpness, write_adaptive_sharpness
 from normscape.landscape import load_head, rows_as_tensors, subset_rows
-from normscape.errors import ConfigError
 from normscape.smoothness import SmoothnessProbe
-from normscape.train import ProbeSet
 from normscape.spectrum import hessian_spectrum, write_spectrum
+from normscape.train import ProbeSet
 
 log = logging.getLogger(__name__)
 
@@ -41,29 +40,23 @@ def smoothness_probe(settings: dict) -> SmoothnessProbe | None:
 
 def preconditioned_sharpness_probe(settings: dict, train: tuple, training: dict):
     """The probe for ``diagnostics.preconditioned_sharpness`` on a run with ``training`` settings: a fixed seeded
-    subset of the training set (the same for every run: their numbers are comparable), ``per_epoch`` probes per
-    epoch of that run's steps (step 0 included)."""
+    subset of the training set (the same for every run: their numbers are comparable), ``per_run`` probes spread
+    evenly over the run's steps, plus one at step 0. BatchNorm takes batch statistics over chunks of the run's
+    batch size, or over the whole subset when the batch is larger than it."""
     from normscape.edge_of_stability import PreconditionedSharpnessProbe
 
     if not settings.get("enabled", True):
         return None
     x, y = train
     batch_size = int(training["batch_size"])
-    if settings["samples"] < batch_size:
-        raise ConfigError(
-            f"diagnostics.preconditioned_sharpness.samples = {settings['samples']} is smaller than a probed run's "
-            f"batch size {batch_size}: BatchNorm's Hessian is taken with the batch statistics the update sees, one "
-            f"batch needs {batch_size} samples. Set samples to at least {batch_size}, or leave that experiment out of "
-            "diagnostics.preconditioned_sharpness.experiments."
-        )
     rows = torch.randperm(len(x), generator=torch.Generator().manual_seed(settings["subset_seed"]))
     rows = rows[: settings["samples"]].sort().values
     steps_per_epoch = len(x) // batch_size + (1 if len(x) % batch_size > 1 else 0)  # as normscape.train counts
     return PreconditionedSharpnessProbe(
         x[rows],
         y[rows],
-        batch_size=batch_size,
-        every=max(1, steps_per_epoch // settings["per_epoch"]),
+        batch_size=min(batch_size, len(rows)),
+        every=max(1, steps_per_epoch * int(training["epochs"]) // settings["per_run"]),
         lanczos_steps=settings["lanczos_steps"],
         tol=settings["tol"],
         dtype=DTYPES[settings.get("dtype", "float32")],

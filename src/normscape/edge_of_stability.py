@@ -168,8 +168,7 @@ class PreconditionedSharpnessProbe:
         group = view.opt.param_groups[0]
         lr, beta1 = float(group["lr"]), float(group["betas"][0])
         precond = adam_preconditioner(view.opt, view.flat_param, view.flat_grad)
-        with torch.random.fork_rng(devices=[]):  # RunView builds its copy through build_head, which draws an init
-            model = view.model
+        model = view.model  # a copy (built without moving the global RNG: normscape.stacked.StackedHeads.model_of)
         device = next(model.parameters()).device
         loss = HeadLoss(model, self.x.to(device), self.y.to(device), "train", self.batch_size, self.dtype)
         seed = self.seed * 1_000_003 + step  # per record: a resumed run draws the same starts
@@ -208,12 +207,18 @@ def summarize(arrays: dict[str, np.ndarray], threshold: float | None = None, sec
     ``threshold``: the run's (default: each record's own, from the lr and beta1 it was probed with). The ratio is
     lambda_1(P^-1 H) / threshold per probe; ``late_median_ratio`` is its median over the last half of the probes
     (the equilibrium level) and ``equilibrated`` whether that lies within :data:`EQUILIBRIUM`.
+
+    The probe at step 0 is recorded but not summarised: before the first step v_hat = g^2, so P = |g| + eps and
+    Adam's first update is lr * sign(g) whatever the curvature; P^-1 H is then huge along every small-gradient
+    coordinate (ratios of 10-100 on the real study), a number about the initialisation, not about stability.
     """
+    recorded = int(len(arrays["step"]))
+    arrays = {k: v[arrays["step"] > 0] for k, v in arrays.items()}
     steps, sharp = arrays["step"], arrays["preconditioned_sharpness"]
     n = int(len(steps))
     thresholds = np.full(n, threshold, dtype=np.float64) if threshold is not None else arrays["threshold"]
     out = {
-        "probes": n,
+        "probes": recorded,
         "threshold": float(threshold) if threshold is not None else (float(thresholds[-1]) if n else None),
         "lr": float(arrays["lr"][-1]) if n else None,
         "beta1": float(arrays["beta1"][-1]) if n else None,

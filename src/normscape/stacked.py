@@ -237,7 +237,8 @@ class StackedHeads:
 
     def model_of(self, row: int) -> torch.nn.Module:
         """A plain head holding run ``row``'s current parameters and buffers (a copy)."""
-        model = build_head(**self.head_config)
+        with torch.random.fork_rng(devices=[]):  # building draws an init: a probe reading it must not move the RNG
+            model = build_head(**self.head_config)
         model.load_state_dict(self.state_of(row))
         return model.to(self.device)
 

@@ -146,7 +146,8 @@ def norm_stats(norms: np.ndarray) -> dict[str, float]:
 
 class RunRecord:
     """Everything one run of a group owns: its seed, learning rate and generator, histograms, metrics, trajectory,
-    best and initial states, divergence, probe and tracker. ``row`` is its row in the trainer's stack (None once stopped)."""
+    best and initial states, divergence, probe and tracker. ``row`` is its row in the trainer's stack (None once
+    stopped)."""
 
     def __init__(
         self, seed: int, lr: float, init_state: dict, rng_state: torch.Tensor, hist: GradHistogram, probe: Any
@@ -226,9 +227,10 @@ class Trainer:
 
     ``seeds``: one seed or a list; ``lr``: one learning rate, or one per seed (a list: the runs of an lr sweep
     train together; a seed may then appear once per lr); ``probe``: one probe per seed (a list), or one probe when
-    training one seed (normscape.smoothness.SmoothnessProbe, called as ``probe(view, step, xb, yb)`` with a :class:`RunView` before
-    every optimiser step its ``wants(step)`` accepts (every step without that method); it must not change the
-    model, the optimiser or the RNG; its records travel in the checkpoint).
+    training one seed (e.g. normscape.smoothness.SmoothnessProbe, or a :class:`ProbeSet` of several), called as
+    ``probe(view, step, xb, yb)`` with a :class:`RunView` before every optimiser step its ``wants(step)``
+    accepts (every step without that method); it must not change the model, the optimiser or the RNG; its records
+    travel in the checkpoint).
     """
 
     def __init__(

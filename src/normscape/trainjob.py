@@ -129,8 +129,8 @@ def train_group(
     ``probes``: the training-time measures (normscape.diagnostics.TRAINING_PROBES: smoothness, preconditioned
     sharpness) by name, each with its ``diagnostics.<name>`` slice, or None where these runs are not probed;
     a probe's settings are part of each run's identity. ``probe_paths``: by name, one (h5, json) per run, where
-    that probe's records are written (zero records for runs without it). ``tracker_factory(resolved, run)``: the W&B run of
-    one run (a :class:`RunRecord`), or None.
+    that probe's records are written (zero records for runs without it). ``tracker_factory(resolved, run)``: the
+    W&B run of one run (a :class:`RunRecord`), or None.
     """
     from normscape.diagnostics import training_probes
 

@@ -111,9 +111,11 @@ def run_identity(experiment, head, variant, seed):
 def probe_settings(experiment):
     """Each training probe's config slice for runs of ``experiment`` (None: not probed by it), by name."""
     return {
-        measure.name: canonical(config["diagnostics"][measure.config])
-        if experiment in measured_experiments(measure.file, config)
-        else None
+        measure.name: (
+            canonical(config["diagnostics"][measure.config])
+            if experiment in measured_experiments(measure.file, config)
+            else None
+        )
         for measure in training_probes()
     }
 
