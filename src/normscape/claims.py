@@ -565,6 +565,10 @@ def to_markdown(result: pd.DataFrame, settings: dict | None = None) -> str:
         "(area under the curve / epoch span). Runs with best validation accuracy < "
         f"{s['min_val_acc']:g} count as not learning (no convergence speed or flatness)."
     )
+    if result["claim_id"].astype(str).str.startswith("eos_").any():
+        from normscape.claims_stability import NOTE
+
+        note += "\n\n" + NOTE
     return "\n".join(lines) + "\n" + note + "\n"
 
 

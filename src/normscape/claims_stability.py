@@ -41,6 +41,18 @@ EXPERIMENTS = {"convergence": "convergence", "high_lr": "high_lr", "stability": 
 EXPERIMENTS |= {"stability_large_batch": "stability_large_batch"}
 
 
+# the claims table's footnote on these rows (normscape.claims.to_markdown)
+NOTE = (
+    "Edge of stability (eos_* claims): the threshold is (2+2β1)/((1−β1)η) of each run's lr η and β1; "
+    "ln(late median λ1(P⁻¹H) / threshold) is the log of the median ratio over the last half of a run's probes, "
+    "tested where every seed reached 0.9 × the threshold at some probe and none diverged, equivalent to 0 within "
+    f"±ln 1.2 (TOST). The critical lr of a seed is the largest lr of the grid at which its final test accuracy is "
+    f"within {100 * TOLERANCE:g} points of its own best on that grid (a diverged run never is; none if its best run "
+    "did not learn), compared as log10. The first step at the threshold is the first probed optimiser step with "
+    "λ1(P⁻¹H) ≥ 0.9 × threshold; a run that never reaches it counts as its last probed step + 1."
+)
+
+
 def experiment_names(settings: dict) -> dict:
     """The claims' experiment names, the defaults where ``claims.experiments`` leaves one out."""
     return {**EXPERIMENTS, **(settings.get("experiments") or {})}
