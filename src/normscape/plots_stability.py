@@ -49,8 +49,9 @@ def _mean_over_seeds(runs: list[dict], field: str) -> tuple[np.ndarray, np.ndarr
 
 
 def threshold_label(beta1: float, threshold: float) -> str:
-    """'threshold 38/η = 3800' (the coefficient (2 + 2 beta1) / (1 - beta1) from the run's beta1)."""
-    return f"threshold {format_number((2 + 2 * beta1) / (1 - beta1))}/η = {format_number(threshold)}"
+    """'threshold 38/η = 3,800' (the coefficient (2 + 2 beta1) / (1 - beta1) from the run's beta1)."""
+    value = f"{threshold:,.0f}" if threshold >= 100 else format_number(threshold)
+    return f"threshold {format_number((2 + 2 * beta1) / (1 - beta1))}/η = {value}"
 
 
 def preconditioned_sharpness_figure(paths: list, settings: dict, experiments: list[str]):
@@ -108,7 +109,7 @@ def preconditioned_sharpness_figure(paths: list, settings: dict, experiments: li
     n = f"n = {min(seeds)}" + (f"–{max(seeds)}" if max(seeds) > min(seeds) else "") + " seeds per panel"
     fig.suptitle(
         "Adam's preconditioned sharpness λ1(P⁻¹H) along training (edge of stability, Cohen et al. 2022), "
-        f"with its stability threshold\n(dotted; its value in each panel's legend entry) and the raw sharpness "
+        f"with its stability threshold\n(dotted, its value written on it) and the raw sharpness "
         f"λ1(H); {n}, log scale"
     )
     for ax in axes.ravel():
@@ -234,13 +235,17 @@ def stability_map_figure(summary_paths: list, settings: dict, experiments: list[
                     marker="|",
                     ms=7,
                 )
-                text = format_number(value) if np.isfinite(value) else "none"
+                text = f"critical lr {format_number(value) if np.isfinite(value) else 'none'}"
+                seeds = format_number(low) if low == high else f"{format_number(low)}–{format_number(high)}"
+                # bottom left: the low learning rates' accuracies sit high, the crosses of diverged runs right
                 ax.annotate(
-                    f"{text} (seeds {format_number(low)}–{format_number(high)})",
-                    (0.02, y - 0.045),
+                    f"{text} (seeds: {seeds})",
+                    (0.03, 0.05 + 0.07 * k),
                     xycoords="axes fraction",
-                    fontsize=6,
+                    fontsize=6.5,
                     color=style["color"],
+                    bbox={"facecolor": "white", "alpha": 0.85, "lw": 0, "pad": 1},
+                    zorder=6,
                 )
         if len(lrs) and (lrs > 0).all():
             set_round_log_axis(ax, "x", lrs.min(), lrs.max(), pad=0.1)
@@ -258,7 +263,8 @@ def stability_map_figure(summary_paths: list, settings: dict, experiments: list[
     n = f"{seeds.min()}" + (f"–{seeds.max()}" if seeds.max() > seeds.min() else "") if len(seeds) else "0"
     fig.suptitle(
         "Stability map: final test accuracy over the learning-rate grid per norm "
-        f"({', '.join(experiment_title(settings, e) for e in experiments)}; n = {n} seeds per point; × diverged)\n"
+        f"({', '.join(experiment_title(settings, e) for e in experiments)}; mean ± std over n = {n} seeds per point, "
+        "dots: each seed; × diverged)\n"
         f"critical lr (dotted line): the largest lr with every seed within {100 * TOLERANCE:g} points of its own "
         "best; bar at the top: the range of the per-seed critical lrs"
     )
