@@ -36,6 +36,8 @@ def test_preconditioned_sharpness_figure(tmp_path):
             for seed in (0, 1):
                 write_run(tmp_path, experiment, head, "base", seed, 0.8, lr, ramp(1.0 + 0.02 * seed))
     write_run(tmp_path, "convergence", "frn", "base", 0, 0.8, 1e-3)  # not probed: zero records, left out
+    # a third baseline seed at the high lr diverged: non-finite from its third probe on
+    write_run(tmp_path, "high_lr", "none", "base", 2, NAN, 1e-2, [0.2, 0.6, NAN, NAN])
     fig = plots.draw("fig_preconditioned_sharpness", {"preconditioned_sharpness": files(tmp_path, "*.h5")}, SETTINGS)
     axes = np.array(fig.axes).reshape(2, 3)  # one row per learning rate, one column per probed norm
     for row, lr in zip(axes, (1e-3, 1e-2)):
@@ -45,6 +47,9 @@ def test_preconditioned_sharpness_figure(tmp_path):
             # the mean over the two seeds at each probe: 1.01 x the threshold on the plateau
             mean = next(line for line in ax.get_lines() if line.get_label().startswith("λ1(P⁻¹H), mean"))
             assert mean.get_ydata()[-1] == pytest.approx(1.01 * 38 / lr)
+    (cross,) = [c for c in axes[1, 0].collections if c.get_gid() == "diverged"]
+    assert tuple(cross.get_offsets()[0]) == pytest.approx((20, 3800))  # at its first non-finite probe, on the line
+    assert not [c for ax in np.delete(axes.ravel(), 3) for c in ax.collections if c.get_gid() == "diverged"]
     assert "lr 0.001" in axes[0, 0].get_title() and "lr 0.01" in axes[1, 2].get_title()
     assert "BatchNorm" in axes[0, 1].get_title()
     assert threshold_label(0.9, 3800.0) == "threshold 38/η = 3,800" and threshold_label(0.5, 6.0) == "threshold 6/η = 6"

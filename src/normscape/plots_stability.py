@@ -1,9 +1,10 @@
 """Figures of Adam's edge of stability (issue 30): preconditioned sharpness along training, and the stability map.
 
-``preconditioned_sharpness_figure``: lambda_1(P^-1 H) per probe step (thin: each seed; thick: the mean over seeds
-at the steps every seed was probed) with raw lambda_1(H) dashed and the run's stability threshold
-(2 + 2 beta1) / ((1 - beta1) lr) as a dotted horizontal line, one row per experiment (learning rate), one column per
-norm, log y shared along a row. The threshold and its coefficient come from the records (their lr and beta1).
+``preconditioned_sharpness_figure``: lambda_1(P^-1 H) per probe step (thin: each seed; thick: the mean over the
+seeds with a finite value at that step; a diverged run's first non-finite probe is a cross on its threshold) with
+raw lambda_1(H) dashed and the run's stability threshold (2 + 2 beta1) / ((1 - beta1) lr) as a dotted horizontal
+line, one row per experiment (learning rate), one column per norm, log y shared along a row. The threshold and its
+coefficient come from the records (their lr and beta1).
 
 ``stability_map_figure``: per norm, final test accuracy over the learning-rate grid (log x) at each batch size
 (mean ± std over seeds, dots: each seed), diverged runs as crosses under the curves, and the critical learning rate
@@ -40,12 +41,16 @@ def _records_by_panel(paths: list) -> dict[tuple[str, str], list[dict]]:
 
 
 def _mean_over_seeds(runs: list[dict], field: str) -> tuple[np.ndarray, np.ndarray]:
-    """Steps every seed was probed at, and the mean of ``field`` there (NaN-aware: a diverged probe is NaN)."""
-    common = sorted(set.intersection(*(set(r["step"].tolist()) for r in runs)))
-    values = np.array([[r[field][list(r["step"]).index(s)] for s in common] for r in runs], dtype=float)
+    """Every probed step and the mean of ``field`` over the seeds with a finite value there (a diverged run stops
+    being probed, and its last probes are NaN: the others' curve goes on)."""
+    steps = np.array(sorted(set().union(*(r["step"].tolist() for r in runs))))
+    values = np.full((len(runs), len(steps)), np.nan)
+    for i, r in enumerate(runs):
+        values[i, np.searchsorted(steps, r["step"])] = r[field]
+    finite = np.isfinite(values)
     with np.errstate(all="ignore"):
-        mean = np.array([np.nanmean(c) if np.isfinite(c).any() else np.nan for c in values.T])
-    return np.array(common), mean
+        mean = np.where(finite.any(0), np.where(finite, values, 0).sum(0) / finite.sum(0), np.nan)
+    return steps, mean
 
 
 def threshold_label(beta1: float, threshold: float) -> str:
@@ -80,12 +85,27 @@ def preconditioned_sharpness_figure(paths: list, settings: dict, experiments: li
             ax.set_title(f"{HEAD_LABELS.get(head, head)} — {experiment_title(settings, experiment)}", fontsize=8)
             if not runs:
                 panel_note(ax, f"{HEAD_LABELS.get(head, head)} is not in {experiment}", width=28)
+                ax.axis("off")
                 continue
             colour = PALETTE.get(head)
             seeds.add(len(runs))
             for r in runs:
                 ax.plot(r["step"], r["preconditioned_sharpness"], color=colour, lw=0.6, alpha=0.35)
                 drawn += [r["preconditioned_sharpness"], r["sharpness"]]
+                lost = np.flatnonzero(~np.isfinite(r["preconditioned_sharpness"]))
+                if (
+                    lost.size
+                ):  # a diverged run: its first non-finite probe, drawn on its threshold (the edge it crossed)
+                    ax.scatter(
+                        r["step"][lost[0]],
+                        r["threshold"][lost[0]],
+                        marker="x",
+                        color=colour,
+                        s=24,
+                        zorder=5,
+                        gid="diverged",
+                        label="first non-finite probe of a run (diverged), on the threshold",
+                    )
             steps, mean = _mean_over_seeds(runs, "preconditioned_sharpness")
             ax.plot(steps, mean, color=colour, lw=1.6, label="λ1(P⁻¹H), mean over seeds (thin: each seed)")
             steps, raw = _mean_over_seeds(runs, "sharpness")
@@ -102,10 +122,12 @@ def preconditioned_sharpness_figure(paths: list, settings: dict, experiments: li
         for j in range(len(heads)):
             log_scale(axes[i, j], "y", drawn)
         axes[i, 0].set_ylabel("top eigenvalue")
-    first = next(ax for ax in axes.ravel() if ax.get_legend_handles_labels()[0])
-    handles, labels = first.get_legend_handles_labels()
-    generic = [lab if not lab.startswith("threshold") else "stability threshold (2+2β1)/((1−β1)η)" for lab in labels]
-    fig.legend(handles, generic, loc="outside lower center", ncol=3, frameon=False)
+    legend = {}  # each kind of entry once (the first panel's handle); the threshold's value is on its line
+    for ax in axes.ravel():
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            generic = "stability threshold (2+2β1)/((1−β1)η)" if label.startswith("threshold") else label
+            legend.setdefault(generic, handle)
+    fig.legend(legend.values(), legend.keys(), loc="outside lower center", ncol=min(len(legend), 4), frameon=False)
     n = f"n = {min(seeds)}" + (f"–{max(seeds)}" if max(seeds) > min(seeds) else "") + " seeds per panel"
     fig.suptitle(
         "Adam's preconditioned sharpness λ1(P⁻¹H) along training (edge of stability, Cohen et al. 2022), "
@@ -215,7 +237,7 @@ def stability_map_figure(summary_paths: list, settings: dict, experiments: list[
                 (float(row["seed_min"].iloc[0]), float(row["seed_max"].iloc[0])) if len(row) else (np.nan, np.nan)
             )
             if np.isfinite(low):
-                y = 0.96 - 0.06 * k
+                y = 0.965 - 0.05 * k
                 ax.plot(
                     [low, high],
                     [y, y],
@@ -237,10 +259,10 @@ def stability_map_figure(summary_paths: list, settings: dict, experiments: list[
                 )
                 text = f"critical lr {format_number(value) if np.isfinite(value) else 'none'}"
                 seeds = format_number(low) if low == high else f"{format_number(low)}–{format_number(high)}"
-                # bottom left: the low learning rates' accuracies sit high, the crosses of diverged runs right
+                # in the band above the data, under the bars
                 ax.annotate(
                     f"{text} (seeds: {seeds})",
-                    (0.03, 0.05 + 0.07 * k),
+                    (0.03, 0.84 - 0.07 * k),
                     xycoords="axes fraction",
                     fontsize=6.5,
                     color=style["color"],
@@ -252,7 +274,7 @@ def stability_map_figure(summary_paths: list, settings: dict, experiments: list[
             ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: format_number(v)))
         ax.set_xlabel("learning rate η")
         ax.grid(alpha=0.3)
-    axes[0].set_ylim(bottom, hi + 0.35 * span)  # room at the top for the critical-lr bars
+    axes[0].set_ylim(bottom, hi + 0.6 * span)  # a band above the data for the critical-lr bars and numbers
     axes[0].set_ylabel("final test accuracy")
     legend = {}  # every panel's entries once (a panel may lack a batch size's crosses or critical lr)
     for ax in axes:
