@@ -128,7 +128,8 @@ def preconditioned_sharpness_figure(paths: list, settings: dict, experiments: li
             generic = "stability threshold (2+2β1)/((1−β1)η)" if label.startswith("threshold") else label
             legend.setdefault(generic, handle)
     fig.legend(legend.values(), legend.keys(), loc="outside lower center", ncol=min(len(legend), 4), frameon=False)
-    n = f"n = {min(seeds)}" + (f"–{max(seeds)}" if max(seeds) > min(seeds) else "") + " seeds per panel"
+    n = f"n = {min(seeds)}" + (f"–{max(seeds)}" if max(seeds) > min(seeds) else "")
+    n += " seed per panel" if max(seeds) == 1 else " seeds per panel"
     fig.suptitle(
         "Adam's preconditioned sharpness λ1(P⁻¹H) along training (edge of stability, Cohen et al. 2022), "
         f"with its stability threshold\n(dotted, its value written on it) and the raw sharpness "
@@ -285,7 +286,7 @@ def stability_map_figure(summary_paths: list, settings: dict, experiments: list[
     n = f"{seeds.min()}" + (f"–{seeds.max()}" if seeds.max() > seeds.min() else "") if len(seeds) else "0"
     fig.suptitle(
         "Stability map: final test accuracy over the learning-rate grid per norm "
-        f"({', '.join(experiment_title(settings, e) for e in experiments)}; mean ± std over n = {n} seeds per point, "
+        f"({', '.join(experiment_title(settings, e) for e in experiments)}; mean ± std over n = {n} seed(s) per point, "
         "dots: each seed; × diverged)\n"
         f"critical lr (dotted line): the largest lr with every seed within {100 * TOLERANCE:g} points of its own "
         "best; bar at the top: the range of the per-seed critical lrs"
