@@ -28,7 +28,9 @@ Convergence speed is relative to each run's own plateau: the first epoch whose v
 by the epoch span = mean accuracy over training), and the area under the validation-loss curve (lower =
 faster). Accuracy claims are tested on the final epoch and the best-validation checkpoint both. Runs that never
 learn (best validation accuracy below ``min_val_acc``) have no convergence speed and no curvature: a dead
-network's flatness is not a finding.
+network's flatness is not a finding. The edge-of-stability claims (Adam's preconditioned sharpness, the critical
+learning rate of an lr grid) are built in :mod:`normscape.claims_stability` from the same rows; a row that cannot
+be tested there carries its reason (``Row.untestable``, "not applicable: ...") instead of numbers.
 """
 
 from __future__ import annotations
