@@ -28,7 +28,9 @@ Convergence speed is relative to each run's own plateau: the first epoch whose v
 by the epoch span = mean accuracy over training), and the area under the validation-loss curve (lower =
 faster). Accuracy claims are tested on the final epoch and the best-validation checkpoint both. Runs that never
 learn (best validation accuracy below ``min_val_acc``) have no convergence speed and no curvature: a dead
-network's flatness is not a finding.
+network's flatness is not a finding. The edge-of-stability claims (Adam's preconditioned sharpness, the critical
+learning rate of an lr grid) are built in :mod:`normscape.claims_stability` from the same rows; a row that cannot
+be tested there carries its reason (``Row.untestable``, "not applicable: ...") instead of numbers.
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ DEFAULTS = {
         "clipping": "clipping",
         "high_lr": "high_lr",
         "batch_size": "batch_size",
+        "stability": "stability",  # the lr grid at the study's batch size (normscape.claims_stability)
+        "stability_large_batch": "stability_large_batch",
     },
     "flatness_measures": {
         "sharpness.top_eigenvalue": "λmax (largest algebraic Hessian eigenvalue)",
@@ -162,6 +166,7 @@ class Row:
     margin: float = 0.0
     require_learning: bool = False
     sem: str | None = None  # the column of the statistic's standard error (stochastic measures)
+    untestable: str | None = None  # the row's verdict when it cannot be tested ("not applicable: <why>")
 
 
 @dataclass
@@ -314,7 +319,9 @@ def study_claims(table: pd.DataFrame, settings: dict | None = None) -> list[Clai
             ],
         )
     )
-    return claims
+    from normscape.claims_stability import stability_claims  # it builds on Row and Claim
+
+    return claims + stability_claims(table, s)
 
 
 def _term_values(table: pd.DataFrame, statistic: str, experiment: str, head: str, variant, learning: bool):
@@ -374,6 +381,8 @@ def noisy_reason(table: pd.DataFrame, row: Row, diffs: dict, z: float) -> str | 
 
 def evaluate_row(table: pd.DataFrame, row: Row, settings: dict | None = None) -> dict | None:
     s = {**DEFAULTS, **(settings or {})}
+    if row.untestable:
+        return untestable_row(row)
     found = _diffs(table, row.statistic, row)
     if found is None:
         return None  # a run group this row needs is not in the study
@@ -434,12 +443,29 @@ def saddle_note(table: pd.DataFrame, row: Row) -> str:
     return "λmin " + "; ".join(notes) if notes else ""
 
 
+def untestable_row(row: Row) -> dict:
+    """The result of a row that cannot be tested: its reason as the verdict, no numbers."""
+    nan = float("nan")
+    numbers = dict.fromkeys(("mean", "ci_low", "ci_high", "p_exact", "p_smallest"), nan)
+    return {
+        "statistic": row.statistic,
+        "comparison": row.label,
+        "expected": "—",
+        "sided": "—",
+        "n_seeds": 0,
+        "per_seed": "",
+        **numbers,
+        "verdict": row.untestable,
+        "saddles": "",
+    }
+
+
 NOT_APPLICABLE = "not applicable: a compared head did not learn (best val acc below claims.min_val_acc) in any seed"
 
 
 def claim_verdict(verdicts: list[str]) -> str:
     """A claim's verdict from its rows'; rows on heads that did not learn say nothing about it."""
-    verdicts = [v for v in verdicts if v != NOT_APPLICABLE]
+    verdicts = [v for v in verdicts if not v.startswith("not applicable")]
     if not verdicts:
         return "not testable (runs missing)"
     if all(v == "supported" for v in verdicts):
@@ -452,6 +478,9 @@ def claim_verdict(verdicts: list[str]) -> str:
 
 
 def evaluate_claims(table: pd.DataFrame, settings: dict | None = None) -> pd.DataFrame:
+    from normscape.claims_stability import with_stability_statistics
+
+    table = with_stability_statistics(table, {**DEFAULTS, **(settings or {})})  # per-seed statistics over lr grids
     out = []
     for claim in study_claims(table, settings):
         rows = [r for r in (evaluate_row(table, row, settings) for row in claim.rows) if r is not None]
@@ -538,6 +567,10 @@ def to_markdown(result: pd.DataFrame, settings: dict | None = None) -> str:
         "(area under the curve / epoch span). Runs with best validation accuracy < "
         f"{s['min_val_acc']:g} count as not learning (no convergence speed or flatness)."
     )
+    if result["claim_id"].astype(str).str.startswith("eos_").any():
+        from normscape.claims_stability import NOTE
+
+        note += "\n\n" + NOTE
     return "\n".join(lines) + "\n" + note + "\n"
 
 

@@ -39,6 +39,9 @@ CATEGORY_GUIDE = {
     "diagnostics": "curvature and smoothness of each final head: Hessian eigenvalue density, adaptive sharpness "
     "(average and worst case) and the smoothness of the loss along the training trajectory (Santurkar et al. "
     "2018); lower = flatter / smoother.",
+    "stability": "Adam's edge of stability (Cohen et al. 2022): the largest eigenvalue of Adam's preconditioned "
+    "Hessian along training against its stability threshold (2+2β1)/((1−β1)η), and the stability map: final test "
+    "accuracy over a learning-rate grid per norm with diverged runs and the critical learning rate marked.",
     "tables": "this summary, every run's numbers per experiment (summary) and every claim tested across seeds "
     '(claims: a verdict per comparison, with what "supported" means at this number of seeds).',
 }

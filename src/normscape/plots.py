@@ -368,7 +368,16 @@ class FigureSpec:
     settings: str | None = None
 
 
-INPUT_KINDS = ("metrics", "grads", "landscapes", "summaries", "smoothness", "spectra", "adaptive")
+INPUT_KINDS = (
+    "metrics",
+    "grads",
+    "landscapes",
+    "summaries",
+    "smoothness",
+    "spectra",
+    "adaptive",
+    "preconditioned_sharpness",
+)
 CLIPPING_HEADS = ["batch", "frn", "none"]
 CONVERGENCE_LANDSCAPES = {"landscapes": [("convergence", "landscape.h5", None)]}
 
@@ -549,12 +558,33 @@ FIGURES: dict[str, FigureSpec] = {
             i["adaptive"], None, None, title=experiment_title(s, "convergence")
         ),
     ),
+    # Adam's edge of stability (normscape.plots_stability; issue 30): the study's two learning rates, and the
+    # lr grid at the study's batch size and at a large batch
+    "fig_preconditioned_sharpness": FigureSpec(
+        "stability",
+        {
+            "preconditioned_sharpness": [
+                ("convergence", "preconditioned_sharpness.h5", None),
+                ("high_lr", "preconditioned_sharpness.h5", None),
+            ]
+        },
+        lambda i, s: _module("stability").preconditioned_sharpness_figure(
+            i["preconditioned_sharpness"], s, ["convergence", "high_lr"]
+        ),
+    ),
+    "fig_stability_map": FigureSpec(
+        "stability",
+        {"summaries": [("stability", "summary.json", None), ("stability_large_batch", "summary.json", None)]},
+        lambda i, s: _module("stability").stability_map_figure(
+            i["summaries"], s, ["stability", "stability_large_batch"]
+        ),
+    ),
 }
 
 
 def _module(part: str):
-    """normscape.plots_<part> (landscape, gradients, diagnostics), imported when a figure of it is drawn: those
-    modules import this one, and the workflow parses this one without drawing."""
+    """normscape.plots_<part> (landscape, gradients, diagnostics, stability), imported when a figure of it is
+    drawn: those modules import this one, and the workflow parses this one without drawing."""
     return importlib.import_module(f"normscape.plots_{part}")
 
 

@@ -78,6 +78,7 @@ def run_table(
             "final_test_acc": summary["final"]["test_acc"],
             "best_test_acc": summary["best"]["test_acc"],
             "best_val_acc": summary["best"]["val_acc"],
+            "diverged": float(bool(summary.get("diverged", False))),
         }
     metrics = load_metrics(metrics_paths)
     if len(metrics):
