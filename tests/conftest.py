@@ -130,3 +130,17 @@ def trained_head(
 def dense_hessian(loss) -> torch.Tensor:
     """The explicit Hessian of a normscape.headloss.HeadLoss at its parameters (the reference of every test)."""
     return torch.autograd.functional.hessian(loss.loss, loss.theta.clone())
+
+
+def config_run_ids(cfg: dict) -> list[str]:
+    """Every run of a config (its experiments x norms x swept values x seeds), as sorted run ids."""
+    import copy
+
+    from normscape.config import enumerate_runs, validate_config
+
+    return sorted(run.run_id for run in enumerate_runs(validate_config(copy.deepcopy(cfg))))
+
+
+def config_conditions(cfg: dict) -> int:
+    """The (experiment, norm, swept value) conditions of a config: one summary-table row each."""
+    return len({run_id.rsplit("/", 1)[0] for run_id in config_run_ids(cfg)})

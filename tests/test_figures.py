@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import run_snakemake, write_config
+from conftest import config_conditions, run_snakemake, write_config
 
 from normscape import tables
 
@@ -41,9 +41,9 @@ def test_every_figure_of_the_tiny_config_is_a_valid_image(tiny_workflow):
 
 
 def test_summary_table_is_written(tiny_workflow):
-    _, _, results = tiny_workflow
+    _, cfg, results = tiny_workflow
     df = pd.read_csv(results / "tables" / "summary.csv")
-    assert set(df["experiment"]) == {"convergence", "lr_sweep"} and len(df) == 5
+    assert set(df["experiment"]) == set(cfg["experiments"]) and len(df) == config_conditions(cfg)
     md = (results / "tables" / "summary.md").read_text()
     assert md.startswith("# Summary of all runs\n\n### convergence — 3 rows") and "BatchNorm" in md and "RMSNorm" in md
     # one table per experiment; the sweep's variants in the order of their value

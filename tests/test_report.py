@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import run_snakemake
+from conftest import config_conditions, run_snakemake
 
 from normscape.norms import label
 
@@ -93,16 +93,19 @@ def test_landing_page_is_a_generated_summary_of_the_study(page, tmp_path):
     assert f"convergence: {len(exp['heads'])} heads, 1 seed, epochs {train['epochs']}, lr {exp['lr']}" in text
     assert "lr_sweep: 1 head, 1 seed" in text and "sweep lr = 0.001, 0.01" in text
     # the headline table: final-epoch test accuracy and lambda_max per head, as in summary.csv
-    rows = {r["head"]: r for r in csv.DictReader((results / "tables" / "summary.csv").open()) if r["variant"] == "base"}
+    summary = csv.DictReader((results / "tables" / "summary.csv").open())
+    rows = {r["head"]: r for r in summary if (r["experiment"], r["variant"]) == ("convergence", "base")}
     table = browser.evaluate(
         "[...document.querySelectorAll('.normscape-overview table tr')].map(r => [...r.cells].map(c => c.innerText))"
     )
-    assert table[0] == ["head", "convergence\ntest acc %", "convergence\nλmax"]
+    header = table[0]
+    assert header[0] == "head" and header[-1] == "convergence\nλmax" and "high_lr\ntest acc %" in header
     assert len(table) == 1 + len(exp["heads"])
+    accuracy, sharpness = header.index("convergence\ntest acc %"), header.index("convergence\nλmax")
     for cells in table[1:]:
         head = next(h for h, r in rows.items() if cells[0] == label(h))
-        assert cells[1] == f"{100 * float(rows[head]['final_test_acc_mean']):.1f}"
-        assert cells[2] == f"{float(rows[head]['top_eigenvalue_mean']):.3g}"
+        assert cells[accuracy] == f"{100 * float(rows[head]['final_test_acc_mean']):.1f}"
+        assert cells[sharpness] == f"{float(rows[head]['top_eigenvalue_mean']):.3g}"
     # one finding sentence per claim: its text and verdict
     items = browser.evaluate(
         "[...document.querySelectorAll('.normscape-overview ul.claims li')].map(li => li.innerText)"
@@ -193,9 +196,9 @@ def test_summary_table_is_an_html_table(page, tmp_path):
     assert found[key]["mime"] == "text/html" and found[key]["labels"] == {"table": "Summary of all runs"}
     assert str(results / "tables/summary.md") not in found  # not offered as a Markdown download
     html = decoded(browser, key)
-    runs = len(cfg["experiments"]["convergence"]["heads"]) + len(cfg["experiments"]["lr_sweep"]["sweep"]["lr"])
-    # one table per experiment: its header + one row per head of convergence and per lr of lr_sweep
-    assert html.count("<tr>") == 2 + runs and html.count("<table>") == 2
+    # one table per experiment: its header + one row per (norm, swept value)
+    experiments = len(cfg["experiments"])
+    assert html.count("<tr>") == experiments + config_conditions(cfg) and html.count("<table>") == experiments
     assert '<td class="text">BatchNorm</td>' in html and "test acc, final epoch" in html
     browser.evaluate("app.showCategory('tables')")
     assert "Summary of all runs" in browser.wait_for("document.body.innerText")
