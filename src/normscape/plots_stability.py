@@ -30,10 +30,17 @@ BATCH_STYLES = ({"color": "tab:blue", "ls": "-", "marker": "o"}, {"color": "tab:
 
 
 def _records_by_panel(paths: list) -> dict[tuple[str, str], list[dict]]:
-    """(experiment, head) -> the records of each probed run (runs without probes, zero records, left out)."""
+    """(experiment, head) -> the records of each probed run (runs without probes, zero records, left out). The
+    probe at step 0 is left out, as from the summaries (normscape.edge_of_stability.summarize: before the first
+    step P = |g|, a number about the initialisation that would set the axis range)."""
     out = defaultdict(list)
     for path in sorted(paths, key=lambda p: run_key(p)["seed"]):
         record = read_preconditioned_sharpness_h5(path)
+        after_start = record["step"] > 0 if "step" in record else np.zeros(0, dtype=bool)
+        record = {
+            k: v[after_start] if isinstance(v, np.ndarray) and v.shape == after_start.shape else v
+            for k, v in record.items()
+        }
         if len(record.get("step", [])):
             key = run_key(path)
             out[(key["experiment"], key["head"])].append({**record, "seed": key["seed"]})
@@ -133,7 +140,7 @@ def preconditioned_sharpness_figure(paths: list, settings: dict, experiments: li
     fig.suptitle(
         "Adam's preconditioned sharpness λ1(P⁻¹H) along training (edge of stability, Cohen et al. 2022), "
         f"with its stability threshold\n(dotted, its value written on it) and the raw sharpness "
-        f"λ1(H); {n}, log scale"
+        f"λ1(H); {n}, log scale; from the first probe after step 0 (there P = |g|)"
     )
     for ax in axes.ravel():
         for line in ax.get_lines():
