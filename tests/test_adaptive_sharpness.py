@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from normscape.adaptive_sharpness import adaptive_sharpness
-from normscape.headloss import HeadLoss
-from normscape.heads import build_head
+from normscape.curvature.adaptive_sharpness import adaptive_sharpness
+from normscape.curvature.head_loss import HeadLoss
+from normscape.models.heads import build_head
 
 
 def trained_head(norm: str, seed: int = 0):

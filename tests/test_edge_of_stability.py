@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import dense_hessian, trained_head
 
-from normscape.edge_of_stability import (
+from normscape.curvature.edge_of_stability import (
     PreconditionedSharpnessProbe,
     adam_preconditioner,
     preconditioned_top_eigenvalue,
@@ -18,9 +18,9 @@ from normscape.edge_of_stability import (
     summarize,
     write_preconditioned_sharpness,
 )
-from normscape.headloss import HeadLoss
-from normscape.heads import build_head
-from normscape.train import Trainer
+from normscape.curvature.head_loss import HeadLoss
+from normscape.models.heads import build_head
+from normscape.training.trainer import Trainer
 
 
 def small_data(seed: int = 0, n: int = 160, dim: int = 24):

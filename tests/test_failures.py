@@ -122,7 +122,7 @@ def test_yaml_error_in_a_configfile_names_line_and_column_through_the_checker(tm
 
     bad = tmp_path / "mine.yaml"
     bad.write_text("training:\n  lr: 0.1\n   epochs: 3\n")
-    proc = subprocess.run([sys.executable, "-m", "normscape.config", str(bad)], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "normscape.pipeline.config", str(bad)], capture_output=True, text=True)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert f"config file {bad}, line 3, column 10: invalid YAML" in proc.stderr, proc.stderr
 
@@ -204,7 +204,7 @@ def test_every_figure_renders_when_no_run_of_an_experiment_learns(tiny_config, t
     smoothness number is 0): every figure rule still draws, exit 0, no traceback; titles state the config's lr."""
     from pathlib import Path
 
-    from normscape.plots import FIGURES
+    from normscape.figures.registry import FIGURES
 
     experiments = copy.deepcopy(EVERY_FIGURE_EXPERIMENTS)
     for exp in experiments.values():
@@ -248,7 +248,9 @@ def test_a_key_given_twice_is_rejected_with_file_line_and_column(tiny_config, tm
     else:
         bad = tmp_path / "mine.yaml"
         bad.write_text("head: {hidden: 32, hidden: 64}\n")
-        proc = subprocess.run([sys.executable, "-m", "normscape.config", str(bad)], capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, "-m", "normscape.pipeline.config", str(bad)], capture_output=True, text=True
+        )
         name, line, first = str(bad), 1, None
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "Traceback" not in out, out[-2000:]
@@ -277,7 +279,9 @@ def test_temp_files_of_an_interrupted_checkpoint_write_are_removed_when_the_run_
 
 def test_a_broken_plugin_is_one_message_before_any_job(tiny_config, tmp_path):
     broken = tmp_path / "my_norms.py"
-    broken.write_text("from normscape.norms import NormSpec, register\nregister(NormSpec('none', None, 'x', 'k'))\n")
+    broken.write_text(
+        "from normscape.models.norms import NormSpec, register\nregister(NormSpec('none', None, 'x', 'k'))\n"
+    )
     out = failing(edit(tiny_config, "plugins", [str(broken)]), tmp_path)
     assert f"plugin {broken} failed while it was imported: ValueError: norm 'none' is registered twice" in out, out
     out = failing(edit(tiny_config, "plugins", [str(tmp_path / "nope.py")]), tmp_path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from normscape.heads import NORM_NAMES, FilterResponseNorm, build_head, make_norm
+from normscape.models.heads import NORM_NAMES, FilterResponseNorm, build_head, make_norm
 
 
 def test_heads_differ_only_in_the_norm():
@@ -59,7 +59,7 @@ def test_tlu_has_torch_maximums_values_and_derivatives():
     """ThresholdedLinearUnit equals torch.maximum: values, the gradient (larger input; half each at a tie; a NaN
     passes it to both) with tau broadcast on vectors and feature maps, and second-order terms (a Hessian-vector
     product through a loss that uses the output nonlinearly), bit for bit."""
-    from normscape.frn import ThresholdedLinearUnit
+    from normscape.models.frn import ThresholdedLinearUnit
 
     def derivatives(op, y, tau, direction):
         y, tau = y.clone().requires_grad_(), tau.clone().requires_grad_()

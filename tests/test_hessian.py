@@ -9,10 +9,10 @@ import torch
 from conftest import dense_hessian, trained_head
 from torch import nn
 
-from normscape.headloss import HeadLoss
-from normscape.hessdiag import SampleCouplingError, exact_trace, hessian_diagonal
-from normscape.hessian import SADDLE_FRACTION, HessianOperator, extreme_eigenvalues, hutchinson_trace
-from normscape.norms import NORMS, NormSpec, register
+from normscape.curvature.head_loss import HeadLoss
+from normscape.curvature.hessian_diagonal import SampleCouplingError, exact_trace, hessian_diagonal
+from normscape.curvature.sharpness import SADDLE_FRACTION, HessianOperator, extreme_eigenvalues, hutchinson_trace
+from normscape.models.norms import NORMS, NormSpec, register
 
 
 class ScaleNorm(nn.Module):

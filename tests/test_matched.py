@@ -10,8 +10,8 @@ import pytest
 import torch
 from conftest import dense_hessian, trained_head
 
-from normscape.headloss import HeadLoss
-from normscape.matched import curvature_at, final_train_losses, matched_epoch
+from normscape.curvature.head_loss import HeadLoss
+from normscape.curvature.matched_loss import curvature_at, final_train_losses, matched_epoch
 
 SETTINGS = {"lanczos_steps": 200, "tol": 1e-8, "hutchinson_probes": 400}
 

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from normscape.adaptive_sharpness import adaptive_sharpness, write_adaptive_sharpness
-from normscape.plots_diagnostics import plot_adaptive_sharpness, plot_smoothness, plot_spectrum_density
-from normscape.smoothness import SmoothnessProbe, derived, read_smoothness_h5, write_smoothness
-from normscape.spectrum import hessian_spectrum, write_spectrum
-from normscape.train import Trainer
+from normscape.curvature.adaptive_sharpness import adaptive_sharpness, write_adaptive_sharpness
+from normscape.curvature.smoothness import SmoothnessProbe, derived, read_smoothness_h5, write_smoothness
+from normscape.curvature.spectrum import hessian_spectrum, write_spectrum
+from normscape.figures.diagnostics import plot_adaptive_sharpness, plot_smoothness, plot_spectrum_density
+from normscape.training.trainer import Trainer
 
 HEADS = ("none", "batch", "layer")
 
@@ -98,7 +98,7 @@ def test_adaptive_sharpness_figure(measured):
 
 
 def test_figures_skip_the_records_of_diverged_runs(measured, tmp_path):
-    """A diverged run's curvature files hold only the reason (normscape.diagnostics.compute_curvature): the
+    """A diverged run's curvature files hold only the reason (normscape.curvature.jobs.compute_curvature): the
     figures draw the other runs, unchanged."""
     import json
 
@@ -131,8 +131,8 @@ def test_smoothness_panels_have_y_labels_with_units_and_the_legend_covers_no_dat
 
 
 def test_adaptive_sharpness_axes_take_the_scale_their_values_allow(measured):
-    from normscape.plots import plt
-    from normscape.plots_diagnostics import value_axis
+    from normscape.figures.diagnostics import value_axis
+    from normscape.figures.registry import plt
 
     root, files = measured
     fig = plot_adaptive_sharpness(files["adaptive"], None, None)

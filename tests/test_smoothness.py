@@ -7,8 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from normscape.heads import build_head
-from normscape.smoothness import (
+from normscape.curvature.smoothness import (
     SmoothnessProbe,
     adam_update,
     derived,
@@ -17,7 +16,8 @@ from normscape.smoothness import (
     write_smoothness,
     write_smoothness_h5,
 )
-from normscape.train import Trainer
+from normscape.models.heads import build_head
+from normscape.training.trainer import Trainer
 
 
 def small_data(seed: int = 0, n: int = 160, dim: int = 24):

@@ -7,9 +7,8 @@ import pytest
 import torch
 from conftest import dense_hessian, trained_head
 
-from normscape.headloss import HeadLoss
-from normscape.heads import build_head
-from normscape.spectrum import (
+from normscape.curvature.head_loss import HeadLoss
+from normscape.curvature.spectrum import (
     density_grid,
     density_moments,
     hessian_spectrum,
@@ -21,6 +20,7 @@ from normscape.spectrum import (
     spectral_density,
     write_spectrum_h5,
 )
+from normscape.models.heads import build_head
 
 
 def small_head(norm: str, seed: int = 0):
@@ -192,8 +192,8 @@ def test_derivatives_do_not_load_torch_dynamo():
 
     script = """
 import sys, torch
-from normscape.headloss import HeadLoss
-from normscape.heads import build_head
+from normscape.curvature.head_loss import HeadLoss
+from normscape.models.heads import build_head
 model = build_head(norm="batch", in_features=12, hidden=8, num_classes=3, dropout=0.0)
 loss = HeadLoss(model, torch.randn(32, 12), torch.randint(0, 3, (32,)), mode="train", batch_size=8)
 loss.value_and_grad(loss.theta); loss.grad(loss.theta)

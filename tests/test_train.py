@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from normscape import train as train_mod
-from normscape.errors import DiskFullError
-from normscape.heads import NORM_NAMES
-from normscape.train import Trainer
-from normscape.trainjob import load_features, train_group, train_run
+from normscape.models.heads import NORM_NAMES
+from normscape.pipeline.errors import DiskFullError
+from normscape.training import trainer as train_mod
+from normscape.training.job import load_features, train_group, train_run
+from normscape.training.trainer import Trainer
 
 RUN = {"experiment": "t", "head": "batch", "variant": "base", "seed": 0}
 HEAD = {"hidden": 32, "dropout": 0.1}
@@ -172,7 +172,7 @@ def test_untracked_run_checkpoints_no_trajectory_and_a_tracked_run_does_not_resu
     state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)
     assert state["epoch"] == 2 and state["trajectory"] == []  # nothing a landscape could use was kept
     # the run is now read by a landscape: its checkpoint lacks epochs 0-2 of the trajectory, so it is not resumed
-    with caplog.at_level("WARNING", logger="normscape.trainjob"):
+    with caplog.at_level("WARNING", logger="normscape.training.job"):
         train_run(features_file, run_dir, RUN, training(), HEAD, GH)
     assert "no training trajectory" in caplog.text
     reference = train_run(features_file, tmp_path / "fresh", RUN, training(), HEAD, GH)
@@ -382,7 +382,7 @@ def test_a_diverged_run_stops_and_the_others_go_on(data):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a CUDA GPU")
 def test_training_on_cuda_without_a_gpu_says_so(features_file, tmp_path):
-    from normscape.errors import ConfigError
+    from normscape.pipeline.errors import ConfigError
 
     with pytest.raises(ConfigError, match="training.device is cuda, but torch sees no CUDA GPU"):
         train_run(features_file, tmp_path / "r", RUN, training(device="cuda"), HEAD, GH)

@@ -1,0 +1,9 @@
+"""Training stage: the seeds of one condition trained together from cached features.
+
+trainer          the Trainer: one batched epoch loop for every run of a group
+job              a training job's files: features in, each run's outputs out, checkpoints resumed per run
+checkpoint       resume checkpoints, read back only when they match the run's identity
+grad_histograms  gradient-magnitude histograms accumulated per parameter and epoch
+wandb_tracking   Weights & Biases tracking that never fails or hangs a run
+wandb_reader     reading an offline W&B run file back without a server
+"""

@@ -1,0 +1,633 @@
+"""The training engine: the seeds of one condition (head, training settings) trained together, from cached features.
+
+Why grouped: a step of one head is two small GEMMs and ~20 tiny ops, so one run per process pays mostly fixed
+costs (process start, imports, per-op dispatch, evaluation setup). The runs of one condition differ only in their
+seed, so :class:`Trainer` trains them as ONE batched model (:class:`normscape.models.stacked_heads.StackedHeads`:
+``torch.vmap`` of the head module over stacked parameters): one forward, backward and ``torch.optim.Adam`` step
+per batch for all of them. Every norm — built-in or registered by a user — trains through this one code path.
+
+Per run, as if it trained alone: its head is built under ``torch.manual_seed(seed)``; its shuffle is
+``epoch_seed(seed, epoch)``; its dropout masks come from its own generator; its gradient norm, clipping (the
+formula of ``torch.nn.utils.clip_grad_norm_`` over its own row), histograms, probe records, metrics,
+divergence, checkpoint, outputs and W&B run are its own. A run's numbers do not depend on which runs share its
+group (tests/test_train.py: a seed alone and in a group, every metric and tensor bitwise), so the group is not
+part of a run's identity. A run that diverges stops (its outputs are written, marked diverged) and leaves the
+stack; the others go on.
+
+Subnormal floats: ``normscape.pipeline.runtime.flush_denormals`` is applied when a trainer is built (and in every torch
+job); the setting is part of every run's provenance (benchmarks/bench_train.py measures what it saves).
+
+Trustworthy runs (the files: normscape.training.job): the same config + seed gives identical metrics on CPU; a
+checkpoint per run with model, optimiser moments, RNG state, histograms and metrics is written atomically after
+every epoch, and a restarted group resumes from them and ends with exactly the metrics of an uninterrupted run. A
+checkpoint is resumed only when its identity — the run's config slice, the feature cache's recorded identity,
+``ENGINE_VERSION`` and the subnormal setting — equals the job's; otherwise it is discarded with one log line
+saying which part differs. Every output records that identity (``summary.json["provenance"]``, the
+``provenance`` entry of every ``model_*.pt`` and ``trajectory.pt``).
+
+Divergence (:func:`divergence_reason`): an epoch diverges when a loss or a parameter is not finite, or when the
+training or validation loss exceeds ``DIVERGENCE_LOSS_FACTOR`` x the validation loss at initialisation (an
+exploded but finite loss, e.g. 1e19 at lr 1e6).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from normscape.models.heads import build_head
+from normscape.models.stacked_heads import MOMENTS, StackedAdam, StackedHeads
+from normscape.pipeline.runtime import flush_denormals
+from normscape.training.checkpoint import save_checkpoint
+from normscape.training.grad_histograms import GradHistogram, count_codes
+
+log = logging.getLogger(__name__)
+
+METRIC_COLUMNS = [
+    "epoch",
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "lr",
+    "grad_norm_mean",
+    "grad_norm_median",
+    "grad_norm_p99",
+    "grad_norm_max",
+    "clipped_fraction",
+    "epoch_time_s",
+    "diverged",
+]
+ACC_THRESHOLDS = (0.80, 0.85)
+EVAL_CHUNK = 8192
+CLIP_EPS = 1e-6  # as in torch.nn.utils.clip_grad_norm_
+# Part of every checkpoint's identity: a checkpoint written by an engine with another state layout is not resumed
+# but retrained from scratch.
+ENGINE_VERSION = 7  # 3: divergence on non-finite parameters / exploded losses; 4: native step; 5: grouped torch;
+# 6: fused Adam where rows are aligned, per-stack norms and histograms; 7: per-run learning rates, named probes
+# A loss this many times the initial validation loss (~ln 10 = 2.3 for a fresh head) is an explosion, not
+# training: a head that learns never gets there, a step size that has blown up does within an epoch.
+DIVERGENCE_LOSS_FACTOR = 1000.0
+
+
+def _to_cpu(obj: Any) -> Any:
+    """``obj`` with every tensor in it on the CPU (the same tensors where they already are)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
+
+
+def config_hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def divergence_reason(train_loss: float, val_loss: float, params: torch.Tensor, initial_loss: float) -> str | None:
+    """Why an epoch counts as diverged, or None (see the module docstring for the rule)."""
+    if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+        return f"non-finite loss (train {train_loss}, val {val_loss})"
+    if not bool(torch.isfinite(params).all()):
+        return "non-finite parameters"
+    limit = DIVERGENCE_LOSS_FACTOR * initial_loss
+    if max(train_loss, val_loss) > limit:
+        return (
+            f"loss exploded (train {train_loss:.3g}, val {val_loss:.3g} > {DIVERGENCE_LOSS_FACTOR:g} x the "
+            f"initial val loss {initial_loss:.3g})"
+        )
+    return None
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """Seed of epoch ``epoch``'s shuffle: independent of how many epochs ran before (resume-safe)."""
+    return seed * 1_000_003 + epoch
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of ``model`` in eval mode on (x, y)."""
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
+    correct = torch.zeros((), dtype=torch.int64, device=x.device)
+    for start in range(0, len(x), EVAL_CHUNK):
+        logits = model(x[start : start + EVAL_CHUNK])
+        yb = y[start : start + EVAL_CHUNK]
+        loss_sum += F.cross_entropy(logits, yb, reduction="sum").double()
+        correct += (logits.argmax(1) == yb).sum()
+    model.train(was_training)
+    n = max(len(x), 1)
+    return float(loss_sum) / n, float(correct) / n
+
+
+def norm_stats(norms: np.ndarray) -> dict[str, float]:
+    """Mean, median, 99th percentile and max of the finite per-step gradient norms (NaN when there are none)."""
+    finite = norms[np.isfinite(norms)]
+    if not finite.size:
+        return dict.fromkeys(("mean", "median", "p99", "max"), math.nan)
+    return {
+        "mean": float(finite.mean()),
+        "median": float(np.median(finite)),
+        "p99": float(np.percentile(finite, 99)),
+        "max": float(finite.max()),
+    }
+
+
+class RunRecord:
+    """Everything one run of a group owns: its seed, learning rate and generator, histograms, metrics, trajectory,
+    best and initial states, divergence, probe and tracker. ``row`` is its row in the trainer's stack (None once
+    stopped)."""
+
+    def __init__(
+        self, seed: int, lr: float, init_state: dict, rng_state: torch.Tensor, hist: GradHistogram, probe: Any
+    ):
+        self.seed, self.lr = seed, lr
+        self.rng = torch.Generator()
+        self.rng.set_state(rng_state)
+        self.hist = hist
+        self.probe = probe
+        self.tracker: Any = None
+        self.metrics: list[dict] = []
+        self.step_norms: list[np.ndarray] = []  # per epoch: pre-clip global norms of each step
+        self.step_norms_post: list[np.ndarray] = []
+        self.trajectory: list[torch.Tensor] = []
+        self.init_state = init_state
+        self.best = {"epoch": 0, "val_acc": -1.0, "val_loss": math.inf, "state": init_state}
+        self.final_state: dict | None = None  # the state it stopped with (None while it trains)
+        self.diverged_epoch: int | None = None
+        self.diverged_reason: str | None = None
+        self.initial_loss = math.nan
+        self.wall_time_s = 0.0
+        self.row: int | None = None
+        self.last_divergence_reason: str | None = None
+
+    @property
+    def steps_done(self) -> int:
+        return sum(len(s) for s in self.step_norms)
+
+
+class ProbeSet:
+    """The probes of one run (by name) as the one probe the trainer calls: each measures on the steps its
+    ``wants(step)`` accepts; their records travel together in the run's checkpoint."""
+
+    def __init__(self, probes: dict[str, Any]):
+        self.probes = dict(probes)
+
+    def wants(self, step: int) -> bool:
+        return any(probe.wants(step) for probe in self.probes.values())
+
+    def __call__(self, view: RunView, step: int, xb: torch.Tensor, yb: torch.Tensor) -> None:
+        for probe in self.probes.values():
+            if probe.wants(step):
+                probe(view, step, xb, yb)
+
+    def state_dict(self) -> dict:
+        return {name: probe.state_dict() for name, probe in self.probes.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, probe in self.probes.items():
+            probe.load_state_dict(state[name])
+
+
+class RunView:
+    """One run of a group as the smoothness probe reads a trainer: ``flat_param`` / ``flat_grad`` (its row),
+    ``opt`` (its slice of Adam's state, keyed by ``flat_param`` as torch.optim keys it) and ``model`` (a copy of
+    its head, built when first read)."""
+
+    def __init__(self, trainer: Trainer, row: int, flat_grad: torch.Tensor):
+        self._trainer, self._row = trainer, row
+        self.flat_param = trainer.stack.param_row(row)
+        self.flat_grad = flat_grad
+        moments = trainer.run_moments(row)
+        state = {self.flat_param: moments} if moments is not None else {}
+        groups = [trainer.adam.hyperparameters(row)]  # the run's own lr
+        self.opt = type("AdamView", (), {"param_groups": groups, "state": state})
+        self._model: torch.nn.Module | None = None
+
+    @property
+    def model(self) -> torch.nn.Module:
+        if self._model is None:
+            self._model = self._trainer.stack.model_of(self._row)
+        return self._model
+
+
+class Trainer:
+    """Trains the heads of one condition for one or several seeds together; see :func:`train_group` for files.
+
+    ``seeds``: one seed or a list; ``lr``: one learning rate, or one per seed (a list: the runs of an lr sweep
+    train together; a seed may then appear once per lr); ``probe``: one probe per seed (a list), or one probe when
+    training one seed (e.g. normscape.curvature.smoothness.SmoothnessProbe, or a :class:`ProbeSet` of several), called
+    as
+    ``probe(view, step, xb, yb)`` with a :class:`RunView` before every optimiser step its ``wants(step)``
+    accepts (every step without that method); it must not change the model, the optimiser or the RNG; its records
+    travel in the checkpoint).
+    """
+
+    def __init__(
+        self,
+        data: dict[str, tuple[torch.Tensor, torch.Tensor]],
+        norm: str,
+        seeds: int | Sequence[int],
+        epochs: int,
+        batch_size: int,
+        lr: float | Sequence[float],
+        weight_decay: float = 0.0,
+        clip_grad_norm: float | None = None,
+        hidden: int = 256,
+        dropout: float = 0.0,
+        grad_hist: dict | None = None,
+        probe: Any = None,
+        keep_trajectory: bool = True,
+        device: str | torch.device = "cpu",
+    ):
+        # ``device``: where the heads train (the pipeline: cpu, whose runs are bit-reproducible on one machine).
+        # The initialisation, the shuffles, the dropout masks and everything written are made on the CPU.
+        self.flush_denormal = flush_denormals()
+        self.device = torch.device(device)
+        self.data = {split: (x.to(self.device), y.to(self.device)) for split, (x, y) in data.items()}
+        seeds = [int(seeds)] if isinstance(seeds, int) else [int(s) for s in seeds]
+        probes = probe if isinstance(probe, (list, tuple)) else [probe] * len(seeds)
+        if len(probes) != len(seeds) or (len(seeds) > 1 and probe is not None and not isinstance(probe, list)):
+            raise ValueError("give one probe per seed (a list) when training several seeds")
+        lrs = [float(v) for v in lr] if isinstance(lr, (list, tuple)) else [float(lr)] * len(seeds)
+        if len(lrs) != len(seeds):
+            raise ValueError("give one learning rate per seed (a list), or one for all")
+        self.epochs, self.batch_size = epochs, batch_size
+        self.weight_decay, self.clip, self.dropout = weight_decay, clip_grad_norm, dropout
+        x_train = self.data["train"][0]
+        self.head_config = {
+            "norm": norm,
+            "in_features": int(x_train.shape[1]),
+            "hidden": hidden,
+            "num_classes": int(max(int(y.max()) for _, y in self.data.values()) + 1),  # from the data
+            "dropout": dropout,
+        }
+        gh = grad_hist or {"min": 1e-9, "max": 10.0, "bins_per_octave": 4}
+        self.runs: list[RunRecord] = []
+        for seed, run_lr, run_probe in zip(seeds, lrs, probes):
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)  # each head exactly as a lone run's: independent of the group
+                state = {k: v.detach().clone() for k, v in build_head(**self.head_config).state_dict().items()}
+                rng_state = torch.get_rng_state()  # the run's own stream (dropout) continues from here
+            self.runs.append(RunRecord(seed, run_lr, state, rng_state, None, run_probe))
+        # rows grouped by learning rate (in order of first appearance): each lr's rows are one optimiser block
+        self.lr_order = {v: i for i, v in enumerate(dict.fromkeys(lrs))}
+        for row, run in enumerate(self._in_row_order(self.runs)):
+            run.row = row
+        self.stack = StackedHeads(self.head_config, [r.init_state for r in self.active], self.device)
+        self.names = list(self.stack.names)
+        for run in self.runs:
+            run.hist = GradHistogram(self.names, self.stack.sizes, gh["min"], gh["max"], gh["bins_per_octave"])
+            run.initial_loss = evaluate(self.stack.model_of(run.row), *self.data["val"])[0]
+        # parameters after each epoch (row 0 = init), for the landscapes' PCA plane: only kept (in memory and in
+        # every checkpoint, ~1.3 MB per epoch) when ``keep_trajectory``, i.e. when a landscape reads the runs
+        self.keep_trajectory = keep_trajectory
+        for run in self.runs:
+            run.trajectory = [self._cpu_params(run.row)] if keep_trajectory else []
+        self.adam = self._new_adam()
+        self.start_epoch = 1
+
+    def _in_row_order(self, runs: Sequence[RunRecord]) -> list[RunRecord]:
+        """``runs`` in the order the stack holds them: grouped by learning rate, otherwise as given."""
+        return sorted(runs, key=lambda r: self.lr_order[r.lr])
+
+    def _new_adam(self) -> StackedAdam:
+        return StackedAdam(self.stack.parameters(), [r.lr for r in self.active], self.weight_decay, self.device)
+
+    @property
+    def active(self) -> list[RunRecord]:
+        """The runs still training, in stack order."""
+        return sorted((r for r in self.runs if r.row is not None), key=lambda r: r.row)
+
+    @property
+    def flat_param(self) -> torch.Tensor:
+        """(runs still training, P): one row of parameters per run (a copy)."""
+        return torch.stack([self.stack.param_row(row) for row in range(len(self.stack))])
+
+    def _cpu_params(self, row: int) -> torch.Tensor:
+        return self.stack.param_row(row).to("cpu")
+
+    def run_moments(self, row: int) -> dict | None:
+        """Run ``row``'s slice of Adam's state as one flat tensor per moment (None before the first step)."""
+        moments = self.adam.moments()
+        if moments is None:
+            return None
+        step, per_param = moments
+        return {"step": step.clone(), **{k: self.stack.moment_row([m[k] for m in per_param], row) for k in MOMENTS}}
+
+    def run_state(self, run: RunRecord) -> dict[str, torch.Tensor]:
+        """A run's current head as a state_dict (its final one once it stopped)."""
+        return run.final_state if run.row is None else self.stack.state_of(run.row)
+
+    # ------------------------------------------------------------------------------------------- epochs
+    def train_epoch(self, epoch: int) -> list[dict]:
+        """One epoch of every active run (in stack order): their metric rows."""
+        t0 = time.perf_counter()
+        active = self.active
+        x, y = self.data["train"]
+        n = len(x)
+        perms = torch.stack(
+            [torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(r.seed, epoch))) for r in active]
+        ).to(self.device)
+        bs = self.batch_size
+        n_batches = n // bs + (1 if n % bs > 1 else 0)  # a last batch of one sample would break BatchNorm
+        k = len(active)
+        pre = np.empty((k, n_batches), dtype=np.float32)  # global gradient norm of each run's step, before clipping
+        post = np.empty((k, n_batches), dtype=np.float32)  # ... and after (what Adam receives)
+        loss_sum, correct = np.zeros(k), np.zeros(k, dtype=np.int64)
+        seen = 0
+        hidden, p = self.head_config["hidden"], self.dropout
+        shift, n_codes = active[0].hist.shift, active[0].hist.n_codes
+        hist_counts = torch.zeros(k, len(self.names), n_codes, dtype=torch.int64, device=self.device)
+        for i in range(n_batches):
+            idx = perms[:, i * bs : (i + 1) * bs]
+            b = idx.shape[1]
+            # rows gathered per batch: no copy of the whole shuffled training set per epoch
+            xb, yb = x.index_select(0, idx.reshape(-1)).view(k, b, -1), y[idx]
+            masks = None
+            if p > 0:  # each run's dropout mask from its own generator, as nn.Dropout scales it
+                masks = torch.stack([torch.empty(b, hidden).bernoulli_(1 - p, generator=r.rng) for r in active])
+                masks = masks.div_(1 - p).to(self.device)
+            losses, batch_correct = self.stack.forward_backward(xb, yb, masks)
+            # each run's own global norm and clipping (torch.nn.utils.clip_grad_norm_'s formula over its own row),
+            # for the whole stack at once; one transfer of the k norms per step
+            norms = self.stack.grad_norms()
+            pre[:, i] = post[:, i] = norms.cpu().numpy()
+            if self.clip is not None:
+                coef = self.clip / (norms.double() + CLIP_EPS)
+                coef = torch.where(coef < 1.0, coef, torch.ones_like(coef))  # NaN: no multiply
+                self.stack.scale_grads(coef.float())
+                post[:, i] = (norms.double() * coef).cpu().numpy()
+            # the gradient Adam receives (after clipping), counted for every run in one pass per parameter
+            hist_counts += count_codes(self.stack.grads(), shift, n_codes)
+            step = (epoch - 1) * n_batches + i
+            for row, run in enumerate(active):
+                # a probe or tracker reads a run's tensors on the steps it measures (copies out of the stack)
+                if run.probe is not None and getattr(run.probe, "wants", lambda _: True)(step):
+                    run.probe(RunView(self, row, self.stack.grad_row(row)), step, xb[row], yb[row])
+                if run.tracker is not None:
+                    run.tracker.before_step(
+                        self.names,
+                        lambda row=row: self.stack.grad_row(row).split(self.stack.sizes),
+                        lambda row=row: self._param_rows(row),
+                    )
+            self.adam.step()
+            loss_sum += losses.double().numpy() * b
+            correct += batch_correct.numpy()
+            seen += b
+        rows = []
+        elapsed = time.perf_counter() - t0
+        hist_counts = hist_counts.cpu()
+        for row, run in enumerate(active):
+            run.hist.add(hist_counts[row])
+            run.hist.close_epoch()
+            run.step_norms.append(pre[row])
+            run.step_norms_post.append(post[row])
+            train_loss = float(loss_sum[row]) / seen
+            val_loss, val_acc = evaluate(self.stack.model_of(row), *self.data["val"])
+            reason = divergence_reason(train_loss, val_loss, self.stack.param_row(row), run.initial_loss)
+            run.last_divergence_reason = reason
+            rows.append(
+                {
+                    "epoch": epoch,
+                    "train_loss": train_loss,
+                    "train_acc": int(correct[row]) / seen,
+                    "val_loss": val_loss,
+                    "val_acc": val_acc,
+                    "lr": run.lr,
+                    **{f"grad_norm_{key}": v for key, v in norm_stats(pre[row]).items()},
+                    "clipped_fraction": float((pre[row] > self.clip).mean()) if self.clip is not None else 0.0,
+                    # the group's epoch: the runs' steps are one computation
+                    "epoch_time_s": elapsed,
+                    "diverged": int(reason is not None),
+                }
+            )
+        return rows
+
+    def _param_rows(self, row: int) -> list[torch.Tensor]:
+        return [self.stack.module_shaped(n, p.detach())[row] for n, p in self.stack.params.items()]
+
+    def fit(self, checkpoint_paths: Any = None, provenances: Any = None) -> None:
+        """Train every active run to ``epochs``; after each epoch each run's checkpoint is written to its path
+        (``checkpoint_paths``: one per run, or one path when training one seed)."""
+        paths = _per_run(checkpoint_paths, len(self.runs))
+        provs = _per_run(provenances, len(self.runs))
+        for epoch in range(self.start_epoch, self.epochs + 1):
+            active = self.active
+            if not active:
+                break
+            t0 = time.perf_counter()
+            rows = self.train_epoch(epoch)
+            elapsed = time.perf_counter() - t0
+            stopped = []
+            for run, row in zip(active, rows):
+                run.metrics.append(row)
+                if self.keep_trajectory:
+                    run.trajectory.append(self._cpu_params(run.row))
+                if row["diverged"]:
+                    run.diverged_epoch, run.diverged_reason = epoch, run.last_divergence_reason
+                    log.warning(
+                        "seed %d diverged in epoch %d: %s. It stops; its outputs are still written with the "
+                        "metrics up to here",
+                        run.seed,
+                        epoch,
+                        run.diverged_reason,
+                    )
+                    stopped.append(run)
+                elif row["val_acc"] > run.best["val_acc"]:
+                    run.best = {
+                        "epoch": epoch,
+                        "val_acc": row["val_acc"],
+                        "val_loss": row["val_loss"],
+                        "state": self.stack.state_of(run.row),
+                    }
+                run.wall_time_s += elapsed
+                log.info(
+                    "seed %d epoch %d/%d  train loss %.4f acc %.4f  val loss %.4f acc %.4f  |g| median %.3g  %.1f s",
+                    run.seed,
+                    epoch,
+                    self.epochs,
+                    row["train_loss"],
+                    row["train_acc"],
+                    row["val_loss"],
+                    row["val_acc"],
+                    row["grad_norm_median"],
+                    row["epoch_time_s"],
+                )
+                if run.tracker is not None:
+                    run.tracker.log_epoch(row, run.hist.epochs[-1], run.hist.edges)
+            for run in active:
+                index = self.runs.index(run)
+                if paths[index] is not None:
+                    save_checkpoint(paths[index], self.run_state_dict(run, provs[index] or {}))
+            if stopped:
+                self._stop(stopped)
+
+    def _stop(self, stopped: list[RunRecord]) -> None:
+        """Take stopped runs out of the stack and the optimiser; the others keep their values and moments."""
+        for run in stopped:
+            run.final_state = self.stack.state_of(run.row)
+        keep = [r for r in self.active if r not in stopped]
+        rows = [r.row for r in keep]
+        moments = self.adam.moments()
+        for run in stopped:
+            run.row = None
+        for new_row, run in enumerate(keep):
+            run.row = new_row
+        if not keep:
+            return
+        self.stack.keep(rows)
+        self.adam = self._new_adam()
+        if moments is not None:
+            index = torch.tensor(rows, dtype=torch.long, device=self.device)
+            step, per_param = moments
+            self.adam.load_moments(step, [{k: m[k].index_select(0, index) for k in MOMENTS} for m in per_param])
+
+    # ------------------------------------------------------------------------------------------- resume
+    def run_state_dict(self, run: RunRecord, provenance: dict) -> dict:
+        """One run's resume state: its head, its slice of Adam's moments, its RNG, records and probe."""
+        moments = None
+        stacked = self.adam.moments() if run.row is not None else None
+        if stacked is not None:
+            step, per_param = stacked
+            moments = {"step": step.cpu().clone()}
+            for k in MOMENTS:  # in the module's shapes, like the model
+                moments[k] = [
+                    self.stack.module_shaped(n, m[k])[run.row].to("cpu").clone(memory_format=torch.contiguous_format)
+                    for n, m in zip(self.stack.names, per_param)
+                ]
+        return {
+            "provenance": provenance,
+            "epoch": len(run.metrics),
+            "model": self.run_state(run),
+            "optimizer": moments,
+            "rng": run.rng.get_state(),
+            "metrics": run.metrics,
+            "hist": run.hist.state_dict(),
+            "step_norms": run.step_norms,
+            "step_norms_post": run.step_norms_post,
+            "trajectory": run.trajectory,
+            "best": run.best,
+            "init_state": run.init_state,
+            "diverged_epoch": run.diverged_epoch,
+            "diverged_reason": run.diverged_reason,
+            "wall_time_s": run.wall_time_s,
+            "probe": run.probe.state_dict() if run.probe is not None else None,
+        }
+
+    def state_dict(self, provenance: dict | None = None) -> dict:
+        """The resume state of a one-seed trainer."""
+        return self.run_state_dict(self.runs[0], provenance or {})
+
+    def load_state_dict(self, state: dict) -> None:
+        """Resume a one-seed trainer."""
+        self.load_run_states([state])
+
+    def load_run_states(self, states: list[dict]) -> None:
+        """Resume every run from its state (all at the same epoch: they step together)."""
+        if len(states) != len(self.runs) or len({s["epoch"] for s in states}) != 1:
+            raise ValueError("resume needs one state per run, all after the same epoch")
+        for run, state in zip(self.runs, states):
+            run.rng.set_state(state["rng"])
+            run.metrics = list(state["metrics"])
+            run.hist.load_state_dict(state["hist"])
+            run.step_norms, run.step_norms_post = list(state["step_norms"]), list(state["step_norms_post"])
+            run.trajectory = list(state["trajectory"]) if self.keep_trajectory else []
+            run.best, run.init_state = state["best"], state["init_state"]
+            run.diverged_epoch, run.diverged_reason = state["diverged_epoch"], state["diverged_reason"]
+            run.wall_time_s = state["wall_time_s"]
+            if run.probe is not None and state.get("probe") is not None:
+                run.probe.load_state_dict(state["probe"])
+        state_of = {id(run): state for run, state in zip(self.runs, states)}
+        for run, state in zip(self.runs, states):
+            if run.diverged_epoch is not None:
+                run.final_state, run.row = state["model"], None
+        training = self._in_row_order([run for run in self.runs if run.diverged_epoch is None])
+        for row, run in enumerate(training):
+            run.row = row
+        if training:
+            self.stack = StackedHeads(self.head_config, [state_of[id(r)]["model"] for r in training], self.device)
+            self.adam = self._new_adam()
+            saved = [state_of[id(r)]["optimizer"] for r in training]
+            if all(m is not None for m in saved):
+                moments = [
+                    {k: self.stack.leaf_shaped(name, torch.stack([m[k][i] for m in saved])) for k in MOMENTS}
+                    for i, name in enumerate(self.stack.names)
+                ]
+                self.adam.load_moments(saved[0]["step"], moments)
+        self.start_epoch = states[0]["epoch"] + 1
+
+    # ------------------------------------------------------------------------------------------- results
+    def summary(self, run: RunRecord) -> dict:
+        test = self.data["test"]
+        model = build_head(**self.head_config)
+        model.load_state_dict(self.run_state(run))
+        model.to(self.device)
+        if run.diverged_epoch is None:
+            final_train = evaluate(model, *self.data["train"])
+            final_test = evaluate(model, *test)
+        else:
+            final_train = final_test = (math.nan, math.nan)
+        best_model = build_head(**self.head_config)
+        best_model.load_state_dict(run.best["state"])
+        best_model.to(self.device)
+        best_test = evaluate(best_model, *test)
+        last = run.metrics[-1] if run.metrics else {}
+        norms = np.concatenate(run.step_norms) if run.step_norms else np.zeros(0)
+        stats = norm_stats(norms)
+        norms = norms[np.isfinite(norms)]
+        epochs_to = {}
+        for thr in ACC_THRESHOLDS:
+            hit = [m["epoch"] for m in run.metrics if m["val_acc"] >= thr]
+            epochs_to[f"{thr:.2f}"] = hit[0] if hit else None
+        return {
+            "head_config": self.head_config,
+            "final": {
+                "train_loss": final_train[0],
+                "train_acc": final_train[1],
+                "val_loss": last.get("val_loss"),
+                "val_acc": last.get("val_acc"),
+                "test_loss": final_test[0],
+                "test_acc": final_test[1],
+            },
+            "best": {
+                "epoch": run.best["epoch"],
+                "val_loss": run.best["val_loss"],
+                "val_acc": run.best["val_acc"],
+                "test_loss": best_test[0],
+                "test_acc": best_test[1],
+            },
+            "epochs_to_val_acc": epochs_to,
+            "diverged": run.diverged_epoch is not None,
+            "diverged_epoch": run.diverged_epoch,
+            "diverged_reason": run.diverged_reason,
+            # NaN (no finite step) is written as null by write_json
+            "grad_norm": {
+                "median": stats["median"],
+                "p99": stats["p99"],
+                "max": stats["max"],
+                "clipped_fraction": float((norms > self.clip).mean()) if self.clip and norms.size else 0.0,
+            },
+            "wall_time_s": run.wall_time_s,
+            "epochs_completed": len(run.metrics),
+        }
+
+
+def _per_run(value: Any, n: int) -> list:
+    """``value`` as one entry per run: a list as given, a single value for a one-run group, None for none."""
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    if value is not None and n != 1:
+        raise ValueError("give one entry per run when training several seeds")
+    return [value] * n
