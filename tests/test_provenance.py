@@ -27,8 +27,9 @@ from conftest import run_snakemake, write_config
 
 from normscape.features import store
 from normscape.pipeline.errors import DataError
+from normscape.training.evaluation import DIVERGENCE_LOSS_FACTOR, divergence_reason
 from normscape.training.job import train_run
-from normscape.training.trainer import DIVERGENCE_LOSS_FACTOR, Trainer, divergence_reason
+from normscape.training.trainer import Trainer
 
 # --------------------------------------------------------------------------------------- the property test
 # Two experiments whose names no documented figure uses (no figure jobs: the test stays cheap), one run each,

@@ -14,6 +14,7 @@ from normscape.models.heads import NORM_NAMES
 from normscape.pipeline.errors import DiskFullError
 from normscape.training import trainer as train_mod
 from normscape.training.job import load_features, train_group, train_run
+from normscape.training.run_records import METRIC_COLUMNS
 from normscape.training.trainer import Trainer
 
 RUN = {"experiment": "t", "head": "batch", "variant": "base", "seed": 0}
@@ -235,7 +236,7 @@ def test_outputs_follow_the_contract(features_file, tmp_path):
     assert set(summary["epochs_to_val_acc"]) == {"0.80", "0.85"}
     assert summary["provenance"]["flush_denormal"] is True  # subnormals flushed (x86/ARM CPUs support it)
     with open(run_dir / "metrics.csv") as fh:
-        assert next(csv.reader(fh)) == train_mod.METRIC_COLUMNS
+        assert next(csv.reader(fh)) == METRIC_COLUMNS
     with h5py.File(run_dir / "grads.h5") as f:
         n_steps = len(f["steps/epoch"])
         assert f["layers/fc1.weight/counts"].shape == (2, len(f["edges"]) - 1)

@@ -19,7 +19,7 @@ from normscape.curvature.adaptive_sharpness import adaptive_sharpness, write_ada
 from normscape.curvature.smoothness import SmoothnessProbe
 from normscape.curvature.spectrum import hessian_spectrum, write_spectrum
 from normscape.landscape.planes import load_head, rows_as_tensors, subset_rows
-from normscape.training.trainer import ProbeSet
+from normscape.training.run_records import ProbeSet
 
 log = logging.getLogger(__name__)
 

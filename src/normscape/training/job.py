@@ -23,7 +23,8 @@ from normscape.pipeline.atomic import atomic_path, write_json
 from normscape.pipeline.errors import ConfigError
 from normscape.pipeline.runtime import flush_denormals
 from normscape.training.checkpoint import discard_checkpoint, load_checkpoint
-from normscape.training.trainer import ENGINE_VERSION, METRIC_COLUMNS, RunRecord, Trainer, config_hash
+from normscape.training.run_records import METRIC_COLUMNS, RunRecord, config_hash
+from normscape.training.trainer import ENGINE_VERSION, Trainer
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""The training engine: the seeds of one condition (head, training settings) trained together, from cached features.
+"""The training engine's epoch loop: the seeds of one condition (head, training settings) trained together, from
+cached features.
 
 Why grouped: a step of one head is two small GEMMs and ~20 tiny ops, so one run per process pays mostly fixed
 costs (process start, imports, per-op dispatch, evaluation setup). The runs of one condition differ only in their
@@ -14,8 +15,8 @@ group (tests/test_train.py: a seed alone and in a group, every metric and tensor
 part of a run's identity. A run that diverges stops (its outputs are written, marked diverged) and leaves the
 stack; the others go on.
 
-Subnormal floats: ``normscape.pipeline.runtime.flush_denormals`` is applied when a trainer is built (and in every torch
-job); the setting is part of every run's provenance (benchmarks/bench_train.py measures what it saves).
+Subnormal floats: ``normscape.pipeline.runtime.flush_denormals`` is applied when a trainer is built (and in every
+torch job); the setting is part of every run's provenance (benchmarks/bench_train.py measures what it saves).
 
 Trustworthy runs (the files: normscape.training.job): the same config + seed gives identical metrics on CPU; a
 checkpoint per run with model, optimiser moments, RNG state, histograms and metrics is written atomically after
@@ -25,88 +26,35 @@ checkpoint is resumed only when its identity — the run's config slice, the fea
 saying which part differs. Every output records that identity (``summary.json["provenance"]``, the
 ``provenance`` entry of every ``model_*.pt`` and ``trajectory.pt``).
 
-Divergence (:func:`divergence_reason`): an epoch diverges when a loss or a parameter is not finite, or when the
-training or validation loss exceeds ``DIVERGENCE_LOSS_FACTOR`` x the validation loss at initialisation (an
-exploded but finite loss, e.g. 1e19 at lr 1e6).
+The trainer's parts: what it keeps per run and its resume state in :mod:`normscape.training.run_records`;
+evaluation, the divergence rule and a run's summary in :mod:`normscape.training.evaluation`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import math
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from normscape.models.heads import build_head
 from normscape.models.stacked_heads import MOMENTS, StackedAdam, StackedHeads
 from normscape.pipeline.runtime import flush_denormals
 from normscape.training.checkpoint import save_checkpoint
+from normscape.training.evaluation import divergence_reason, evaluate, norm_stats, run_summary
 from normscape.training.grad_histograms import GradHistogram, count_codes
+from normscape.training.run_records import ResumableRuns, RunRecord, RunView
 
 log = logging.getLogger(__name__)
 
-METRIC_COLUMNS = [
-    "epoch",
-    "train_loss",
-    "train_acc",
-    "val_loss",
-    "val_acc",
-    "lr",
-    "grad_norm_mean",
-    "grad_norm_median",
-    "grad_norm_p99",
-    "grad_norm_max",
-    "clipped_fraction",
-    "epoch_time_s",
-    "diverged",
-]
-ACC_THRESHOLDS = (0.80, 0.85)
-EVAL_CHUNK = 8192
 CLIP_EPS = 1e-6  # as in torch.nn.utils.clip_grad_norm_
 # Part of every checkpoint's identity: a checkpoint written by an engine with another state layout is not resumed
 # but retrained from scratch.
 ENGINE_VERSION = 7  # 3: divergence on non-finite parameters / exploded losses; 4: native step; 5: grouped torch;
 # 6: fused Adam where rows are aligned, per-stack norms and histograms; 7: per-run learning rates, named probes
-# A loss this many times the initial validation loss (~ln 10 = 2.3 for a fresh head) is an explosion, not
-# training: a head that learns never gets there, a step size that has blown up does within an epoch.
-DIVERGENCE_LOSS_FACTOR = 1000.0
-
-
-def _to_cpu(obj: Any) -> Any:
-    """``obj`` with every tensor in it on the CPU (the same tensors where they already are)."""
-    if isinstance(obj, torch.Tensor):
-        return obj.cpu()
-    if isinstance(obj, dict):
-        return {k: _to_cpu(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_cpu(v) for v in obj)
-    return obj
-
-
-def config_hash(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def divergence_reason(train_loss: float, val_loss: float, params: torch.Tensor, initial_loss: float) -> str | None:
-    """Why an epoch counts as diverged, or None (see the module docstring for the rule)."""
-    if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
-        return f"non-finite loss (train {train_loss}, val {val_loss})"
-    if not bool(torch.isfinite(params).all()):
-        return "non-finite parameters"
-    limit = DIVERGENCE_LOSS_FACTOR * initial_loss
-    if max(train_loss, val_loss) > limit:
-        return (
-            f"loss exploded (train {train_loss:.3g}, val {val_loss:.3g} > {DIVERGENCE_LOSS_FACTOR:g} x the "
-            f"initial val loss {initial_loss:.3g})"
-        )
-    return None
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -114,115 +62,7 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return seed * 1_000_003 + epoch
 
 
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) of ``model`` in eval mode on (x, y)."""
-    was_training = model.training
-    model.eval()
-    loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
-    correct = torch.zeros((), dtype=torch.int64, device=x.device)
-    for start in range(0, len(x), EVAL_CHUNK):
-        logits = model(x[start : start + EVAL_CHUNK])
-        yb = y[start : start + EVAL_CHUNK]
-        loss_sum += F.cross_entropy(logits, yb, reduction="sum").double()
-        correct += (logits.argmax(1) == yb).sum()
-    model.train(was_training)
-    n = max(len(x), 1)
-    return float(loss_sum) / n, float(correct) / n
-
-
-def norm_stats(norms: np.ndarray) -> dict[str, float]:
-    """Mean, median, 99th percentile and max of the finite per-step gradient norms (NaN when there are none)."""
-    finite = norms[np.isfinite(norms)]
-    if not finite.size:
-        return dict.fromkeys(("mean", "median", "p99", "max"), math.nan)
-    return {
-        "mean": float(finite.mean()),
-        "median": float(np.median(finite)),
-        "p99": float(np.percentile(finite, 99)),
-        "max": float(finite.max()),
-    }
-
-
-class RunRecord:
-    """Everything one run of a group owns: its seed, learning rate and generator, histograms, metrics, trajectory,
-    best and initial states, divergence, probe and tracker. ``row`` is its row in the trainer's stack (None once
-    stopped)."""
-
-    def __init__(
-        self, seed: int, lr: float, init_state: dict, rng_state: torch.Tensor, hist: GradHistogram, probe: Any
-    ):
-        self.seed, self.lr = seed, lr
-        self.rng = torch.Generator()
-        self.rng.set_state(rng_state)
-        self.hist = hist
-        self.probe = probe
-        self.tracker: Any = None
-        self.metrics: list[dict] = []
-        self.step_norms: list[np.ndarray] = []  # per epoch: pre-clip global norms of each step
-        self.step_norms_post: list[np.ndarray] = []
-        self.trajectory: list[torch.Tensor] = []
-        self.init_state = init_state
-        self.best = {"epoch": 0, "val_acc": -1.0, "val_loss": math.inf, "state": init_state}
-        self.final_state: dict | None = None  # the state it stopped with (None while it trains)
-        self.diverged_epoch: int | None = None
-        self.diverged_reason: str | None = None
-        self.initial_loss = math.nan
-        self.wall_time_s = 0.0
-        self.row: int | None = None
-        self.last_divergence_reason: str | None = None
-
-    @property
-    def steps_done(self) -> int:
-        return sum(len(s) for s in self.step_norms)
-
-
-class ProbeSet:
-    """The probes of one run (by name) as the one probe the trainer calls: each measures on the steps its
-    ``wants(step)`` accepts; their records travel together in the run's checkpoint."""
-
-    def __init__(self, probes: dict[str, Any]):
-        self.probes = dict(probes)
-
-    def wants(self, step: int) -> bool:
-        return any(probe.wants(step) for probe in self.probes.values())
-
-    def __call__(self, view: RunView, step: int, xb: torch.Tensor, yb: torch.Tensor) -> None:
-        for probe in self.probes.values():
-            if probe.wants(step):
-                probe(view, step, xb, yb)
-
-    def state_dict(self) -> dict:
-        return {name: probe.state_dict() for name, probe in self.probes.items()}
-
-    def load_state_dict(self, state: dict) -> None:
-        for name, probe in self.probes.items():
-            probe.load_state_dict(state[name])
-
-
-class RunView:
-    """One run of a group as the smoothness probe reads a trainer: ``flat_param`` / ``flat_grad`` (its row),
-    ``opt`` (its slice of Adam's state, keyed by ``flat_param`` as torch.optim keys it) and ``model`` (a copy of
-    its head, built when first read)."""
-
-    def __init__(self, trainer: Trainer, row: int, flat_grad: torch.Tensor):
-        self._trainer, self._row = trainer, row
-        self.flat_param = trainer.stack.param_row(row)
-        self.flat_grad = flat_grad
-        moments = trainer.run_moments(row)
-        state = {self.flat_param: moments} if moments is not None else {}
-        groups = [trainer.adam.hyperparameters(row)]  # the run's own lr
-        self.opt = type("AdamView", (), {"param_groups": groups, "state": state})
-        self._model: torch.nn.Module | None = None
-
-    @property
-    def model(self) -> torch.nn.Module:
-        if self._model is None:
-            self._model = self._trainer.stack.model_of(self._row)
-        return self._model
-
-
-class Trainer:
+class Trainer(ResumableRuns):
     """Trains the heads of one condition for one or several seeds together; see :func:`train_group` for files.
 
     ``seeds``: one seed or a list; ``lr``: one learning rate, or one per seed (a list: the runs of an lr sweep
@@ -494,134 +334,9 @@ class Trainer:
             step, per_param = moments
             self.adam.load_moments(step, [{k: m[k].index_select(0, index) for k in MOMENTS} for m in per_param])
 
-    # ------------------------------------------------------------------------------------------- resume
-    def run_state_dict(self, run: RunRecord, provenance: dict) -> dict:
-        """One run's resume state: its head, its slice of Adam's moments, its RNG, records and probe."""
-        moments = None
-        stacked = self.adam.moments() if run.row is not None else None
-        if stacked is not None:
-            step, per_param = stacked
-            moments = {"step": step.cpu().clone()}
-            for k in MOMENTS:  # in the module's shapes, like the model
-                moments[k] = [
-                    self.stack.module_shaped(n, m[k])[run.row].to("cpu").clone(memory_format=torch.contiguous_format)
-                    for n, m in zip(self.stack.names, per_param)
-                ]
-        return {
-            "provenance": provenance,
-            "epoch": len(run.metrics),
-            "model": self.run_state(run),
-            "optimizer": moments,
-            "rng": run.rng.get_state(),
-            "metrics": run.metrics,
-            "hist": run.hist.state_dict(),
-            "step_norms": run.step_norms,
-            "step_norms_post": run.step_norms_post,
-            "trajectory": run.trajectory,
-            "best": run.best,
-            "init_state": run.init_state,
-            "diverged_epoch": run.diverged_epoch,
-            "diverged_reason": run.diverged_reason,
-            "wall_time_s": run.wall_time_s,
-            "probe": run.probe.state_dict() if run.probe is not None else None,
-        }
-
-    def state_dict(self, provenance: dict | None = None) -> dict:
-        """The resume state of a one-seed trainer."""
-        return self.run_state_dict(self.runs[0], provenance or {})
-
-    def load_state_dict(self, state: dict) -> None:
-        """Resume a one-seed trainer."""
-        self.load_run_states([state])
-
-    def load_run_states(self, states: list[dict]) -> None:
-        """Resume every run from its state (all at the same epoch: they step together)."""
-        if len(states) != len(self.runs) or len({s["epoch"] for s in states}) != 1:
-            raise ValueError("resume needs one state per run, all after the same epoch")
-        for run, state in zip(self.runs, states):
-            run.rng.set_state(state["rng"])
-            run.metrics = list(state["metrics"])
-            run.hist.load_state_dict(state["hist"])
-            run.step_norms, run.step_norms_post = list(state["step_norms"]), list(state["step_norms_post"])
-            run.trajectory = list(state["trajectory"]) if self.keep_trajectory else []
-            run.best, run.init_state = state["best"], state["init_state"]
-            run.diverged_epoch, run.diverged_reason = state["diverged_epoch"], state["diverged_reason"]
-            run.wall_time_s = state["wall_time_s"]
-            if run.probe is not None and state.get("probe") is not None:
-                run.probe.load_state_dict(state["probe"])
-        state_of = {id(run): state for run, state in zip(self.runs, states)}
-        for run, state in zip(self.runs, states):
-            if run.diverged_epoch is not None:
-                run.final_state, run.row = state["model"], None
-        training = self._in_row_order([run for run in self.runs if run.diverged_epoch is None])
-        for row, run in enumerate(training):
-            run.row = row
-        if training:
-            self.stack = StackedHeads(self.head_config, [state_of[id(r)]["model"] for r in training], self.device)
-            self.adam = self._new_adam()
-            saved = [state_of[id(r)]["optimizer"] for r in training]
-            if all(m is not None for m in saved):
-                moments = [
-                    {k: self.stack.leaf_shaped(name, torch.stack([m[k][i] for m in saved])) for k in MOMENTS}
-                    for i, name in enumerate(self.stack.names)
-                ]
-                self.adam.load_moments(saved[0]["step"], moments)
-        self.start_epoch = states[0]["epoch"] + 1
-
     # ------------------------------------------------------------------------------------------- results
     def summary(self, run: RunRecord) -> dict:
-        test = self.data["test"]
-        model = build_head(**self.head_config)
-        model.load_state_dict(self.run_state(run))
-        model.to(self.device)
-        if run.diverged_epoch is None:
-            final_train = evaluate(model, *self.data["train"])
-            final_test = evaluate(model, *test)
-        else:
-            final_train = final_test = (math.nan, math.nan)
-        best_model = build_head(**self.head_config)
-        best_model.load_state_dict(run.best["state"])
-        best_model.to(self.device)
-        best_test = evaluate(best_model, *test)
-        last = run.metrics[-1] if run.metrics else {}
-        norms = np.concatenate(run.step_norms) if run.step_norms else np.zeros(0)
-        stats = norm_stats(norms)
-        norms = norms[np.isfinite(norms)]
-        epochs_to = {}
-        for thr in ACC_THRESHOLDS:
-            hit = [m["epoch"] for m in run.metrics if m["val_acc"] >= thr]
-            epochs_to[f"{thr:.2f}"] = hit[0] if hit else None
-        return {
-            "head_config": self.head_config,
-            "final": {
-                "train_loss": final_train[0],
-                "train_acc": final_train[1],
-                "val_loss": last.get("val_loss"),
-                "val_acc": last.get("val_acc"),
-                "test_loss": final_test[0],
-                "test_acc": final_test[1],
-            },
-            "best": {
-                "epoch": run.best["epoch"],
-                "val_loss": run.best["val_loss"],
-                "val_acc": run.best["val_acc"],
-                "test_loss": best_test[0],
-                "test_acc": best_test[1],
-            },
-            "epochs_to_val_acc": epochs_to,
-            "diverged": run.diverged_epoch is not None,
-            "diverged_epoch": run.diverged_epoch,
-            "diverged_reason": run.diverged_reason,
-            # NaN (no finite step) is written as null by write_json
-            "grad_norm": {
-                "median": stats["median"],
-                "p99": stats["p99"],
-                "max": stats["max"],
-                "clipped_fraction": float((norms > self.clip).mean()) if self.clip and norms.size else 0.0,
-            },
-            "wall_time_s": run.wall_time_s,
-            "epochs_completed": len(run.metrics),
-        }
+        return run_summary(run, self.run_state(run), self.head_config, self.data, self.clip, self.device)
 
 
 def _per_run(value: Any, n: int) -> list:
