@@ -1,6 +1,8 @@
 """Training stage: the seeds of one condition trained together from cached features.
 
 trainer          the Trainer: one batched epoch loop for every run of a group
+run_records      what the trainer keeps per run (RunRecord, RunView, ProbeSet) and its resume state
+evaluation       loss/accuracy of a head, the divergence rule, a run's summary
 job              a training job's files: features in, each run's outputs out, checkpoints resumed per run
 checkpoint       resume checkpoints, read back only when they match the run's identity
 grad_histograms  gradient-magnitude histograms accumulated per parameter and epoch
