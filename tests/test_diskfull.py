@@ -55,7 +55,7 @@ def write_json(path):
 
 
 def write_figure(path):
-    from normscape.figures.registry import plt, save
+    from normscape.figures.style import plt, save
 
     fig, ax = plt.subplots(figsize=(20, 20))
     ax.imshow(np.random.default_rng(0).random((1000, 1000)))

@@ -136,10 +136,10 @@ def test_figures_of_experiments_missing_from_the_tiny_config(tiny_workflow, tmp_
     for name, inputs in cases.items():
         assert all(inputs.values()), name
         if name.startswith("fig7"):  # fig7 draws the LayerNorm head, which the tiny config does not train
-            from normscape.figures import registry
+            from normscape.figures import curves, style
 
-            fig = registry.clipping_figure(inputs["metrics"], ["batch"], {"smoothing_window": 3})
-            registry.save(fig, tmp_path / f"{name}.pdf", tmp_path / f"{name}.png")
+            fig = curves.clipping_figure(inputs["metrics"], ["batch"], {"smoothing_window": 3})
+            style.save(fig, tmp_path / f"{name}.pdf", tmp_path / f"{name}.png")
         else:
             render(name, inputs, {"smoothing_window": 3}, tmp_path / f"{name}.pdf", tmp_path / f"{name}.png")
         assert (tmp_path / f"{name}.pdf").read_bytes()[:5] == b"%PDF-", name
@@ -166,7 +166,7 @@ def data_axes(fig):
 
 
 def test_convergence_figure_draws_each_heads_mean_curve(tiny_workflow):
-    from normscape.figures import registry
+    from normscape.figures import registry, style
 
     _, _, results = tiny_workflow
     fig = registry.draw("fig4_convergence_accuracy", figure_inputs(results, "fig4_convergence_accuracy"), {})
@@ -174,7 +174,7 @@ def test_convergence_figure_draws_each_heads_mean_curve(tiny_workflow):
     assert [ax.get_title() for ax in axes] == ["Validation accuracy", "Training accuracy"]
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
     assert legend == ["Baseline, no norm (n=1)", "BatchNorm (n=1)", "RMSNorm (n=1)"]  # rms: label from the registry
-    for head, colour in (("batch", registry.PALETTE["batch"]), ("rms", registry.PALETTE["rms"])):
+    for head, colour in (("batch", style.PALETTE["batch"]), ("rms", style.PALETTE["rms"])):
         metrics = pd.read_csv(results / "runs" / "convergence" / head / "base" / "seed0" / "metrics.csv")
         raw = [ln for ln in axes[0].lines if ln.get_color() == colour][0]  # first line: the raw mean over seeds
         np.testing.assert_allclose(raw.get_ydata(), metrics["val_acc"].to_numpy())

@@ -11,7 +11,7 @@ import torch
 import yaml
 from conftest import REPO, SCHEMA
 
-from normscape.figures.registry import PALETTE
+from normscape.figures.style import PALETTE
 from normscape.landscape.plane_eval import PlaneEvaluator
 from normscape.landscape.planes import random_directions
 from normscape.models.heads import build_head

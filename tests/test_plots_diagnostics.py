@@ -132,7 +132,7 @@ def test_smoothness_panels_have_y_labels_with_units_and_the_legend_covers_no_dat
 
 def test_adaptive_sharpness_axes_take_the_scale_their_values_allow(measured):
     from normscape.figures.diagnostics import value_axis
-    from normscape.figures.registry import plt
+    from normscape.figures.style import plt
 
     root, files = measured
     fig = plot_adaptive_sharpness(files["adaptive"], None, None)

@@ -10,7 +10,7 @@ import torch
 from stability_runs import files, lr_variant, ramp, write_run
 
 from normscape.curvature.edge_of_stability import PreconditionedSharpnessProbe, write_preconditioned_sharpness
-from normscape.figures import registry
+from normscape.figures import registry, style
 from normscape.figures.stability import threshold_label
 from normscape.training.trainer import Trainer
 
@@ -53,7 +53,7 @@ def test_preconditioned_sharpness_figure(tmp_path):
     assert "lr 0.001" in axes[0, 0].get_title() and "lr 0.01" in axes[1, 2].get_title()
     assert "BatchNorm" in axes[0, 1].get_title()
     assert threshold_label(0.9, 3800.0) == "threshold 38/η = 3,800" and threshold_label(0.5, 6.0) == "threshold 6/η = 6"
-    registry.save(fig, tmp_path / "f.pdf", tmp_path / "f.png")
+    style.save(fig, tmp_path / "f.pdf", tmp_path / "f.png")
     assert (tmp_path / "f.pdf").read_bytes()[:5] == b"%PDF-" and (tmp_path / "f.png").stat().st_size > 10_000
 
 
@@ -112,7 +112,7 @@ def test_stability_map(tmp_path):
     assert any("batch 1024, 6 epochs" in t.get_text() for t in labels)
     assert any("batch 32, 2 epochs" in t.get_text() for t in labels)
     assert "within 2 points" in fig.get_suptitle() and math.isclose(none.get_xlim()[0], 1e-4 / 10**0.1)
-    registry.save(fig, tmp_path / "m.pdf", tmp_path / "m.png")
+    style.save(fig, tmp_path / "m.pdf", tmp_path / "m.png")
     assert (tmp_path / "m.png").stat().st_size > 10_000
 
 

@@ -2,7 +2,8 @@
 
 import logging
 
-from normscape.figures.registry import INPUT_KINDS, draw, save
+from normscape.figures.registry import INPUT_KINDS, draw
+from normscape.figures.style import save
 from normscape.pipeline.runtime import script_main
 
 

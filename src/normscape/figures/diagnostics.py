@@ -16,7 +16,7 @@ from normscape.curvature.adaptive_sharpness import read_adaptive_sharpness
 from normscape.curvature.smoothness import derived, read_smoothness_h5
 from normscape.curvature.spectrum import read_spectrum_h5, spectral_density
 from normscape.figures.axes import set_round_log_axis
-from normscape.figures.registry import PALETTE, log_scale, plt, save
+from normscape.figures.style import PALETTE, log_scale, plt, save
 from normscape.reporting.run_files import HEAD_LABELS, head_sort_key, run_key
 
 # (measure, panel title, y label with units: the loss is cross-entropy in nats, θ the head's parameters)

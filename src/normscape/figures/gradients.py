@@ -10,8 +10,8 @@ from collections.abc import Callable
 import numpy as np
 
 from normscape.figures.axes import panel_note
-from normscape.figures.registry import HEAD_LABELS, colors, first_seed, format_number, plt, ticker
-from normscape.reporting.run_files import head_sort_key, load_grad_hist, variant_value
+from normscape.figures.style import colors, first_seed, format_number, plt, ticker
+from normscape.reporting.run_files import HEAD_LABELS, head_sort_key, load_grad_hist, variant_value
 
 
 def grad_heatmaps(

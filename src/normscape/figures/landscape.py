@@ -12,8 +12,7 @@ import textwrap
 import numpy as np
 
 from normscape.figures.axes import colorbar_ticks, set_round_log_axis
-from normscape.figures.registry import (
-    HEAD_LABELS,
+from normscape.figures.style import (
     PALETTE,
     colors,
     first_seed,
@@ -23,7 +22,7 @@ from normscape.figures.registry import (
     plt,
     ticker,
 )
-from normscape.reporting.run_files import load_landscape, run_key
+from normscape.reporting.run_files import HEAD_LABELS, load_landscape, run_key
 
 
 def mark_diverged(ax: plt.Axes, head: str, reason: str) -> None:

@@ -20,7 +20,7 @@ import numpy as np
 
 from normscape.curvature.edge_of_stability import read_preconditioned_sharpness_h5
 from normscape.figures.axes import panel_note, set_round_log_axis
-from normscape.figures.registry import PALETTE, experiment_title, format_number, log_scale, pd, plt, ticker
+from normscape.figures.style import PALETTE, experiment_title, format_number, log_scale, pd, plt, ticker
 from normscape.reporting.critical_lr import TOLERANCE, critical_lrs, sweep_runs
 from normscape.reporting.run_files import HEAD_LABELS, head_sort_key, load_summaries, run_key
 
