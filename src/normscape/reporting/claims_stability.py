@@ -41,7 +41,7 @@ EXPERIMENTS = {"convergence": "convergence", "high_lr": "high_lr", "stability": 
 EXPERIMENTS |= {"stability_large_batch": "stability_large_batch"}
 
 
-# the claims table's footnote on these rows (normscape.reporting.claims.to_markdown)
+# the claims table's footnote on these rows (normscape.reporting.claims_markdown.to_markdown)
 NOTE = (
     "Edge of stability (eos_* claims): the threshold is (2+2β1)/((1−β1)η) of each run's lr η and β1; "
     "ln(late median λ1(P⁻¹H) / threshold) is the log of the median ratio over the last half of a run's probes, "
