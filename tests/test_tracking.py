@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from normscape.training.job import train_run
+from normscape.training.wandb_payload import log_abs_histogram, provenance, range_histogram
 from normscape.training.wandb_reader import find_run_files, read_artifact_paths, read_config, read_history, read_run
-from normscape.training.wandb_tracking import WandbTracker, log_abs_histogram, provenance, range_histogram
+from normscape.training.wandb_tracking import WandbTracker
 
 RUN = {"experiment": "t", "head": "layer", "variant": "base", "seed": 0}
 TRAINING = {"epochs": 2, "batch_size": 128, "lr": 1e-3, "weight_decay": 0.0, "clip_grad_norm": 1.0}

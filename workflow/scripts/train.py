@@ -6,7 +6,8 @@ from pathlib import Path
 from normscape.features.store import expected_attrs
 from normscape.pipeline.paths import run_id
 from normscape.pipeline.runtime import script_main
-from normscape.training.wandb_tracking import WandbTracker, provenance
+from normscape.training.wandb_payload import provenance
+from normscape.training.wandb_tracking import WandbTracker
 
 
 def main(smk):

@@ -7,5 +7,6 @@ job              a training job's files: features in, each run's outputs out, ch
 checkpoint       resume checkpoints, read back only when they match the run's identity
 grad_histograms  gradient-magnitude histograms accumulated per parameter and epoch
 wandb_tracking   Weights & Biases tracking that never fails or hangs a run
+wandb_payload    what a run sends to W&B: input provenance, tags, histograms in W&B's form
 wandb_reader     reading an offline W&B run file back without a server
 """

@@ -30,6 +30,8 @@ Logged:
 ``online`` with an unreachable server: the first job that fails to start online writes
 ``<wandb_dir>/online-unreachable.json``; for ``UNREACHABLE_TTL_S`` every later job of the workflow logs offline at
 once instead of waiting for the timeout again (jobs that start meanwhile wait for that first attempt).
+
+What is logged is built in :mod:`normscape.training.wandb_payload`; this module holds the connection.
 """
 
 from __future__ import annotations
@@ -48,74 +50,18 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from normscape.training.wandb_payload import (
+    log_abs_histogram,
+    range_histogram,
+    run_tags,
+)
+
 log = logging.getLogger(__name__)
 
-MAX_WANDB_BINS = 512
-WATCH_BINS = 64  # wandb.watch's default
 # How long a failed online start keeps later jobs offline without retrying (delete the marker file to retry now).
 UNREACHABLE_TTL_S = 3600
 UNREACHABLE_MARKER = "online-unreachable.json"
 REACHABLE_MARKER = "online-reachable.json"
-# Feature-store attributes that identify what a run was computed from (see normscape.features.store).
-PROVENANCE_KEYS = (
-    "dataset",
-    "data_checksum",
-    "split_seed",
-    "backbone",
-    "weights_id",
-    "weights_sha256",
-    "input_size",
-    "precision",
-    "feature_dim",
-    "format_version",
-)
-
-
-def provenance(features_path: str | Path) -> dict[str, Any]:
-    """The data and backbone provenance recorded in a feature store's attributes (the keys it has)."""
-    from normscape.features.store import read_attrs
-
-    attrs = read_attrs(features_path)
-    out = {}
-    for key in PROVENANCE_KEYS:
-        if key in attrs:
-            value = attrs[key]
-            out[key] = value.item() if isinstance(value, np.generic) else value
-    return out
-
-
-def range_histogram(values: np.ndarray, bins: int = WATCH_BINS) -> dict[str, Any] | None:
-    """``wandb.watch``'s histogram of one tensor: ``bins`` equal bins over [min, max] of its finite values (one
-    bin when all are equal), plus the counts it drops: -inf (underflow), +inf and NaN (overflow). None if empty."""
-    v = np.asarray(values, dtype=np.float64).ravel()
-    finite = np.isfinite(v)
-    underflow = int(np.count_nonzero(v == -np.inf))
-    overflow = int(v.size - np.count_nonzero(finite) - underflow)
-    f = v[finite]
-    if f.size == 0 and v.size == 0:
-        return None
-    if f.size == 0:
-        counts, edges = np.zeros(1, np.int64), np.array([0.0, 0.0])
-    elif f.min() == f.max():
-        counts, edges = np.array([f.size]), np.array([f.min(), f.max()])
-    else:
-        counts, edges = np.histogram(f, bins=bins, range=(f.min(), f.max()))
-    return {"counts": counts, "edges": edges, "underflow": underflow, "overflow": overflow}
-
-
-def log_abs_histogram(counts: np.ndarray, edges: np.ndarray, underflow: int, overflow: int):
-    """(counts, log10 edges) of an epoch |grad| histogram with one extra bin at each end for the values outside
-    [min, max) (as wide as the neighbouring bin), merged to at most ``MAX_WANDB_BINS`` bins (W&B's cap)."""
-    log_edges = np.log10(edges)
-    if len(counts) > MAX_WANDB_BINS - 2:
-        f = -(-len(counts) // (MAX_WANDB_BINS - 2))
-        pad = (-len(counts)) % f
-        counts = np.pad(counts, (0, pad)).reshape(-1, f).sum(1)
-        log_edges = np.append(log_edges[:-1:f], log_edges[-1])
-    lo_w, hi_w = log_edges[1] - log_edges[0], log_edges[-1] - log_edges[-2]
-    counts = np.concatenate([[underflow], counts, [overflow]])
-    log_edges = np.concatenate([[log_edges[0] - lo_w], log_edges, [log_edges[-1] + hi_w]])
-    return counts, log_edges
 
 
 def wandb_env(wandb_dir: str | Path) -> dict[str, str]:
@@ -138,19 +84,6 @@ def has_api_key() -> bool:
         return netrc.netrc().authenticators(host) is not None
     except (OSError, netrc.NetrcParseError):
         return False
-
-
-def run_tags(config: dict) -> list[str]:
-    """W&B tags of a training run from its resolved config's ``run`` identity (none when it has none)."""
-    run = config.get("run") or {}
-    tags = [
-        f"{name}:{run[key]}"
-        for key, name in (("head", "norm"), ("experiment", "experiment"), ("seed", "seed"))
-        if key in run
-    ]
-    if run.get("variant") not in (None, "base"):
-        tags.append(f"variant:{run['variant']}")
-    return tags
 
 
 def call_with_timeout(fn: Callable[[], Any], timeout_s: float, what: str) -> tuple[bool, Any]:
