@@ -12,7 +12,7 @@ from normscape.curvature.adaptive_sharpness import read_adaptive_sharpness
 from normscape.curvature.jobs import compute_curvature_diagnostics, smoothness_probe
 from normscape.curvature.spectrum import hessian_spectrum, read_spectrum_h5
 from normscape.features import store
-from normscape.landscape.planes import subset_indices
+from normscape.landscape.run_inputs import subset_indices
 from normscape.models.heads import build_head
 
 SPECTRUM = {

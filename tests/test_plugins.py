@@ -57,7 +57,7 @@ def test_plugin_errors_are_one_message(tmp_path):
 
 
 def test_a_saved_model_that_no_longer_fits_its_norm_names_the_run_and_the_fix(tmp_path):
-    from normscape.landscape.planes import load_head
+    from normscape.landscape.run_inputs import load_head
     from normscape.models.heads import build_head
 
     load_plugins([plugin_copy(tmp_path, "d")])

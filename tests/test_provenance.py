@@ -391,7 +391,7 @@ LANDSCAPE = {
 
 def landscape_of(features, run_dir: Path, out_dir: Path) -> tuple[Path, Path]:
     """The landscape rule, then the sharpness rule, of one run."""
-    from normscape.landscape.planes import compute_landscape, compute_sharpness
+    from normscape.landscape.jobs import compute_landscape, compute_sharpness
 
     out_h5, out_json = out_dir / "landscape.h5", out_dir / "sharpness.json"
     files = [run_dir / name for name in ("model_final.pt", "model_init.pt", "trajectory.pt")]

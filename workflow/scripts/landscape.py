@@ -1,6 +1,6 @@
 """Loss landscapes of one trained run (rule landscape)."""
 
-from normscape.landscape.planes import compute_landscape
+from normscape.landscape.jobs import compute_landscape
 from normscape.pipeline.runtime import script_main
 
 

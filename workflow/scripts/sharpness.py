@@ -1,6 +1,6 @@
 """Sharpness numbers of one trained run: Hessian eigenvalue, trace, loss increase at radius (rule sharpness)."""
 
-from normscape.landscape.planes import compute_sharpness
+from normscape.landscape.jobs import compute_sharpness
 from normscape.pipeline.runtime import script_main
 
 

@@ -18,7 +18,7 @@ import torch
 from normscape.curvature.adaptive_sharpness import adaptive_sharpness, write_adaptive_sharpness
 from normscape.curvature.smoothness import SmoothnessProbe
 from normscape.curvature.spectrum import hessian_spectrum, write_spectrum
-from normscape.landscape.planes import load_head, rows_as_tensors, subset_rows
+from normscape.landscape.run_inputs import load_head, rows_as_tensors, subset_rows
 from normscape.training.run_records import ProbeSet
 
 log = logging.getLogger(__name__)
@@ -183,11 +183,11 @@ def compute_curvature(
     import h5py
 
     from normscape.features.store import digest, identity
-    from normscape.landscape.planes import _load_head_file, divergence_of
+    from normscape.landscape.run_inputs import divergence_of, load_head_file
     from normscape.pipeline.atomic import atomic_path, write_json
     from normscape.pipeline.errors import DataError
 
-    model, state = _load_head_file(model_final)
+    model, state = load_head_file(model_final)
     run = state.get("provenance") or {}
     features_identity = identity(features_path)
     if run.get("features_identity") not in (None, features_identity):

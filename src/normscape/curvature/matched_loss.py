@@ -94,10 +94,10 @@ def compute_matched(
 
     ``settings``: landscape.hessian (samples, lanczos_steps, tol, hutchinson_probes), ``min_val_acc`` (claims),
     ``seed`` (the Hessian sample's, as the sharpness rule draws it) and the run's ``batch_size``."""
-    from normscape.landscape.planes import _load_head_file, rows_as_tensors, subset_rows
+    from normscape.landscape.run_inputs import load_head_file, rows_as_tensors, subset_rows
     from normscape.pipeline.atomic import write_json
 
-    model, state = _load_head_file(model_final)
+    model, state = load_head_file(model_final)
     own = _run_id(model_final)
     own_losses = train_losses(next(p for p in metrics_paths if _run_id(p) == own))
     finals = final_train_losses(metrics_paths, summary_paths, settings["min_val_acc"])

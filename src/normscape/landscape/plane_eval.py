@@ -115,7 +115,9 @@ class PlaneEvaluator:
         }
         unknown = set(p) - {*FIRST_LAYER, *SECOND_LAYER} - {k for k in p if k.startswith(NORM_PREFIX)}
         if unknown:
-            raise ValueError(f"landscape.plane_eval knows fc1, the norm and fc2 of a head; {model.norm_name!r} also has {unknown}")
+            raise ValueError(
+                f"landscape.plane_eval knows fc1, the norm and fc2 of a head; {model.norm_name!r} also has {unknown}"
+            )
         self.batched_norm = torch.vmap(self._norm_at_point)
 
     # ------------------------------------------------------------------------------------ the norm, black box
@@ -158,8 +160,8 @@ class PlaneEvaluator:
 
     def _logits(self, z: torch.Tensor, norm_params: dict, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         """(points, classes, samples) logits from the points' fc1 outputs ``z`` (points, samples, hidden)."""
-        # ReLU in place (as curvature.head_loss applies it, the head's fixed activation): the norm's output is a fresh tensor
-        # or ``z`` itself (no norm), both this chunk's own, and an in-place pass skips writing a new buffer
+        # ReLU in place (as curvature.head_loss applies it, the head's fixed activation): the norm's output is a fresh
+        # tensor or ``z`` itself (no norm), both this chunk's own, and an in-place pass skips writing a new buffer
         h = self.model.drop(torch.relu_(self._norm(norm_params, z)))
         # samples last: a GEMM with the long sample axis as N, not the few classes (which leave most of each SIMD
         # register empty), and the loss's reductions over the classes then run along it too

@@ -21,8 +21,8 @@ class ThresholdedLinearUnit(torch.autograd.Function):
     anyway). ``tau`` broadcasts from (1, C, ...) and gets its gradient summed back to that shape.
     """
 
-    # torch.vmap over stacked heads (the trainer) and over grid points (landscape.plane_eval): the vmap rule is derived from
-    # forward/setup_context/backward, which use only torch ops
+    # torch.vmap over stacked heads (the trainer) and over grid points (landscape.plane_eval): the vmap rule is derived
+    # from forward/setup_context/backward, which use only torch ops
     generate_vmap_rule = True
 
     @staticmethod
