@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from stability_runs import files, lr_variant, ramp, write_run
 
-from normscape.reporting.claims import write_claims
+from normscape.reporting.claims_markdown import write_claims
 from normscape.reporting.claims_stability import CRITICAL, FIRST_STEP, GRID, with_stability_statistics
 from normscape.reporting.critical_lr import critical_lrs, seed_critical_lrs, sweep_runs
 from normscape.reporting.run_table import run_table

@@ -166,7 +166,8 @@ def data_axes(fig):
 
 
 def test_convergence_figure_draws_each_heads_mean_curve(tiny_workflow):
-    from normscape.figures import registry, style
+    from normscape.figures import registry
+    from normscape.models.norms import NORM_COLOURS
 
     _, _, results = tiny_workflow
     fig = registry.draw("fig4_convergence_accuracy", figure_inputs(results, "fig4_convergence_accuracy"), {})
@@ -174,7 +175,7 @@ def test_convergence_figure_draws_each_heads_mean_curve(tiny_workflow):
     assert [ax.get_title() for ax in axes] == ["Validation accuracy", "Training accuracy"]
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
     assert legend == ["Baseline, no norm (n=1)", "BatchNorm (n=1)", "RMSNorm (n=1)"]  # rms: label from the registry
-    for head, colour in (("batch", style.PALETTE["batch"]), ("rms", style.PALETTE["rms"])):
+    for head, colour in (("batch", NORM_COLOURS["batch"]), ("rms", NORM_COLOURS["rms"])):
         metrics = pd.read_csv(results / "runs" / "convergence" / head / "base" / "seed0" / "metrics.csv")
         raw = [ln for ln in axes[0].lines if ln.get_color() == colour][0]  # first line: the raw mean over seeds
         np.testing.assert_allclose(raw.get_ydata(), metrics["val_acc"].to_numpy())

@@ -15,7 +15,7 @@ def test_heads_differ_only_in_the_norm():
         assert head(torch.randn(5, 1280)).shape == (5, 10)
         shapes[name] = {k: tuple(v.shape) for k, v in head.state_dict().items() if not k.startswith("norm.")}
     assert all(s == shapes["none"] for s in shapes.values())
-    with pytest.raises(ValueError, match="unknown head"):
+    with pytest.raises(ValueError, match="unknown norm"):
         build_head("weight")
 
 

@@ -11,22 +11,20 @@ import torch
 import yaml
 from conftest import REPO, SCHEMA
 
-from normscape.figures.style import PALETTE
 from normscape.landscape.plane_eval import PlaneEvaluator
 from normscape.landscape.planes import random_directions
 from normscape.models.heads import build_head
-from normscape.models.norms import NORMS
+from normscape.models.norms import NORM_COLOURS, NORM_LABELS, NORMS
 from normscape.pipeline.config import validate_config
 from normscape.pipeline.errors import ConfigError
-from normscape.reporting.run_files import HEAD_LABELS
 from normscape.training.job import load_features
 from normscape.training.trainer import Trainer
 
 
 def test_labels_palette_and_schema_come_from_the_registry():
-    assert list(HEAD_LABELS) == list(NORMS) == list(PALETTE)
+    assert list(NORM_LABELS) == list(NORMS) == list(NORM_COLOURS)
     built_in = [name for name, spec in NORMS.items() if spec.build.__module__ == "normscape.models.norms"]
-    assert len({PALETTE[name] for name in built_in}) == len(built_in), "every norm needs its own colour"
+    assert len({NORM_COLOURS[name] for name in built_in}) == len(built_in), "every norm needs its own colour"
     cfg = {"experiments": {"convergence": {"heads": list(NORMS)}}}
     validate_config(cfg, SCHEMA)  # every registered name is allowed
     with pytest.raises(ConfigError) as err:
@@ -44,7 +42,7 @@ def test_no_other_file_lists_norm_names():
     ]
     assert offenders == []
     schema = yaml.safe_load(SCHEMA.read_text())
-    assert "enum" not in schema["definitions"]["head_name"]
+    assert "enum" not in schema["definitions"]["norm_name"]
 
 
 def test_rms_is_torch_rmsnorm():

@@ -21,22 +21,9 @@ from normscape.figures.axes import (
     mark_off_axis,
     panel_note,
 )
-from normscape.figures.style import (
-    METRIC_LABELS,
-    PALETTE,
-    clipping_label,
-    pd,
-    place_legend,
-    plt,
-    ticker,
-)
-from normscape.reporting.run_files import (
-    HEAD_LABELS,
-    head_sort_key,
-    load_metrics,
-    load_summaries,
-    variant_value,
-)
+from normscape.figures.style import METRIC_LABELS, clipping_label, pd, place_legend, plt, ticker
+from normscape.models.norms import NORM_COLOURS, NORM_LABELS
+from normscape.reporting.run_files import load_metrics, load_summaries, norm_sort_key, variant_value
 
 
 def centred_average(values: np.ndarray, window: int) -> np.ndarray:
@@ -69,14 +56,14 @@ def plot_curves(
     order = list(styles or {})  # the styles' order (e.g. without clipping before with), else heads' / by name
     keys = sorted(
         df[group].unique(),
-        key=lambda k: (head_sort_key(k) if group == "head" else order.index(k) if k in order else len(order), str(k)),
+        key=lambda k: (norm_sort_key(k) if group == "head" else order.index(k) if k in order else len(order), str(k)),
     )
     drawn, marks, dead = {}, [], set()
     for key in keys:
         sub = df[df[group] == key]
         stats = _seed_stats(sub, metric)
-        style = (styles or {}).get(key, {"color": PALETTE.get(key)})
-        name = label_of(key) if label_of else HEAD_LABELS.get(key, key)
+        style = (styles or {}).get(key, {"color": NORM_COLOURS.get(key)})
+        name = label_of(key) if label_of else NORM_LABELS.get(key, key)
         mean = stats["mean"].to_numpy()
         std = np.nan_to_num(stats["std"].to_numpy())
         single = {"marker": "o", "ms": 3} if len(mean) == 1 else {}  # a one-epoch curve: a point, not nothing
@@ -188,7 +175,7 @@ def clipping_figure(
     styles = {"convergence": {"color": "#1f77b4"}, "clipping": {"color": "#d62728", "ls": "--"}}
     window = settings["smoothing_window"]
     drawn = []
-    for ax, head in zip(axes[0], sorted(heads, key=head_sort_key)):
+    for ax, head in zip(axes[0], sorted(heads, key=norm_sort_key)):
         drawn.append(
             plot_curves(
                 ax,
@@ -200,7 +187,7 @@ def clipping_figure(
                 lambda e: clipping_label(settings, e),
             )
         )
-        ax.set_title(HEAD_LABELS.get(head, head))
+        ax.set_title(NORM_LABELS.get(head, head))
     finish_curve_axes(list(axes[0]), drawn)
     for ax in axes[0][1:]:
         ax.set_ylabel("")
@@ -232,19 +219,19 @@ def batch_size_figure(summaries: list[str], title: str = "") -> plt.Figure:
     df = pd.DataFrame(rows)
     fig, ax = plt.subplots(figsize=(4.6, 3.4), layout="constrained")
     drawn, dead = {}, set()
-    for head in sorted(df["head"].unique(), key=head_sort_key):
+    for head in sorted(df["head"].unique(), key=norm_sort_key):
         if at_chance(df.loc[df["head"] == head, "test_acc"], df.loc[df["head"] == head, "test_loss"]):
-            dead.add(HEAD_LABELS.get(head, head))
+            dead.add(NORM_LABELS.get(head, head))
         stats = df[df["head"] == head].groupby("batch_size")["test_acc"].agg(["mean", "std", "count"]).reset_index()
         std = np.nan_to_num(stats["std"].to_numpy())
-        label = HEAD_LABELS.get(head, head)
+        label = NORM_LABELS.get(head, head)
         ax.errorbar(
             stats["batch_size"],
             stats["mean"],
             yerr=std if (stats["count"] > 1).any() else None,
             marker="o",
             capsize=3,
-            color=PALETTE.get(head),
+            color=NORM_COLOURS.get(head),
             label=label,
         )
         drawn[label] = np.concatenate([stats["mean"] - std, stats["mean"] + std])

@@ -16,8 +16,9 @@ from normscape.curvature.adaptive_sharpness import read_adaptive_sharpness
 from normscape.curvature.smoothness import derived, read_smoothness_h5
 from normscape.curvature.spectrum import read_spectrum_h5, spectral_density
 from normscape.figures.axes import set_round_log_axis
-from normscape.figures.style import PALETTE, log_scale, plt, save
-from normscape.reporting.run_files import HEAD_LABELS, head_sort_key, run_key
+from normscape.figures.style import log_scale, plt, save
+from normscape.models.norms import NORM_COLOURS, NORM_LABELS
+from normscape.reporting.run_files import norm_sort_key, run_key
 
 # (measure, panel title, y label with units: the loss is cross-entropy in nats, θ the head's parameters)
 SMOOTHNESS_PANELS = (
@@ -28,7 +29,7 @@ SMOOTHNESS_PANELS = (
 
 
 def _label(head: str, mode: str = "eval") -> str:
-    name = HEAD_LABELS.get(head, head)
+    name = NORM_LABELS.get(head, head)
     return f"{name} (train mode: batch statistics)" if mode == "train" else name
 
 
@@ -62,7 +63,7 @@ def _by_head(paths: list) -> dict[str, list]:
     out = defaultdict(list)
     for path in filter(_measured, paths):
         out[run_key(path)["head"]].append(path)
-    return dict(sorted(out.items(), key=lambda kv: head_sort_key(kv[0])))
+    return dict(sorted(out.items(), key=lambda kv: norm_sort_key(kv[0])))
 
 
 def plot_smoothness(smoothness_paths: list, pdf, png, title: str = "") -> dict:
@@ -81,14 +82,14 @@ def plot_smoothness(smoothness_paths: list, pdf, png, title: str = "") -> dict:
             steps = runs[0]["step"]
             values = [derived(r)[key] for r in runs if np.array_equal(r["step"], steps)]
             stack = np.vstack(values)
-            colour = PALETTE.get(head, None)
+            colour = NORM_COLOURS.get(head, None)
             drawn[(key, head)] = np.nanmedian(stack, 0) if stack.size else stack
             values_drawn.append(stack)
             ax.plot(steps, drawn[(key, head)], color=colour, label=_label(head), lw=1.2)
             ax.fill_between(steps, np.nanmin(stack, 0), np.nanmax(stack, 0), color=colour, alpha=0.2, lw=0)
             flat = np.concatenate([derived(r)[key] for r in runs])
             pooled.append(flat[np.isfinite(flat) & (flat > 0)])
-            labels.append(HEAD_LABELS.get(head, head))
+            labels.append(NORM_LABELS.get(head, head))
             colours.append(colour)
         nothing = "no positive finite value: every probe step diverged or did not move"
         log_scale(ax, "y", [v.ravel() for v in values_drawn], nothing)
@@ -179,7 +180,7 @@ def plot_spectrum_density(
             ax.semilogy(
                 grid,
                 dens + 1e-12,
-                color=PALETTE.get(head),
+                color=NORM_COLOURS.get(head),
                 ls="--" if mode == "train" else "-",
                 label=_label(head, mode),
             )
@@ -245,7 +246,7 @@ def plot_adaptive_sharpness(paths: list, pdf, png, title: str = "") -> dict:
                     [float(r) for r in radii],
                     values.mean(0),
                     yerr=std,
-                    color=PALETTE.get(head),
+                    color=NORM_COLOURS.get(head),
                     ls="--" if mode == "train" else "-",
                     marker="o",
                     ms=3,

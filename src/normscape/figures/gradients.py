@@ -11,7 +11,8 @@ import numpy as np
 
 from normscape.figures.axes import panel_note
 from normscape.figures.style import colors, first_seed, format_number, plt, ticker
-from normscape.reporting.run_files import HEAD_LABELS, head_sort_key, load_grad_hist, variant_value
+from normscape.models.norms import NORM_LABELS
+from normscape.reporting.run_files import load_grad_hist, norm_sort_key, variant_value
 
 
 def grad_heatmaps(
@@ -25,7 +26,7 @@ def grad_heatmaps(
     fractions that occur. Empty bins are grey (distinct from the smallest fractions, which are dark); a run
     whose gradient vanished or diverged says so in its panel."""
     chosen = first_seed(grads, group)
-    keys = sorted(chosen, key=lambda k: head_sort_key(k) if group == "head" else (variant_value(k) or 0))
+    keys = sorted(chosen, key=lambda k: norm_sort_key(k) if group == "head" else (variant_value(k) or 0))
     fig, axes = plt.subplots(
         1, len(keys), figsize=(2.9 * len(keys), 3.0), squeeze=False, sharey=True, sharex=True, layout="constrained"
     )
@@ -63,7 +64,7 @@ def grad_heatmaps(
         fate = gradient_fate(h, max(len(f) for f in fractions.values()))
         if fate:
             panel_note(ax, fate, width=26)
-        ax.set_title(label_of(key) if label_of else HEAD_LABELS.get(key, key))
+        ax.set_title(label_of(key) if label_of else NORM_LABELS.get(key, key))
         ax.set_xlabel(f"log10 |grad| of {layer}")
     axes[0][0].set_ylabel("epoch")
     handles = [*axes[0][0].get_legend_handles_labels()[0], _empty_bin_patch()]

@@ -12,23 +12,15 @@ import textwrap
 import numpy as np
 
 from normscape.figures.axes import colorbar_ticks, set_round_log_axis
-from normscape.figures.style import (
-    PALETTE,
-    colors,
-    first_seed,
-    joined,
-    log_scale,
-    place_legend,
-    plt,
-    ticker,
-)
-from normscape.reporting.run_files import HEAD_LABELS, load_landscape, run_key
+from normscape.figures.style import colors, first_seed, joined, log_scale, place_legend, plt, ticker
+from normscape.models.norms import NORM_COLOURS, NORM_LABELS
+from normscape.reporting.run_files import load_landscape, run_key
 
 
 def mark_diverged(ax: plt.Axes, head: str, reason: str) -> None:
     """A panel for a run that has no landscape because it diverged: the head and the reason, no axes."""
     ax.set_axis_off()
-    ax.set_title(HEAD_LABELS.get(head, head))
+    ax.set_title(NORM_LABELS.get(head, head))
     ax.text(
         0.5,
         0.5,
@@ -83,7 +75,7 @@ def landscape_surfaces(landscapes: list[str], title: str = "") -> plt.Figure:
         ax.set_zlim(lo, hi)
         ax.zaxis.set_major_locator(ticker.MaxNLocator(nbins=4))
         ax.set_box_aspect(None, zoom=0.78)  # leave room for the axis labels inside each panel
-        ax.set_title(HEAD_LABELS.get(head, head))
+        ax.set_title(NORM_LABELS.get(head, head))
         ax.set_xlabel("α (d1)")
         ax.set_ylabel("β (d2)")
         ax.set_zlabel("loss")
@@ -113,7 +105,7 @@ def landscape_contours(landscapes: list[str], title: str = "") -> plt.Figure:
         )
         ax.contour(p["alphas"], p["betas"], p["loss"].T, levels=levels[::3], colors="white", linewidths=0.4)
         ax.plot(0, 0, "r*", ms=8)
-        ax.set_title(HEAD_LABELS.get(head, head))
+        ax.set_title(NORM_LABELS.get(head, head))
         ax.set_xlabel("α (d1)")
         ax.set_ylabel("β (d2)")
         ax.set_aspect("equal")
@@ -156,7 +148,7 @@ def landscape_pca(landscapes: list[str], title: str = "") -> plt.Figure:
         ax.set_xlim(p["alphas"][0], p["alphas"][-1])
         ax.set_ylim(p["betas"][0], p["betas"][-1])
         ax.set_aspect("equal", adjustable="box")
-        ax.set_title(HEAD_LABELS.get(head, head))
+        ax.set_title(NORM_LABELS.get(head, head))
         _colorbar(fig, cs, ax, lo, hi, log=True)
     place_legend(fig, axes[0][0])
     fig.suptitle(
@@ -182,10 +174,10 @@ def landscape_1d(landscapes: list[str], title: str = "") -> plt.Figure:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(7.4, 3.3), layout="constrained")
     for head, ls in chosen.items():
         if "diverged" in ls:  # no curve: named in the legend as diverged
-            ax1.plot([], [], color=PALETTE.get(head), ls=":", label=f"{HEAD_LABELS.get(head, head)}: diverged")
+            ax1.plot([], [], color=NORM_COLOURS.get(head), ls=":", label=f"{NORM_LABELS.get(head, head)}: diverged")
             continue
-        c = PALETTE.get(head)
-        ax1.plot(ls["interpolation"]["t"], ls["interpolation"]["loss"], color=c, label=HEAD_LABELS.get(head, head))
+        c = NORM_COLOURS.get(head)
+        ax1.plot(ls["interpolation"]["t"], ls["interpolation"]["loss"], color=c, label=NORM_LABELS.get(head, head))
         ax2.plot(ls["line"]["alphas"], ls["line"]["loss"], color=c)
     for x in (0, 1):
         ax1.axvline(x, color="k", lw=0.5, ls=":")

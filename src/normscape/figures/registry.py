@@ -58,7 +58,7 @@ INPUT_KINDS = (
     "adaptive",
     "preconditioned_sharpness",
 )
-CLIPPING_HEADS = ["batch", "frn", "none"]
+CLIPPING_NORMS = ["batch", "frn", "none"]
 CONVERGENCE_LANDSCAPES = {"landscapes": [("convergence", "landscape.h5", None)]}
 
 
@@ -125,13 +125,13 @@ FIGURES: dict[str, FigureSpec] = {
         "experiments",
         {
             "metrics": [
-                ("convergence", "metrics.csv", CLIPPING_HEADS),
-                ("clipping", "metrics.csv", CLIPPING_HEADS),
+                ("convergence", "metrics.csv", CLIPPING_NORMS),
+                ("clipping", "metrics.csv", CLIPPING_NORMS),
             ]
         },
         lambda i, s: clipping_figure(
             i["metrics"],
-            CLIPPING_HEADS,
+            CLIPPING_NORMS,
             s,
             title=f"{experiment_title(s, 'convergence')} vs {experiment_title(s, 'clipping')}: validation loss",
         ),

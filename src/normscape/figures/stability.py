@@ -20,9 +20,10 @@ import numpy as np
 
 from normscape.curvature.edge_of_stability import read_preconditioned_sharpness_h5
 from normscape.figures.axes import panel_note, set_round_log_axis
-from normscape.figures.style import PALETTE, experiment_title, format_number, log_scale, pd, plt, ticker
+from normscape.figures.style import experiment_title, format_number, log_scale, pd, plt, ticker
+from normscape.models.norms import NORM_COLOURS, NORM_LABELS
 from normscape.reporting.critical_lr import TOLERANCE, critical_lrs, sweep_runs
-from normscape.reporting.run_files import HEAD_LABELS, head_sort_key, load_summaries, run_key
+from normscape.reporting.run_files import load_summaries, norm_sort_key, run_key
 
 MIN_VAL_ACC = 0.2  # as claims.min_val_acc's default: a seed whose best run stays below it has no critical lr
 # the study's batch size and the large batch, in this order: colour, line, marker
@@ -68,7 +69,7 @@ def preconditioned_sharpness_figure(paths: list, settings: dict, experiments: li
         ax.axis("off")
         ax.text(0.5, 0.5, "Preconditioned sharpness: no run was probed", ha="center", va="center")
         return fig
-    heads = sorted({h for _, h in panels}, key=head_sort_key)
+    heads = sorted({h for _, h in panels}, key=norm_sort_key)
     fig, axes = plt.subplots(
         len(rows),
         len(heads),
@@ -82,12 +83,12 @@ def preconditioned_sharpness_figure(paths: list, settings: dict, experiments: li
         drawn = []
         for j, head in enumerate(heads):
             ax, runs = axes[i, j], panels.get((experiment, head), [])
-            ax.set_title(f"{HEAD_LABELS.get(head, head)} — {experiment_title(settings, experiment)}", fontsize=8)
+            ax.set_title(f"{NORM_LABELS.get(head, head)} — {experiment_title(settings, experiment)}", fontsize=8)
             if not runs:
-                panel_note(ax, f"{HEAD_LABELS.get(head, head)} is not in {experiment}", width=28)
+                panel_note(ax, f"{NORM_LABELS.get(head, head)} is not in {experiment}", width=28)
                 ax.axis("off")
                 continue
-            colour = PALETTE.get(head)
+            colour = NORM_COLOURS.get(head)
             seeds.add(len(runs))
             for r in runs:
                 ax.plot(r["step"], r["preconditioned_sharpness"], color=colour, lw=0.6, alpha=0.35)
@@ -178,7 +179,7 @@ def stability_map_figure(summary_paths: list, settings: dict, experiments: list[
     """One panel per norm; in each, one curve per experiment (batch size) of ``experiments`` that has runs."""
     runs = sweep_table(summary_paths)
     experiments = [e for e in experiments if (runs["experiment"] == e).any()]
-    heads = sorted(runs["head"].unique(), key=head_sort_key)
+    heads = sorted(runs["head"].unique(), key=norm_sort_key)
     critical = critical_lrs(runs)
     fig, axes = plt.subplots(
         1, len(heads), figsize=(3.0 * len(heads) + 0.6, 3.6), squeeze=False, sharey=True, layout="constrained"
@@ -190,7 +191,7 @@ def stability_map_figure(summary_paths: list, settings: dict, experiments: list[
     bottom = lo - 0.14 * span  # a strip below the data for the diverged runs' crosses
     lrs = np.sort(runs["lr"].unique())
     for ax, head in zip(axes, heads):
-        ax.set_title(HEAD_LABELS.get(head, head))
+        ax.set_title(NORM_LABELS.get(head, head))
         for k, (experiment, style) in enumerate(zip(experiments, BATCH_STYLES)):
             mine = runs[(runs["experiment"] == experiment) & (runs["head"] == head)]
             if mine.empty:

@@ -16,13 +16,12 @@ import numpy as np
 from normscape.figures.axes import (
     panel_note,
 )
-from normscape.models.norms import COLOURS, LazyModule
+from normscape.models.norms import LazyModule
 from normscape.reporting.run_files import (
-    head_sort_key,
+    norm_sort_key,
     run_key,
 )
 
-PALETTE = COLOURS  # from the norm registry (plugins' norms included)
 METRIC_LABELS = {
     "val_acc": "validation accuracy",
     "train_acc": "training accuracy",
@@ -100,7 +99,7 @@ def first_seed(paths: list[str], group: str = "head") -> dict[str, str]:
     chosen: dict[str, str] = {}
     for path in sorted(paths, key=lambda p: run_key(p)["seed"]):
         chosen.setdefault(run_key(path)[group], path)
-    return dict(sorted(chosen.items(), key=lambda kv: head_sort_key(kv[0])))
+    return dict(sorted(chosen.items(), key=lambda kv: norm_sort_key(kv[0])))
 
 
 def joined(*parts: str) -> str:

@@ -75,7 +75,7 @@ def get_norm(name: str) -> NormSpec:
         return NORMS[name]
     except KeyError:
         raise ValueError(
-            f"unknown head (norm) {name!r}; choose one of {norm_names()} (registered in normscape/models/norms.py)"
+            f"unknown norm {name!r}; choose one of {norm_names()} (registered in normscape/models/norms.py)"
         ) from None
 
 
@@ -191,8 +191,8 @@ class RegistryView(Mapping):
         return len(NORMS)
 
 
-LABELS = RegistryView("label")
-COLOURS = RegistryView("colour")
+NORM_LABELS = RegistryView("label")
+NORM_COLOURS = RegistryView("colour")
 
 
 def label(name: str) -> str:

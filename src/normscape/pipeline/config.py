@@ -31,7 +31,7 @@ BASE_VARIANT = "base"
 
 def default_schema_path() -> Path:
     """The schema shipped with the workflow (repository checkout layout)."""
-    return Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+    return Path(__file__).resolve().parents[3] / "workflow" / "schemas" / "config.schema.yaml"
 
 
 class UniqueKeyLoader(yaml.SafeLoader):
@@ -222,7 +222,7 @@ def with_registered_names(schema: dict) -> dict:
     from normscape.models.norms import NORMS
 
     defs = schema.setdefault("definitions", {})
-    defs.setdefault("head_name", {"type": "string"})["enum"] = list(NORMS)
+    defs.setdefault("norm_name", {"type": "string"})["enum"] = list(NORMS)
     props = schema["properties"]
     props["data"]["properties"]["dataset"]["enum"] = list(DATASETS)
     return schema

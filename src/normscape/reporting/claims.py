@@ -24,8 +24,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from normscape.models.norms import NORMS
-from normscape.reporting.run_files import HEAD_LABELS
+from normscape.models.norms import NORM_LABELS, NORMS
 
 DEFAULTS = {
     "plateau_fraction": 0.95,
@@ -104,10 +103,11 @@ ACCURACIES = ("final_test_acc", "best_test_acc")
 CONVERGENCE_SPEED = (("epochs_to_plateau", "less"), ("val_auc", "greater"), ("val_loss_auc", "less"))
 
 
-def _heads(table: pd.DataFrame, experiment: str) -> list[str]:
-    from normscape.reporting.run_files import head_sort_key
+def norms_in(table: pd.DataFrame, experiment: str) -> list[str]:
+    """The norms ``experiment`` ran in ``table`` (its ``head`` column), in the registry's order."""
+    from normscape.reporting.run_files import norm_sort_key
 
-    return sorted(table.loc[table["experiment"] == experiment, "head"].unique(), key=head_sort_key)
+    return sorted(table.loc[table["experiment"] == experiment, "head"].unique(), key=norm_sort_key)
 
 
 def study_claims(table: pd.DataFrame, settings: dict | None = None) -> list[Claim]:
@@ -115,8 +115,8 @@ def study_claims(table: pd.DataFrame, settings: dict | None = None) -> list[Clai
     s = {**DEFAULTS, **(settings or {})}
     e, m = s["experiments"], s["accuracy_margin"]
     conv, clip, high, bsz = e["convergence"], e["clipping"], e["high_lr"], e["batch_size"]
-    label = lambda h: HEAD_LABELS.get(h, h)  # noqa: E731
-    norms = [h for h in _heads(table, conv) if h != "none"]
+    label = lambda h: NORM_LABELS.get(h, h)  # noqa: E731
+    norms = [h for h in norms_in(table, conv) if h != "none"]
     claims = [
         Claim(
             "faster_convergence",
@@ -145,7 +145,7 @@ def study_claims(table: pd.DataFrame, settings: dict | None = None) -> list[Clai
                     margin=m,
                 )
                 for acc in ACCURACIES
-                for h in _heads(table, clip)
+                for h in norms_in(table, clip)
             ],
         ),
         Claim(
@@ -165,7 +165,7 @@ def study_claims(table: pd.DataFrame, settings: dict | None = None) -> list[Clai
                     require_learning=True,  # a head at chance has no accuracy to lose: its zero drop is no evidence
                 )
                 for acc in ACCURACIES
-                for h in _heads(table, high)
+                for h in norms_in(table, high)
                 if h != "none"
             ],
         ),
@@ -205,7 +205,7 @@ def study_claims(table: pd.DataFrame, settings: dict | None = None) -> list[Clai
             ],
         )
     )
-    bn_heads = [h for h in _heads(table, bsz) if h != "batch"]
+    non_batch_norms = [h for h in norms_in(table, bsz) if h != "batch"]
     claims.append(
         Claim(
             "batchnorm_batch_size",
@@ -218,7 +218,7 @@ def study_claims(table: pd.DataFrame, settings: dict | None = None) -> list[Clai
                     f"range(BatchNorm) - range({label(h)})",
                 )
                 for acc in ACCURACIES
-                for h in bn_heads
+                for h in non_batch_norms
             ],
         )
     )

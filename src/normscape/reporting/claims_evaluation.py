@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from normscape.models.norms import NORM_LABELS
 from normscape.reporting.claims import DEFAULTS, Row, study_claims
 from normscape.reporting.claims_stats import (
     bootstrap_ci,
@@ -21,7 +22,6 @@ from normscape.reporting.claims_stats import (
     tost_p,
     verdict,
 )
-from normscape.reporting.run_files import HEAD_LABELS
 
 
 def _term_values(table: pd.DataFrame, statistic: str, experiment: str, head: str, variant, learning: bool):
@@ -139,7 +139,7 @@ def saddle_note(table: pd.DataFrame, row: Row) -> str:
             low = pd.to_numeric(pd.Series([run["sharpness.min_eigenvalue"]]), errors="coerce").iloc[0]
             if np.isfinite(low):
                 star = "*" if run.get("sharpness.saddle") == 1 else ""
-                notes.append(f"{HEAD_LABELS.get(head, head)} s{run['seed']}: {low:.3g}{star}")
+                notes.append(f"{NORM_LABELS.get(head, head)} s{run['seed']}: {low:.3g}{star}")
     return "λmin " + "; ".join(notes) if notes else ""
 
 

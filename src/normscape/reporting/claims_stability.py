@@ -28,9 +28,10 @@ import numpy as np
 import pandas as pd
 
 from normscape.curvature.edge_of_stability import NEAR_THRESHOLD
-from normscape.reporting.claims import Claim, Row
+from normscape.models.norms import NORM_LABELS
+from normscape.reporting.claims import Claim, Row, norms_in
 from normscape.reporting.critical_lr import TOLERANCE, seed_critical_lrs, sweep_runs
-from normscape.reporting.run_files import HEAD_LABELS, head_sort_key, variant_value
+from normscape.reporting.run_files import variant_value
 
 GRID = "grid"  # pseudo-variant: one row per (experiment, head, seed) holding a statistic over the lr grid
 CRITICAL = "stability.log10_critical_lr"
@@ -84,12 +85,8 @@ def with_stability_statistics(table: pd.DataFrame, settings: dict) -> pd.DataFra
     return pd.concat([table, grid], ignore_index=True)
 
 
-def _heads(table: pd.DataFrame, experiment: str) -> list[str]:
-    return sorted(table.loc[table["experiment"] == experiment, "head"].unique(), key=head_sort_key)
-
-
 def _label(head: str) -> str:
-    return HEAD_LABELS.get(head, head)
+    return NORM_LABELS.get(head, head)
 
 
 def equilibrium_rows(table: pd.DataFrame, experiment: str) -> list[Row]:
@@ -99,7 +96,7 @@ def equilibrium_rows(table: pd.DataFrame, experiment: str) -> list[Row]:
         return []
     runs = table[(table["experiment"] == experiment) & (table["variant"] != GRID)]
     rows = []
-    for head in _heads(runs, experiment):
+    for head in norms_in(runs, experiment):
         mine = runs[runs["head"] == head]
         measured = mine[_column(mine, "preconditioned_sharpness.probes") > 0]
         if measured.empty:
@@ -143,14 +140,14 @@ def critical_lr_rows(table: pd.DataFrame, experiments: list[str]) -> list[Row]:
             require_learning=True,  # a head at chance on the whole grid is "within 2 points" everywhere
         )
         for experiment in experiments
-        if "none" in _heads(grid, experiment)
-        for head in _heads(grid, experiment)
+        if "none" in norms_in(grid, experiment)
+        for head in norms_in(grid, experiment)
         if head != "none"
     ]
 
 
 def first_step_rows(table: pd.DataFrame, experiment: str) -> list[Row]:
-    if FIRST_STEP not in table or "none" not in _heads(table, experiment):
+    if FIRST_STEP not in table or "none" not in norms_in(table, experiment):
         return []
     return [
         Row(
@@ -159,7 +156,7 @@ def first_step_rows(table: pd.DataFrame, experiment: str) -> list[Row]:
             "less",
             f"baseline - {_label(head)}: first step at {NEAR_THRESHOLD:g} × threshold (never: last probe + 1)",
         )
-        for head in _heads(table, experiment)
+        for head in norms_in(table, experiment)
         if head != "none"
     ]
 

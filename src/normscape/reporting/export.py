@@ -209,19 +209,20 @@ def write_landscape_surfaces_html(
     landscapes: list[str], path: str | Path, title: str, preview: str | Path | None = None, png: str | Path = ""
 ) -> None:
     """The random-direction plane of each head (lowest seed), as in fig5_landscape_surface, rotatable."""
-    from normscape.reporting.run_files import HEAD_LABELS, head_sort_key, run_key
+    from normscape.models.norms import NORM_LABELS
+    from normscape.reporting.run_files import norm_sort_key, run_key
 
     chosen: dict[str, str] = {}
     for p in sorted(landscapes, key=lambda p: run_key(p)["seed"]):
         chosen.setdefault(run_key(p)["head"], p)
     surfaces = {}
-    for head, p in sorted(chosen.items(), key=lambda kv: head_sort_key(kv[0])):
+    for head, p in sorted(chosen.items(), key=lambda kv: norm_sort_key(kv[0])):
         plane = load_surfaces(p).get("plane")
         if plane is None:  # a diverged run has no surface: an empty panel that says so
             nan = np.full((1, 1), np.nan)
-            surfaces[f"{HEAD_LABELS.get(head, head)} (diverged)"] = {"alphas": [0.0], "betas": [0.0], "loss": nan}
+            surfaces[f"{NORM_LABELS.get(head, head)} (diverged)"] = {"alphas": [0.0], "betas": [0.0], "loss": nan}
         else:
-            surfaces[HEAD_LABELS.get(head, head)] = plane
+            surfaces[NORM_LABELS.get(head, head)] = plane
     surfaces_html(surfaces, title, path)
     if preview is not None:
         write_text(preview, preview_html(png, Path(path).name, title))

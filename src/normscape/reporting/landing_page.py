@@ -20,7 +20,7 @@ import yaml
 
 from normscape.models.norms import label
 from normscape.pipeline.atomic import write_text
-from normscape.reporting.run_files import head_sort_key
+from normscape.reporting.run_files import norm_sort_key
 
 #: What each report category holds and how to read it; every category the report shows must be here (a test
 #: checks the built-in figures' categories), so the landing page never skips one.
@@ -102,7 +102,7 @@ SETTING_NAMES = {"epochs": "epochs", "lr": "lr", "batch_size": "batch"}
 
 def what_was_run(config: dict) -> str:
     backbone, data, head = config.get("backbone", {}), config.get("data", {}), config.get("head", {})
-    heads = sorted({h for e in config["experiments"].values() for h in e.get("heads", [])}, key=head_sort_key)
+    heads = sorted({h for e in config["experiments"].values() for h in e.get("heads", [])}, key=norm_sort_key)
     items = []
     for name in config["experiments"]:
         s = experiment_settings(config, name)
@@ -133,7 +133,7 @@ def headline_table(summary_rows: list[dict]) -> str:
         for e in experiments
         if any(math.isfinite(_num(r.get("top_eigenvalue_mean"))) for r in base if r["experiment"] == e)
     ]
-    heads = sorted(dict.fromkeys(r["head"] for r in base), key=head_sort_key)
+    heads = sorted(dict.fromkeys(r["head"] for r in base), key=norm_sort_key)
     cells = {(r["head"], r["experiment"]): r for r in base}
     columns = [(e, "acc") for e in experiments] + [(e, "sharp") for e in sharp]
     th = "".join(f"<th>{html.escape(e)}<br>{'test acc %' if kind == 'acc' else 'λmax'}</th>" for e, kind in columns)

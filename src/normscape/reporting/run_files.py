@@ -11,13 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from normscape.models.norms import LABELS, NORMS, LazyModule
+from normscape.models.norms import NORMS, LazyModule
 from normscape.pipeline.paths import RUN_PATH, run_key  # noqa: F401  (run_key: the loaders' run identity)
 
 h5py = LazyModule("h5py")  # imported on first use: the workflow imports this module when it parses
 pd = LazyModule("pandas")
-
-HEAD_LABELS = LABELS  # from the norm registry (plugins' norms included)
 
 
 def load_metrics(paths: list[str | Path]) -> pd.DataFrame:
@@ -65,7 +63,7 @@ def load_landscape(path: str | Path) -> dict:
     return out
 
 
-def head_sort_key(head: str) -> int:
+def norm_sort_key(head: str) -> int:
     order = list(NORMS)  # registration order (built-in first, then plugins'), read now
     return order.index(head) if head in order else len(order)
 

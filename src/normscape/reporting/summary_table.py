@@ -13,16 +13,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from normscape.models.norms import NORM_LABELS
 from normscape.pipeline.atomic import atomic_path, write_text
 from normscape.pipeline.errors import DataError
-from normscape.reporting.run_files import (
-    HEAD_LABELS,
-    head_sort_key,
-    load_metrics,
-    load_summaries,
-    run_key,
-    variant_value,
-)
+from normscape.reporting.run_files import load_metrics, load_summaries, norm_sort_key, run_key, variant_value
 from normscape.reporting.run_table import curve_statistics
 
 COLUMNS = [
@@ -121,7 +115,7 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
     df = pd.DataFrame(out)
     if len(df):
         df["_variant"] = df["variant"].map(variant_sort_key)
-        df["_order"] = df["head"].map(head_sort_key)
+        df["_order"] = df["head"].map(norm_sort_key)
         df = df.sort_values(["experiment", "_variant", "_order"]).drop(columns=["_variant", "_order"])
         df = df.reset_index(drop=True)
     return df
@@ -192,7 +186,7 @@ def experiment_markdown(exp: str, g: pd.DataFrame, seed_spread: float) -> str:
     head += [name for _, name in shown]
     lines = ["| " + " | ".join(h.replace("|", "\\|") for h in head) + " |", "|" + "---|" * len(head)]
     for _, r in g.iterrows():
-        cells = [HEAD_LABELS.get(r["head"], r["head"])] + ([r["variant"]] if swept else [])
+        cells = [NORM_LABELS.get(r["head"], r["head"])] + ([r["variant"]] if swept else [])
         saddle = "—" if r["saddle"].endswith("/0") else r["saddle"]  # none of its runs measured
         cells += [str(r["seeds"]), r["diverged"]] + ([saddle] if measured_saddles else [])
         cells += [_fmt(r[f"{c}_mean"], r[f"{c}_std"], r[f"{c}_n"], r["seeds"], c) for c, _ in shown]

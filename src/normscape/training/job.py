@@ -128,7 +128,7 @@ def train_group(
     ``model_code`` (:func:`normscape.models.norms.code_digest` of the runs' norm; computed here when None): the code the
     head is built from is part of each run's identity, like its config.
 
-    ``probes``: the training-time measures (normscape.curvature.jobs.TRAINING_PROBES: smoothness, preconditioned
+    ``probes``: the training-time measures (normscape.curvature.jobs.training_probes: smoothness, preconditioned
     sharpness) by name, each with its ``diagnostics.<name>`` slice, or None where these runs are not probed;
     a probe's settings are part of each run's identity. ``probe_paths``: by name, one (h5, json) per run, where
     that probe's records are written (zero records for runs without it). ``tracker_factory(resolved, run)``: the
