@@ -128,7 +128,10 @@ def test_yaml_error_in_a_configfile_names_line_and_column_through_the_checker(tm
 
 
 def test_undefined_figure_names_the_missing_experiment(tiny_config, tmp_path):
-    out = failing(tiny_config, tmp_path, target=f"{tiny_config['results_dir']}/figures/fig10_high_lr.pdf")
+    cfg = edit(tiny_config, "experiments", {k: v for k, v in tiny_config["experiments"].items() if k != "high_lr"})
+    probed = [e for e in cfg["diagnostics"]["preconditioned_sharpness"]["experiments"] if e != "high_lr"]
+    cfg = edit(cfg, "diagnostics.preconditioned_sharpness.experiments", probed)
+    out = failing(cfg, tmp_path, target=f"{cfg['results_dir']}/figures/fig10_high_lr.pdf")
     assert "figure fig10_high_lr needs experiment 'high_lr' (add experiments.high_lr)" in out, out[-2000:]
     assert "No rule to produce" not in out and "Traceback" not in out
 
