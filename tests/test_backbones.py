@@ -36,6 +36,7 @@ def tiny_dataset(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", sorted(ARCHS))
 def test_every_arch_writes_a_feature_store_of_its_width(arch, tiny_dataset, tmp_path):
     out = tmp_path / "features.h5"

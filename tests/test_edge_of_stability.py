@@ -54,6 +54,7 @@ def test_adam_preconditioner_is_what_adam_divides_by(weight_decay):
         adam_preconditioner(torch.optim.Adam([p], amsgrad=True), p, p.grad)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("norm, mode", [("none", "eval"), ("batch", "train"), ("layer", "eval")])
 def test_top_eigenvalues_match_the_dense_decomposition(norm, mode):
     model, x, y = trained_head(norm, in_features=6, hidden=5, classes=3, samples=24, batch=8, steps=30)
@@ -104,6 +105,7 @@ def test_threshold_separates_convergence_from_divergence_on_a_quadratic(beta1):
     assert stability_threshold(1e-3, 0.9) == pytest.approx(38 / 1e-3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("norm", ["batch", "none"])
 def test_probe_leaves_training_unchanged_and_measures_the_run(norm):
     data = small_data()

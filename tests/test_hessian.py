@@ -53,6 +53,7 @@ def dense(model, x, y) -> torch.Tensor:
     return dense_hessian(HeadLoss(model, x, y, dtype=torch.float64))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("norm", [*BUILTIN, "test_hessian_scale"])
 def test_exact_diagonal_and_trace_equal_the_dense_hessian(norm):
     model, x, y = small_head(norm)
@@ -107,6 +108,7 @@ def test_an_unconverged_lanczos_says_so():
     assert not res["converged"] and res["lanczos_steps"] == 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("norm", ["layer"])
 def test_hutchinson_is_unbiased_and_its_standard_error_matches_repeated_sampling(norm):
     model, x, y = small_head(norm)

@@ -57,6 +57,7 @@ def test_preconditioned_sharpness_figure(tmp_path):
     assert (tmp_path / "f.pdf").read_bytes()[:5] == b"%PDF-" and (tmp_path / "f.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_preconditioned_sharpness_figure_from_a_real_probe(tmp_path):
     """Records of a probe that measured a trained head (not hand-made): the figure reads the writer's file."""
     g = torch.Generator().manual_seed(0)

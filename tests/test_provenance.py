@@ -429,6 +429,7 @@ def test_landscape_figures_render_a_diverged_run_beside_a_finite_one(features_fi
         assert (tmp_path / f"{name}.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_landscape_refuses_a_model_trained_on_other_features(features_file, tmp_path):
     run_dir = tmp_path / "r"
     train_run(features_file, run_dir, RUN, training(epochs=1), HEAD, GH)
@@ -438,6 +439,7 @@ def test_landscape_refuses_a_model_trained_on_other_features(features_file, tmp_
     assert not (tmp_path / "landscape.h5").exists() and not (tmp_path / "sharpness.json").exists()
 
 
+@pytest.mark.slow
 def test_summary_table_refuses_sharpness_of_another_training(features_file, tmp_path):
     from normscape.reporting.summary_table import write_summary_table
 
@@ -457,6 +459,7 @@ def test_summary_table_refuses_sharpness_of_another_training(features_file, tmp_
         write_summary_table([str(run_dir / "summary.json")], [str(sharpness)], tmp_path / "t.csv", tmp_path / "t.md")
 
 
+@pytest.mark.slow
 def test_smoothness_settings_are_part_of_the_run_identity(features_file, tmp_path, caplog, monkeypatch):
     """A probed run's identity covers the probe's settings: a checkpoint of other settings is discarded, never
     resumed; the probe's records land in smoothness.{h5,json}, and an unprobed run writes zero records."""

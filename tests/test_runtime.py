@@ -21,6 +21,7 @@ def glibc_version() -> tuple[int, ...]:
     return tuple(int(part) for part in version.split(".")[:2]) if name == "glibc" else ()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.uname().sysname == "Linux", reason="glibc allocator settings")
 def test_tuned_allocator_stops_refaulting_large_activations():
     # 160 px: the expanded activations of a batch of 16 (16 x 96 x 80 x 80 floats, 39 MB) exceed glibc's largest

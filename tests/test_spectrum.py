@@ -31,6 +31,7 @@ def small_head(norm: str, seed: int = 0):
 explicit = dense_hessian
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("norm", ["none", "layer", "frn_learned_eps"])
 def test_lanczos_top_k_and_moments_match_the_explicit_hessian(norm):
     model, x, y = small_head(norm)
@@ -51,6 +52,7 @@ def test_lanczos_top_k_and_moments_match_the_explicit_hessian(norm):
         assert float(np.sum(r["weights"] * r["values"] ** j)) == pytest.approx(exact, rel=1e-8)
 
 
+@pytest.mark.slow
 def test_slq_density_moments_estimate_trace_moments():
     model, x, y = small_head("layer")
     loss = HeadLoss(model, x, y)
@@ -70,6 +72,7 @@ def test_slq_density_moments_estimate_trace_moments():
     assert np.sum(dens * grid) * dx == pytest.approx(est[0], rel=1e-3, abs=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("norm", ["none", "batch", "frn_learned_eps"])
 def test_block_top_eigenvalue_and_trace(norm):
     model, x, y = small_head(norm)
@@ -86,6 +89,7 @@ def test_block_top_eigenvalue_and_trace(norm):
         assert abs(numbers["trace"] - torch.trace(hb).item()) < 4 * numbers["trace_sem"] + 1e-9
 
 
+@pytest.mark.slow
 def test_batchnorm_train_mode_is_the_mean_over_training_batches_and_differs_from_eval():
     model, x, y = small_head("batch")
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -204,6 +208,7 @@ print("torch._dynamo" in sys.modules)
     assert out.strip() == "False"
 
 
+@pytest.mark.slow
 def test_slq_trace_standard_error_matches_repeated_sampling():
     """slq_trace_sem (sd of the per-run traces / sqrt(runs)) is the spread of slq_trace over independent seeds,
     around the exact trace; with one run it is None (no error estimate), never a fake 0."""

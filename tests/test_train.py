@@ -84,6 +84,7 @@ def test_clipping_matches_torch_clip_grad_norm_per_run(data):
         torch.testing.assert_close(ours, torch.cat([p.grad for p in params_ref]))
 
 
+@pytest.mark.slow
 def test_same_seed_same_metrics(data):
     a = Trainer(data, "batch", 3, 2, 64, 1e-3, hidden=32, dropout=0.1)
     b = Trainer(data, "batch", 3, 2, 64, 1e-3, hidden=32, dropout=0.1)
@@ -126,6 +127,7 @@ def test_resume_after_kill_equals_uninterrupted(features_file, tmp_path, monkeyp
     torch.testing.assert_close(ta["flat"], tb["flat"], rtol=0, atol=0)
 
 
+@pytest.mark.slow
 def test_finished_run_keeps_no_resume_state_and_reruns_identically(features_file, tmp_path):
     run_dir = tmp_path / "r"
     first = train_run(features_file, run_dir, RUN, training(epochs=2), HEAD, GH)
@@ -138,6 +140,7 @@ def test_finished_run_keeps_no_resume_state_and_reruns_identically(features_file
     torch.testing.assert_close(torch.load(run_dir / "trajectory.pt")["flat"], trajectory, rtol=0, atol=0)
 
 
+@pytest.mark.slow
 def test_landscape_inputs_only_when_asked_for(features_file, tmp_path):
     with_t = train_run(features_file, tmp_path / "a", RUN, training(epochs=2), HEAD, GH)
     without = train_run(features_file, tmp_path / "b", RUN, training(epochs=2), HEAD, GH, landscape_inputs=False)
@@ -162,6 +165,7 @@ def kill_in_epoch(monkeypatch, epoch_to_die: int):
     return lambda: monkeypatch.setattr(Trainer, "train_epoch", original)
 
 
+@pytest.mark.slow
 def test_untracked_run_checkpoints_no_trajectory_and_a_tracked_run_does_not_resume_from_it(
     features_file, tmp_path, monkeypatch, caplog
 ):
@@ -283,6 +287,7 @@ def test_a_runs_numbers_do_not_depend_on_its_group(features_file, tmp_path):
     assert torch.equal(ta["flat"], tb["flat"]) and ta["provenance"] == tb["provenance"]
 
 
+@pytest.mark.slow
 def test_an_lr_sweep_trains_together_each_run_at_its_own_lr_as_alone(features_file, tmp_path, monkeypatch):
     # The values of an lr sweep train as one stack, each run at its own lr (one optimiser block per lr, runs given
     # interleaved): every run's numbers are bitwise those of the run trained alone, also after a kill and resume;
@@ -314,6 +319,7 @@ def test_an_lr_sweep_trains_together_each_run_at_its_own_lr_as_alone(features_fi
     assert read_metrics(dirs[0] / "metrics.csv") != read_metrics(dirs[2] / "metrics.csv")
 
 
+@pytest.mark.slow
 def test_a_group_resumes_after_a_kill_with_exactly_the_uninterrupted_numbers(features_file, tmp_path, monkeypatch):
     runs = [{**RUN, "seed": seed} for seed in (0, 1)]
     full = [tmp_path / f"full{seed}" for seed in (0, 1)]
@@ -333,6 +339,7 @@ def test_a_group_resumes_after_a_kill_with_exactly_the_uninterrupted_numbers(fea
         assert not (b / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_runs_whose_checkpoints_stopped_at_different_epochs_resume_exactly(features_file, tmp_path, monkeypatch):
     # a kill between two runs' checkpoint writes leaves seed 0 after epoch 2 and seed 1 after epoch 1: they resume
     # as two groups, each to exactly the uninterrupted numbers
@@ -358,6 +365,7 @@ def test_runs_whose_checkpoints_stopped_at_different_epochs_resume_exactly(featu
         assert torch.equal(torch.load(a / "trajectory.pt")["flat"], torch.load(b / "trajectory.pt")["flat"])
 
 
+@pytest.mark.slow
 def test_a_diverged_run_stops_and_the_others_go_on(data):
     # seed 0's parameters are poisoned after epoch 1: it stops there with that state, seed 1 trains on exactly as
     # it would alone (the stack shrinks, its Adam moments move along)

@@ -34,7 +34,7 @@ def _label(head: str, mode: str = "eval") -> str:
 
 
 def _finish(fig, drawn: dict, pdf, png):
-    """Save and return what was drawn; ``pdf=None``: return the figure unsaved (plots.FIGURES saves it)."""
+    """Save and return what was drawn; ``pdf=None``: return the figure unsaved (the figure rule saves it)."""
     if pdf is None:
         return fig
     save(fig, pdf, png)
