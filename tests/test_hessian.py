@@ -74,6 +74,7 @@ def test_exact_diagonal_refuses_a_norm_that_mixes_samples():
         hessian_diagonal(HeadLoss(model, x, y, mode="train", batch_size=16, dtype=torch.float64))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("norm", ["none", "batch", "layer", "frn"])
 def test_lanczos_lambda_max_and_min_equal_eigh(norm):
     model, x, y = small_head(norm)

@@ -304,6 +304,7 @@ def interrupted_run(features, run_dir: Path, monkeypatch) -> dict:
     return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)
 
 
+@pytest.mark.slow
 def test_checkpoint_from_other_features_is_discarded_with_one_log_line(features_file, tmp_path, caplog, monkeypatch):
     run_dir = tmp_path / "r"
     old = interrupted_run(features_file, run_dir, monkeypatch)
@@ -413,6 +414,7 @@ def test_huge_learning_rate_diverges_and_gets_no_hessian_numbers(features_file, 
         assert f.attrs["status"] == "diverged" and "plane" not in f
 
 
+@pytest.mark.slow
 def test_landscape_figures_render_a_diverged_run_beside_a_finite_one(features_file, tmp_path):
     from normscape.figures.registry import render
 

@@ -115,6 +115,7 @@ def test_batchnorm_train_mode_is_the_mean_over_training_batches_and_differs_from
         assert torch.equal(v, before[k]), k
 
 
+@pytest.mark.slow
 def test_spectrum_file_round_trip(tmp_path):
     model, x, y = small_head("batch")
     results = {

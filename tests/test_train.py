@@ -102,6 +102,7 @@ def read_metrics(path):
         return [{k: v for k, v in row.items() if k != "epoch_time_s"} for row in csv.DictReader(fh)]
 
 
+@pytest.mark.slow
 def test_resume_after_kill_equals_uninterrupted(features_file, tmp_path, monkeypatch):
     full = tmp_path / "full"
     train_run(features_file, full, RUN, training(), HEAD, GH)
@@ -188,6 +189,7 @@ def test_untracked_run_checkpoints_no_trajectory_and_a_tracked_run_does_not_resu
     assert reference["final"]
 
 
+@pytest.mark.slow
 def test_checkpoint_of_another_config_is_not_resumed(features_file, tmp_path):
     run_dir = tmp_path / "r"
     train_run(features_file, run_dir, RUN, training(epochs=2), HEAD, GH)
@@ -195,6 +197,7 @@ def test_checkpoint_of_another_config_is_not_resumed(features_file, tmp_path):
     assert summary["epochs_completed"] == 2 and summary["training"]["lr"] == 5e-3
 
 
+@pytest.mark.slow
 def test_failed_checkpoint_write_keeps_the_previous_one(features_file, tmp_path, monkeypatch):
     run_dir = tmp_path / "r"
     original = Trainer.train_epoch
