@@ -49,6 +49,7 @@ def saved_head(path, norm, features_file):
     return model.eval()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("norm", ["batch", "layer"])
 def test_curvature_diagnostics_files(tmp_path, features_file, norm):
     model = saved_head(tmp_path / "model_final.pt", norm, features_file)

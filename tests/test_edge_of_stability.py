@@ -169,6 +169,7 @@ def test_probe_preconditioner_is_the_trainers_adam_denominator():
         torch.testing.assert_close(theta_next - theta, -1e-2 * m / (1 - 0.9**t) / precond, rtol=1e-4, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_records_survive_resume(tmp_path):
     data = small_data()
     kw = dict(norm="batch", seeds=0, epochs=2, batch_size=32, lr=1e-2, hidden=8)
@@ -232,6 +233,7 @@ def test_summarize_hand_made_trajectories():
     assert s0["probes"] == 9 and s0["max_ratio"] == pytest.approx(1.3) and s0["first_step_at_threshold"] == 40
 
 
+@pytest.mark.slow
 def test_write_read_round_trip_with_and_without_probe(tmp_path):
     data = small_data()
     x, y = data["train"][0][:64], data["train"][1][:64]

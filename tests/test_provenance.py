@@ -320,6 +320,7 @@ def test_checkpoint_from_other_features_is_discarded_with_one_log_line(features_
     assert not (run_dir / "checkpoints").exists()  # finished: no resume state left behind
 
 
+@pytest.mark.slow
 def test_same_identity_resumes_silently(features_file, tmp_path, caplog, monkeypatch):
     run_dir = tmp_path / "r"
     interrupted_run(features_file, run_dir, monkeypatch)
@@ -402,6 +403,7 @@ def landscape_of(features, run_dir: Path, out_dir: Path) -> tuple[Path, Path]:
     return out_h5, out_json
 
 
+@pytest.mark.slow
 def test_huge_learning_rate_diverges_and_gets_no_hessian_numbers(features_file, tmp_path):
     run_dir = tmp_path / "r"
     summary = train_run(features_file, run_dir, RUN, training(lr=1e6), HEAD, GH)

@@ -177,6 +177,7 @@ def test_factored_hvp_equals_autodiff_through_the_whole_head(norm, mode):
     assert error(loss32.hvp(v.float())) < max(1e-5, 2 * error(loss32.hvp_autodiff(v.float())))
 
 
+@pytest.mark.slow
 def test_float32_products_give_the_float64_spectrum_to_float32_accuracy():
     model, x, y = small_head("layer")
     kw = dict(top_k=3, slq_steps=40, block_steps=20, block_probes=4)

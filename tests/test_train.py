@@ -261,6 +261,7 @@ def test_outputs_follow_the_contract(features_file, tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_a_runs_numbers_do_not_depend_on_its_group(features_file, tmp_path):
     # Seed 1 trained alone and together with seeds 0 and 2 (dropout, clipping and BatchNorm's running statistics
     # included): every metric, histogram, gradient norm, model tensor and trajectory row is bitwise the same.
