@@ -16,7 +16,7 @@ min_version("9.0.0")
 # takes a key given twice silently (the last wins). --configfile files are parsed by Snakemake's CLI before
 # this runs (a syntax error there gets its message), but their duplicate keys are caught here.
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
-from normscape.config import check_config_syntax  # noqa: E402
+from normscape.pipeline.config import check_config_syntax  # noqa: E402
 
 for config_path in ["config.yaml", *workflow.overwrite_configfiles]:
     check_config_syntax(config_path)
@@ -48,7 +48,7 @@ rule all:
 
 
 onsuccess:
-    from normscape.overview import study_overview
+    from normscape.reporting.overview import study_overview
 
     if overview := study_overview(RESULTS):
         print(overview)

@@ -105,9 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     # Measure what the workflow's jobs run with: their environment, read by glibc's allocator when a process starts
-    # (normscape.runtime.JOB_ENV). Without it, the suite starts itself again with it (the same arguments).
+    # (normscape.pipeline.runtime.JOB_ENV). Without it, the suite starts itself again with it (the same arguments).
     sys.path.insert(0, str(HERE.parent / "src"))
-    from normscape.runtime import job_environment
+    from normscape.pipeline.runtime import job_environment
 
     env = job_environment()
     if any(os.environ.get(key) != value for key, value in env.items()):

@@ -1,5 +1,5 @@
 """Allocator churn in feature extraction: page faults and system time with the C library's default allocator
-settings vs the malloc tunables of :data:`normscape.runtime.JOB_ENV` (what every workflow job starts with).
+settings vs the malloc tunables of :data:`normscape.pipeline.runtime.JOB_ENV` (what every workflow job starts with).
 
 Each side runs in its own fresh process (glibc reads ``GLIBC_TUNABLES`` when a process starts), alternating
 default / tuned several times, each extracting the same images at 224 px with 2 threads (the rule's threads).
@@ -32,7 +32,7 @@ def probe(
     """Extract ``images`` synthetic images in a fresh process started with the job environment's malloc tunables
     (``allocator="tuned"``) or without them (``"default"``: glibc's own settings; other tunables stay); its rusage
     deltas over the timed part."""
-    from normscape.runtime import TUNABLES_ENV, job_environment
+    from normscape.pipeline.runtime import TUNABLES_ENV, job_environment
 
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), **(extra_env or {})}
     if allocator == "default":
@@ -49,14 +49,14 @@ def _child(images: int, input_size: int, threads: int, weights: str | None) -> d
     import resource
     import time
 
-    from normscape.runtime import missing_malloc_tunables
+    from normscape.pipeline.runtime import missing_malloc_tunables
 
     tuned = not missing_malloc_tunables()  # what this process was started with
     import numpy as np
     import torch
 
-    from normscape.features import FeatureExtractor
-    from normscape.synthetic import synthetic_images
+    from normscape.data.synthetic import synthetic_images
+    from normscape.features.extract import FeatureExtractor
 
     torch.set_num_threads(threads)
     model = build_bench_backbone(weights)

@@ -2,7 +2,7 @@
 
 Shared workstations and cluster nodes rarely give a job the whole machine. Each stage (feature extraction,
 training, landscape) runs in a fresh process exactly as its workflow job does — the rule's ``threads``, the
-job environment of ``normscape.runtime.JOB_ENV`` (OpenMP's wait policy and glibc's malloc tunables, in place
+job environment of ``normscape.pipeline.runtime.JOB_ENV`` (OpenMP's wait policy and glibc's malloc tunables, in place
 when the process starts) —
 and is measured three ways:
 
@@ -15,7 +15,7 @@ alone and contended; plus the naive setting under contention: every CPU's worth 
 default (spinning) barriers. The configurations alternate over the rounds (machines are noisy) and each one's
 median is reported.
 ``value`` is the contended throughput of what the default study runs (extraction: the shards when
-``features.shards`` > 1), ``naive_value`` the single-thread bar: ``ratio_vs_naive`` >= 1 is met.
+``features.merge_shards`` > 1), ``naive_value`` the single-thread bar: ``ratio_vs_naive`` >= 1 is met.
 
 A single-thread stage beside one competitor on a 2-CPU machine runs on a CPU of its own: its throughput IS the
 bar, up to measurement noise, and a ratio of 0.99 or 1.01 says nothing more. Each row therefore states the bar's
@@ -59,8 +59,8 @@ def worker(stage: str, quick: bool) -> float:
 
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     if stage == "extraction":
-        from normscape.features import FeatureExtractor
-        from normscape.synthetic import synthetic_images
+        from normscape.data.synthetic import synthetic_images
+        from normscape.features.extract import FeatureExtractor
 
         n, size = (32, 96) if quick else (int(os.environ.get(EXTRACT_IMAGES_ENV, 256)), 224)
         images = synthetic_images(n, np.random.default_rng(0))[0]
@@ -71,7 +71,7 @@ def worker(stage: str, quick: bool) -> float:
         return n / (time.perf_counter() - t0)
     if stage == "training":
         from benchmarks.bench_train import make_data
-        from normscape.train import Trainer
+        from normscape.training.trainer import Trainer
 
         rows = 4000 if quick else 32000
         trainer = Trainer(make_data(rows)[0], "batch", 0, 2, 64, 1e-3, clip_grad_norm=1.0)
@@ -80,9 +80,9 @@ def worker(stage: str, quick: bool) -> float:
         trainer.train_epoch(2)
         return (rows // 64) / (time.perf_counter() - t0)
     if stage == "landscape":
-        from normscape.heads import build_head
-        from normscape.landscape import random_directions
-        from normscape.planeeval import PlaneEvaluator
+        from normscape.landscape.plane_eval import PlaneEvaluator
+        from normscape.landscape.planes import random_directions
+        from normscape.models.heads import build_head
 
         samples, res = (1000, 9) if quick else (8000, 31)
         torch.manual_seed(0)
@@ -102,7 +102,7 @@ def measure(
 ) -> float:
     """One stage's throughput in fresh processes (``processes`` side by side, summed: shards; extraction:
     ``images`` each), with ``competitors`` spin loops running meanwhile."""
-    from normscape.runtime import JOB_ENV, job_environment
+    from normscape.pipeline.runtime import JOB_ENV, job_environment
 
     env = {k: v for k, v in os.environ.items() if k not in JOB_ENV}
     env[EXTRACT_IMAGES_ENV] = str(images)
@@ -124,7 +124,7 @@ def measure(
 
 
 def run(quick: bool) -> list[dict]:
-    from normscape.runtime import JOB_ENV, available_cpus
+    from normscape.pipeline.runtime import JOB_ENV, available_cpus
 
     rounds = 1 if quick else 5
     cpus = available_cpus()

@@ -15,13 +15,13 @@ import numpy as np
 import torch
 
 from benchmarks.common import result
-from normscape.adaptive_sharpness import adaptive_sharpness
-from normscape.config import load_config
-from normscape.diagnostics import DTYPES
-from normscape.headloss import HeadLoss
-from normscape.smoothness import SmoothnessProbe
-from normscape.spectrum import hessian_spectrum
-from normscape.train import Trainer
+from normscape.curvature.adaptive_sharpness import adaptive_sharpness
+from normscape.curvature.head_loss import HeadLoss
+from normscape.curvature.jobs import DTYPES
+from normscape.curvature.smoothness import SmoothnessProbe
+from normscape.curvature.spectrum import hessian_spectrum
+from normscape.pipeline.config import load_config
+from normscape.training.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 

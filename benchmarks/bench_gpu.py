@@ -37,8 +37,8 @@ def _sync():
 def extraction_rows(quick: bool, device_name: str) -> list[dict]:
     import torch
 
-    from normscape.features import FeatureExtractor
-    from normscape.synthetic import synthetic_images
+    from normscape.data.synthetic import synthetic_images
+    from normscape.features.extract import FeatureExtractor
 
     weights = bench_weights()
     model = build_bench_backbone(weights)
@@ -100,7 +100,7 @@ def extraction_rows(quick: bool, device_name: str) -> list[dict]:
 def training_row(quick: bool, device_name: str) -> dict:
     import torch
 
-    from normscape.train import Trainer
+    from normscape.training.trainer import Trainer
 
     rng = np.random.default_rng(0)
     n_train, n_val = (4000, 1000) if quick else (50000, 8000)

@@ -19,9 +19,9 @@ import yaml
 
 from benchmarks.bench_contention import REPO, STAGE_THREADS
 from benchmarks.common import result
-from normscape.heads import build_head
-from normscape.landscape import random_directions
-from normscape.planeeval import PlaneEvaluator, loop_evaluate
+from normscape.landscape.plane_eval import PlaneEvaluator, loop_evaluate
+from normscape.landscape.planes import random_directions
+from normscape.models.heads import build_head
 
 
 def study_landscape() -> tuple[list[str], int, int, int, float]:

@@ -43,7 +43,7 @@ def snakemake(args: list[str], config: Path) -> float:
 
 
 def run(quick: bool) -> list[dict]:
-    from normscape.synthetic import make_cifar_archive
+    from normscape.data.synthetic import make_cifar_archive
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

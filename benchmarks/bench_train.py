@@ -18,8 +18,8 @@ import torch
 
 from benchmarks.bench_contention import STAGE_THREADS
 from benchmarks.common import result
-from normscape import train as train_module
-from normscape.train import Trainer
+from normscape.training import trainer as train_module
+from normscape.training.trainer import Trainer
 
 FEATURES_ENV = "NORMSCAPE_BENCH_FEATURES"
 # the study's heads and learning rates whose epoch time subnormals changed (issue #26): (norm, lr)
@@ -30,7 +30,7 @@ SMALLEST_NORMAL = float(torch.finfo(torch.float32).tiny)
 def make_data(n: int) -> tuple[dict, str]:
     path = os.environ.get(FEATURES_ENV)
     if path:
-        from normscape.trainjob import load_features
+        from normscape.training.job import load_features
 
         full = load_features(path)
         x, y = full["train"]

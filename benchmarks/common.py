@@ -19,7 +19,7 @@ def bench_weights() -> str | None:
 
 def build_bench_backbone(weights: str | None):
     """MobileNet-V2 with that state_dict (its path is also its id), else random init."""
-    from normscape.backbone import build_backbone
+    from normscape.features.backbones import build_backbone
 
     return build_backbone(weights, weights) if weights else build_backbone("random")
 

@@ -24,15 +24,15 @@ os.environ.setdefault("WANDB_SILENT", "true")
 @pytest.fixture(scope="session")
 def synthetic_archive(tmp_path_factory) -> Path:
     """A CIFAR-10-layout archive: 5 x 40 training images, 100 test images."""
-    from normscape.synthetic import make_cifar_archive
+    from normscape.data.synthetic import make_cifar_archive
 
     return make_cifar_archive(tmp_path_factory.mktemp("archive") / "cifar-10-python.tar.gz")
 
 
 @pytest.fixture(scope="session")
 def features_file(tmp_path_factory) -> Path:
-    """A feature cache (2000/500/500 x 1280, 10 separable classes) in the featurestore format."""
-    from normscape.synthetic import make_features_file
+    """A feature cache (2000/500/500 x 1280, 10 separable classes) in the features.store format."""
+    from normscape.data.synthetic import make_features_file
 
     return make_features_file(tmp_path_factory.mktemp("features") / "features.h5")
 
@@ -112,7 +112,7 @@ def trained_head(
 ):
     """A small head of ``norm`` trained ``steps`` Adam steps on rectified Gaussian data (so its Hessian is not
     the init's), in eval mode, with that data: (model, x, y). The tests of curvature measures share it."""
-    from normscape.heads import build_head
+    from normscape.models.heads import build_head
 
     torch.manual_seed(seed)
     model = build_head(norm, in_features=in_features, hidden=hidden, num_classes=classes).to(dtype)
@@ -128,7 +128,8 @@ def trained_head(
 
 
 def dense_hessian(loss) -> torch.Tensor:
-    """The explicit Hessian of a normscape.headloss.HeadLoss at its parameters (the reference of every test)."""
+    """The explicit Hessian of a normscape.curvature.head_loss.HeadLoss at its parameters (the reference of every
+    test)."""
     return torch.autograd.functional.hessian(loss.loss, loss.theta.clone())
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from normscape.edge_of_stability import (
+from normscape.curvature.edge_of_stability import (
     PreconditionedSharpnessProbe,
     stability_threshold,
     write_preconditioned_sharpness,

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from normscape.adaptive_sharpness import adaptive_sharpness
-from normscape.headloss import HeadLoss
-from normscape.heads import build_head
+from normscape.curvature.adaptive_sharpness import adaptive_sharpness
+from normscape.curvature.head_loss import HeadLoss
+from normscape.models.heads import build_head
 
 
 def trained_head(norm: str, seed: int = 0):
@@ -17,6 +17,7 @@ def trained_head(norm: str, seed: int = 0):
     return conftest.trained_head(norm, 20, 12, 10, samples=200, batch=40, steps=60, seed=seed)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ball", ["linf", "l2"])
 @pytest.mark.parametrize("norm", ["none", "batch", "layer"])
 def test_worst_case_exceeds_average_case(norm, ball):
@@ -58,6 +59,7 @@ def test_adaptive_sharpness_is_invariant_to_relu_rescaling_plain_is_not(ball):
     assert abs(pb["worst"][0] / pa["worst"][0] - 1) > 0.1
 
 
+@pytest.mark.slow
 def test_small_radius_average_case_matches_the_hessian_quadratic_form():
     # L(theta + s*eta) - L(theta) ~ g.(s*eta) + 1/2 (s*eta)^T H (s*eta); E over eta ~ N(0, rho^2 I):
     # rho^2 / 2 * sum_i s_i^2 H_ii. The antithetic pairs cancel the g term exactly, so the estimate is precise
@@ -75,6 +77,7 @@ def test_small_radius_average_case_matches_the_hessian_quadratic_form():
     assert res["average"][0] == pytest.approx(expected, rel=4 * res["average_sem"][0] / expected + 0.02)
 
 
+@pytest.mark.slow
 def test_average_case_standard_error_matches_repeated_sampling():
     """The recorded SE (sd of the antithetic pair means / sqrt(pairs)) is the spread of the estimate over
     independent seeds; and pairing removes the first-order noise that single draws carry."""

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from normscape import backbone, featurestore
-from normscape.datasets import data_config, prepare_dataset
-from normscape.errors import WeightsError
-from normscape.features import FeatureExtractor, extract_features
-from normscape.synthetic import make_cifar_archive, synthetic_images
+from normscape.data.datasets import data_config, prepare_dataset
+from normscape.data.synthetic import make_cifar_archive, synthetic_images
+from normscape.features import backbones, store
+from normscape.features.extract import FeatureExtractor, extract_features
+from normscape.pipeline.errors import WeightsError
 
 # arch -> width of its penultimate representation (the input of its last Linear layer)
 ARCHS = {
@@ -36,20 +36,21 @@ def tiny_dataset(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", sorted(ARCHS))
 def test_every_arch_writes_a_feature_store_of_its_width(arch, tiny_dataset, tmp_path):
     out = tmp_path / "features.h5"
     attrs = extract_features(tiny_dataset, out, "random", None, None, SIZE, "fp32", 4, "cpu", arch=arch)
     assert attrs["feature_dim"] == ARCHS[arch] and attrs["backbone"] == arch
     for split, n in (("train", 5), ("val", 2), ("test", 2)):
-        x, y = featurestore.load_split(out, split)
+        x, y = store.load_split(out, split)
         assert x.shape == (n, ARCHS[arch]) and np.isfinite(x).all() and y.shape == (n,)
     assert x.std() > 0  # a real representation, not a constant
 
 
 @pytest.mark.parametrize("arch", ["mobilenet_v2", "resnet18", "convnext_tiny", "vit_b_16"])
 def test_fast_path_equals_the_eager_model(arch):
-    model = backbone.build_backbone("random", arch=arch, input_size=SIZE)
+    model = backbones.build_backbone("random", arch=arch, input_size=SIZE)
     images = synthetic_images(2, np.random.default_rng(0))[0]
     fast = FeatureExtractor(model, SIZE, "cpu", "fp32", 2)(images)
     eager = FeatureExtractor(model, SIZE, "cpu", "fp32", 2, fast=False)(images)
@@ -58,20 +59,20 @@ def test_fast_path_equals_the_eager_model(arch):
 
 
 def test_preprocessing_comes_from_the_weights_metadata():
-    vit = backbone.preprocessing("vit_b_16", "IMAGENET1K_SWAG_E2E_V1")
+    vit = backbones.preprocessing("vit_b_16", "IMAGENET1K_SWAG_E2E_V1")
     assert vit["input_size"] == 384 and vit["mean"] == pytest.approx([0.485, 0.456, 0.406])
-    assert backbone.preprocessing("efficientnet_b3", "IMAGENET1K_V1")["input_size"] == 300
-    assert backbone.preprocessing("mobilenet_v2", "random")["input_size"] == 224  # DEFAULT weights' metadata
+    assert backbones.preprocessing("efficientnet_b3", "IMAGENET1K_V1")["input_size"] == 300
+    assert backbones.preprocessing("mobilenet_v2", "random")["input_size"] == 224  # DEFAULT weights' metadata
 
 
 def test_weights_names_urls_and_errors():
-    url, prefix = backbone.torchvision_weights_url("resnet18", "IMAGENET1K_V1")
+    url, prefix = backbones.torchvision_weights_url("resnet18", "IMAGENET1K_V1")
     assert url.endswith(".pth") and prefix and len(prefix) >= 8
-    assert backbone.torchvision_weights("mobilenet_v2", "DEFAULT").name == "IMAGENET1K_V2"
+    assert backbones.torchvision_weights("mobilenet_v2", "DEFAULT").name == "IMAGENET1K_V2"
     with pytest.raises(WeightsError, match="not a torchvision weights name of resnet18"):
-        backbone.torchvision_weights("resnet18", "IMAGENET1K_V9")
+        backbones.torchvision_weights("resnet18", "IMAGENET1K_V9")
     with pytest.raises(WeightsError, match="not a torchvision classification model"):
-        backbone.check_arch("resnet19")
+        backbones.check_arch("resnet19")
 
 
 def test_local_state_dict_of_another_arch(tmp_path):
@@ -79,7 +80,7 @@ def test_local_state_dict_of_another_arch(tmp_path):
     import torchvision
 
     torch.save(torchvision.models.resnet18().state_dict(), path)  # with its classifier: the fc is dropped
-    model = backbone.build_backbone(str(path), path, arch="resnet18")
+    model = backbones.build_backbone(str(path), path, arch="resnet18")
     assert model.feature_dim == 512 and isinstance(model.fc, torch.nn.Identity)
     with pytest.raises(WeightsError, match="do not fit torchvision's mobilenet_v2"):
-        backbone.build_backbone(str(path), path, arch="mobilenet_v2")
+        backbones.build_backbone(str(path), path, arch="mobilenet_v2")

@@ -10,10 +10,10 @@ import h5py
 import numpy as np
 import pytest
 
-from normscape import cifar
-from normscape.datasets import data_config, load_prepared, prepare_dataset
-from normscape.errors import ChecksumError, DataError, DownloadError
-from normscape.synthetic import make_cifar_archive, synthetic_images
+from normscape.data import cifar
+from normscape.data.datasets import data_config, load_prepared, prepare_dataset
+from normscape.data.synthetic import make_cifar_archive, synthetic_images
+from normscape.pipeline.errors import ChecksumError, DataError, DownloadError
 
 
 def test_reader_round_trip_matches_generator(tmp_path):

@@ -8,17 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from normscape.claims import (
-    Row,
-    bootstrap_ci,
-    evaluate_row,
-    sign_flip_p,
-    smallest_p,
-    tost_p,
-    verdict,
-    write_claims,
-)
-from normscape.runtable import curve_statistics, run_table
+from normscape.reporting.claims import Row
+from normscape.reporting.claims_evaluation import evaluate_row
+from normscape.reporting.claims_markdown import write_claims
+from normscape.reporting.claims_stats import bootstrap_ci, sign_flip_p, smallest_p, tost_p, verdict
+from normscape.reporting.run_table import curve_statistics, run_table
 
 PLATEAU = {"none": 0.76, "batch": 0.76, "layer": 0.76, "frn": 0.10, "frn_learned_eps": 0.75, "group": 0.76}
 TAU = {"none": 2.0, "batch": 0.5, "layer": 0.8, "frn": 1.0, "frn_learned_eps": 2.0, "group": 1.0}

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 from stability_runs import files, lr_variant, ramp, write_run
 
-from normscape.claims import write_claims
-from normscape.claims_stability import CRITICAL, FIRST_STEP, GRID, with_stability_statistics
-from normscape.critical_lr import critical_lrs, seed_critical_lrs, sweep_runs
-from normscape.runtable import run_table
+from normscape.reporting.claims_markdown import write_claims
+from normscape.reporting.claims_stability import CRITICAL, FIRST_STEP, GRID, with_stability_statistics
+from normscape.reporting.critical_lr import critical_lrs, seed_critical_lrs, sweep_runs
+from normscape.reporting.run_table import run_table
 
 NAN = float("nan")
 GRID_LRS = (1e-4, 1e-3, 1e-2, 1e-1)

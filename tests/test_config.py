@@ -8,8 +8,8 @@ import pytest
 import yaml
 from conftest import REPO, SCHEMA
 
-from normscape.config import enumerate_runs, experiment_runs, find_run, validate_config
-from normscape.errors import ConfigError
+from normscape.pipeline.config import enumerate_runs, experiment_runs, find_run, validate_config
+from normscape.pipeline.errors import ConfigError
 
 
 @pytest.fixture

@@ -7,11 +7,11 @@ import logging
 import numpy as np
 import pytest
 
-from normscape import imagefolder
-from normscape.cifar import CIFAR100, read_archive
-from normscape.datasets import DATASETS, data_config, load_prepared, prepare_dataset
-from normscape.errors import DataError
-from normscape.synthetic import make_cifar100_archive, make_image_folder
+from normscape.data import imagefolder
+from normscape.data.cifar import CIFAR100, read_archive
+from normscape.data.datasets import DATASETS, data_config, load_prepared, prepare_dataset
+from normscape.data.synthetic import make_cifar100_archive, make_image_folder
+from normscape.pipeline.errors import DataError
 
 
 def test_registry_names_the_three_datasets():
@@ -40,7 +40,7 @@ def test_image_folder_split_is_stratified_seeded_and_converts_modes(tmp_path, ca
     root = make_image_folder(tmp_path / "imgs", per_class=20)
     (root / "cat" / "notes.txt").write_text("not an image")
     out = tmp_path / "imagefolder.h5"
-    with caplog.at_level(logging.INFO, logger="normscape.imagefolder"):
+    with caplog.at_level(logging.INFO, logger="normscape.data.imagefolder"):
         sizes = prepare_dataset(root, out, data_config(dataset="imagefolder", image_size=24))
     assert "converted 12 image(s) to RGB" in caplog.text and "{'L': 6, 'RGBA': 6}" in caplog.text
     assert "skipped 1 non-image file(s)" in caplog.text
@@ -117,11 +117,11 @@ def picture_in_every_mode(tmp_path):
 def test_every_image_mode_reads_as_its_8_bit_reference(tmp_path, caplog):
     from PIL import Image
 
-    from normscape.imagefolder import read_images
+    from normscape.data.imagefolder import read_images
 
     reference, files = picture_in_every_mode(tmp_path)
     assert {Image.open(f).mode for f in files} >= {"I;16", "I", "F", "P", "LA", "CMYK"}
-    with caplog.at_level(logging.INFO, logger="normscape.imagefolder"):
+    with caplog.at_level(logging.INFO, logger="normscape.data.imagefolder"):
         images = read_images(files, 64)
     for path, image in zip(files, images):
         assert np.array_equal(image, reference), path.name  # 16-bit white is 255, mid-grey stays mid-grey
@@ -129,14 +129,14 @@ def test_every_image_mode_reads_as_its_8_bit_reference(tmp_path, caplog):
 
 
 def test_links_that_lead_nowhere_or_in_a_circle_are_counted(tmp_path, caplog):
-    from normscape.imagefolder import scan
-    from normscape.synthetic import make_image_folder
+    from normscape.data.imagefolder import scan
+    from normscape.data.synthetic import make_image_folder
 
     root = make_image_folder(tmp_path / "tree", per_class=3, mixed_modes=False)
     (root / "cat" / "loop.png").symlink_to(root / "cat" / "loop.png")  # a link to itself
     (root / "dog" / "gone.png").symlink_to(tmp_path / "deleted.png")
     (root / "dog" / "notes.txt").write_text("not an image")
-    with caplog.at_level(logging.INFO, logger="normscape.imagefolder"):
+    with caplog.at_level(logging.INFO, logger="normscape.data.imagefolder"):
         _, files, _ = scan(root)
     assert len(files) == 9
     assert "skipped 1 non-image file(s)" in caplog.text

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from normscape import featurestore
-from normscape.adaptive_sharpness import read_adaptive_sharpness
-from normscape.diagnostics import compute_curvature_diagnostics, smoothness_probe
-from normscape.heads import build_head
-from normscape.landscape import subset_indices
-from normscape.spectrum import hessian_spectrum, read_spectrum_h5
+from normscape.curvature.adaptive_sharpness import read_adaptive_sharpness
+from normscape.curvature.jobs import compute_curvature_diagnostics, smoothness_probe
+from normscape.curvature.spectrum import hessian_spectrum, read_spectrum_h5
+from normscape.features import store
+from normscape.landscape.run_inputs import subset_indices
+from normscape.models.heads import build_head
 
 SPECTRUM = {
     "samples": 256,
@@ -40,7 +40,7 @@ SHARPNESS = {
 def saved_head(path, norm, features_file):
     torch.manual_seed(0)
     model = build_head(norm, 1280, 16, 10)
-    x, _ = featurestore.load_split(features_file, "train")
+    x, _ = store.load_split(features_file, "train")
     model.train()
     with torch.no_grad():
         model(torch.from_numpy(x[:512]))  # BatchNorm running statistics of real inputs
@@ -49,6 +49,7 @@ def saved_head(path, norm, features_file):
     return model.eval()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("norm", ["batch", "layer"])
 def test_curvature_diagnostics_files(tmp_path, features_file, norm):
     model = saved_head(tmp_path / "model_final.pt", norm, features_file)
@@ -70,7 +71,7 @@ def test_curvature_diagnostics_files(tmp_path, features_file, norm):
     assert set(adaptive) == modes and set(adaptive["eval"]["worst"]) == {"0.01", "0.02"}
     assert set(adaptive["eval"]["average"]) == {"0.05"}
     # the same numbers as a direct call on the seeded subset of the training set
-    x, y = featurestore.load_split(features_file, "train")
+    x, y = store.load_split(features_file, "train")
     idx = subset_indices(len(x), 256, 0)
     direct = hessian_spectrum(
         model,
@@ -99,11 +100,11 @@ def test_smoothness_probe_from_config():
 def test_curvature_rule_records_provenance_and_a_diverged_run(tmp_path, features_file):
     """compute_curvature (the rule's entry): provenance in every output; a diverged run gets null numbers and
     the reason instead of a traceback."""
-    from normscape.diagnostics import compute_curvature
+    from normscape.curvature.jobs import compute_curvature
 
     saved_head(tmp_path / "model_final.pt", "batch", features_file)
     state = torch.load(tmp_path / "model_final.pt", weights_only=False)
-    state["provenance"] = {"identity": "run-abc", "features_identity": featurestore.identity(features_file)}
+    state["provenance"] = {"identity": "run-abc", "features_identity": store.identity(features_file)}
     torch.save(state, tmp_path / "model_final.pt")
     outs = [tmp_path / name for name in ("spectrum.h5", "spectrum.json", "adaptive_sharpness.json")]
     compute_curvature(tmp_path / "model_final.pt", features_file, 32, SPECTRUM, SHARPNESS, *outs)

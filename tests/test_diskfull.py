@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import run_snakemake, write_config
 
-from normscape.errors import DiskFullError
+from normscape.pipeline.errors import DiskFullError
 
 
 def mount_tmpfs(path: Path, size: str) -> Path:
@@ -33,7 +33,7 @@ def small_disk(tmp_path):
 def write_h5(path):
     import h5py
 
-    from normscape.atomic import atomic_path
+    from normscape.pipeline.atomic import atomic_path
 
     with atomic_path(path, suffix=".h5") as tmp, h5py.File(tmp, "w") as f:
         f.create_dataset("x", data=np.random.default_rng(0).random(400_000))
@@ -42,20 +42,20 @@ def write_h5(path):
 def write_pt(path):
     import torch
 
-    from normscape.atomic import atomic_path
+    from normscape.pipeline.atomic import atomic_path
 
     with atomic_path(path, suffix=".pt") as tmp:
         torch.save({"x": torch.rand(400_000)}, tmp)
 
 
 def write_json(path):
-    from normscape.atomic import write_json
+    from normscape.pipeline.atomic import write_json
 
     write_json(path, {"values": list(range(300_000))})
 
 
 def write_figure(path):
-    from normscape.plots import plt, save
+    from normscape.figures.style import plt, save
 
     fig, ax = plt.subplots(figsize=(20, 20))
     ax.imshow(np.random.default_rng(0).random((1000, 1000)))

@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import dense_hessian, trained_head
 
-from normscape.edge_of_stability import (
+from normscape.curvature.edge_of_stability import (
     PreconditionedSharpnessProbe,
     adam_preconditioner,
     preconditioned_top_eigenvalue,
@@ -18,9 +18,9 @@ from normscape.edge_of_stability import (
     summarize,
     write_preconditioned_sharpness,
 )
-from normscape.headloss import HeadLoss
-from normscape.heads import build_head
-from normscape.train import Trainer
+from normscape.curvature.head_loss import HeadLoss
+from normscape.models.heads import build_head
+from normscape.training.trainer import Trainer
 
 
 def small_data(seed: int = 0, n: int = 160, dim: int = 24):
@@ -54,6 +54,7 @@ def test_adam_preconditioner_is_what_adam_divides_by(weight_decay):
         adam_preconditioner(torch.optim.Adam([p], amsgrad=True), p, p.grad)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("norm, mode", [("none", "eval"), ("batch", "train"), ("layer", "eval")])
 def test_top_eigenvalues_match_the_dense_decomposition(norm, mode):
     model, x, y = trained_head(norm, in_features=6, hidden=5, classes=3, samples=24, batch=8, steps=30)
@@ -104,6 +105,7 @@ def test_threshold_separates_convergence_from_divergence_on_a_quadratic(beta1):
     assert stability_threshold(1e-3, 0.9) == pytest.approx(38 / 1e-3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("norm", ["batch", "none"])
 def test_probe_leaves_training_unchanged_and_measures_the_run(norm):
     data = small_data()
@@ -167,6 +169,7 @@ def test_probe_preconditioner_is_the_trainers_adam_denominator():
         torch.testing.assert_close(theta_next - theta, -1e-2 * m / (1 - 0.9**t) / precond, rtol=1e-4, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_records_survive_resume(tmp_path):
     data = small_data()
     kw = dict(norm="batch", seeds=0, epochs=2, batch_size=32, lr=1e-2, hidden=8)
@@ -230,6 +233,7 @@ def test_summarize_hand_made_trajectories():
     assert s0["probes"] == 9 and s0["max_ratio"] == pytest.approx(1.3) and s0["first_step_at_threshold"] == 40
 
 
+@pytest.mark.slow
 def test_write_read_round_trip_with_and_without_probe(tmp_path):
     data = small_data()
     x, y = data["train"][0][:64], data["train"][1][:64]

@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 import h5py
 import numpy as np
 
-from normscape.export import (
+from normscape.reporting.export import (
     markdown_tables_to_html,
     surfaces_html,
     write_landscape_vtk,
@@ -79,7 +79,7 @@ def test_interactive_html_is_self_contained(tmp_path):
 
 def test_interactive_html_fits_every_head_in_the_window(tmp_path):
     """Five heads: a grid of at most three per row, sized to the window (no fixed pixel width to overflow)."""
-    from normscape.export import surfaces_figure
+    from normscape.reporting.export import surfaces_figure
 
     alphas, betas, loss = fake_landscape(tmp_path / "l.h5")
     surfaces = {k: {"alphas": alphas, "betas": betas, "loss": loss} for k in "ABCDE"}
@@ -94,7 +94,7 @@ def test_interactive_html_fits_every_head_in_the_window(tmp_path):
 
 
 def test_preview_page_embeds_the_static_image_below_the_data_url_limit(tmp_path):
-    from normscape.export import PREVIEW_IMAGE_LIMIT, preview_html
+    from normscape.reporting.export import PREVIEW_IMAGE_LIMIT, preview_html
 
     png = tmp_path / "f.png"
     png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(1000))

@@ -122,13 +122,16 @@ def test_yaml_error_in_a_configfile_names_line_and_column_through_the_checker(tm
 
     bad = tmp_path / "mine.yaml"
     bad.write_text("training:\n  lr: 0.1\n   epochs: 3\n")
-    proc = subprocess.run([sys.executable, "-m", "normscape.config", str(bad)], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "normscape.pipeline.config", str(bad)], capture_output=True, text=True)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert f"config file {bad}, line 3, column 10: invalid YAML" in proc.stderr, proc.stderr
 
 
 def test_undefined_figure_names_the_missing_experiment(tiny_config, tmp_path):
-    out = failing(tiny_config, tmp_path, target=f"{tiny_config['results_dir']}/figures/fig10_high_lr.pdf")
+    cfg = edit(tiny_config, "experiments", {k: v for k, v in tiny_config["experiments"].items() if k != "high_lr"})
+    probed = [e for e in cfg["diagnostics"]["preconditioned_sharpness"]["experiments"] if e != "high_lr"]
+    cfg = edit(cfg, "diagnostics.preconditioned_sharpness.experiments", probed)
+    out = failing(cfg, tmp_path, target=f"{cfg['results_dir']}/figures/fig10_high_lr.pdf")
     assert "figure fig10_high_lr needs experiment 'high_lr' (add experiments.high_lr)" in out, out[-2000:]
     assert "No rule to produce" not in out and "Traceback" not in out
 
@@ -204,7 +207,7 @@ def test_every_figure_renders_when_no_run_of_an_experiment_learns(tiny_config, t
     smoothness number is 0): every figure rule still draws, exit 0, no traceback; titles state the config's lr."""
     from pathlib import Path
 
-    from normscape.plots import FIGURES
+    from normscape.figures.registry import FIGURES
 
     experiments = copy.deepcopy(EVERY_FIGURE_EXPERIMENTS)
     for exp in experiments.values():
@@ -248,7 +251,9 @@ def test_a_key_given_twice_is_rejected_with_file_line_and_column(tiny_config, tm
     else:
         bad = tmp_path / "mine.yaml"
         bad.write_text("head: {hidden: 32, hidden: 64}\n")
-        proc = subprocess.run([sys.executable, "-m", "normscape.config", str(bad)], capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, "-m", "normscape.pipeline.config", str(bad)], capture_output=True, text=True
+        )
         name, line, first = str(bad), 1, None
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "Traceback" not in out, out[-2000:]
@@ -277,7 +282,9 @@ def test_temp_files_of_an_interrupted_checkpoint_write_are_removed_when_the_run_
 
 def test_a_broken_plugin_is_one_message_before_any_job(tiny_config, tmp_path):
     broken = tmp_path / "my_norms.py"
-    broken.write_text("from normscape.norms import NormSpec, register\nregister(NormSpec('none', None, 'x', 'k'))\n")
+    broken.write_text(
+        "from normscape.models.norms import NormSpec, register\nregister(NormSpec('none', None, 'x', 'k'))\n"
+    )
     out = failing(edit(tiny_config, "plugins", [str(broken)]), tmp_path)
     assert f"plugin {broken} failed while it was imported: ValueError: norm 'none' is registered twice" in out, out
     out = failing(edit(tiny_config, "plugins", [str(tmp_path / "nope.py")]), tmp_path)

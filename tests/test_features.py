@@ -7,12 +7,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from normscape import featurestore
-from normscape.backbone import build_backbone, reference_extractor
-from normscape.datasets import data_config, prepare_dataset
-from normscape.errors import DataError, WeightsError
-from normscape.features import FeatureExtractor, extract_features, preprocess
-from normscape.synthetic import synthetic_images
+from normscape.data.datasets import data_config, prepare_dataset
+from normscape.data.synthetic import synthetic_images
+from normscape.features import store
+from normscape.features.backbones import build_backbone, reference_extractor
+from normscape.features.extract import FeatureExtractor, extract_features, preprocess
+from normscape.pipeline.errors import DataError, WeightsError
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +98,7 @@ def test_extract_features_writes_the_cache(tmp_path, synthetic_archive):
         batch_size=50,
         device="cpu",
     )
-    attrs = featurestore.read_attrs(out)
+    attrs = store.read_attrs(out)
     for key in (
         "backbone",
         "weights_id",
@@ -114,17 +114,17 @@ def test_extract_features_writes_the_cache(tmp_path, synthetic_archive):
         assert key in attrs, key
     assert attrs["input_size"] == 64 and attrs["weights_id"] == "random" and attrs["precision"] in ("fp32", "bf16")
     for split, n in (("train", 200), ("val", 60), ("test", 40)):
-        x, y = featurestore.load_split(out, split)
+        x, y = store.load_split(out, split)
         assert x.shape == (n, 1280) and x.dtype == np.float32 and y.shape == (n,)
         assert np.isfinite(x).all()
-    assert featurestore.check_attrs(out, {"input_size": 64, "backbone": "mobilenet_v2"}) == []
-    assert featurestore.check_attrs(out, {"input_size": 224}) != []
+    assert store.check_attrs(out, {"input_size": 64, "backbone": "mobilenet_v2"}) == []
+    assert store.check_attrs(out, {"input_size": 224}) != []
 
 
 def test_load_rows_equals_indexing_the_whole_split(features_file):
     """The diagnostics' subset reader (chunk by chunk, one reused buffer) returns exactly split[rows]: rows in any
     order, repeated, all in one chunk, across the partial last chunk, or none."""
-    x_all, y_all = featurestore.load_split(features_file, "train")  # 2000 rows: chunks of 1024 and 976
+    x_all, y_all = store.load_split(features_file, "train")  # 2000 rows: chunks of 1024 and 976
     rng = np.random.default_rng(3)
     for rows in (
         rng.choice(2000, 300, replace=False),  # unsorted, both chunks
@@ -133,15 +133,15 @@ def test_load_rows_equals_indexing_the_whole_split(features_file):
         np.arange(2000),
         np.array([], dtype=np.int64),
     ):
-        x, y = featurestore.load_rows(features_file, "train", rows)
+        x, y = store.load_rows(features_file, "train", rows)
         assert x.dtype == np.float32 and x.shape == (len(rows), 1280)
         np.testing.assert_array_equal(x, x_all[rows])
         np.testing.assert_array_equal(y, y_all[rows])
-    assert featurestore.split_length(features_file, "val") == 500
+    assert store.split_length(features_file, "val") == 500
     with pytest.raises(IndexError, match="outside"):
-        featurestore.load_rows(features_file, "train", np.array([2000]))
+        store.load_rows(features_file, "train", np.array([2000]))
     with pytest.raises(DataError, match="no split 'bogus'"):
-        featurestore.load_rows(features_file, "bogus", np.array([0]))
+        store.load_rows(features_file, "bogus", np.array([0]))
 
 
 def test_map_split_equals_load_split(tmp_path, features_file):
@@ -151,18 +151,18 @@ def test_map_split_equals_load_split(tmp_path, features_file):
     import h5py
 
     for split in ("train", "val", "test"):
-        x, y = featurestore.map_split(features_file, split)
-        x_ref, y_ref = featurestore.load_split(features_file, split)
+        x, y = store.map_split(features_file, split)
+        x_ref, y_ref = store.load_split(features_file, split)
         assert isinstance(x, np.memmap) and x.dtype == np.float32 and x.flags.writeable
         np.testing.assert_array_equal(x, x_ref)
         np.testing.assert_array_equal(y, y_ref)
         assert torch.equal(torch.from_numpy(x)[7], torch.from_numpy(x_ref)[7])
-    x, _ = featurestore.map_split(features_file, "train")
+    x, _ = store.map_split(features_file, "train")
     before = float(x[0, 0])
     x[0, 0] = before + 1.0  # copy-on-write: the file keeps its value
-    assert featurestore.load_split(features_file, "train")[0][0, 0] == before != x[0, 0]
+    assert store.load_split(features_file, "train")[0][0, 0] == before != x[0, 0]
 
-    x_ref, y_ref = featurestore.load_split(features_file, "val")
+    x_ref, y_ref = store.load_split(features_file, "val")
     for name, kwargs, mapped in [
         ("gzip", {"chunks": (100, 1280), "compression": "gzip"}, False),
         ("contiguous", {}, True),
@@ -174,12 +174,12 @@ def test_map_split_equals_load_split(tmp_path, features_file):
             data = x_ref.astype(kwargs.pop("dtype", np.float32))
             f.create_dataset("val/features", data=data, **kwargs)
             f.create_dataset("val/labels", data=y_ref)
-        x, y = featurestore.map_split(other, "val")
+        x, y = store.map_split(other, "val")
         assert isinstance(x, np.memmap) == mapped, name
         np.testing.assert_array_equal(x, x_ref.astype(x.dtype))
         np.testing.assert_array_equal(y, y_ref)
     with pytest.raises(DataError, match="no split 'bogus'"):
-        featurestore.map_split(features_file, "bogus")
+        store.map_split(features_file, "bogus")
     # a file cut short after its metadata: one clear error, not a traceback from the memory map
     cut = tmp_path / "cut.h5"
     with h5py.File(cut, "w") as f:
@@ -188,14 +188,14 @@ def test_map_split_equals_load_split(tmp_path, features_file):
         offset = f["val/features"].id.get_offset()
     cut.write_bytes(cut.read_bytes()[: offset + 100])
     with pytest.raises(DataError, match="Rebuild it"):
-        featurestore.map_split(cut, "val")
+        store.map_split(cut, "val")
 
 
 def test_truncated_feature_file_is_reported(tmp_path, features_file):
     bad = tmp_path / "trunc.h5"
     bad.write_bytes(features_file.read_bytes()[:4096])
     with pytest.raises(DataError, match="Rebuild it: rm "):
-        featurestore.load_split(bad, "train")
+        store.load_split(bad, "train")
 
 
 def test_missing_weights_file(tmp_path):
@@ -219,7 +219,7 @@ def test_weights_sha256_mismatch(tmp_path):
 
 
 def test_linear_probe_learns_separable_features(features_file):
-    from normscape.probe import linear_probe
+    from normscape.features.linear_probe import linear_probe
 
     result = linear_probe(str(features_file), train_samples=1000)
     assert result["train_samples"] == 1000 and result["test_acc"] > 0.9
@@ -253,22 +253,22 @@ def test_cache_check_without_torchvision_equals_resolving_the_config(tmp_path, s
         splits=("val",),
         **{key: backbone[key] for key in ("weights", "weights_sha256", "input_size", "precision", "arch")},
     )
-    assert featurestore.read_attrs(out)["backbone_request"] == featurestore.backbone_request(backbone)
-    resolved = featurestore.expected_attrs(backbone, data)
+    assert store.read_attrs(out)["backbone_request"] == store.backbone_request(backbone)
+    resolved = store.expected_attrs(backbone, data)
     assert (resolved["weights_id"], resolved["input_size"]) == ("torchvision:IMAGENET1K_V2", 224)
-    assert featurestore.expected_attrs(backbone, data, cache=out) == resolved
-    featurestore.require_compatible(out, resolved)
+    assert store.expected_attrs(backbone, data, cache=out) == resolved
+    store.require_compatible(out, resolved)
 
     script = (
-        "import json, sys; from normscape import featurestore; "
-        f"e = featurestore.expected_attrs({backbone!r}, {dict(data)!r}, cache={str(out)!r}); "
+        "import json, sys; from normscape.features import store; "
+        f"e = store.expected_attrs({backbone!r}, {dict(data)!r}, cache={str(out)!r}); "
         "print(json.dumps({'expected': e, 'torchvision': 'torchvision' in sys.modules}))"
     )
     child = json.loads(subprocess.run([sys.executable, "-c", script], capture_output=True, check=True).stdout)
     assert child == {"expected": resolved, "torchvision": False}
 
     # another request (an explicit input size) is resolved for real, and the cache does not fit it
-    other = featurestore.expected_attrs({**backbone, "input_size": 96}, data, cache=out)
-    assert other == featurestore.expected_attrs({**backbone, "input_size": 96}, data)
+    other = store.expected_attrs({**backbone, "input_size": 96}, data, cache=out)
+    assert other == store.expected_attrs({**backbone, "input_size": 96}, data)
     with pytest.raises(DataError, match="input_size: file has 224, config wants 96"):
-        featurestore.require_compatible(out, other)
+        store.require_compatible(out, other)

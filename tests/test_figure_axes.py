@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 import torch
 
-from normscape import plots, plots_gradients
-from normscape.plotaxes import colorbar_ticks, fit_limits, legend_label, round_log_ticks
+from normscape.figures import gradients, registry
+from normscape.figures.axes import colorbar_ticks, fit_limits, legend_label, round_log_ticks
 
 LN10 = math.log(10)  # a dead 10-class head's loss
 
@@ -63,7 +63,7 @@ def panel_texts(ax) -> str:
 
 
 def test_a_dead_heads_loss_stays_off_the_axis_of_the_heads_that_learn_and_is_named(high_lr_runs):
-    fig = plots.draw("fig10_high_lr", {"metrics": high_lr_runs}, SETTINGS)
+    fig = registry.draw("fig10_high_lr", {"metrics": high_lr_runs}, SETTINGS)
     acc_ax, loss_ax = fig.axes
     lo, hi = loss_ax.get_ylim()
     assert hi < LN10 and hi - lo < 1.2  # the 0.75-1.65 losses of the learning heads fill the axis
@@ -75,7 +75,7 @@ def test_a_dead_heads_loss_stays_off_the_axis_of_the_heads_that_learn_and_is_nam
 
 
 def test_curve_line_is_the_raw_mean_over_seeds_and_labels_have_one_pair_of_parentheses(high_lr_runs):
-    fig = plots.draw("fig10_high_lr", {"metrics": high_lr_runs}, SETTINGS)
+    fig = registry.draw("fig10_high_lr", {"metrics": high_lr_runs}, SETTINGS)
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
     assert labels == ["Baseline, no norm (n=2)", "BatchNorm (n=2)", "FRN (n=2)"]
     df = pd.concat(pd.read_csv(p) for p in high_lr_runs if "/batch/" in p)
@@ -87,7 +87,7 @@ def test_curve_line_is_the_raw_mean_over_seeds_and_labels_have_one_pair_of_paren
 def test_clipping_panels_share_one_y_scale_and_the_title_names_both_experiments(tmp_path):
     paths = write_runs(tmp_path, "convergence", {"none": [learning(0, 0.7, 1.4)], "batch": [learning(1, 0.8, 0.5)]})
     paths += write_runs(tmp_path, "clipping", {"none": [learning(2, 0.7, 1.3)], "batch": [learning(3, 0.8, 0.6)]})
-    fig = plots.draw(
+    fig = registry.draw(
         "fig9_clipping_val_loss",
         {"metrics": paths},
         {**SETTINGS, "conditions": {"convergence": {"lr": 0.001}, "clipping": {"lr": 0.001, "clip_grad_norm": 1.0}}},
@@ -103,7 +103,7 @@ def test_a_head_whose_curves_all_lie_off_the_shared_scale_gets_its_own_panel_ran
     barely = ([0.2] * 6, [2.3, 2.25, 2.2, 2.22, 2.18, 2.2])
     paths = write_runs(tmp_path, "convergence", {"none": [learning(0, 0.7, 0.8)], "frn": [dead()]})
     paths += write_runs(tmp_path, "clipping", {"none": [learning(2, 0.7, 0.85)], "frn": [barely]})
-    fig = plots.draw(
+    fig = registry.draw(
         "fig9_clipping_val_loss",
         {"metrics": paths},
         {**SETTINGS, "conditions": {"convergence": {"lr": 0.001}, "clipping": {"lr": 0.001, "clip_grad_norm": 1.0}}},
@@ -150,23 +150,21 @@ def hist(counts, underflow, overflow):
 
 def test_gradient_fate_says_when_a_run_died_or_diverged():
     alive = [[5, 5], [4, 6]]
-    assert plots_gradients.gradient_fate(hist(alive + [[0, 0], [0, 0]], [0, 0, 10, 10], [0] * 4)).startswith(
+    assert gradients.gradient_fate(hist(alive + [[0, 0], [0, 0]], [0, 0, 10, 10], [0] * 4)).startswith(
         "no gradient after epoch 2: the run died"
     )
-    assert plots_gradients.gradient_fate(hist([[0, 0]] * 3, [10] * 3, [0] * 3)).startswith(
-        "no gradient from epoch 1 on"
-    )
-    assert plots_gradients.gradient_fate(hist(alive + [[1, 0]], [0, 0, 0], [0, 0, 9]), 3).startswith(
+    assert gradients.gradient_fate(hist([[0, 0]] * 3, [10] * 3, [0] * 3)).startswith("no gradient from epoch 1 on")
+    assert gradients.gradient_fate(hist(alive + [[1, 0]], [0, 0, 0], [0, 0, 9]), 3).startswith(
         "run diverged in epoch 3"
     )
     # stopped early (the training loop ends a diverged run) with some non-finite gradient in its last epoch
-    assert plots_gradients.gradient_fate(hist([[5, 5]], [3], [2]), 8).startswith("run diverged in epoch 1")
-    assert plots_gradients.gradient_fate(hist(alive, [0, 0], [0, 0]), 2) == ""
+    assert gradients.gradient_fate(hist([[5, 5]], [3], [2]), 8).startswith("run diverged in epoch 1")
+    assert gradients.gradient_fate(hist(alive, [0, 0], [0, 0]), 2) == ""
 
 
 def spectrum_file(root, head: str, eigenvalues: np.ndarray) -> str:
     """The real SLQ of a diagonal Hessian with the given eigenvalues, written as the curvature rule does."""
-    from normscape.spectrum import slq, write_spectrum_h5
+    from normscape.curvature.spectrum import slq, write_spectrum_h5
 
     diag = torch.tensor(eigenvalues, dtype=torch.float64)
     nodes, weights, _ = slq(lambda v: diag * v, len(diag), steps=40, runs=3)
@@ -177,7 +175,7 @@ def spectrum_file(root, head: str, eigenvalues: np.ndarray) -> str:
 
 
 def test_hessian_density_axis_is_not_stretched_by_outlier_eigenvalues_and_names_them(tmp_path):
-    from normscape.plots_diagnostics import plot_spectrum_density
+    from normscape.figures.diagnostics import plot_spectrum_density
 
     rng = np.random.default_rng(0)
     bulk = lambda shift: np.concatenate([rng.normal(shift, 0.3, 400), rng.uniform(2, 20, 8)])  # noqa: E731
@@ -208,7 +206,7 @@ def test_batch_size_figure_states_n_and_epochs_and_fits_the_heads_that_learn(tmp
             (d / "summary.json").write_text(json.dumps({"final": {"test_acc": acc, "test_loss": loss}}))
             paths.append(str(d / "summary.json"))
     settings = {"conditions": {"batch_size": {"lr": 0.001, "epochs": 3}}}
-    fig = plots.draw("figA_batch_size", {"summaries": paths}, settings)
+    fig = registry.draw("figA_batch_size", {"summaries": paths}, settings)
     (ax,) = fig.axes
     lo, hi = ax.get_ylim()
     assert lo > 0.1 and hi - lo < 0.1  # the ~1-point differences fill the axis; the dead FRN is named
@@ -227,7 +225,7 @@ def test_a_panel_whose_every_run_diverged_says_so_and_marks_the_epoch(tmp_path):
             d / "metrics.csv", index=False
         )
         paths.append(str(d / "metrics.csv"))
-    fig = plots.draw("fig10_high_lr", {"metrics": paths}, SETTINGS)
+    fig = registry.draw("fig10_high_lr", {"metrics": paths}, SETTINGS)
     for ax in fig.axes:
         assert "every run diverged (from epoch 1" in panel_texts(ax)
         assert list(ax.get_xticks()) == [1]

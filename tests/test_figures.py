@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from conftest import config_conditions, run_snakemake, write_config
 
-from normscape import tables
+from normscape.reporting import summary_table
 
 pytestmark = pytest.mark.slow
 
@@ -80,7 +80,7 @@ def test_table_aggregates_mean_and_std_over_seeds(tmp_path):
         rows = [f"{epoch},{acc}" for epoch, acc in enumerate(curves[seed], start=1)]
         (d / "metrics.csv").write_text("epoch,val_acc\n" + "\n".join(rows) + "\n")
         metrics.append(str(d / "metrics.csv"))
-    table = tables.write_summary_table(paths, [], tmp_path / "t.csv", tmp_path / "t.md", metrics, 0.95)
+    table = summary_table.write_summary_table(paths, [], tmp_path / "t.csv", tmp_path / "t.md", metrics, 0.95)
     row = table.iloc[0]
     assert row["final_test_acc_mean"] == pytest.approx(np.mean([0.80, 0.84, 0.86]))
     assert row["final_test_acc_std"] == pytest.approx(np.std([0.80, 0.84, 0.86], ddof=1))
@@ -107,7 +107,7 @@ def test_figures_of_experiments_missing_from_the_tiny_config(tiny_workflow, tmp_
     of the tiny runs placed under those experiments' names (same files, same loaders and plot code)."""
     import shutil
 
-    from normscape.plots import render
+    from normscape.figures.registry import render
 
     _, _, results = tiny_workflow
     runs = tmp_path / "runs"
@@ -136,10 +136,10 @@ def test_figures_of_experiments_missing_from_the_tiny_config(tiny_workflow, tmp_
     for name, inputs in cases.items():
         assert all(inputs.values()), name
         if name.startswith("fig7"):  # fig7 draws the LayerNorm head, which the tiny config does not train
-            from normscape import plots
+            from normscape.figures import curves, style
 
-            fig = plots.clipping_figure(inputs["metrics"], ["batch"], {"smoothing_window": 3})
-            plots.save(fig, tmp_path / f"{name}.pdf", tmp_path / f"{name}.png")
+            fig = curves.clipping_figure(inputs["metrics"], ["batch"], {"smoothing_window": 3})
+            style.save(fig, tmp_path / f"{name}.pdf", tmp_path / f"{name}.png")
         else:
             render(name, inputs, {"smoothing_window": 3}, tmp_path / f"{name}.pdf", tmp_path / f"{name}.png")
         assert (tmp_path / f"{name}.pdf").read_bytes()[:5] == b"%PDF-", name
@@ -149,8 +149,8 @@ def test_figures_of_experiments_missing_from_the_tiny_config(tiny_workflow, tmp_
 
 # ------------------------------------------------------------------------------------------ figure content
 def figure_inputs(results, name: str) -> dict[str, list[str]]:
-    """The files the figure's own spec (normscape.plots.FIGURES) names, from the tiny run directories."""
-    from normscape.plots import FIGURES
+    """The files the figure's own spec (normscape.figures.registry.FIGURES) names, from the tiny run directories."""
+    from normscape.figures.registry import FIGURES
 
     inputs: dict[str, list[str]] = {}
     for kind, entries in FIGURES[name].inputs.items():
@@ -166,15 +166,16 @@ def data_axes(fig):
 
 
 def test_convergence_figure_draws_each_heads_mean_curve(tiny_workflow):
-    from normscape import plots
+    from normscape.figures import registry
+    from normscape.models.norms import NORM_COLOURS
 
     _, _, results = tiny_workflow
-    fig = plots.draw("fig4_convergence_accuracy", figure_inputs(results, "fig4_convergence_accuracy"), {})
+    fig = registry.draw("fig4_convergence_accuracy", figure_inputs(results, "fig4_convergence_accuracy"), {})
     axes = data_axes(fig)
     assert [ax.get_title() for ax in axes] == ["Validation accuracy", "Training accuracy"]
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
     assert legend == ["Baseline, no norm (n=1)", "BatchNorm (n=1)", "RMSNorm (n=1)"]  # rms: label from the registry
-    for head, colour in (("batch", plots.PALETTE["batch"]), ("rms", plots.PALETTE["rms"])):
+    for head, colour in (("batch", NORM_COLOURS["batch"]), ("rms", NORM_COLOURS["rms"])):
         metrics = pd.read_csv(results / "runs" / "convergence" / head / "base" / "seed0" / "metrics.csv")
         raw = [ln for ln in axes[0].lines if ln.get_color() == colour][0]  # first line: the raw mean over seeds
         np.testing.assert_allclose(raw.get_ydata(), metrics["val_acc"].to_numpy())
@@ -184,32 +185,32 @@ def test_convergence_figure_draws_each_heads_mean_curve(tiny_workflow):
 def test_landscape_figures_show_every_head_with_its_data(tiny_workflow):
     import h5py
 
-    from normscape import plots
+    from normscape.figures import registry
 
     _, _, results = tiny_workflow
     inputs = figure_inputs(results, "fig5_landscape_contour")
-    contour = plots.draw("fig5_landscape_contour", inputs, {})
+    contour = registry.draw("fig5_landscape_contour", inputs, {})
     axes = data_axes(contour)
     assert [ax.get_title() for ax in axes] == ["Baseline (no norm)", "BatchNorm", "RMSNorm"]
     assert all(ax.collections for ax in axes)  # filled contours drawn in every panel
-    one_d = plots.draw("fig_landscape_1d", inputs, {})
+    one_d = registry.draw("fig_landscape_1d", inputs, {})
     interp_ax = data_axes(one_d)[0]
     with h5py.File(results / "landscapes" / "convergence" / "rms" / "base" / "seed0" / "landscape.h5") as f:
         expected = f["interpolation/loss"][()]
     rms_line = [ln for ln in interp_ax.lines if ln.get_label() == "RMSNorm"][0]
     np.testing.assert_allclose(rms_line.get_ydata(), expected)
-    assert len(data_axes(plots.draw("fig5_landscape_surface", inputs, {}))) == 3
-    assert len(data_axes(plots.draw("fig5_trajectory_pca", inputs, {}))) == 3
+    assert len(data_axes(registry.draw("fig5_landscape_surface", inputs, {}))) == 3
+    assert len(data_axes(registry.draw("fig5_trajectory_pca", inputs, {}))) == 3
 
 
 def test_gradient_heatmaps_show_the_histogram_fractions(tiny_workflow):
     import h5py
     from matplotlib import colors
 
-    from normscape import plots, plots_gradients
+    from normscape.figures import gradients, registry
 
     _, _, results = tiny_workflow
-    fig = plots.draw("fig6_grad_hist_fc2", figure_inputs(results, "fig6_grad_hist_fc2"), {})
+    fig = registry.draw("fig6_grad_hist_fc2", figure_inputs(results, "fig6_grad_hist_fc2"), {})
     axes = data_axes(fig)
     assert [ax.get_title() for ax in axes] == ["Baseline (no norm)", "BatchNorm", "RMSNorm"]
     with h5py.File(results / "runs" / "convergence" / "batch" / "base" / "seed0" / "grads.h5") as f:
@@ -224,7 +225,7 @@ def test_gradient_heatmaps_show_the_histogram_fractions(tiny_workflow):
     # empty bins are masked and drawn in their own colour, never the colour of the smallest fractions
     masked = mesh.get_array().mask.reshape(counts.shape[0], -1)
     assert masked.any() and np.array_equal(masked, shown == 0)
-    assert mesh.get_cmap().get_bad()[:3] == pytest.approx(colors.to_rgb(plots_gradients.EMPTY_BIN_COLOUR))
+    assert mesh.get_cmap().get_bad()[:3] == pytest.approx(colors.to_rgb(gradients.EMPTY_BIN_COLOUR))
     assert mesh.get_cmap().get_bad()[:3] != pytest.approx(mesh.get_cmap()(0.0)[:3])
     # the colour scale spans the decades of the heads' data, not 1e-4 ... 1 whatever they are
     largest = max(m.get_array().max() for m in (ax.collections[0] for ax in axes))
@@ -255,7 +256,7 @@ def test_table_shows_lambda_max_lambda_min_and_saddles_and_which_checkpoint(tmp_
         record = {"top_eigenvalue": top, "min_eigenvalue": low, "saddle": saddle, "hessian_trace": 5.0}
         (land / "sharpness.json").write_text(json.dumps(record))
         sharp.append(str(land / "sharpness.json"))
-    table = tables.write_summary_table(paths, sharp, tmp_path / "t.csv", tmp_path / "t.md", metrics, 0.95)
+    table = summary_table.write_summary_table(paths, sharp, tmp_path / "t.csv", tmp_path / "t.md", metrics, 0.95)
     row = table.iloc[0]
     # lambda_max averages the largest algebraic eigenvalues (never the signed dominant one); saddles counted
     assert row["top_eigenvalue_mean"] == pytest.approx(np.mean([3.08, 0.48, 2.0]))

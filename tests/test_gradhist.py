@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from normscape.gradhist import GradHistogram, count_codes, octave_edges
+from normscape.training.grad_histograms import GradHistogram, count_codes, octave_edges
 
 
 def test_edges_are_octaves_split_evenly():

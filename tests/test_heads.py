@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from normscape.heads import NORM_NAMES, FilterResponseNorm, build_head, make_norm
+from normscape.models.heads import NORM_NAMES, FilterResponseNorm, build_head, make_norm
 
 
 def test_heads_differ_only_in_the_norm():
@@ -15,7 +15,7 @@ def test_heads_differ_only_in_the_norm():
         assert head(torch.randn(5, 1280)).shape == (5, 10)
         shapes[name] = {k: tuple(v.shape) for k, v in head.state_dict().items() if not k.startswith("norm.")}
     assert all(s == shapes["none"] for s in shapes.values())
-    with pytest.raises(ValueError, match="unknown head"):
+    with pytest.raises(ValueError, match="unknown norm"):
         build_head("weight")
 
 
@@ -59,7 +59,7 @@ def test_tlu_has_torch_maximums_values_and_derivatives():
     """ThresholdedLinearUnit equals torch.maximum: values, the gradient (larger input; half each at a tie; a NaN
     passes it to both) with tau broadcast on vectors and feature maps, and second-order terms (a Hessian-vector
     product through a loss that uses the output nonlinearly), bit for bit."""
-    from normscape.frn import ThresholdedLinearUnit
+    from normscape.models.frn import ThresholdedLinearUnit
 
     def derivatives(op, y, tau, direction):
         y, tau = y.clone().requires_grad_(), tau.clone().requires_grad_()

@@ -9,10 +9,10 @@ import torch
 from conftest import dense_hessian, trained_head
 from torch import nn
 
-from normscape.headloss import HeadLoss
-from normscape.hessdiag import SampleCouplingError, exact_trace, hessian_diagonal
-from normscape.hessian import SADDLE_FRACTION, HessianOperator, extreme_eigenvalues, hutchinson_trace
-from normscape.norms import NORMS, NormSpec, register
+from normscape.curvature.head_loss import HeadLoss
+from normscape.curvature.hessian_diagonal import SampleCouplingError, exact_trace, hessian_diagonal
+from normscape.curvature.sharpness import SADDLE_FRACTION, HessianOperator, extreme_eigenvalues, hutchinson_trace
+from normscape.models.norms import NORMS, NormSpec, register
 
 
 class ScaleNorm(nn.Module):
@@ -53,6 +53,7 @@ def dense(model, x, y) -> torch.Tensor:
     return dense_hessian(HeadLoss(model, x, y, dtype=torch.float64))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("norm", [*BUILTIN, "test_hessian_scale"])
 def test_exact_diagonal_and_trace_equal_the_dense_hessian(norm):
     model, x, y = small_head(norm)
@@ -73,6 +74,7 @@ def test_exact_diagonal_refuses_a_norm_that_mixes_samples():
         hessian_diagonal(HeadLoss(model, x, y, mode="train", batch_size=16, dtype=torch.float64))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("norm", ["none", "batch", "layer", "frn"])
 def test_lanczos_lambda_max_and_min_equal_eigh(norm):
     model, x, y = small_head(norm)
@@ -107,6 +109,7 @@ def test_an_unconverged_lanczos_says_so():
     assert not res["converged"] and res["lanczos_steps"] == 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("norm", ["layer"])
 def test_hutchinson_is_unbiased_and_its_standard_error_matches_repeated_sampling(norm):
     model, x, y = small_head(norm)

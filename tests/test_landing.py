@@ -1,4 +1,4 @@
-"""The report's landing page, generated from the summary and claims tables (normscape.landing)."""
+"""The report's landing page, generated from the summary and claims tables (normscape.reporting.landing_page)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import csv
 
 import pytest
 
-from normscape.landing import CATEGORY_GUIDE, claims_list, headline_table, how_to_read, overview_fragment
-from normscape.plots import FIGURES
+from normscape.figures.registry import FIGURES
+from normscape.reporting.landing_page import CATEGORY_GUIDE, claims_list, headline_table, how_to_read, overview_fragment
 
 
 def row(claim_id, claim, verdict, claim_verdict, n=3):

@@ -10,9 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from normscape.heads import NORM_NAMES, build_head
-from normscape.landscape import filter_normalized_direction, flatten, random_directions, trajectory_pca, unflatten
-from normscape.planeeval import PlaneEvaluator, loop_evaluate
+from normscape.landscape.plane_eval import PlaneEvaluator, loop_evaluate
+from normscape.landscape.planes import (
+    filter_normalized_direction,
+    flatten,
+    random_directions,
+    trajectory_pca,
+    unflatten,
+)
+from normscape.models.heads import NORM_NAMES, build_head
 
 
 def trained_like_head(norm: str, x: torch.Tensor) -> torch.nn.Module:
@@ -79,7 +85,7 @@ class ScaleNorm(torch.nn.Module):
 
 @pytest.fixture
 def scale_norm():
-    from normscape.norms import NORMS, NormSpec, register
+    from normscape.models.norms import NORMS, NormSpec, register
 
     register(NormSpec("test_scale", ScaleNorm, "ScaleNorm", "#000000"))
     yield "test_scale"
@@ -121,7 +127,7 @@ class NoVmapNorm(ScaleNorm):
 
 
 def test_norm_that_cannot_be_vmapped_is_evaluated_point_by_point_with_a_log_line(caplog):
-    from normscape.norms import NORMS, NormSpec, register
+    from normscape.models.norms import NORMS, NormSpec, register
 
     register(NormSpec("test_no_vmap", NoVmapNorm, "no vmap", "#000001"))
     try:
@@ -130,7 +136,7 @@ def test_norm_that_cannot_be_vmapped_is_evaluated_point_by_point_with_a_log_line
         model = build_head("test_no_vmap", in_features=32, hidden=8).eval()
         d1, d2 = random_directions(model, seed=0, ignore="none")
         alphas, betas = np.linspace(-1, 1, 3), np.linspace(-1, 1, 2)
-        with caplog.at_level(logging.INFO, logger="normscape.planeeval"):
+        with caplog.at_level(logging.INFO, logger="normscape.landscape.plane_eval"):
             loss, _ = PlaneEvaluator(model, d1, d2, points_per_chunk=4).evaluate(x, y, alphas, betas)
         assert "'test_no_vmap' cannot run under torch.vmap" in caplog.text
         np.testing.assert_allclose(loss, loop_evaluate(model, x, y, d1, d2, alphas, betas)[0], rtol=1e-5)

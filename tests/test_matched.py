@@ -10,8 +10,8 @@ import pytest
 import torch
 from conftest import dense_hessian, trained_head
 
-from normscape.headloss import HeadLoss
-from normscape.matched import curvature_at, final_train_losses, matched_epoch
+from normscape.curvature.head_loss import HeadLoss
+from normscape.curvature.matched_loss import curvature_at, final_train_losses, matched_epoch
 
 SETTINGS = {"lanczos_steps": 200, "tol": 1e-8, "hutchinson_probes": 400}
 
@@ -41,6 +41,7 @@ def test_the_level_is_the_highest_final_loss_among_runs_that_learned(tmp_path):
     assert matched_epoch([2.3, 2.3], level) is None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("norm", ["layer", "batch"])
 def test_curvature_equals_the_dense_hessian_in_training_mode(norm):
     model, x, y = trained_head(norm, 10, 6, 3, samples=48, batch=16, steps=20)

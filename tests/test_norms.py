@@ -11,22 +11,20 @@ import torch
 import yaml
 from conftest import REPO, SCHEMA
 
-from normscape.config import validate_config
-from normscape.errors import ConfigError
-from normscape.heads import build_head
-from normscape.landscape import random_directions
-from normscape.norms import NORMS
-from normscape.planeeval import PlaneEvaluator
-from normscape.plots import PALETTE
-from normscape.results import HEAD_LABELS
-from normscape.train import Trainer
-from normscape.trainjob import load_features
+from normscape.landscape.plane_eval import PlaneEvaluator
+from normscape.landscape.planes import random_directions
+from normscape.models.heads import build_head
+from normscape.models.norms import NORM_COLOURS, NORM_LABELS, NORMS
+from normscape.pipeline.config import validate_config
+from normscape.pipeline.errors import ConfigError
+from normscape.training.job import load_features
+from normscape.training.trainer import Trainer
 
 
 def test_labels_palette_and_schema_come_from_the_registry():
-    assert list(HEAD_LABELS) == list(NORMS) == list(PALETTE)
-    built_in = [name for name, spec in NORMS.items() if spec.build.__module__ == "normscape.norms"]
-    assert len({PALETTE[name] for name in built_in}) == len(built_in), "every norm needs its own colour"
+    assert list(NORM_LABELS) == list(NORMS) == list(NORM_COLOURS)
+    built_in = [name for name, spec in NORMS.items() if spec.build.__module__ == "normscape.models.norms"]
+    assert len({NORM_COLOURS[name] for name in built_in}) == len(built_in), "every norm needs its own colour"
     cfg = {"experiments": {"convergence": {"heads": list(NORMS)}}}
     validate_config(cfg, SCHEMA)  # every registered name is allowed
     with pytest.raises(ConfigError) as err:
@@ -39,12 +37,12 @@ def test_no_other_file_lists_norm_names():
     pattern = re.compile(r"frn_learned_eps|\"rms\"|'rms'")
     offenders = [
         p.relative_to(REPO).as_posix()
-        for p in [*(REPO / "src" / "normscape").glob("*.py"), *(REPO / "workflow").rglob("*.smk")]
+        for p in [*(REPO / "src" / "normscape").rglob("*.py"), *(REPO / "workflow").rglob("*.smk")]
         if p.name != "norms.py" and pattern.search(p.read_text())
     ]
     assert offenders == []
     schema = yaml.safe_load(SCHEMA.read_text())
-    assert "enum" not in schema["definitions"]["head_name"]
+    assert "enum" not in schema["definitions"]["norm_name"]
 
 
 def test_rms_is_torch_rmsnorm():
@@ -104,7 +102,7 @@ class CentredScale(torch.nn.Module):
 
 @pytest.fixture
 def user_norm():
-    from normscape.norms import NormSpec, register
+    from normscape.models.norms import NormSpec, register
 
     spec = register(NormSpec("test_centred_scale", CentredScale, "centred scale", "#000000"))
     yield spec.name
@@ -112,17 +110,17 @@ def user_norm():
 
 
 def test_a_user_registered_norm_trains_through_the_same_step_as_batch(features_file, user_norm, monkeypatch):
-    from normscape import stacked
+    from normscape.models import stacked_heads
 
     data = {k: (x[:400], y[:400]) for k, (x, y) in load_features(features_file).items()}
     steps = []
-    original = stacked.StackedHeads.forward_backward
+    original = stacked_heads.StackedHeads.forward_backward
 
     def spy(self, xb, yb, masks):
         steps.append((self.head_config["norm"], type(self.module.norm)))
         return original(self, xb, yb, masks)
 
-    monkeypatch.setattr(stacked.StackedHeads, "forward_backward", spy)
+    monkeypatch.setattr(stacked_heads.StackedHeads, "forward_backward", spy)
     trainers = {norm: Trainer(data, norm, [0, 1], 2, 64, 1e-3, hidden=16) for norm in ("batch", user_norm)}
     for tr in trainers.values():
         tr.fit()

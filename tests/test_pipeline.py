@@ -26,8 +26,8 @@ def test_tiny_workflow_produces_every_stage(tiny_workflow):
     with h5py.File(results / "features" / "features.h5") as f:
         assert f["train/features"].shape == (200, 512)  # random ResNet-18: width read from the model
         assert f["val/features"].shape == (60, 512) and f["test/features"].shape == (40, 512)
-    # every job's log ends with its usage; python -m normscape.jobstats sums them per stage
-    from normscape.jobstats import collect
+    # every job's log ends with its usage; python -m normscape.pipeline.jobstats sums them per stage
+    from normscape.pipeline.jobstats import collect
 
     stages, missing = collect(results / "logs")
     assert not missing, missing

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from conftest import run_snakemake, write_config
 
-from normscape import featurestore
-from normscape.cifar import read_archive
+from normscape.data.cifar import read_archive
+from normscape.features import store
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +41,7 @@ def test_data_and_features_stage_produce_the_cache(tiny_config, tmp_path, synthe
     arrays = read_archive(synthetic_archive)
     assert n_train == len(arrays["train"][1])
     for split in ("train", "val", "test"):
-        x, y = featurestore.load_split(target, split)
+        x, y = store.load_split(target, split)
         with h5py.File(target, "r") as f:
             idx = f[f"{split}/indices"][:]
         source = arrays["train"][1] if split == "train" else arrays["test"][1]
@@ -70,7 +70,7 @@ def test_sharded_extraction_equals_the_unsharded_file(tiny_config, tmp_path):
             # the parts are temporary: only the merged file stays
             assert not list((tmp_path / f"shards{shards}" / "features").rglob("part*.h5"))
             assert run_snakemake([str(target), "--cores", "2", "-n"], configfile=path).stdout.count("rule ") == 0
-    whole, merged = (featurestore.read_attrs(stores[s]) for s in (1, 3))
+    whole, merged = (store.read_attrs(stores[s]) for s in (1, 3))
     assert "shard" not in merged
     for attrs in (whole, merged):
         attrs.pop("created")

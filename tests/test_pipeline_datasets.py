@@ -11,8 +11,8 @@ import pytest
 import torch
 from conftest import run_snakemake, write_config
 
-from normscape import featurestore
-from normscape.synthetic import make_cifar100_archive, make_image_folder
+from normscape.data.synthetic import make_cifar100_archive, make_image_folder
+from normscape.features import store
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +27,7 @@ def small_study(tiny_config: dict, data: dict) -> dict:
 def check_study(cfg: dict, path, num_classes: int, class_names: list[str] | None = None) -> None:
     run_snakemake(["all", "--cores", "2"], configfile=path)
     results = cfg["results_dir"]
-    attrs = featurestore.read_attrs(f"{results}/features/features.h5")
+    attrs = store.read_attrs(f"{results}/features/features.h5")
     assert attrs["dataset"] == cfg["data"]["dataset"] and attrs["num_classes"] == num_classes
     assert attrs["data_checksum"].startswith("sha256:") and attrs["feature_dim"] == 512
     if class_names:
@@ -70,7 +70,7 @@ def test_sixteen_bit_images_are_rescaled_not_saturated_and_looping_links_counted
     import numpy as np
     from PIL import Image
 
-    from normscape.datasets import load_prepared
+    from normscape.data.datasets import load_prepared
 
     root = make_image_folder(tmp_path / "deep", per_class=12, mixed_modes=False)
     references = {}

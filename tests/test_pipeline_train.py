@@ -13,8 +13,8 @@ import h5py
 import pytest
 from conftest import run_snakemake, write_config
 
-from normscape.config import BASE_VARIANT, enumerate_runs, validate_config
-from normscape.jobstats import parse_usage
+from normscape.pipeline.config import BASE_VARIANT, enumerate_runs, validate_config
+from normscape.pipeline.jobstats import parse_usage
 
 pytestmark = pytest.mark.slow
 

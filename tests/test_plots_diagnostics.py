@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from normscape.adaptive_sharpness import adaptive_sharpness, write_adaptive_sharpness
-from normscape.plots_diagnostics import plot_adaptive_sharpness, plot_smoothness, plot_spectrum_density
-from normscape.smoothness import SmoothnessProbe, derived, read_smoothness_h5, write_smoothness
-from normscape.spectrum import hessian_spectrum, write_spectrum
-from normscape.train import Trainer
+from normscape.curvature.adaptive_sharpness import adaptive_sharpness, write_adaptive_sharpness
+from normscape.curvature.smoothness import SmoothnessProbe, derived, read_smoothness_h5, write_smoothness
+from normscape.curvature.spectrum import hessian_spectrum, write_spectrum
+from normscape.figures.diagnostics import plot_adaptive_sharpness, plot_smoothness, plot_spectrum_density
+from normscape.training.trainer import Trainer
 
 HEADS = ("none", "batch", "layer")
 
@@ -60,6 +60,7 @@ def measured(tmp_path_factory):
     return root, files
 
 
+@pytest.mark.slow
 def test_smoothness_figure_plots_median_over_seeds(measured):
     root, files = measured
     drawn = plot_smoothness(files["smoothness"], root / "s.pdf", root / "s.png")
@@ -71,6 +72,7 @@ def test_smoothness_figure_plots_median_over_seeds(measured):
         assert np.all(drawn[("loss_range", head)] > 0)
 
 
+@pytest.mark.slow
 def test_spectrum_figure_draws_batchnorm_in_both_modes(measured):
     root, files = measured
     drawn = plot_spectrum_density(files["spectrum"], root / "d.pdf", root / "d.png")
@@ -87,6 +89,7 @@ def test_spectrum_figure_draws_batchnorm_in_both_modes(measured):
     assert not np.allclose(drawn[("batch", "eval")], drawn[("batch", "train")])
 
 
+@pytest.mark.slow
 def test_adaptive_sharpness_figure(measured):
     root, files = measured
     drawn = plot_adaptive_sharpness(files["adaptive"], root / "a.pdf", root / "a.png")
@@ -97,8 +100,9 @@ def test_adaptive_sharpness_figure(measured):
             assert values[1] > values[0]  # the larger ball holds a higher maximum
 
 
+@pytest.mark.slow
 def test_figures_skip_the_records_of_diverged_runs(measured, tmp_path):
-    """A diverged run's curvature files hold only the reason (normscape.diagnostics.compute_curvature): the
+    """A diverged run's curvature files hold only the reason (normscape.curvature.jobs.compute_curvature): the
     figures draw the other runs, unchanged."""
     import json
 
@@ -119,6 +123,7 @@ def test_figures_skip_the_records_of_diverged_runs(measured, tmp_path):
     np.testing.assert_allclose(drawn[("none", "eval", "worst")], clean[("none", "eval", "worst")])
 
 
+@pytest.mark.slow
 def test_smoothness_panels_have_y_labels_with_units_and_the_legend_covers_no_data(measured):
     root, files = measured
     fig = plot_smoothness(files["smoothness"], None, None, title="Exp. 1 (lr 0.01)")
@@ -130,9 +135,10 @@ def test_smoothness_panels_have_y_labels_with_units_and_the_legend_covers_no_dat
     assert fig.get_suptitle().startswith("Exp. 1 (lr 0.01): smoothness")
 
 
+@pytest.mark.slow
 def test_adaptive_sharpness_axes_take_the_scale_their_values_allow(measured):
-    from normscape.plots import plt
-    from normscape.plots_diagnostics import value_axis
+    from normscape.figures.diagnostics import value_axis
+    from normscape.figures.style import plt
 
     root, files = measured
     fig = plot_adaptive_sharpness(files["adaptive"], None, None)

@@ -9,10 +9,10 @@ import pytest
 import torch
 from stability_runs import files, lr_variant, ramp, write_run
 
-from normscape import plots
-from normscape.edge_of_stability import PreconditionedSharpnessProbe, write_preconditioned_sharpness
-from normscape.plots_stability import threshold_label
-from normscape.train import Trainer
+from normscape.curvature.edge_of_stability import PreconditionedSharpnessProbe, write_preconditioned_sharpness
+from normscape.figures import registry, style
+from normscape.figures.stability import threshold_label
+from normscape.training.trainer import Trainer
 
 NAN = float("nan")
 SETTINGS = {
@@ -38,7 +38,7 @@ def test_preconditioned_sharpness_figure(tmp_path):
     write_run(tmp_path, "convergence", "frn", "base", 0, 0.8, 1e-3)  # not probed: zero records, left out
     # a third baseline seed at the high lr diverged: non-finite from its third probe on
     write_run(tmp_path, "high_lr", "none", "base", 2, NAN, 1e-2, [0.2, 0.6, NAN, NAN])
-    fig = plots.draw("fig_preconditioned_sharpness", {"preconditioned_sharpness": files(tmp_path, "*.h5")}, SETTINGS)
+    fig = registry.draw("fig_preconditioned_sharpness", {"preconditioned_sharpness": files(tmp_path, "*.h5")}, SETTINGS)
     axes = np.array(fig.axes).reshape(2, 3)  # one row per learning rate, one column per probed norm
     for row, lr in zip(axes, (1e-3, 1e-2)):
         for ax in row:
@@ -53,10 +53,11 @@ def test_preconditioned_sharpness_figure(tmp_path):
     assert "lr 0.001" in axes[0, 0].get_title() and "lr 0.01" in axes[1, 2].get_title()
     assert "BatchNorm" in axes[0, 1].get_title()
     assert threshold_label(0.9, 3800.0) == "threshold 38/η = 3,800" and threshold_label(0.5, 6.0) == "threshold 6/η = 6"
-    plots.save(fig, tmp_path / "f.pdf", tmp_path / "f.png")
+    style.save(fig, tmp_path / "f.pdf", tmp_path / "f.png")
     assert (tmp_path / "f.pdf").read_bytes()[:5] == b"%PDF-" and (tmp_path / "f.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_preconditioned_sharpness_figure_from_a_real_probe(tmp_path):
     """Records of a probe that measured a trained head (not hand-made): the figure reads the writer's file."""
     g = torch.Generator().manual_seed(0)
@@ -71,7 +72,7 @@ def test_preconditioned_sharpness_figure_from_a_real_probe(tmp_path):
         Trainer(data, norm="layer", seeds=0, epochs=1, batch_size=32, lr=lr, hidden=8, probe=probe).fit()
         run = tmp_path / "runs" / experiment / "layer" / "base" / "seed0"
         write_preconditioned_sharpness(run / "p.h5", run / "p.json", probe, {"head": "layer"})
-    fig = plots.draw("fig_preconditioned_sharpness", {"preconditioned_sharpness": files(tmp_path, "p.h5")}, SETTINGS)
+    fig = registry.draw("fig_preconditioned_sharpness", {"preconditioned_sharpness": files(tmp_path, "p.h5")}, SETTINGS)
     assert len(fig.axes) == 2
     assert thresholds(fig.axes[0]) == [pytest.approx(38000)] and thresholds(fig.axes[1]) == [pytest.approx(3800)]
     drawn = [line.get_ydata() for line in fig.axes[1].get_lines() if line.get_gid() != "threshold"]
@@ -88,7 +89,7 @@ def test_stability_map(tmp_path):
                     if head == "batch" and seed == 2 and lr == 1e-2:
                         acc = 0.70  # one seed loses it at 1e-2: over seeds 1e-3, the seeds' range 1e-3 .. 1e-2
                     write_run(tmp_path, experiment, head, lr_variant(lr), seed, acc + 0.001 * seed, lr)
-    fig = plots.draw("fig_stability_map", {"summaries": files(tmp_path, "summary.json")}, SETTINGS)
+    fig = registry.draw("fig_stability_map", {"summaries": files(tmp_path, "summary.json")}, SETTINGS)
     assert len(fig.axes) == 2  # one panel per norm
     none, batch = fig.axes
     assert none.get_xscale() == "log" and none.get_title() == "Baseline (no norm)"
@@ -112,13 +113,13 @@ def test_stability_map(tmp_path):
     assert any("batch 1024, 6 epochs" in t.get_text() for t in labels)
     assert any("batch 32, 2 epochs" in t.get_text() for t in labels)
     assert "within 2 points" in fig.get_suptitle() and math.isclose(none.get_xlim()[0], 1e-4 / 10**0.1)
-    plots.save(fig, tmp_path / "m.pdf", tmp_path / "m.png")
+    style.save(fig, tmp_path / "m.pdf", tmp_path / "m.png")
     assert (tmp_path / "m.png").stat().st_size > 10_000
 
 
 def test_registry_wires_the_figures():
-    spec = plots.FIGURES["fig_preconditioned_sharpness"]
+    spec = registry.FIGURES["fig_preconditioned_sharpness"]
     assert {e for e, _, _ in spec.inputs["preconditioned_sharpness"]} == {"convergence", "high_lr"}
-    assert "preconditioned_sharpness" in plots.INPUT_KINDS
-    stability = plots.FIGURES["fig_stability_map"].inputs["summaries"]
+    assert "preconditioned_sharpness" in registry.INPUT_KINDS
+    stability = registry.FIGURES["fig_stability_map"].inputs["summaries"]
     assert [e for e, _, _ in stability] == ["stability", "stability_large_batch"]

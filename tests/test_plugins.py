@@ -12,8 +12,8 @@ import pytest
 import torch
 from conftest import REPO, run_snakemake, write_config
 
-from normscape.errors import ConfigError, DataError
-from normscape.plugins import load_plugins
+from normscape.pipeline.errors import ConfigError, DataError
+from normscape.pipeline.plugins import load_plugins
 
 PLUGIN = REPO / "tests" / "plugins" / "norms_plugin.py"
 
@@ -33,7 +33,7 @@ def plugin_copy(tmp_path: Path, name: str, replace: tuple[str, str] | None = Non
 
 
 def test_code_digest_follows_the_norms_own_code_and_nothing_else(tmp_path):
-    from normscape.norms import code_digest
+    from normscape.models.norms import code_digest
 
     load_plugins([plugin_copy(tmp_path, "a")])
     load_plugins([plugin_copy(tmp_path, "b", ("torch.tensor(math.sqrt(features))", "torch.ones(features)"))])
@@ -57,8 +57,8 @@ def test_plugin_errors_are_one_message(tmp_path):
 
 
 def test_a_saved_model_that_no_longer_fits_its_norm_names_the_run_and_the_fix(tmp_path):
-    from normscape.heads import build_head
-    from normscape.landscape import load_head
+    from normscape.landscape.run_inputs import load_head
+    from normscape.models.heads import build_head
 
     load_plugins([plugin_copy(tmp_path, "d")])
     state = build_head("d_scale", in_features=6, hidden=4).state_dict()

@@ -25,10 +25,11 @@ import pytest
 import torch
 from conftest import run_snakemake, write_config
 
-from normscape import featurestore
-from normscape.errors import DataError
-from normscape.train import DIVERGENCE_LOSS_FACTOR, Trainer, divergence_reason
-from normscape.trainjob import train_run
+from normscape.features import store
+from normscape.pipeline.errors import DataError
+from normscape.training.evaluation import DIVERGENCE_LOSS_FACTOR, divergence_reason
+from normscape.training.job import train_run
+from normscape.training.trainer import Trainer
 
 # --------------------------------------------------------------------------------------- the property test
 # Two experiments whose names no documented figure uses (no figure jobs: the test stays cheap), one run each,
@@ -262,29 +263,29 @@ def rewrite_features(src: Path, dst: Path, **attr_changes) -> Path:
     """A copy of a feature cache with other features (scaled) and changed attributes: a rebuilt cache."""
     splits = {}
     with h5py.File(src, "r", locking=False) as f:
-        attrs = featurestore.read_attrs(src)
+        attrs = store.read_attrs(src)
         for name in ("train", "val", "test"):
             splits[name] = {k: f[name][k][()] for k in ("features", "labels", "indices")}
             splits[name]["features"] = splits[name]["features"] * 2.0
     for key in ("format_version", "identity", "split_fingerprint", "split_sizes"):
         attrs.pop(key)
-    featurestore.write_features(dst, splits, {**attrs, **attr_changes})
+    store.write_features(dst, splits, {**attrs, **attr_changes})
     return dst
 
 
 def test_feature_identity_covers_settings_and_split_content(features_file, tmp_path):
-    base = featurestore.identity(features_file)
-    assert featurestore.identity(rewrite_features(features_file, tmp_path / "a.h5")) == base  # values aside
-    assert featurestore.identity(rewrite_features(features_file, tmp_path / "b.h5", input_size=48)) != base
-    assert featurestore.identity(rewrite_features(features_file, tmp_path / "c.h5", weights_sha256="ab")) != base
+    base = store.identity(features_file)
+    assert store.identity(rewrite_features(features_file, tmp_path / "a.h5")) == base  # values aside
+    assert store.identity(rewrite_features(features_file, tmp_path / "b.h5", input_size=48)) != base
+    assert store.identity(rewrite_features(features_file, tmp_path / "c.h5", weights_sha256="ab")) != base
     splits = {}
     with h5py.File(features_file, "r", locking=False) as f:
         for name in ("train", "val", "test"):
             splits[name] = {k: f[name][k][()] for k in ("features", "labels", "indices")}
     splits["val"]["indices"] = splits["val"]["indices"][::-1].copy()  # other rows in the split: another identity
-    attrs = {k: v for k, v in featurestore.read_attrs(features_file).items() if k in featurestore.IDENTITY_ATTRS}
-    featurestore.write_features(tmp_path / "d.h5", splits, attrs)
-    assert featurestore.identity(tmp_path / "d.h5") != base
+    attrs = {k: v for k, v in store.read_attrs(features_file).items() if k in store.IDENTITY_ATTRS}
+    store.write_features(tmp_path / "d.h5", splits, attrs)
+    assert store.identity(tmp_path / "d.h5") != base
 
 
 def interrupted_run(features, run_dir: Path, monkeypatch) -> dict:
@@ -303,6 +304,7 @@ def interrupted_run(features, run_dir: Path, monkeypatch) -> dict:
     return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)
 
 
+@pytest.mark.slow
 def test_checkpoint_from_other_features_is_discarded_with_one_log_line(features_file, tmp_path, caplog, monkeypatch):
     run_dir = tmp_path / "r"
     old = interrupted_run(features_file, run_dir, monkeypatch)
@@ -311,17 +313,14 @@ def test_checkpoint_from_other_features_is_discarded_with_one_log_line(features_
         new = train_run(rebuilt, run_dir, RUN, training(), HEAD, GH)
     lines = [r.getMessage() for r in caplog.records if "checkpoint" in r.getMessage()]
     assert len(lines) == 1 and "other features" in lines[0] and "training from scratch" in lines[0], lines
-    assert (
-        new["provenance"]["features_identity"]
-        == featurestore.identity(rebuilt)
-        != old["provenance"]["features_identity"]
-    )
+    assert new["provenance"]["features_identity"] == store.identity(rebuilt) != old["provenance"]["features_identity"]
     assert new["final"] == train_run(rebuilt, tmp_path / "fresh", RUN, training(), HEAD, GH)["final"]
     state = torch.load(run_dir / "model_final.pt", weights_only=False)
     assert state["provenance"] == new["provenance"]
     assert not (run_dir / "checkpoints").exists()  # finished: no resume state left behind
 
 
+@pytest.mark.slow
 def test_same_identity_resumes_silently(features_file, tmp_path, caplog, monkeypatch):
     run_dir = tmp_path / "r"
     interrupted_run(features_file, run_dir, monkeypatch)
@@ -335,7 +334,7 @@ def test_store_built_for_another_config_is_never_used(features_file, tmp_path):
     # what expected_attrs makes of a config: resolved precision, a weights file by name (its sha256 when given)
     cfg_backbone = {"arch": "mobilenet_v2", "weights": "/w/mine.pth", "weights_sha256": "AB", "input_size": 64}
     data = {"dataset": "cifar10", "split_seed": 3, "val_size": 5, "test_size": 6}
-    assert featurestore.expected_attrs({**cfg_backbone, "precision": "auto"}, data) == {
+    assert store.expected_attrs({**cfg_backbone, "precision": "auto"}, data) == {
         "backbone": "mobilenet_v2",
         "weights_id": "file:mine.pth",
         "weights_sha256": "ab",
@@ -345,19 +344,19 @@ def test_store_built_for_another_config_is_never_used(features_file, tmp_path):
         "split_rule": "official train set; val 5 / test 6 of the official test set, seed 3",
     }
     # defaults resolved as extraction resolves them: the weights' own input size, DEFAULT's concrete weights
-    resolved = featurestore.expected_attrs(
+    resolved = store.expected_attrs(
         {"arch": "resnet18", "weights": "DEFAULT", "input_size": None, "precision": "bf16"}, data
     )
     assert (resolved["weights_id"], resolved["input_size"]) == ("torchvision:IMAGENET1K_V1", 224)
     expected = {"backbone": "synthetic", "weights_id": "synthetic", "input_size": 0, "precision": "fp32"}
     expected |= {"split_seed": 0, "split_sizes.val": 500, "split_sizes.test": 500}
-    assert featurestore.check_attrs(features_file, expected) == []
+    assert store.check_attrs(features_file, expected) == []
     with pytest.raises(DataError, match=r"input_size: file has 0, config wants 224.*Rebuild it: rm "):
         train_run(
             features_file, tmp_path / "r", RUN, training(), HEAD, GH, features_expected={**expected, "input_size": 224}
         )
     with pytest.raises(DataError, match=r"split_sizes.val: file has 500, config wants 400"):
-        featurestore.require_compatible(features_file, {**expected, "split_sizes.val": 400})
+        store.require_compatible(features_file, {**expected, "split_sizes.val": 400})
     assert not (tmp_path / "r").exists()
 
 
@@ -367,7 +366,7 @@ def test_store_without_identity_is_reported(features_file, tmp_path):
     with h5py.File(old, "a") as f:
         del f.attrs["identity"]
         f.attrs["format_version"] = 1
-    assert "Rebuild it: rm " in featurestore.check_readable(old)
+    assert "Rebuild it: rm " in store.check_readable(old)
     with pytest.raises(DataError, match="no recorded identity"):
         train_run(old, tmp_path / "r", RUN, training(), HEAD, GH)
 
@@ -394,7 +393,7 @@ LANDSCAPE = {
 
 def landscape_of(features, run_dir: Path, out_dir: Path) -> tuple[Path, Path]:
     """The landscape rule, then the sharpness rule, of one run."""
-    from normscape.landscape import compute_landscape, compute_sharpness
+    from normscape.landscape.jobs import compute_landscape, compute_sharpness
 
     out_h5, out_json = out_dir / "landscape.h5", out_dir / "sharpness.json"
     files = [run_dir / name for name in ("model_final.pt", "model_init.pt", "trajectory.pt")]
@@ -404,6 +403,7 @@ def landscape_of(features, run_dir: Path, out_dir: Path) -> tuple[Path, Path]:
     return out_h5, out_json
 
 
+@pytest.mark.slow
 def test_huge_learning_rate_diverges_and_gets_no_hessian_numbers(features_file, tmp_path):
     run_dir = tmp_path / "r"
     summary = train_run(features_file, run_dir, RUN, training(lr=1e6), HEAD, GH)
@@ -416,8 +416,9 @@ def test_huge_learning_rate_diverges_and_gets_no_hessian_numbers(features_file, 
         assert f.attrs["status"] == "diverged" and "plane" not in f
 
 
+@pytest.mark.slow
 def test_landscape_figures_render_a_diverged_run_beside_a_finite_one(features_file, tmp_path):
-    from normscape.plots import render
+    from normscape.figures.registry import render
 
     paths = []
     for head, lr in (("none", 1e-3), ("batch", 1e6)):
@@ -432,6 +433,7 @@ def test_landscape_figures_render_a_diverged_run_beside_a_finite_one(features_fi
         assert (tmp_path / f"{name}.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_landscape_refuses_a_model_trained_on_other_features(features_file, tmp_path):
     run_dir = tmp_path / "r"
     train_run(features_file, run_dir, RUN, training(epochs=1), HEAD, GH)
@@ -441,8 +443,9 @@ def test_landscape_refuses_a_model_trained_on_other_features(features_file, tmp_
     assert not (tmp_path / "landscape.h5").exists() and not (tmp_path / "sharpness.json").exists()
 
 
+@pytest.mark.slow
 def test_summary_table_refuses_sharpness_of_another_training(features_file, tmp_path):
-    from normscape.tables import write_summary_table
+    from normscape.reporting.summary_table import write_summary_table
 
     run_dir = tmp_path / "runs" / "e" / "batch" / "base" / "seed0"
     train_run(features_file, run_dir, RUN, training(epochs=1), HEAD, GH)
@@ -460,6 +463,7 @@ def test_summary_table_refuses_sharpness_of_another_training(features_file, tmp_
         write_summary_table([str(run_dir / "summary.json")], [str(sharpness)], tmp_path / "t.csv", tmp_path / "t.md")
 
 
+@pytest.mark.slow
 def test_smoothness_settings_are_part_of_the_run_identity(features_file, tmp_path, caplog, monkeypatch):
     """A probed run's identity covers the probe's settings: a checkpoint of other settings is discarded, never
     resumed; the probe's records land in smoothness.{h5,json}, and an unprobed run writes zero records."""

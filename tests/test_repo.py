@@ -8,7 +8,7 @@ import subprocess
 import yaml
 from conftest import REPO, SCHEMA
 
-from normscape.config import enumerate_runs, validate_config
+from normscape.pipeline.config import enumerate_runs, validate_config
 
 
 def quick_start_lines() -> list[str]:

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from conftest import config_conditions, run_snakemake
 
-from normscape.norms import label
+from normscape.models.norms import label
 
 sys.path.insert(0, str(Path(__file__).parent / "browser"))
 import headless_chromium  # noqa: E402
@@ -271,10 +271,10 @@ def test_zip_report_shows_the_rotatable_surface_inside(report, tmp_path):
 
 def test_a_finished_study_prints_its_overview(tiny_workflow):
     """`snakemake all` ends with the accuracy per head and experiment, each claim's verdict, and where the report
-    is (Snakefile onsuccess: normscape.overview), read from the generated tables."""
+    is (Snakefile onsuccess: normscape.reporting.overview), read from the generated tables."""
     import csv
 
-    from normscape.overview import study_overview
+    from normscape.reporting.overview import study_overview
 
     _, _, results = tiny_workflow
     text = study_overview(results)

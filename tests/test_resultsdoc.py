@@ -7,7 +7,7 @@ import re
 import pytest
 from conftest import REPO, run_snakemake
 
-from normscape.resultsdoc import check
+from normscape.reporting.results_doc import check
 
 
 def headings(text: str) -> list[str]:

@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from normscape.runtime import available_cpus, set_threads
+from normscape.pipeline.runtime import available_cpus, set_threads
 
 
 def glibc_version() -> tuple[int, ...]:
@@ -21,6 +21,7 @@ def glibc_version() -> tuple[int, ...]:
     return tuple(int(part) for part in version.split(".")[:2]) if name == "glibc" else ()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.uname().sysname == "Linux", reason="glibc allocator settings")
 def test_tuned_allocator_stops_refaulting_large_activations():
     # 160 px: the expanded activations of a batch of 16 (16 x 96 x 80 x 80 floats, 39 MB) exceed glibc's largest
@@ -67,7 +68,7 @@ def test_glibc_takes_the_job_environments_malloc_tunables():
     import subprocess
     import sys
 
-    from normscape.runtime import MALLOC_TUNABLES, TUNABLES_ENV, job_environment
+    from normscape.pipeline.runtime import MALLOC_TUNABLES, TUNABLES_ENV, job_environment
 
     plain = {k: v for k, v in os.environ.items() if k != TUNABLES_ENV}
     job = {**plain, **job_environment(plain)}
@@ -84,7 +85,7 @@ def test_glibc_takes_the_job_environments_malloc_tunables():
 
 
 def test_job_environment_keeps_what_the_user_set():
-    from normscape.runtime import JOB_ENV, MALLOC_TUNABLES, TUNABLES_ENV, job_environment
+    from normscape.pipeline.runtime import JOB_ENV, MALLOC_TUNABLES, TUNABLES_ENV, job_environment
 
     assert job_environment({}) == JOB_ENV
     assert job_environment({"OMP_WAIT_POLICY": "ACTIVE"})["OMP_WAIT_POLICY"] == "ACTIVE"
@@ -102,11 +103,11 @@ def test_a_job_started_without_the_tunables_says_so(tmp_path):
     import subprocess
     import sys
 
-    from normscape.runtime import TUNABLES_ENV, job_environment
+    from normscape.pipeline.runtime import TUNABLES_ENV, job_environment
 
     script = f"""
 import types
-from normscape.runtime import script_main
+from normscape.pipeline.runtime import script_main
 script_main(types.SimpleNamespace(log=[{str(tmp_path / "job.log")!r}], threads=1), lambda smk: None)
 """
     plain = {k: v for k, v in os.environ.items() if k != TUNABLES_ENV}
@@ -138,7 +139,7 @@ def test_threads_set_without_importing_torch_apply_once_it_is_imported():
     script = """
 import os, sys
 os.environ["OMP_NUM_THREADS"] = "7"  # e.g. inherited from the user's shell: the job's own count must win
-from normscape.runtime import set_threads
+from normscape.pipeline.runtime import set_threads
 set_threads(1)
 print("torch" in sys.modules)
 import torch
@@ -160,7 +161,7 @@ def test_a_local_run_keeps_its_cores_and_starts_jobs_with_the_job_environment(ti
     args = ["--cores", str(many), "--notemp", tiny_config["results_dir"] + "/data/cifar10.h5"]
     proc = run_snakemake(args, cwd=tmp_path, configfile=path)
     assert f"Provided cores: {many}\n" in proc.stderr
-    from normscape.jobstats import parse_usage
+    from normscape.pipeline.jobstats import parse_usage
 
     log = (tmp_path / "results" / "logs" / "prepare_data.log").read_text()
     assert parse_usage(log) is not None and "default allocator settings" not in log, log
@@ -169,7 +170,7 @@ def test_a_local_run_keeps_its_cores_and_starts_jobs_with_the_job_environment(ti
 def test_job_usage_counts_this_process_cpu_and_memory():
     import numpy as np
 
-    from normscape.runtime import format_usage, job_usage
+    from normscape.pipeline.runtime import format_usage, job_usage
 
     before = job_usage()
     block = np.ones(64 * 2**20 // 8)  # 64 MB touched: the peak RSS must cover it
@@ -180,16 +181,16 @@ def test_job_usage_counts_this_process_cpu_and_memory():
     assert total > 0 and after["user_s"] > before["user_s"]
     assert after["max_rss_mb"] >= 64 and after["sys_s"] >= 0 and after["minor_faults"] > before["minor_faults"]
     assert after["wall_s"] >= before["wall_s"] > 0  # since the process started
-    from normscape.jobstats import parse_usage
+    from normscape.pipeline.jobstats import parse_usage
 
-    assert parse_usage("x\n2026-11-26 INFO normscape.runtime: " + format_usage(after) + "\n") == {
+    assert parse_usage("x\n2026-11-26 INFO normscape.pipeline.runtime: " + format_usage(after) + "\n") == {
         key: float(value) for key, value in after.items()
     }
 
 
 def test_jobstats_sums_per_stage(tmp_path, capsys):
-    from normscape.jobstats import collect, main
-    from normscape.runtime import format_usage
+    from normscape.pipeline.jobstats import collect, main
+    from normscape.pipeline.runtime import format_usage
 
     def write(rel, **usage):
         path = tmp_path / "logs" / rel
@@ -202,7 +203,9 @@ def test_jobstats_sums_per_stage(tmp_path, capsys):
             "minor_faults": 1000,
             "major_faults": 0,
         }
-        path.write_text("2026-11-26 INFO normscape.train: epoch 1\n" + format_usage({**fields, **usage}) + "\n")
+        path.write_text(
+            "2026-11-26 INFO normscape.training.trainer: epoch 1\n" + format_usage({**fields, **usage}) + "\n"
+        )
 
     write("train/convergence/none/base/seed0.log", user_s=19.0, max_rss_mb=1100.0)
     write("train/convergence/none/base/seed1.log")
@@ -227,13 +230,13 @@ def test_a_script_job_ends_with_its_log_complete_and_the_right_status(tmp_path, 
     import subprocess
     import sys
 
-    from normscape.jobstats import parse_usage
+    from normscape.pipeline.jobstats import parse_usage
 
     log = tmp_path / "job.log"
     script = f"""
 import types
-from normscape.errors import ConfigError
-from normscape.runtime import script_main
+from normscape.pipeline.errors import ConfigError
+from normscape.pipeline.runtime import script_main
 
 def main(smk):
     with open({str(tmp_path / "out.txt")!r}, "w") as fh:

@@ -7,9 +7,9 @@ import hashlib
 import numpy as np
 import pytest
 
-from normscape import featurestore
-from normscape.errors import DataError
-from normscape.shards import merge_shards, shard_ranges, write_shard
+from normscape.features import store
+from normscape.features.merge_shards import merge_shards, shard_ranges, write_shard
+from normscape.pipeline.errors import DataError
 
 SIZES = {"train": 203, "val": 37, "test": 16}
 ATTRS = {
@@ -53,12 +53,12 @@ def digest(path) -> str:
 @pytest.mark.parametrize("count", [1, 3, 7])
 def test_merged_shards_equal_the_unsharded_file_byte_for_byte(tmp_path, count):
     data = arrays()
-    featurestore.write_features(tmp_path / "whole.h5", data, ATTRS)
+    store.write_features(tmp_path / "whole.h5", data, ATTRS)
     merge_shards(write_set(tmp_path, data, count)[::-1], tmp_path / "merged.h5")  # any order of parts
     assert digest(tmp_path / "merged.h5") == digest(tmp_path / "whole.h5")
-    assert featurestore.read_attrs(tmp_path / "merged.h5") == featurestore.read_attrs(tmp_path / "whole.h5")
+    assert store.read_attrs(tmp_path / "merged.h5") == store.read_attrs(tmp_path / "whole.h5")
     for split in SIZES:
-        x, y = featurestore.load_split(tmp_path / "merged.h5", split)
+        x, y = store.load_split(tmp_path / "merged.h5", split)
         np.testing.assert_array_equal(x, data[split]["features"])
         np.testing.assert_array_equal(y, data[split]["labels"])
 
@@ -83,7 +83,7 @@ def test_incomplete_or_mixed_shard_sets_are_refused(tmp_path):
     foreign = write_set(other, data, 3, attrs={**ATTRS, "input_size": 96})
     with pytest.raises(DataError, match="input_size"):
         merge_shards([parts[0], parts[1], foreign[2]], tmp_path / "out.h5")
-    featurestore.write_features(tmp_path / "plain.h5", data, ATTRS)
+    store.write_features(tmp_path / "plain.h5", data, ATTRS)
     with pytest.raises(DataError, match="not a feature shard"):
         merge_shards([tmp_path / "plain.h5"], tmp_path / "out.h5")
     assert not (tmp_path / "out.h5").exists()

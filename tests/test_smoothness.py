@@ -7,8 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from normscape.heads import build_head
-from normscape.smoothness import (
+from normscape.curvature.smoothness import (
     SmoothnessProbe,
     adam_update,
     derived,
@@ -17,7 +16,8 @@ from normscape.smoothness import (
     write_smoothness,
     write_smoothness_h5,
 )
-from normscape.train import Trainer
+from normscape.models.heads import build_head
+from normscape.training.trainer import Trainer
 
 
 def small_data(seed: int = 0, n: int = 160, dim: int = 24):
@@ -107,6 +107,7 @@ def test_update_direction_lands_on_the_next_parameters():
         np.testing.assert_allclose(theta + u, theta_next, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_records_survive_resume_and_file_round_trip(tmp_path):
     data = small_data()
     kw = dict(norm="batch", seeds=0, epochs=3, batch_size=32, lr=1e-2, hidden=16)
@@ -129,6 +130,7 @@ def test_records_survive_resume_and_file_round_trip(tmp_path):
     assert s["probes"] == len(a["step"]) and s["beta_median"] > 0 and s["loss_range_p90"] >= s["loss_range_median"]
 
 
+@pytest.mark.slow
 def test_float32_probe_agrees_with_float64():
     data = small_data()
     kw = dict(norm="batch", seeds=0, epochs=1, batch_size=32, lr=1e-2, hidden=16)

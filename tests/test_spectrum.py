@@ -7,9 +7,8 @@ import pytest
 import torch
 from conftest import dense_hessian, trained_head
 
-from normscape.headloss import HeadLoss
-from normscape.heads import build_head
-from normscape.spectrum import (
+from normscape.curvature.head_loss import HeadLoss
+from normscape.curvature.spectrum import (
     density_grid,
     density_moments,
     hessian_spectrum,
@@ -21,6 +20,7 @@ from normscape.spectrum import (
     spectral_density,
     write_spectrum_h5,
 )
+from normscape.models.heads import build_head
 
 
 def small_head(norm: str, seed: int = 0):
@@ -31,6 +31,7 @@ def small_head(norm: str, seed: int = 0):
 explicit = dense_hessian
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("norm", ["none", "layer", "frn_learned_eps"])
 def test_lanczos_top_k_and_moments_match_the_explicit_hessian(norm):
     model, x, y = small_head(norm)
@@ -51,6 +52,7 @@ def test_lanczos_top_k_and_moments_match_the_explicit_hessian(norm):
         assert float(np.sum(r["weights"] * r["values"] ** j)) == pytest.approx(exact, rel=1e-8)
 
 
+@pytest.mark.slow
 def test_slq_density_moments_estimate_trace_moments():
     model, x, y = small_head("layer")
     loss = HeadLoss(model, x, y)
@@ -70,6 +72,7 @@ def test_slq_density_moments_estimate_trace_moments():
     assert np.sum(dens * grid) * dx == pytest.approx(est[0], rel=1e-3, abs=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("norm", ["none", "batch", "frn_learned_eps"])
 def test_block_top_eigenvalue_and_trace(norm):
     model, x, y = small_head(norm)
@@ -86,6 +89,7 @@ def test_block_top_eigenvalue_and_trace(norm):
         assert abs(numbers["trace"] - torch.trace(hb).item()) < 4 * numbers["trace_sem"] + 1e-9
 
 
+@pytest.mark.slow
 def test_batchnorm_train_mode_is_the_mean_over_training_batches_and_differs_from_eval():
     model, x, y = small_head("batch")
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -111,6 +115,7 @@ def test_batchnorm_train_mode_is_the_mean_over_training_batches_and_differs_from
         assert torch.equal(v, before[k]), k
 
 
+@pytest.mark.slow
 def test_spectrum_file_round_trip(tmp_path):
     model, x, y = small_head("batch")
     results = {
@@ -172,6 +177,7 @@ def test_factored_hvp_equals_autodiff_through_the_whole_head(norm, mode):
     assert error(loss32.hvp(v.float())) < max(1e-5, 2 * error(loss32.hvp_autodiff(v.float())))
 
 
+@pytest.mark.slow
 def test_float32_products_give_the_float64_spectrum_to_float32_accuracy():
     model, x, y = small_head("layer")
     kw = dict(top_k=3, slq_steps=40, block_steps=20, block_probes=4)
@@ -192,8 +198,8 @@ def test_derivatives_do_not_load_torch_dynamo():
 
     script = """
 import sys, torch
-from normscape.headloss import HeadLoss
-from normscape.heads import build_head
+from normscape.curvature.head_loss import HeadLoss
+from normscape.models.heads import build_head
 model = build_head(norm="batch", in_features=12, hidden=8, num_classes=3, dropout=0.0)
 loss = HeadLoss(model, torch.randn(32, 12), torch.randint(0, 3, (32,)), mode="train", batch_size=8)
 loss.value_and_grad(loss.theta); loss.grad(loss.theta)
@@ -204,6 +210,7 @@ print("torch._dynamo" in sys.modules)
     assert out.strip() == "False"
 
 
+@pytest.mark.slow
 def test_slq_trace_standard_error_matches_repeated_sampling():
     """slq_trace_sem (sd of the per-run traces / sqrt(runs)) is the spread of slq_trace over independent seeds,
     around the exact trace; with one run it is None (no error estimate), never a fake 0."""

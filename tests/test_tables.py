@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from normscape.tables import COLUMNS, aggregate, to_markdown
+from normscape.reporting.summary_table import COLUMNS, aggregate, to_markdown
 
 
 def runs(experiment: str, head: str, variant: str, seeds: list[int], acc: list[float], plateau: list[float]):

@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from normscape.tracking import WandbTracker, log_abs_histogram, provenance, range_histogram
-from normscape.trainjob import train_run
-from normscape.wandb_reader import find_run_files, read_artifact_paths, read_config, read_history, read_run
+from normscape.training.job import train_run
+from normscape.training.wandb_payload import log_abs_histogram, provenance, range_histogram
+from normscape.training.wandb_reader import find_run_files, read_artifact_paths, read_config, read_history, read_run
+from normscape.training.wandb_tracking import WandbTracker
 
 RUN = {"experiment": "t", "head": "layer", "variant": "base", "seed": 0}
 TRAINING = {"epochs": 2, "batch_size": 128, "lr": 1e-3, "weight_decay": 0.0, "clip_grad_norm": 1.0}
@@ -187,7 +188,7 @@ def test_a_broken_wandb_never_fails_the_run(features_file, tmp_path, monkeypatch
 @pytest.mark.slow
 def test_a_group_logs_one_wandb_run_per_seed(features_file, tmp_path):
     """The seeds of one job train together: each gets its own W&B run (open side by side), with its own epochs."""
-    from normscape.trainjob import train_group
+    from normscape.training.job import train_group
 
     settings = {"mode": "offline", "project": "p", "entity": None, "log_checkpoints": False, "timeout_s": 60}
     wandb_dir = tmp_path / "wandb"
@@ -245,7 +246,7 @@ def test_the_summary_table_is_one_wandb_table_in_its_own_run(tmp_path):
 
     import pandas as pd
 
-    from normscape.tracking import log_summary_table
+    from normscape.training.wandb_tracking import log_summary_table
 
     csv = tmp_path / "summary.csv"
     pd.DataFrame(

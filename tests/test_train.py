@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from normscape import train as train_mod
-from normscape.errors import DiskFullError
-from normscape.heads import NORM_NAMES
-from normscape.train import Trainer
-from normscape.trainjob import load_features, train_group, train_run
+from normscape.models.heads import NORM_NAMES
+from normscape.pipeline.errors import DiskFullError
+from normscape.training import trainer as train_mod
+from normscape.training.job import load_features, train_group, train_run
+from normscape.training.run_records import METRIC_COLUMNS
+from normscape.training.trainer import Trainer
 
 RUN = {"experiment": "t", "head": "batch", "variant": "base", "seed": 0}
 HEAD = {"hidden": 32, "dropout": 0.1}
@@ -83,6 +84,7 @@ def test_clipping_matches_torch_clip_grad_norm_per_run(data):
         torch.testing.assert_close(ours, torch.cat([p.grad for p in params_ref]))
 
 
+@pytest.mark.slow
 def test_same_seed_same_metrics(data):
     a = Trainer(data, "batch", 3, 2, 64, 1e-3, hidden=32, dropout=0.1)
     b = Trainer(data, "batch", 3, 2, 64, 1e-3, hidden=32, dropout=0.1)
@@ -100,6 +102,7 @@ def read_metrics(path):
         return [{k: v for k, v in row.items() if k != "epoch_time_s"} for row in csv.DictReader(fh)]
 
 
+@pytest.mark.slow
 def test_resume_after_kill_equals_uninterrupted(features_file, tmp_path, monkeypatch):
     full = tmp_path / "full"
     train_run(features_file, full, RUN, training(), HEAD, GH)
@@ -125,6 +128,7 @@ def test_resume_after_kill_equals_uninterrupted(features_file, tmp_path, monkeyp
     torch.testing.assert_close(ta["flat"], tb["flat"], rtol=0, atol=0)
 
 
+@pytest.mark.slow
 def test_finished_run_keeps_no_resume_state_and_reruns_identically(features_file, tmp_path):
     run_dir = tmp_path / "r"
     first = train_run(features_file, run_dir, RUN, training(epochs=2), HEAD, GH)
@@ -137,6 +141,7 @@ def test_finished_run_keeps_no_resume_state_and_reruns_identically(features_file
     torch.testing.assert_close(torch.load(run_dir / "trajectory.pt")["flat"], trajectory, rtol=0, atol=0)
 
 
+@pytest.mark.slow
 def test_landscape_inputs_only_when_asked_for(features_file, tmp_path):
     with_t = train_run(features_file, tmp_path / "a", RUN, training(epochs=2), HEAD, GH)
     without = train_run(features_file, tmp_path / "b", RUN, training(epochs=2), HEAD, GH, landscape_inputs=False)
@@ -161,6 +166,7 @@ def kill_in_epoch(monkeypatch, epoch_to_die: int):
     return lambda: monkeypatch.setattr(Trainer, "train_epoch", original)
 
 
+@pytest.mark.slow
 def test_untracked_run_checkpoints_no_trajectory_and_a_tracked_run_does_not_resume_from_it(
     features_file, tmp_path, monkeypatch, caplog
 ):
@@ -172,7 +178,7 @@ def test_untracked_run_checkpoints_no_trajectory_and_a_tracked_run_does_not_resu
     state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)
     assert state["epoch"] == 2 and state["trajectory"] == []  # nothing a landscape could use was kept
     # the run is now read by a landscape: its checkpoint lacks epochs 0-2 of the trajectory, so it is not resumed
-    with caplog.at_level("WARNING", logger="normscape.trainjob"):
+    with caplog.at_level("WARNING", logger="normscape.training.job"):
         train_run(features_file, run_dir, RUN, training(), HEAD, GH)
     assert "no training trajectory" in caplog.text
     reference = train_run(features_file, tmp_path / "fresh", RUN, training(), HEAD, GH)
@@ -183,6 +189,7 @@ def test_untracked_run_checkpoints_no_trajectory_and_a_tracked_run_does_not_resu
     assert reference["final"]
 
 
+@pytest.mark.slow
 def test_checkpoint_of_another_config_is_not_resumed(features_file, tmp_path):
     run_dir = tmp_path / "r"
     train_run(features_file, run_dir, RUN, training(epochs=2), HEAD, GH)
@@ -190,6 +197,7 @@ def test_checkpoint_of_another_config_is_not_resumed(features_file, tmp_path):
     assert summary["epochs_completed"] == 2 and summary["training"]["lr"] == 5e-3
 
 
+@pytest.mark.slow
 def test_failed_checkpoint_write_keeps_the_previous_one(features_file, tmp_path, monkeypatch):
     run_dir = tmp_path / "r"
     original = Trainer.train_epoch
@@ -235,7 +243,7 @@ def test_outputs_follow_the_contract(features_file, tmp_path):
     assert set(summary["epochs_to_val_acc"]) == {"0.80", "0.85"}
     assert summary["provenance"]["flush_denormal"] is True  # subnormals flushed (x86/ARM CPUs support it)
     with open(run_dir / "metrics.csv") as fh:
-        assert next(csv.reader(fh)) == train_mod.METRIC_COLUMNS
+        assert next(csv.reader(fh)) == METRIC_COLUMNS
     with h5py.File(run_dir / "grads.h5") as f:
         n_steps = len(f["steps/epoch"])
         assert f["layers/fc1.weight/counts"].shape == (2, len(f["edges"]) - 1)
@@ -253,6 +261,7 @@ def test_outputs_follow_the_contract(features_file, tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_a_runs_numbers_do_not_depend_on_its_group(features_file, tmp_path):
     # Seed 1 trained alone and together with seeds 0 and 2 (dropout, clipping and BatchNorm's running statistics
     # included): every metric, histogram, gradient norm, model tensor and trajectory row is bitwise the same.
@@ -282,6 +291,7 @@ def test_a_runs_numbers_do_not_depend_on_its_group(features_file, tmp_path):
     assert torch.equal(ta["flat"], tb["flat"]) and ta["provenance"] == tb["provenance"]
 
 
+@pytest.mark.slow
 def test_an_lr_sweep_trains_together_each_run_at_its_own_lr_as_alone(features_file, tmp_path, monkeypatch):
     # The values of an lr sweep train as one stack, each run at its own lr (one optimiser block per lr, runs given
     # interleaved): every run's numbers are bitwise those of the run trained alone, also after a kill and resume;
@@ -313,6 +323,7 @@ def test_an_lr_sweep_trains_together_each_run_at_its_own_lr_as_alone(features_fi
     assert read_metrics(dirs[0] / "metrics.csv") != read_metrics(dirs[2] / "metrics.csv")
 
 
+@pytest.mark.slow
 def test_a_group_resumes_after_a_kill_with_exactly_the_uninterrupted_numbers(features_file, tmp_path, monkeypatch):
     runs = [{**RUN, "seed": seed} for seed in (0, 1)]
     full = [tmp_path / f"full{seed}" for seed in (0, 1)]
@@ -332,6 +343,7 @@ def test_a_group_resumes_after_a_kill_with_exactly_the_uninterrupted_numbers(fea
         assert not (b / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_runs_whose_checkpoints_stopped_at_different_epochs_resume_exactly(features_file, tmp_path, monkeypatch):
     # a kill between two runs' checkpoint writes leaves seed 0 after epoch 2 and seed 1 after epoch 1: they resume
     # as two groups, each to exactly the uninterrupted numbers
@@ -357,6 +369,7 @@ def test_runs_whose_checkpoints_stopped_at_different_epochs_resume_exactly(featu
         assert torch.equal(torch.load(a / "trajectory.pt")["flat"], torch.load(b / "trajectory.pt")["flat"])
 
 
+@pytest.mark.slow
 def test_a_diverged_run_stops_and_the_others_go_on(data):
     # seed 0's parameters are poisoned after epoch 1: it stops there with that state, seed 1 trains on exactly as
     # it would alone (the stack shrinks, its Adam moments move along)
@@ -382,7 +395,7 @@ def test_a_diverged_run_stops_and_the_others_go_on(data):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a CUDA GPU")
 def test_training_on_cuda_without_a_gpu_says_so(features_file, tmp_path):
-    from normscape.errors import ConfigError
+    from normscape.pipeline.errors import ConfigError
 
     with pytest.raises(ConfigError, match="training.device is cuda, but torch sees no CUDA GPU"):
         train_run(features_file, tmp_path / "r", RUN, training(device="cuda"), HEAD, GH)

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from conftest import REPO, write_config
 
-from normscape.config import enumerate_runs, validate_config
-from normscape.tracking import UNREACHABLE_MARKER, WandbTracker
-from normscape.wandb_reader import find_run_files
+from normscape.pipeline.config import enumerate_runs, validate_config
+from normscape.training.wandb_reader import find_run_files
+from normscape.training.wandb_tracking import UNREACHABLE_MARKER, WandbTracker
 
 
 @pytest.fixture

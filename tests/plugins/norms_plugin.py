@@ -11,7 +11,7 @@ import math
 import torch
 from torch import nn
 
-from normscape.norms import NormSpec, register
+from normscape.models.norms import NormSpec, register
 
 
 class ScaleNorm(nn.Module):

@@ -10,29 +10,30 @@ SRC_DIR = Path(workflow.basedir) / "src"
 sys.path.insert(0, str(SRC_DIR))
 os.environ.update(PYTHONPATH=os.pathsep.join(p for p in (str(SRC_DIR), os.environ.get("PYTHONPATH")) if p))
 
-from normscape.config import (  # noqa: E402
+from normscape.pipeline.config import (  # noqa: E402
     enumerate_runs,
     experiment_conditions,
     experiment_runs,
     find_run,
     validate_config,
 )
-from normscape import datasets, paths  # noqa: E402
-from normscape.plots import FIGURES as FIGURE_SPECS, INPUT_KINDS as FIGURE_INPUT_KINDS  # noqa: E402
-from normscape.errors import ConfigError  # noqa: E402
-from normscape.plugins import load_plugins  # noqa: E402
-from normscape.norms import code_digest  # noqa: E402
-from normscape.measures import (  # noqa: E402
+from normscape.data import datasets  # noqa: E402
+from normscape.pipeline import paths  # noqa: E402
+from normscape.figures.registry import FIGURES as FIGURE_SPECS, INPUT_KINDS as FIGURE_INPUT_KINDS  # noqa: E402
+from normscape.pipeline.errors import ConfigError  # noqa: E402
+from normscape.pipeline.plugins import load_plugins  # noqa: E402
+from normscape.models.norms import code_digest  # noqa: E402
+from normscape.pipeline.measures import (  # noqa: E402
     MEASURES,
     curvature_enabled,
     location_of,
     measured_experiments,
     training_probes,
 )
-from normscape.runtime import job_environment  # noqa: E402
+from normscape.pipeline.runtime import job_environment  # noqa: E402
 
 # Every job inherits these (OpenMP's and glibc's settings must be in place when a job's process starts); a value
-# already set wins (normscape.runtime.job_environment).
+# already set wins (normscape.pipeline.runtime.job_environment).
 os.environ.update(job_environment())
 
 try:
@@ -62,8 +63,8 @@ def canonical(obj):
 
 def check_cached_files(files):
     """Exit with one message when a cached HDF5 file exists but is corrupt ({description: path})."""
-    from normscape.featurestore import check_readable
-    from normscape.integrity import check_hdf5
+    from normscape.features.store import check_readable
+    from normscape.pipeline.integrity import check_hdf5
 
     for what, path in files.items():
         problem = check_readable(path) if what == "feature file" else check_hdf5(path, what)
@@ -75,7 +76,7 @@ def all_targets():
     return [path for stage in STAGE_TARGETS.values() for path in stage]
 
 
-# The run-path layout (normscape/paths.py) as wildcard patterns and as one run's directory.
+# The run-path layout (normscape/pipeline/paths.py) as wildcard patterns and as one run's directory.
 RUN_DIR = paths.run_dir(RESULTS, paths.RUN_LAYOUT)
 LANDSCAPE_DIR = paths.landscape_dir(RESULTS, paths.RUN_LAYOUT)
 # Scheduling priority of the runs a landscape reads and of every job on their landscape directory: they train
@@ -86,7 +87,7 @@ LANDSCAPE_PRIORITY = 1
 
 
 def run_dir(run):
-    """Directory of one training run (a normscape.config.RunSpec)."""
+    """Directory of one training run (a normscape.pipeline.config.RunSpec)."""
     return paths.run_dir(RESULTS, run.run_id)
 
 
@@ -107,7 +108,7 @@ def run_identity(experiment, head, variant, seed):
     return {"experiment": run.experiment, "head": run.head, "seed": run.seed, "variant": run.variant}
 
 
-# ---- diagnostics (normscape/measures.py: which rule writes which measure file, for which runs)
+# ---- diagnostics (normscape/pipeline/measures.py: which rule writes which measure file, for which runs)
 def probe_settings(experiment):
     """Each training probe's config slice for runs of ``experiment`` (None: not probed by it), by name."""
     return {
@@ -121,7 +122,7 @@ def probe_settings(experiment):
 
 
 def landscape_stage_files():
-    """landscape.h5 and every enabled measure of the landscape directory (normscape/measures.py)."""
+    """landscape.h5 and every enabled measure of the landscape directory (normscape/pipeline/measures.py)."""
     names = ["landscape.h5"] + [
         name
         for measure in MEASURES.values()
@@ -132,7 +133,7 @@ def landscape_stage_files():
 
 
 def claims_measure_files():
-    """Every enabled measure's summary file by measure name (normscape/measures.py), for the claims' run table."""
+    """Every enabled measure's summary file by measure name (normscape/pipeline/measures.py), for the claims' run table."""
     return {
         name: run_files_of(measure.file)
         for name, measure in MEASURES.items()
@@ -212,7 +213,7 @@ def backbone_weights_file():
     return weights
 
 
-# ---- figures: each figure's spec (inputs, head subsets, category) lives with its drawing (normscape/plots.py)
+# ---- figures: each figure's spec (inputs, head subsets, category) lives with its drawing (normscape/figures/registry.py)
 def run_files(experiment, filename, heads=None):
     """The files ``filename`` of every run of ``experiment`` (optionally only some heads)."""
     runs = [r for r in experiment_runs(config, experiment) if heads is None or r.head in heads]

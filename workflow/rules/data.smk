@@ -1,4 +1,4 @@
-# Data stage: the configured dataset (normscape/datasets.py: cifar10, cifar100, imagefolder) -> verified, read
+# Data stage: the configured dataset (normscape/data/datasets.py: cifar10, cifar100, imagefolder) -> verified, read
 # with our own readers, split train / val / test -> results/data/<dataset>.h5
 
 

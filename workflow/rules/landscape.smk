@@ -53,7 +53,7 @@ rule sharpness:
         "../scripts/sharpness.py"
 
 
-# Curvature diagnostics (normscape.diagnostics): Hessian spectrum and adaptive sharpness of the final head, in eval
+# Curvature diagnostics (normscape.curvature.jobs): Hessian spectrum and adaptive sharpness of the final head, in eval
 # mode and, for BatchNorm, in train mode (batch statistics at the run's batch size). Params: only the
 # diagnostics.spectrum / adaptive_sharpness slices, the run's batch size and the subset seed, so editing them
 # reruns only these jobs (and what reads them).
@@ -85,7 +85,7 @@ rule curvature:
         "../scripts/curvature.py"
 
 
-# Curvature at matched training loss (normscape.matched): each landscape run's lambda_max, lambda_min and trace
+# Curvature at matched training loss (normscape.curvature.matched_loss): each landscape run's lambda_max, lambda_min and trace
 # where its training loss first reaches the highest final training loss among the experiment's learning runs,
 # beside its final point. Its inputs are every run of the experiment (the level depends on all of them).
 

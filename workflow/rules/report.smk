@@ -128,7 +128,7 @@ STAGE_TARGETS["report"] = (
 )
 
 
-# docs/results.md (normscape.resultsdoc): the finished study's tables with the inputs they were computed from and
+# docs/results.md (normscape.reporting.results_doc): the finished study's tables with the inputs they were computed from and
 # the command that reproduces them. Not part of `all`: it writes into docs/ of the working directory, on request.
 
 

@@ -1,5 +1,5 @@
 # Training stage: one job per (experiment, head, swept value) from the cached features, training all of that
-# condition's seeds together as one batched model (normscape/train.py); its outputs are every seed's files. The
+# condition's seeds together as one batched model (normscape/training/trainer.py); its outputs are every seed's files. The
 # values of an lr sweep train together too (one job per (experiment, head), each run at its own lr): they share
 # the batch shape and step count, which a batch-size or epochs sweep does not.
 # Each job's params hold only its own slice of the config, so editing one experiment reruns only its jobs.
@@ -65,8 +65,8 @@ def job_trainings(experiment, wildcards):
 
 # No `benchmark:` on the rules with many jobs (train, landscape, sharpness, curvature): Snakemake samples a
 # benchmarked job's memory every 0.5 s for its first 15 s by reading /proc/<pid>/smaps, ~14 ms of kernel time per
-# sample with torch loaded. Every job's log ends with its exact usage instead (normscape.runtime.job_usage;
-# python -m normscape.jobstats results/logs sums it per stage); the long extraction jobs keep their benchmark TSV.
+# sample with torch loaded. Every job's log ends with its exact usage instead (normscape.pipeline.runtime.job_usage;
+# python -m normscape.pipeline.jobstats results/logs sums it per stage); the long extraction jobs keep their benchmark TSV.
 for EXPERIMENT in config["experiments"]:
     LANDSCAPE_READS = EXPERIMENT in config["landscape"]["experiments"]
     FILES = {**TRAIN_FILES, **(LANDSCAPE_INPUT_FILES if LANDSCAPE_READS else {})}

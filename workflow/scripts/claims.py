@@ -1,7 +1,7 @@
 """The claims table: every claim of the study with its statistic, per-seed values, CI and verdict (rule claims)."""
 
-from normscape.claims import write_claims
-from normscape.runtime import script_main
+from normscape.pipeline.runtime import script_main
+from normscape.reporting.claims_markdown import write_claims
 
 
 def main(smk):

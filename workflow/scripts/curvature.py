@@ -1,7 +1,7 @@
 """Hessian spectrum and adaptive sharpness of one trained run, eval and (BatchNorm) train mode (rule curvature)."""
 
-from normscape.diagnostics import compute_curvature
-from normscape.runtime import script_main
+from normscape.curvature.jobs import compute_curvature
+from normscape.pipeline.runtime import script_main
 
 
 def main(smk):
@@ -19,4 +19,4 @@ def main(smk):
     )
 
 
-script_main(snakemake, main, torch_job=True)  # noqa: F821  (subnormals flushed: normscape.runtime)
+script_main(snakemake, main, torch_job=True)  # noqa: F821  (subnormals flushed: normscape.pipeline.runtime)

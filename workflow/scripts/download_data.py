@@ -1,7 +1,7 @@
 """Download the dataset's official archive and verify its checksum (rule download_data)."""
 
-from normscape.cifar import download
-from normscape.runtime import script_main
+from normscape.data.cifar import download
+from normscape.pipeline.runtime import script_main
 
 
 def main(smk):

@@ -1,8 +1,8 @@
 """Download torchvision's weights of backbone.arch once (rule download_weights)."""
 
-from normscape.backbone import torchvision_weights_url
-from normscape.cifar import download
-from normscape.runtime import script_main
+from normscape.data.cifar import download
+from normscape.features.backbones import torchvision_weights_url
+from normscape.pipeline.runtime import script_main
 
 
 def main(smk):

@@ -1,7 +1,7 @@
 """Extract frozen-backbone features of every split into one HDF5 file, or one shard of it (rule extract_features)."""
 
-from normscape.features import extract_features
-from normscape.runtime import script_main
+from normscape.features.extract import extract_features
+from normscape.pipeline.runtime import script_main
 
 
 def main(smk):
@@ -21,4 +21,4 @@ def main(smk):
     )
 
 
-script_main(snakemake, main, torch_job=True)  # noqa: F821  (subnormals flushed: normscape.runtime)
+script_main(snakemake, main, torch_job=True)  # noqa: F821  (subnormals flushed: normscape.pipeline.runtime)

@@ -2,8 +2,9 @@
 
 import logging
 
-from normscape.plots import INPUT_KINDS, draw, save
-from normscape.runtime import script_main
+from normscape.figures.registry import INPUT_KINDS, draw
+from normscape.figures.style import save
+from normscape.pipeline.runtime import script_main
 
 
 def main(smk):

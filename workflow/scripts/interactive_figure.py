@@ -1,8 +1,8 @@
 """A 3D figure as one self-contained, rotatable HTML file, and a light page with its static image for a
 single-file report (rules interactive_*)."""
 
-from normscape.export import write_landscape_surfaces_html
-from normscape.runtime import script_main
+from normscape.pipeline.runtime import script_main
+from normscape.reporting.export import write_landscape_surfaces_html
 
 
 def main(smk):

@@ -1,7 +1,7 @@
 """Loss landscapes of one trained run (rule landscape)."""
 
-from normscape.landscape import compute_landscape
-from normscape.runtime import script_main
+from normscape.landscape.jobs import compute_landscape
+from normscape.pipeline.runtime import script_main
 
 
 def main(smk):
@@ -15,4 +15,4 @@ def main(smk):
     )
 
 
-script_main(snakemake, main, torch_job=True)  # noqa: F821  (subnormals flushed: normscape.runtime)
+script_main(snakemake, main, torch_job=True)  # noqa: F821  (subnormals flushed: normscape.pipeline.runtime)

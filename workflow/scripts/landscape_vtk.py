@@ -1,7 +1,7 @@
 """Every surface of one landscape as VTK XML for ParaView (rule landscape_vtk)."""
 
-from normscape.export import write_landscape_vtk
-from normscape.runtime import script_main
+from normscape.pipeline.runtime import script_main
+from normscape.reporting.export import write_landscape_vtk
 
 
 def main(smk):

@@ -1,7 +1,7 @@
 """Curvature of one run at the experiment's common training-loss level and at its final point (rule matched)."""
 
-from normscape.matched import compute_matched
-from normscape.runtime import script_main
+from normscape.curvature.matched_loss import compute_matched
+from normscape.pipeline.runtime import script_main
 
 
 def main(smk):
@@ -16,4 +16,4 @@ def main(smk):
     )
 
 
-script_main(snakemake, main, torch_job=True)  # noqa: F821  (subnormals flushed: normscape.runtime)
+script_main(snakemake, main, torch_job=True)  # noqa: F821  (subnormals flushed: normscape.pipeline.runtime)

@@ -1,7 +1,7 @@
 """Join the feature shards into the one feature store the unsharded extraction writes (rule merge_features)."""
 
-from normscape.runtime import script_main
-from normscape.shards import merge_shards
+from normscape.features.merge_shards import merge_shards
+from normscape.pipeline.runtime import script_main
 
 
 def main(smk):

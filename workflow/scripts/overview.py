@@ -1,7 +1,7 @@
 """The report's landing page, generated from the summary and claims tables (rule overview)."""
 
-from normscape.landing import write_overview
-from normscape.runtime import script_main
+from normscape.pipeline.runtime import script_main
+from normscape.reporting.landing_page import write_overview
 
 
 def main(smk):

@@ -1,7 +1,7 @@
 """Read, check and split the configured dataset into the prepared HDF5 file (rule prepare_data)."""
 
-from normscape.datasets import prepare_dataset
-from normscape.runtime import script_main
+from normscape.data.datasets import prepare_dataset
+from normscape.pipeline.runtime import script_main
 
 
 def main(smk):

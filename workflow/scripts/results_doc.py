@@ -2,8 +2,8 @@
 
 from importlib.metadata import version
 
-from normscape.resultsdoc import write
-from normscape.runtime import script_main
+from normscape.pipeline.runtime import script_main
+from normscape.reporting.results_doc import write
 
 
 def main(smk):

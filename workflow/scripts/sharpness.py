@@ -1,7 +1,7 @@
 """Sharpness numbers of one trained run: Hessian eigenvalue, trace, loss increase at radius (rule sharpness)."""
 
-from normscape.landscape import compute_sharpness
-from normscape.runtime import script_main
+from normscape.landscape.jobs import compute_sharpness
+from normscape.pipeline.runtime import script_main
 
 
 def main(smk):
@@ -10,4 +10,4 @@ def main(smk):
     )
 
 
-script_main(snakemake, main, torch_job=True)  # noqa: F821  (subnormals flushed: normscape.runtime)
+script_main(snakemake, main, torch_job=True)  # noqa: F821  (subnormals flushed: normscape.pipeline.runtime)

@@ -1,8 +1,8 @@
 """The summary table of every run: CSV + Markdown, and as a wandb.Table in one W&B run (rule summary_table)."""
 
-from normscape.runtime import script_main
-from normscape.tables import write_summary_table
-from normscape.tracking import log_summary_table
+from normscape.pipeline.runtime import script_main
+from normscape.reporting.summary_table import write_summary_table
+from normscape.training.wandb_tracking import log_summary_table
 
 
 def main(smk):

@@ -1,7 +1,7 @@
 """A Markdown table as a standalone HTML table, shown inline in the Snakemake report (rules table_html_*)."""
 
-from normscape.export import write_table_html
-from normscape.runtime import script_main
+from normscape.pipeline.runtime import script_main
+from normscape.reporting.export import write_table_html
 
 
 def main(smk):

@@ -3,14 +3,15 @@ lr sweep (rules train_<experiment>)."""
 
 from pathlib import Path
 
-from normscape.featurestore import expected_attrs
-from normscape.paths import run_id
-from normscape.runtime import script_main
-from normscape.tracking import WandbTracker, provenance
+from normscape.features.store import expected_attrs
+from normscape.pipeline.paths import run_id
+from normscape.pipeline.runtime import script_main
+from normscape.training.wandb_payload import provenance
+from normscape.training.wandb_tracking import WandbTracker
 
 
 def main(smk):
-    from normscape.trainjob import train_group  # imports torch: only jobs that train pay for it
+    from normscape.training.job import train_group  # imports torch: only jobs that train pay for it
 
     p = smk.params
     runs = [dict(run) for run in p.runs]
@@ -44,4 +45,4 @@ def main(smk):
     )
 
 
-script_main(snakemake, main, torch_job=True)  # noqa: F821  (subnormals flushed: normscape.runtime)
+script_main(snakemake, main, torch_job=True)  # noqa: F821  (subnormals flushed: normscape.pipeline.runtime)

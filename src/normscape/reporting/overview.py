@@ -1,0 +1,56 @@
+"""What a finished `snakemake all` prints last: the study in a few lines, read from its generated tables.
+
+Final test accuracy (mean ± std over seeds) per head and experiment, each claim with its verdict, and where the
+full tables and the report are. Read from ``tables/summary.csv`` and ``tables/claims.csv`` (never computed
+here), and only when they exist: a run that targeted one figure prints nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+from normscape.models.norms import label
+
+
+def _rows(path: Path) -> list[dict]:
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _accuracy(row: dict) -> str:
+    mean, std = row.get("final_test_acc_mean") or "", row.get("final_test_acc_std") or ""
+    if not mean or math.isnan(float(mean)):
+        return "diverged" if row.get("diverged", "").split("/")[0] not in ("", "0") else "-"
+    spread = f" ± {100 * float(std):.1f}" if std and not math.isnan(float(std)) else ""
+    return f"{100 * float(mean):.1f}{spread} %"
+
+
+def study_overview(results_dir: str | Path) -> str | None:
+    """The lines to print, or None when the study's tables are not there."""
+    tables = Path(results_dir) / "tables"
+    summary, claims = tables / "summary.csv", tables / "claims.csv"
+    if not summary.is_file():
+        return None
+    rows = [r for r in _rows(summary) if r.get("variant") == "base"]
+    experiments = list(dict.fromkeys(r["experiment"] for r in rows))
+    heads = list(dict.fromkeys(r["head"] for r in rows))
+    cells = {(r["head"], r["experiment"]): _accuracy(r) for r in rows}
+    width = max([len(label(h)) for h in heads] + [4])
+    columns = [max(len(e), *(len(cells.get((h, e), "")) for h in heads)) for e in experiments]
+    lines = ["", "normscape: final test accuracy (mean ± std over seeds)"]
+    lines.append("  " + "head".ljust(width) + "  " + "  ".join(e.ljust(w) for e, w in zip(experiments, columns)))
+    for head in heads:
+        values = "  ".join(cells.get((head, e), "").ljust(w) for e, w in zip(experiments, columns))
+        lines.append("  " + label(head).ljust(width) + "  " + values)
+    if claims.is_file():
+        lines += ["", "claims (verdicts and statistics: tables/claims.md):"]
+        verdicts = {c.get("claim_id", c["claim"]): c for c in _rows(claims)}  # a claim's rows share its verdict
+        lines += [f"  - {c['claim']}: {c.get('claim_verdict') or c['verdict']}" for c in verdicts.values()]
+    lines += [
+        "",
+        f"tables: {tables}/summary.md, {tables}/claims.md; figures: {Path(results_dir) / 'figures'}/",
+        f"report: snakemake --report {Path(results_dir) / 'report.html'}  (one self-contained HTML file)",
+    ]
+    return "\n".join(lines)
