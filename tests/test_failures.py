@@ -197,6 +197,8 @@ EVERY_FIGURE_EXPERIMENTS = {
     "high_lr": {"heads": ["none"]},
     "lr_sweep": {"heads": ["none"], "sweep": {"lr": [1.0, 10.0]}},  # times the case's lr
     "batch_size": {"heads": ["batch"], "sweep": {"batch_size": [8, 16]}},
+    "stability": {"heads": ["none"], "sweep": {"lr": [1.0, 10.0]}},
+    "stability_large_batch": {"heads": ["none"], "batch_size": 64, "sweep": {"lr": [1.0, 10.0]}},
 }
 
 
