@@ -145,3 +145,14 @@ def config_run_ids(cfg: dict) -> list[str]:
 def config_conditions(cfg: dict) -> int:
     """The (experiment, norm, swept value) conditions of a config: one summary-table row each."""
     return len({run_id.rsplit("/", 1)[0] for run_id in config_run_ids(cfg)})
+
+
+def small_data(seed: int = 0, n: int = 160, dim: int = 24) -> dict:
+    """Train/val/test splits of rectified Gaussian clusters, one per class of 10: the probes' trainings share it."""
+    g = torch.Generator().manual_seed(seed)
+    centers = torch.randn(10, dim, generator=g)
+    split = {}
+    for name, size in (("train", n), ("val", 40), ("test", 40)):
+        y = torch.randint(0, 10, (size,), generator=g)
+        split[name] = ((centers[y] + torch.randn(size, dim, generator=g)).relu(), y)
+    return split

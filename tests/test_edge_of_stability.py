@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import dense_hessian, trained_head
+from conftest import dense_hessian, small_data, trained_head
 
 from normscape.curvature.edge_of_stability import (
     PreconditionedSharpnessProbe,
@@ -21,16 +21,6 @@ from normscape.curvature.edge_of_stability import (
 from normscape.curvature.head_loss import HeadLoss
 from normscape.models.heads import build_head
 from normscape.training.trainer import Trainer
-
-
-def small_data(seed: int = 0, n: int = 160, dim: int = 24):
-    g = torch.Generator().manual_seed(seed)
-    centers = torch.randn(10, dim, generator=g)
-    split = {}
-    for name, size in (("train", n), ("val", 40), ("test", 40)):
-        y = torch.randint(0, 10, (size,), generator=g)
-        split[name] = ((centers[y] + torch.randn(size, dim, generator=g)).relu(), y)
-    return split
 
 
 def dense_top(loss: HeadLoss, precond: torch.Tensor) -> float:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import small_data
 
 from normscape.curvature.smoothness import (
     SmoothnessProbe,
@@ -18,16 +19,6 @@ from normscape.curvature.smoothness import (
 )
 from normscape.models.heads import build_head
 from normscape.training.trainer import Trainer
-
-
-def small_data(seed: int = 0, n: int = 160, dim: int = 24):
-    g = torch.Generator().manual_seed(seed)
-    centers = torch.randn(10, dim, generator=g)
-    split = {}
-    for name, size in (("train", n), ("val", 40), ("test", 40)):
-        y = torch.randint(0, 10, (size,), generator=g)
-        split[name] = ((centers[y] + torch.randn(size, dim, generator=g)).relu(), y)
-    return split
 
 
 @pytest.mark.parametrize("weight_decay", [0.0, 0.01])

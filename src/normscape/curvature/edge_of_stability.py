@@ -213,7 +213,7 @@ def summarize(arrays: dict[str, np.ndarray], threshold: float | None = None, sec
 
     The probe at step 0 is recorded but not summarised: before the first step v_hat = g^2, so P = |g| + eps and
     Adam's first update is lr * sign(g) whatever the curvature; P^-1 H is then huge along every small-gradient
-    coordinate (ratios of 10-100 on the real study), a number about the initialisation, not about stability.
+    coordinate: a number about the initialisation, not about stability.
     """
     recorded = int(len(arrays["step"]))
     arrays = {k: v[arrays["step"] > 0] for k, v in arrays.items()}
