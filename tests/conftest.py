@@ -137,7 +137,7 @@ def config_run_ids(cfg: dict) -> list[str]:
     """Every run of a config (its experiments x norms x swept values x seeds), as sorted run ids."""
     import copy
 
-    from normscape.config import enumerate_runs, validate_config
+    from normscape.pipeline.config import enumerate_runs, validate_config
 
     return sorted(run.run_id for run in enumerate_runs(validate_config(copy.deepcopy(cfg))))
 
