@@ -32,8 +32,8 @@ BATCH_STYLES = ({"color": "tab:blue", "ls": "-", "marker": "o"}, {"color": "tab:
 
 def _records_by_panel(paths: list) -> dict[tuple[str, str], list[dict]]:
     """(experiment, head) -> the records of each probed run (runs without probes, zero records, left out). The
-    probe at step 0 is left out, as from the summaries (normscape.curvature.edge_of_stability.summarize: before the first
-    step P = |g|, a number about the initialisation that would set the axis range)."""
+    probe at step 0 is left out, as from the summaries (normscape.curvature.edge_of_stability.summarize: before
+    the first step P = |g|, a number about the initialisation that would set the axis range)."""
     out = defaultdict(list)
     for path in sorted(paths, key=lambda p: run_key(p)["seed"]):
         record = read_preconditioned_sharpness_h5(path)
