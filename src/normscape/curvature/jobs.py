@@ -64,32 +64,43 @@ def preconditioned_sharpness_probe(settings: dict, train: tuple, training: dict)
     )
 
 
+def _write_smoothness(paths: tuple, probe, attrs: dict) -> None:
+    from normscape.curvature.smoothness import write_smoothness
+
+    write_smoothness(*paths, probe if probe is not None else SmoothnessProbe(), attrs)
+
+
+def _write_preconditioned_sharpness(paths: tuple, probe, attrs: dict) -> None:
+    from normscape.curvature.edge_of_stability import write_preconditioned_sharpness
+
+    write_preconditioned_sharpness(*paths, probe, attrs)
+
+
+# The probes a train job carries, by measure name (the measures of rule "train" in normscape.pipeline.measures):
+# how one is built for a run (its config slice, the training split, the run's training settings) and how its
+# (h5, json) records are written (zero records, ``probed`` false, for a run without it).
+TRAINING_PROBES = {
+    "smoothness": (lambda settings, train, training: smoothness_probe(settings), _write_smoothness),
+    "preconditioned_sharpness": (preconditioned_sharpness_probe, _write_preconditioned_sharpness),
+}
+
+
+def _training_probe(name: str) -> tuple:
+    if name not in TRAINING_PROBES:
+        raise ValueError(f"unknown training probe {name!r}; known: {sorted(TRAINING_PROBES)}")
+    return TRAINING_PROBES[name]
+
+
 def training_probes(settings: dict[str, dict], train: tuple, training: dict) -> ProbeSet | None:
     """The probes of one run, by measure name, from their config slices (None when none is enabled)."""
-    builders = {
-        "smoothness": lambda s: smoothness_probe(s),
-        "preconditioned_sharpness": lambda s: preconditioned_sharpness_probe(s, train, training),
-    }
-    unknown = set(settings) - set(builders)
-    if unknown:
-        raise ValueError(f"unknown training probes {sorted(unknown)}; known: {sorted(builders)}")
-    probes = {name: builders[name](s) for name, s in settings.items()}
+    probes = {name: _training_probe(name)[0](s, train, training) for name, s in settings.items()}
     probes = {name: probe for name, probe in probes.items() if probe is not None}
     return ProbeSet(probes) if probes else None
 
 
 def write_probe_records(name: str, paths: tuple, probe, attrs: dict) -> None:
     """One probe's (h5, json) records of a run (zero records, ``probed`` false, for a run without it)."""
-    if name == "smoothness":
-        from normscape.curvature.smoothness import write_smoothness
-
-        write_smoothness(*paths, probe if probe is not None else SmoothnessProbe(), attrs)
-    elif name == "preconditioned_sharpness":
-        from normscape.curvature.edge_of_stability import write_preconditioned_sharpness
-
-        write_preconditioned_sharpness(*paths, probe, attrs)
-    else:
-        raise ValueError(f"unknown training probe {name!r}")
+    _training_probe(name)[1](paths, probe, attrs)
 
 
 def modes_for(head: str, train_mode: bool) -> tuple[str, ...]:
