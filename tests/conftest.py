@@ -156,3 +156,21 @@ def small_data(seed: int = 0, n: int = 160, dim: int = 24) -> dict:
         y = torch.randint(0, 10, (size,), generator=g)
         split[name] = ((centers[y] + torch.randn(size, dim, generator=g)).relu(), y)
     return split
+
+
+def train_with_and_without_probe(data: dict, probe, **kw):
+    """One run trained plainly and with ``probe``: asserts the probe changed nothing (metrics bitwise, parameters,
+    running statistics); returns the probed trainer."""
+    from normscape.training.trainer import Trainer
+
+    plain = Trainer(data, **kw)
+    plain.fit()
+    probed = Trainer(data, probe=probe, **kw)
+    probed.fit()
+    assert [{k: v for k, v in m.items() if k != "epoch_time_s"} for m in plain.runs[0].metrics] == [
+        {k: v for k, v in m.items() if k != "epoch_time_s"} for m in probed.runs[0].metrics
+    ]
+    assert torch.equal(plain.flat_param, probed.flat_param)
+    for (k, a), b in zip(plain.stack.state_of(0).items(), probed.stack.state_of(0).values()):
+        assert torch.equal(a, b), k  # running statistics included
+    return probed

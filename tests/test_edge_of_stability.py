@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import dense_hessian, small_data, trained_head
+from conftest import dense_hessian, small_data, train_with_and_without_probe, trained_head
 
 from normscape.curvature.edge_of_stability import (
     PreconditionedSharpnessProbe,
@@ -100,19 +100,10 @@ def test_threshold_separates_convergence_from_divergence_on_a_quadratic(beta1):
 def test_probe_leaves_training_unchanged_and_measures_the_run(norm):
     data = small_data()
     kw = dict(norm=norm, seeds=0, epochs=2, batch_size=32, lr=1e-2, hidden=8, clip_grad_norm=1.0, weight_decay=1e-3)
-    plain = Trainer(data, **kw)
-    plain.fit()
     x, y = data["train"][0][:64], data["train"][1][:64]
     probe = PreconditionedSharpnessProbe(x, y, batch_size=32, every=4, lanczos_steps=30, tol=1e-4, dtype=torch.float64)
     probe.keep_vectors = True
-    probed = Trainer(data, probe=probe, **kw)
-    probed.fit()
-    assert [{k: v for k, v in m.items() if k != "epoch_time_s"} for m in plain.runs[0].metrics] == [
-        {k: v for k, v in m.items() if k != "epoch_time_s"} for m in probed.runs[0].metrics
-    ]
-    assert torch.equal(plain.flat_param, probed.flat_param)
-    for (k, a), b in zip(plain.stack.state_of(0).items(), probed.stack.state_of(0).values()):
-        assert torch.equal(a, b), k  # running statistics included
+    probed = train_with_and_without_probe(data, probe, **kw)
     # the probe's Lanczos starts come from its own generator: the global stream is where training alone leaves it
     states = []
     for trainer in (

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import small_data
+from conftest import small_data, train_with_and_without_probe
 
 from normscape.curvature.smoothness import (
     SmoothnessProbe,
@@ -40,19 +40,9 @@ def test_adam_update_is_the_step_adam_takes(weight_decay):
 def test_probe_measures_match_brute_force_and_leave_training_unchanged(norm):
     data = small_data()
     kw = dict(norm=norm, seeds=0, epochs=2, batch_size=32, lr=1e-2, hidden=16, clip_grad_norm=1.0)
-    plain = Trainer(data, **kw)
-    plain.fit()
     probe = SmoothnessProbe(every=3, multipliers=(0.5, 1.0, 2.0), dtype=torch.float64)
     probe.keep_vectors = True
-    probed = Trainer(data, probe=probe, **kw)
-    probed.fit()
-    # identical training: same metrics (bitwise), same parameters, running statistics untouched by the probe
-    assert [{k: v for k, v in m.items() if k != "epoch_time_s"} for m in plain.runs[0].metrics] == [
-        {k: v for k, v in m.items() if k != "epoch_time_s"} for m in probed.runs[0].metrics
-    ]
-    assert torch.equal(plain.flat_param, probed.flat_param)
-    for (k, a), b in zip(plain.stack.state_of(0).items(), probed.stack.state_of(0).values()):
-        assert torch.equal(a, b), k
+    probed = train_with_and_without_probe(data, probe, **kw)
     steps_per_epoch = 160 // 32
     assert [r["step"] for r in probe.records] == list(range(0, 2 * steps_per_epoch, 3))
     # brute force at one recorded step: a float64 copy of the head in train mode, autograd gradients
