@@ -158,9 +158,9 @@ def small_data(seed: int = 0, n: int = 160, dim: int = 24) -> dict:
     return split
 
 
-def train_with_and_without_probe(data: dict, probe, **kw):
+def train_with_and_without_probe(data: dict, probe, **kw) -> None:
     """One run trained plainly and with ``probe``: asserts the probe changed nothing (metrics bitwise, parameters,
-    running statistics); returns the probed trainer."""
+    running statistics)."""
     from normscape.training.trainer import Trainer
 
     plain = Trainer(data, **kw)
@@ -173,4 +173,3 @@ def train_with_and_without_probe(data: dict, probe, **kw):
     assert torch.equal(plain.flat_param, probed.flat_param)
     for (k, a), b in zip(plain.stack.state_of(0).items(), probed.stack.state_of(0).values()):
         assert torch.equal(a, b), k  # running statistics included
-    return probed

@@ -103,7 +103,7 @@ def test_probe_leaves_training_unchanged_and_measures_the_run(norm):
     x, y = data["train"][0][:64], data["train"][1][:64]
     probe = PreconditionedSharpnessProbe(x, y, batch_size=32, every=4, lanczos_steps=30, tol=1e-4, dtype=torch.float64)
     probe.keep_vectors = True
-    probed = train_with_and_without_probe(data, probe, **kw)
+    train_with_and_without_probe(data, probe, **kw)
     # the probe's Lanczos starts come from its own generator: the global stream is where training alone leaves it
     states = []
     for trainer in (

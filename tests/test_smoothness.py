@@ -42,7 +42,7 @@ def test_probe_measures_match_brute_force_and_leave_training_unchanged(norm):
     kw = dict(norm=norm, seeds=0, epochs=2, batch_size=32, lr=1e-2, hidden=16, clip_grad_norm=1.0)
     probe = SmoothnessProbe(every=3, multipliers=(0.5, 1.0, 2.0), dtype=torch.float64)
     probe.keep_vectors = True
-    probed = train_with_and_without_probe(data, probe, **kw)
+    train_with_and_without_probe(data, probe, **kw)
     steps_per_epoch = 160 // 32
     assert [r["step"] for r in probe.records] == list(range(0, 2 * steps_per_epoch, 3))
     # brute force at one recorded step: a float64 copy of the head in train mode, autograd gradients
