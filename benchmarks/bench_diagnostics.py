@@ -26,13 +26,17 @@ from normscape.training.trainer import Trainer
 REPO = Path(__file__).resolve().parents[1]
 
 
-def study_settings() -> tuple[dict, dict]:
-    """The spectrum and adaptive-sharpness settings of the default study (config.yaml, schema defaults filled)."""
+def study_settings(quick: bool) -> tuple[dict, dict]:
+    """The spectrum and adaptive-sharpness settings of the default study (config.yaml, schema defaults filled);
+    quick: two SLQ runs, one block probe, two noise samples (a smoke test of the same code, not its cost)."""
     diag = load_config(REPO / "config.yaml")["diagnostics"]
     spec, sharp = diag["spectrum"], diag["adaptive_sharpness"]
     spectrum = {k: spec[k] for k in ("top_k", "slq_steps", "slq_runs", "block_steps", "block_probes")}
     adaptive = {k: sharp[k] for k in ("radii", "average_radii", "ball", "ascent_steps")}
     adaptive["samples"] = sharp["noise_samples"]
+    if quick:
+        spectrum.update(slq_runs=2, block_probes=1)
+        adaptive["samples"] = 2
     return {**spectrum, "dtype": DTYPES[spec["dtype"]]}, {**adaptive, "dtype": DTYPES[sharp["dtype"]]}
 
 
@@ -120,7 +124,7 @@ def run(quick: bool) -> list[dict]:
     torch.set_num_threads(1)
     n, pairs, samples = (4000, 1, 500) if quick else (10000, 3, 2000)
     data = make_data(n)
-    spectrum_settings, adaptive_settings = study_settings()
+    spectrum_settings, adaptive_settings = study_settings(quick)
     rows = []
     for every in (100, 20):
         o = smoothness_overhead(data, every, pairs)

@@ -50,6 +50,10 @@ def run(quick: bool) -> list[dict]:
         cfg = yaml.safe_load((REPO / "tests" / "config" / "tiny.yaml").read_text())
         cfg["data"]["archive"] = str(make_cifar_archive(tmp / "cifar.tar.gz"))
         cfg["results_dir"] = str(tmp / "results")
+        if quick:  # a smoke test: one run, not the tiny study's 47 jobs
+            cfg["experiments"] = {"convergence": {"heads": ["batch"], "lr": 2.0e-3}}
+            cfg["diagnostics"]["preconditioned_sharpness"]["experiments"] = ["convergence"]
+            cfg["landscape"]["experiments"] = []
         config = tmp / "config.yaml"
         config.write_text(yaml.safe_dump(cfg))
         snakemake(["all", "--cores", "2"], config)

@@ -45,9 +45,7 @@ WEIGHTS = "<weights file>"  # replaced by a real state_dict of the tiny config's
 EDITS = [
     ("backbone.weights", WEIGHTS, UPSTREAM),
     ("backbone.input_size", 48, UPSTREAM),
-    ("data.split_seed", 1, []),
-    ("data.val_size", 50, []),
-    ("data.test_size", 30, []),
+    ("data.split_seed", 1, []),  # the data section is one slice: val_size, test_size go the same way
     ("experiments.beta.lr", 1.0e-2, [*FEATURES, "runs/alpha/**/*", "landscapes/**/*"]),
     ("head.hidden", 8, FEATURES),
     ("grad_hist.bins_per_octave", 2, FEATURES),

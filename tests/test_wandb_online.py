@@ -1,5 +1,5 @@
 """W&B through the CLI: `online` with a key but an unreachable server (a closed local port) costs the workflow ONE
-attempt, not one per training job; `wandb sync` of the offline runs (the README's command) as a dry run."""
+attempt, not one per training job or run; `wandb sync` of the offline runs (the README's command) as a dry run."""
 
 from __future__ import annotations
 
@@ -65,14 +65,14 @@ def test_unreachable_server_costs_one_attempt_per_workflow(tiny_config, tmp_path
     results = Path(cfg["results_dir"])
     proc = snakemake(["--cores", "2", "--until", "train_convergence", "train_lr_sweep"], tmp_path, env, configfile)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    n_runs = len(enumerate_runs(validate_config(copy.deepcopy(cfg))))
+    n_runs = len(enumerate_runs(validate_config(copy.deepcopy(cfg)), ["convergence", "lr_sweep"]))
     logs = sorted((results / "logs" / "train").rglob("*.log"))
-    assert len(logs) == n_runs > 2
-    texts = [p.read_text() for p in logs]
-    tried = [t for t in texts if "W&B init failed" in t]  # the one job that waited for the server
-    skipped = [t for t in texts if "an earlier job could not start a run on" in t]
-    assert len(tried) == 1 and len(skipped) == n_runs - 1, "\n---\n".join(texts)
-    assert all("falling back to offline" in t for t in tried)
+    assert 2 < len(logs) < n_runs  # several jobs; the lr sweep's runs train in one
+    texts = "\n---\n".join(p.read_text() for p in logs)
+    # one run of one job waited for the server; every other run, in its job or a later one, logged offline at once
+    assert texts.count("W&B init failed") == 1, texts
+    assert texts.count("falling back to offline") == 1, texts
+    assert texts.count("an earlier job could not start a run on") == n_runs - 1, texts
     assert (results / "wandb" / UNREACHABLE_MARKER).exists()
     # every run still logged (offline) and finished its local outputs
     assert len(find_run_files(results / "wandb")) == n_runs
