@@ -51,7 +51,7 @@ def run(quick: bool) -> list[dict]:
         cfg["data"]["archive"] = str(make_cifar_archive(tmp / "cifar.tar.gz"))
         cfg["results_dir"] = str(tmp / "results")
         if quick:  # a smoke test: one run, not the tiny study's 47 jobs
-            cfg["experiments"] = {"convergence": {"heads": ["batch"], "lr": 2.0e-3}}
+            cfg["experiments"] = {"convergence": {**cfg["experiments"]["convergence"], "heads": ["batch"]}}
             cfg["diagnostics"]["preconditioned_sharpness"]["experiments"] = ["convergence"]
             cfg["landscape"]["experiments"] = []
         config = tmp / "config.yaml"

@@ -25,9 +25,9 @@ def small_study(tiny_config: dict, data: dict) -> dict:
 
 
 def check_study(cfg: dict, path, num_classes: int, class_names: list[str] | None = None) -> None:
-    results = cfg["results_dir"]
+    results, heads = cfg["results_dir"], cfg["experiments"]["convergence"]["heads"]
     # every stage's output, not `all` (whose diagnostics and report add nothing dataset-specific)
-    sharpness = [f"{results}/landscapes/convergence/{head}/base/seed0/sharpness.json" for head in ("batch", "rms")]
+    sharpness = [f"{results}/landscapes/convergence/{head}/base/seed0/sharpness.json" for head in heads]
     targets = [f"{results}/tables/summary.csv", f"{results}/figures/fig5_landscape_contour.png", *sharpness]
     run_snakemake([*targets, "--cores", "2"], configfile=path)
     attrs = store.read_attrs(f"{results}/features/features.h5")
@@ -35,7 +35,7 @@ def check_study(cfg: dict, path, num_classes: int, class_names: list[str] | None
     assert attrs["data_checksum"].startswith("sha256:") and attrs["feature_dim"] == 512
     if class_names:
         assert attrs["class_names"] == class_names
-    for head in ("batch", "rms"):
+    for head in heads:
         run = f"{results}/runs/convergence/{head}/base/seed0"
         state = torch.load(f"{run}/model_final.pt", weights_only=False)
         assert state["head_config"]["num_classes"] == num_classes
