@@ -20,7 +20,7 @@ from normscape.curvature.head_loss import HeadLoss
 from normscape.curvature.jobs import DTYPES
 from normscape.curvature.smoothness import SmoothnessProbe
 from normscape.curvature.spectrum import hessian_spectrum
-from normscape.pipeline.config import load_config
+from normscape.pipeline.config import load_config, spectrum_settings
 from normscape.training.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,8 +29,8 @@ REPO = Path(__file__).resolve().parents[1]
 def study_settings(quick: bool) -> tuple[dict, dict]:
     """The spectrum and adaptive-sharpness settings of the default study (config.yaml, schema defaults filled);
     quick: two SLQ runs, one block probe, two noise samples (a smoke test of the same code, not its cost)."""
-    diag = load_config(REPO / "config.yaml")["diagnostics"]
-    spec, sharp = diag["spectrum"], diag["adaptive_sharpness"]
+    cfg = load_config(REPO / "config.yaml")
+    spec, sharp = spectrum_settings(cfg), cfg["diagnostics"]["adaptive_sharpness"]
     spectrum = {k: spec[k] for k in ("top_k", "slq_steps", "slq_runs", "block_steps", "block_probes")}
     adaptive = {k: sharp[k] for k in ("radii", "average_radii", "ball", "ascent_steps")}
     adaptive["samples"] = sharp["noise_samples"]

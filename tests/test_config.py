@@ -8,7 +8,14 @@ import pytest
 import yaml
 from conftest import REPO, SCHEMA
 
-from normscape.pipeline.config import enumerate_runs, experiment_runs, find_run, validate_config
+from normscape.pipeline.config import (
+    enumerate_runs,
+    experiment_runs,
+    find_run,
+    hessian_settings,
+    spectrum_settings,
+    validate_config,
+)
 from normscape.pipeline.errors import ConfigError
 
 
@@ -21,6 +28,26 @@ def test_defaults_fill_missing_sections():
     cfg = validate_config({"experiments": {"convergence": {"heads": ["none"]}}}, SCHEMA)
     assert cfg["training"]["epochs"] == 15 and cfg["backbone"]["input_size"] is None  # None: the weights' own crop size
     assert cfg["tracking"]["wandb"]["mode"] == "offline" and cfg["landscape"]["resolution"] == 51
+
+
+def test_one_hessian_section_sliced_per_rule(cfg):
+    validate_config(cfg, SCHEMA)
+    hessian = hessian_settings(cfg)
+    assert "spectrum" not in hessian and hessian["samples"] == cfg["hessian"]["samples"]
+    spectrum = spectrum_settings(cfg)  # the curvature rule's slice: the spectrum on the same training subset
+    assert spectrum["samples"] == hessian["samples"] and spectrum["top_k"] == cfg["hessian"]["spectrum"]["top_k"]
+
+
+@pytest.mark.parametrize(
+    "section,key,new_place",
+    [("landscape", "hessian", "'hessian'"), ("diagnostics", "spectrum", "'hessian.spectrum'")],
+)
+def test_a_moved_key_names_its_new_place(cfg, section, key, new_place):
+    cfg[section][key] = {"samples": 100}
+    with pytest.raises(ConfigError) as err:
+        validate_config(cfg, SCHEMA)
+    message = str(err.value)
+    assert f"config key '{section}.{key}' has moved to {new_place}" in message and "unknown key" not in message
 
 
 def test_command_line_strings_become_numbers(cfg):

@@ -113,8 +113,7 @@ def test_trajectories_only_where_a_landscape_reads_them(tiny_workflow, tmp_path)
 
 def test_editing_hessian_settings_reruns_sharpness_not_the_planes(tiny_workflow, tmp_path):
     path, cfg, _ = tiny_workflow
-    hessian = {**cfg["landscape"]["hessian"], "lanczos_steps": 7}
-    cfg = {**cfg, "landscape": {**cfg["landscape"], "hessian": hessian}}
+    cfg = {**cfg, "hessian": {**cfg["hessian"], "lanczos_steps": 7}}
     jobs = planned_jobs(run_snakemake(["-n", "all"], configfile=write_config(cfg, tmp_path / "h.yaml")))
     tables = {"summary_table": 1, "table_html_summary": 1, "claims": 1, "table_html_claims": 1}  # both read it
     # matched_sharpness.json uses the Hessian settings too; the landing page reads the tables
@@ -142,8 +141,7 @@ def test_tiny_heads_learn_and_landscapes_have_a_basin(tiny_workflow):
 
 def test_editing_spectrum_settings_reruns_only_curvature_and_its_readers(tiny_workflow, tmp_path):
     path, cfg, _ = tiny_workflow
-    diagnostics = {**cfg["diagnostics"], "spectrum": {**cfg["diagnostics"]["spectrum"], "top_k": 2}}
-    cfg = {**cfg, "diagnostics": diagnostics}
+    cfg = {**cfg, "hessian": {**cfg["hessian"], "spectrum": {**cfg["hessian"]["spectrum"], "top_k": 2}}}
     jobs = planned_jobs(run_snakemake(["-n", "all"], configfile=write_config(cfg, tmp_path / "s.yaml")))
     assert jobs.pop("curvature") == 3 and not [j for j in jobs if j.startswith("train_")], jobs
     assert "landscape" not in jobs, jobs
@@ -199,7 +197,7 @@ def test_diagnostics_outputs_have_sane_numbers(tiny_workflow):
         assert set(spectrum) - {"enabled", "provenance"} == ({"eval", "train"} if head == "batch" else {"eval"})
         for mode in set(spectrum) - {"enabled", "provenance"}:
             top = spectrum[mode]["top_eigenvalues"]
-            assert len(top) == diag["spectrum"]["top_k"] and top == sorted(top, reverse=True) and top[0] > 0
+            assert len(top) == cfg["hessian"]["spectrum"]["top_k"] and top == sorted(top, reverse=True) and top[0] > 0
             blocks = spectrum[mode]["blocks"]
             assert {"fc1", "fc2"} <= set(blocks) and all(b["trace"] > 0 for b in blocks.values())
             # no diagonal block's top eigenvalue exceeds the whole Hessian's (Cauchy interlacing), up to Lanczos error

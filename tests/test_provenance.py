@@ -385,8 +385,8 @@ LANDSCAPE = {
     "span": 1.0,
     "ignore": "biasbn",
     "direction_seed": 0,
-    "hessian": {"samples": 50, "lanczos_steps": 3, "tol": 1e-4, "hutchinson_probes": 2},
 }
+HESSIAN = {"samples": 50, "lanczos_steps": 3, "tol": 1e-4, "hutchinson_probes": 2}
 
 
 def landscape_of(features, run_dir: Path, out_dir: Path) -> tuple[Path, Path]:
@@ -395,9 +395,8 @@ def landscape_of(features, run_dir: Path, out_dir: Path) -> tuple[Path, Path]:
 
     out_h5, out_json = out_dir / "landscape.h5", out_dir / "sharpness.json"
     files = [run_dir / name for name in ("model_final.pt", "model_init.pt", "trajectory.pt")]
-    settings = {k: v for k, v in LANDSCAPE.items() if k != "hessian"}
-    compute_landscape(*files, features, out_h5, settings, progress=False)
-    compute_sharpness(files[0], features, out_h5, out_json, LANDSCAPE["hessian"])
+    compute_landscape(*files, features, out_h5, LANDSCAPE, progress=False)
+    compute_sharpness(files[0], features, out_h5, out_json, HESSIAN)
     return out_h5, out_json
 
 

@@ -15,6 +15,8 @@ from normscape.pipeline.config import (  # noqa: E402
     experiment_conditions,
     experiment_runs,
     find_run,
+    hessian_settings,
+    spectrum_settings,
     validate_config,
 )
 from normscape.data import datasets  # noqa: E402
@@ -28,6 +30,7 @@ from normscape.pipeline.measures import (  # noqa: E402
     curvature_enabled,
     location_of,
     measured_experiments,
+    settings_of,
     training_probes,
 )
 from normscape.pipeline.runtime import job_environment  # noqa: E402
@@ -113,7 +116,7 @@ def probe_settings(experiment):
     """Each training probe's config slice for runs of ``experiment`` (None: not probed by it), by name."""
     return {
         measure.name: (
-            canonical(config["diagnostics"][measure.config])
+            canonical(settings_of(config, measure.config))
             if experiment in measured_experiments(measure.file, config)
             else None
         )
@@ -241,11 +244,11 @@ def figure_inputs(name):
 
 def figure_settings(name):
     """The figures slice, the shared training settings of the experiments the figure shows (its titles state
-    them), plus the diagnostics slice its drawing reads (its spec's ``settings``)."""
+    them), plus the config slice its drawing reads (its spec's ``settings``)."""
     spec = FIGURE_SPECS[name]
     experiments = dict.fromkeys(e for kind in spec.inputs.values() for e, _, _ in kind)
     conditions = {e: experiment_conditions(config, e) for e in experiments}
-    extra = config["diagnostics"][spec.settings] if spec.settings else {}
+    extra = settings_of(config, spec.settings) if spec.settings else {}
     return {**config["figures"], "conditions": conditions, **extra}
 
 

@@ -1,7 +1,7 @@
 # Landscape stage: loss landscapes (plane, line, interpolation, trajectory PCA) of each run of the experiments
 # listed in landscape.experiments, then their sharpness numbers as a separate rule. Params hold only the
-# landscape slice: editing landscape.* reruns these jobs and their figures, never training; editing
-# landscape.hessian.* reruns only the sharpness jobs.
+# landscape slice: editing landscape.* reruns these jobs and their figures, never training; editing hessian.*
+# reruns only the jobs that read it: sharpness and matched, and curvature for hessian.samples and hessian.spectrum.*
 
 
 rule landscape:
@@ -26,7 +26,7 @@ rule landscape:
         mem_mb=1500,
         runtime=20,
     params:
-        settings=canonical({k: v for k, v in config["landscape"].items() if k not in ("experiments", "hessian")}),
+        settings=canonical({k: v for k, v in config["landscape"].items() if k != "experiments"}),
     script:
         "../scripts/landscape.py"
 
@@ -48,15 +48,15 @@ rule sharpness:
         mem_mb=1500,
         runtime=30,
     params:
-        hessian=canonical(config["landscape"]["hessian"]),
+        hessian=canonical(hessian_settings(config)),
     script:
         "../scripts/sharpness.py"
 
 
 # Curvature diagnostics (normscape.curvature.jobs): Hessian spectrum and adaptive sharpness of the final head, in eval
 # mode and, for BatchNorm, in train mode (batch statistics at the run's batch size). Params: only the
-# diagnostics.spectrum / adaptive_sharpness slices, the run's batch size and the subset seed, so editing them
-# reruns only these jobs (and what reads them).
+# hessian.spectrum (with hessian.samples) / diagnostics.adaptive_sharpness slices, the run's batch size and the
+# subset seed, so editing them reruns only these jobs (and what reads them).
 
 
 rule curvature:
@@ -77,7 +77,7 @@ rule curvature:
         mem_mb=2000,
         runtime=30,
     params:
-        spectrum=canonical(config["diagnostics"]["spectrum"]),
+        spectrum=canonical(spectrum_settings(config)),
         adaptive_sharpness=canonical(config["diagnostics"]["adaptive_sharpness"]),
         batch_size=lambda wc: find_run(config, wc.experiment, wc.head, wc.variant, wc.seed).training["batch_size"],
         seed=config["landscape"]["direction_seed"],
@@ -111,7 +111,7 @@ rule matched:
     params:
         settings=lambda wc: canonical(
             {
-                **config["landscape"]["hessian"],
+                **hessian_settings(config),
                 "min_val_acc": config["claims"]["min_val_acc"],
                 "seed": config["landscape"]["direction_seed"],
                 "batch_size": find_run(config, wc.experiment, wc.head, wc.variant, wc.seed).training["batch_size"],

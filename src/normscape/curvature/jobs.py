@@ -122,10 +122,10 @@ def compute_curvature_diagnostics(
 ) -> dict:
     """Spectrum and adaptive sharpness of one trained head -> files; returns {"spectrum": .., "adaptive": ..}.
 
-    ``spectrum`` / ``sharpness`` are the ``diagnostics.spectrum`` / ``diagnostics.adaptive_sharpness`` config
-    slices (``enabled``: {"spectrum": bool, "adaptive": bool}; a disabled one writes no modes); both use the
-    same seeded subset of ``samples`` training rows (``seed``: the landscape's
-    ``direction_seed``, so it is the subset of the existing Hessian numbers).
+    ``spectrum`` / ``sharpness`` are the ``hessian.spectrum`` (with ``hessian.samples``) /
+    ``diagnostics.adaptive_sharpness`` config slices (``enabled``: {"spectrum": bool, "adaptive": bool}; a
+    disabled one writes no modes); both use the same seeded subset of ``samples`` training rows (``seed``: the
+    landscape's ``direction_seed``, so it is the subset of the other Hessian numbers).
     """
     model = load_head(model_path)
     samples = max(spectrum["samples"], sharpness["samples"])

@@ -92,7 +92,7 @@ def compute_matched(
 ) -> dict:
     """One run's curvature at the experiment's common training-loss level and at its final point -> ``out_json``.
 
-    ``settings``: landscape.hessian (samples, lanczos_steps, tol, hutchinson_probes), ``min_val_acc`` (claims),
+    ``settings``: hessian (samples, lanczos_steps, tol, hutchinson_probes), ``min_val_acc`` (claims),
     ``seed`` (the Hessian sample's, as the sharpness rule draws it) and the run's ``batch_size``."""
     from normscape.landscape.run_inputs import load_head_file, rows_as_tensors, subset_rows
     from normscape.pipeline.atomic import write_json

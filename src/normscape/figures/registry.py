@@ -42,9 +42,9 @@ class FigureSpec:
     category: str
     inputs: dict[str, list[tuple[str, str, list[str] | None]]]
     # (input files by kind, the figure settings: figures slice, ``conditions`` of its experiments, and the
-    # diagnostics slice named by ``settings``) -> figure
+    # config slice named by ``settings``) -> figure
     draw: Callable[[dict[str, list[str]], dict], plt.Figure]
-    # the diagnostics.<key> config slice the drawing reads (merged into the figure rule's settings), if any
+    # the dotted path of the config slice the drawing reads (merged into the figure rule's settings), if any
     settings: str | None = None
 
 
@@ -188,7 +188,7 @@ FIGURES: dict[str, FigureSpec] = {
             sigma_fraction=s["density_sigma_fraction"],
             title=experiment_title(s, "convergence"),
         ),
-        settings="spectrum",
+        settings="hessian.spectrum",
     ),
     "fig_adaptive_sharpness": FigureSpec(
         "diagnostics",

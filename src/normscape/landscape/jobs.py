@@ -100,7 +100,8 @@ def compute_landscape(
     progress: bool = True,
 ) -> None:
     """Every landscape of one run (plane, line, interpolation, PCA plane) -> ``out_h5`` (with the directions and
-    the sample subset, which :func:`compute_sharpness` reuses). ``settings``: the landscape slice without hessian."""
+    the sample subset, which :func:`compute_sharpness` reuses). ``settings``: the landscape slice, less its
+    ``experiments``."""
     import h5py
 
     from normscape.pipeline.atomic import atomic_path
@@ -167,7 +168,7 @@ def compute_sharpness(model_final: str, features: str, landscape_h5: str, out_js
     lambda_min by Lanczos with their residual bounds and the saddle flag, the exact Hessian trace and Hutchinson's
     estimate with its standard error (``hessian`` settings, on training samples), and the loss increase at fixed
     radii along the landscape's own directions (read from ``landscape_h5``, so these numbers describe the plane
-    drawn). Its own rule: editing landscape.hessian.* reruns this, not the planes."""
+    drawn). Its own rule: editing hessian.* reruns this, not the planes."""
     import h5py
 
     from normscape.curvature.hessian_diagonal import SampleCouplingError, exact_trace

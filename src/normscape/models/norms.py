@@ -48,7 +48,7 @@ class NormSpec:
     build: Callable[[int], Any]  # num_features -> torch module for (N, num_features) inputs
     label: str  # legend / title text
     colour: str  # matplotlib colour of its curves
-    variant_of: str | None = None  # the norm this one modifies (the claims table compares the two)
+    modifies: str | None = None  # the norm this one modifies (the claims table compares the two)
 
 
 NORMS: dict[str, NormSpec] = {}
@@ -215,7 +215,7 @@ register(
         lambda c: frn.FilterResponseNorm(c, learnable_eps=True),
         "FRN (learned eps)",
         "#ff7f0e",
-        variant_of="frn",
+        modifies="frn",
     )
 )
 # RMSNorm (Zhang & Sennrich 2019; torch.nn.RMSNorm): x / sqrt(mean(x^2) + eps) * gamma.

@@ -195,6 +195,34 @@ def _format_error(err: jsonschema.ValidationError) -> str:
     return f"config key '{key}': value {err.instance!r} is invalid: {err.message}."
 
 
+# Keys an earlier version of the config had, and where they live now: a config written for it gets one message
+# naming the new place instead of "unknown key".
+MOVED_KEYS = {
+    ("landscape", "hessian"): "'hessian' (one section for every Hessian number; its keys are unchanged)",
+    ("diagnostics", "spectrum"): (
+        "'hessian.spectrum' (its 'samples' is 'hessian.samples': one training subset for every Hessian number)"
+    ),
+}
+
+
+def _moved_keys(cfg: dict) -> list[str]:
+    return [
+        f"config key '{section}.{key}' has moved to {where}. Move it there."
+        for (section, key), where in MOVED_KEYS.items()
+        if isinstance(cfg.get(section), dict) and key in cfg[section]
+    ]
+
+
+def hessian_settings(cfg: dict) -> dict:
+    """What lambda_max, lambda_min and the trace are computed with (rules sharpness and matched)."""
+    return {k: v for k, v in cfg["hessian"].items() if k != "spectrum"}
+
+
+def spectrum_settings(cfg: dict) -> dict:
+    """What the spectrum is computed with (rule curvature): ``hessian.spectrum`` on ``hessian.samples``."""
+    return {**cfg["hessian"]["spectrum"], "samples": cfg["hessian"]["samples"]}
+
+
 def _cross_checks(cfg: dict) -> list[str]:
     problems = []
     gh = cfg["grad_hist"]
@@ -235,6 +263,9 @@ def validate_config(config: dict, schema_path: str | Path | None = None) -> dict
     """
     if not isinstance(config, dict):
         raise ConfigError(f"the config must be a mapping of keys to values, got {type(config).__name__}.")
+    moved = _moved_keys(config)
+    if moved:
+        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(moved))
     schema = with_registered_names(load_yaml(schema_path or default_schema_path()))
     _coerce_cli_strings(config, schema, schema)
     validator = jsonschema.Draft202012Validator(schema)

@@ -17,7 +17,7 @@ class Measure:
 
     ``name``: the column prefix in the claims' run table; ``file``: its summary file; ``files``: every file the
     rule writes for it; ``location``: "run" (runs/<run>/) or "landscape" (landscapes/<run>/); ``rule``: the rule
-    that writes it; ``config``: its diagnostics.<key> slice (None: always on with its rule)."""
+    that writes it; ``config``: the dotted path of its config slice (None: always on with its rule)."""
 
     name: str
     file: str
@@ -32,7 +32,7 @@ MEASURES: dict[str, Measure] = {
     # curvature at the experiment's common training-loss level (normscape.curvature.matched_loss)
     "matched": Measure("matched", "matched_sharpness.json", ("matched_sharpness.json",), "landscape", "matched"),
     "spectrum": Measure(
-        "spectrum", "spectrum.json", ("spectrum.h5", "spectrum.json"), "landscape", "curvature", "spectrum"
+        "spectrum", "spectrum.json", ("spectrum.h5", "spectrum.json"), "landscape", "curvature", "hessian.spectrum"
     ),
     "adaptive": Measure(
         "adaptive",
@@ -40,10 +40,10 @@ MEASURES: dict[str, Measure] = {
         ("adaptive_sharpness.json",),
         "landscape",
         "curvature",
-        "adaptive_sharpness",
+        "diagnostics.adaptive_sharpness",
     ),
     "smoothness": Measure(
-        "smoothness", "smoothness.json", ("smoothness.h5", "smoothness.json"), "run", "train", "smoothness"
+        "smoothness", "smoothness.json", ("smoothness.h5", "smoothness.json"), "run", "train", "diagnostics.smoothness"
     ),
     # Adam's preconditioned sharpness along training (normscape.curvature.edge_of_stability)
     "preconditioned_sharpness": Measure(
@@ -52,7 +52,7 @@ MEASURES: dict[str, Measure] = {
         ("preconditioned_sharpness.h5", "preconditioned_sharpness.json"),
         "run",
         "train",
-        "preconditioned_sharpness",
+        "diagnostics.preconditioned_sharpness",
     ),
 }
 # The landscape's own file (not a measure the claims read, but figures locate it the same way).
@@ -73,8 +73,15 @@ def measure_of(filename: str) -> Measure | None:
     return next((m for m in MEASURES.values() if filename in m.files), None)
 
 
+def settings_of(config: dict, path: str) -> dict:
+    """The config slice at a dotted ``path`` (e.g. "hessian.spectrum")."""
+    for key in path.split("."):
+        config = config[key]
+    return config
+
+
 def enabled(measure: Measure, config: dict) -> bool:
-    return measure.config is None or bool(config["diagnostics"][measure.config]["enabled"])
+    return measure.config is None or bool(settings_of(config, measure.config)["enabled"])
 
 
 def measured_experiments(filename: str, config: dict) -> list[str]:
@@ -83,7 +90,7 @@ def measured_experiments(filename: str, config: dict) -> list[str]:
     if measure is not None and not enabled(measure, config):
         return []
     if measure is not None and measure.rule == "train":  # a probe of the runs its slice names
-        return list(config["diagnostics"][measure.config]["experiments"])
+        return list(settings_of(config, measure.config)["experiments"])
     if location_of(filename) == "landscape":
         return list(config["landscape"]["experiments"])
     return list(config["experiments"])

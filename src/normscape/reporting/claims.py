@@ -226,16 +226,16 @@ def study_claims(table: pd.DataFrame, settings: dict | None = None) -> list[Clai
         Claim(
             "frn_needs_learnable_eps",
             "FRN on a vector needs a learnable eps (learned eps beats fixed eps)",
-            [  # the registry's variants (normscape.models.norms: NormSpec.variant_of), e.g. FRN with a learnable eps
+            [  # norms that modify another (normscape.models.norms: NormSpec.modifies), e.g. FRN with a learnable eps
                 Row(
                     acc,
-                    [(1, conv, name, "base"), (-1, conv, spec.variant_of, "base")],
+                    [(1, conv, name, "base"), (-1, conv, spec.modifies, "base")],
                     "greater",
-                    f"{label(name)} - {label(spec.variant_of)}",
+                    f"{label(name)} - {label(spec.modifies)}",
                 )
                 for acc in ACCURACIES
                 for name, spec in NORMS.items()
-                if spec.variant_of
+                if spec.modifies
             ],
         )
     )
