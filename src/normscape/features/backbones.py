@@ -185,8 +185,8 @@ def build_backbone(
     if weights == RANDOM_WEIGHTS:
         torch.manual_seed(0)  # the same random backbone every time
     model = _models().get_model(arch, weights=None, **kwargs)
-    head_name, head = _last_linear(model)
-    dropped = {f"{head_name}.weight", f"{head_name}.bias"}
+    classifier_name, classifier = _last_linear(model)
+    dropped = {f"{classifier_name}.weight", f"{classifier_name}.bias"}
     if weights != RANDOM_WEIGHTS:
         source = weights_file or weights
         state = load_state_dict(source, sha256, arch)
@@ -203,8 +203,8 @@ def build_backbone(
                 f"{len(wrong)} with wrong shapes {wrong[:3]}. Use a {arch} state_dict (or fix backbone.arch)."
             )
         model.load_state_dict({k: v for k, v in state.items() if k not in dropped}, strict=False)
-    _replace(model, head_name, nn.Identity())
-    model.feature_dim = head.in_features
+    _replace(model, classifier_name, nn.Identity())
+    model.feature_dim = classifier.in_features
     model.arch = arch
     model.eval()
     for p in model.parameters():
