@@ -3,7 +3,8 @@
 * smoothness probe: training epochs with and without the probe (every K steps), interleaved; overhead measured
   directly (time inside the probe / epoch time) and as the difference of the fastest epochs on each side;
 * Hessian spectrum (SLQ + top-k + per-layer blocks) and adaptive sharpness of a trained head on 2,000 training
-  samples, eval mode and BatchNorm's train mode, with the study's settings (config.yaml's diagnostics).
+  samples, eval mode and BatchNorm's train mode, with the study's settings (config.yaml's hessian.spectrum and
+  diagnostics.adaptive_sharpness).
 """
 
 from __future__ import annotations
@@ -124,7 +125,7 @@ def run(quick: bool) -> list[dict]:
     torch.set_num_threads(1)
     n, pairs, samples = (4000, 1, 500) if quick else (10000, 3, 2000)
     data = make_data(n)
-    spectrum_settings, adaptive_settings = study_settings(quick)
+    spectrum, adaptive = study_settings(quick)
     rows = []
     for every in (100, 20):
         o = smoothness_overhead(data, every, pairs)
@@ -163,10 +164,10 @@ def run(quick: bool) -> list[dict]:
             spec_runs, sharp_runs = [], []
             for _ in range(1 if quick else 3):
                 t0, c0 = time.perf_counter(), time.process_time()
-                spec = hessian_spectrum(model, x, y, mode=mode, batch_size=64, **spectrum_settings)
+                spec = hessian_spectrum(model, x, y, mode=mode, batch_size=64, **spectrum)
                 spec_runs.append((time.perf_counter() - t0, time.process_time() - c0))
                 t0, c0 = time.perf_counter(), time.process_time()
-                sharp = adaptive_sharpness(model, x, y, mode=mode, batch_size=64, **adaptive_settings)
+                sharp = adaptive_sharpness(model, x, y, mode=mode, batch_size=64, **adaptive)
                 sharp_runs.append((time.perf_counter() - t0, time.process_time() - c0))
             t_spec, c_spec = (float(np.median(col)) for col in zip(*spec_runs))
             t_sharp, c_sharp = (float(np.median(col)) for col in zip(*sharp_runs))
@@ -181,7 +182,7 @@ def run(quick: bool) -> list[dict]:
                     samples=samples,
                     cpu_s=c_spec,
                     runs_s=[t for t, _ in spec_runs],
-                    settings={**spectrum_settings, "dtype": str(spectrum_settings["dtype"])},
+                    settings={**spectrum, "dtype": str(spectrum["dtype"])},
                     hvp_s=hvp,
                     top_eigenvalues=spec["summary"]["top_eigenvalues"],
                     residual_bounds=spec["summary"]["top_eigenvalue_residual_bounds"],
@@ -200,7 +201,7 @@ def run(quick: bool) -> list[dict]:
                     samples=samples,
                     cpu_s=c_sharp,
                     runs_s=[t for t, _ in sharp_runs],
-                    settings={**adaptive_settings, "dtype": str(adaptive_settings["dtype"])},
+                    settings={**adaptive, "dtype": str(adaptive["dtype"])},
                     average=sharp["average"],
                     worst=sharp["worst"],
                 )

@@ -79,13 +79,29 @@ def test_statistics_primitives():
     assert bootstrap_ci(np.array([0.3, 0.3, 0.3]), 0.95, 1000, 0) == pytest.approx((0.3, 0.3))
     lo, hi = bootstrap_ci(np.array([1.0, 2.0, 3.0]), 0.95, 20000, 0)
     assert lo == pytest.approx(1.0) and hi == pytest.approx(3.0)  # n = 3: [min, max]
-    assert verdict(0.1, 0.2, "greater", 0, 3) == "supported" and verdict(-0.2, -0.1, "greater", 0, 3) == "refuted"
-    assert verdict(-0.1, 0.2, "less", 0, 3) == "inconclusive" and verdict(0.1, 0.2, "greater", 0, 1) == "inconclusive"
+    up, down, three, five = np.array([0.1, 0.15, 0.2]), np.array([-0.2, -0.15, -0.1]), np.ones(3), np.ones(5)
+    assert verdict(up, 0.1, 0.2, "greater", 0) == "supported" and verdict(down, -0.2, -0.1, "greater", 0) == "refuted"
+    assert (
+        verdict(up, -0.1, 0.2, "less", 0) == "inconclusive"
+        and verdict(up[:1], 0.1, 0.2, "greater", 0) == "inconclusive"
+    )
+    # at n = 5 one seed without the claimed sign fails the exact test (p = 2/32 > 0.05) even where the bootstrap
+    # interval of the mean excludes 0 (it is narrower than [min, max]): the real study's lr 1e-2 LayerNorm row
+    tied = np.array([0.0015, 0.021, 0.018, 0.0305, 0.0])
+    lo, hi = bootstrap_ci(tied, 0.95, 10000, 0)
+    assert lo > 0 and sign_flip_p(tied, "greater") == pytest.approx(2 / 32)
+    assert (
+        verdict(tied, lo, hi, "greater", 0) == "inconclusive"
+        and verdict(tied + 0.001, lo, hi, "greater", 0) == "supported"
+    )
+    # with more seeds the exact test at alpha decides: one small disagreeing seed of 8 still gives p <= 0.05
+    eight = np.array([0.3, 0.25, 0.4, 0.35, 0.2, 0.3, 0.45, -0.01])
+    assert sign_flip_p(eight, "greater") <= 0.05 and verdict(eight, 0.1, 0.4, "greater", 0) == "supported"
     # equivalence only by TOST, which cannot reach p <= 0.05 with 3 seeds (2^-3 = 0.125)
-    assert verdict(-0.001, 0.002, "equivalent", 0.005, 3, p_tost=0.125) == "not testable at 3 seeds"
-    assert verdict(-0.001, 0.002, "equivalent", 0.005, 5, p_tost=1 / 32) == "supported"
-    assert verdict(-0.001, 0.002, "equivalent", 0.005, 5, p_tost=0.5) == "inconclusive"
-    assert verdict(0.01, 0.02, "equivalent", 0.005, 3) == "refuted"
+    assert verdict(three, -0.001, 0.002, "equivalent", 0.005, p_tost=0.125) == "not testable at 3 seeds"
+    assert verdict(five, -0.001, 0.002, "equivalent", 0.005, p_tost=1 / 32) == "supported"
+    assert verdict(five, -0.001, 0.002, "equivalent", 0.005, p_tost=0.5) == "inconclusive"
+    assert verdict(three, 0.01, 0.02, "equivalent", 0.005) == "refuted"
     d = np.array([0.001, -0.002, 0.0, 0.003, 0.001])
     assert tost_p(d, 0.005) == pytest.approx(1 / 32) and tost_p(d, 0.0025) > 0.05  # 0.003 is outside ±0.0025
     assert (
@@ -93,7 +109,7 @@ def test_statistics_primitives():
         and smallest_p(3, "different") == 1 / 4
         and smallest_p(5, "equivalent") == 1 / 32
     )
-    assert verdict(-0.001, 0.002, "different", 0.005, 3) == "refuted"
+    assert verdict(three, -0.001, 0.002, "different", 0.005) == "refuted"
     e = np.arange(1.0, 6.0)
     stats = curve_statistics(np.array([0.5, 0.7, 0.75, 0.8, 0.79]), e, 0.95, np.array([1.2, 0.9, 0.8, 0.7, 0.7]))
     assert stats["val_loss_auc"] == pytest.approx(np.trapezoid([1.2, 0.9, 0.8, 0.7, 0.7], e) / 4)

@@ -28,6 +28,7 @@ def test_defaults_fill_missing_sections():
     cfg = validate_config({"experiments": {"convergence": {"heads": ["none"]}}}, SCHEMA)
     assert cfg["training"]["epochs"] == 15 and cfg["backbone"]["input_size"] is None  # None: the weights' own crop size
     assert cfg["tracking"]["wandb"]["mode"] == "offline" and cfg["landscape"]["resolution"] == 51
+    assert hessian_settings(cfg)["samples"] == spectrum_settings(cfg)["samples"] == 2000
 
 
 def test_one_hessian_section_sliced_per_rule(cfg):

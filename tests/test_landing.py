@@ -34,6 +34,9 @@ def test_each_claim_is_one_sentence_with_its_verdict_and_what_it_means_at_n_seed
     ]
     html = claims_list(rows)
     assert "With n = 3 seeds, supported means every seed agrees (smallest possible p = 2^-3 = 0.125)" in html
+    # from 6 seeds on, p <= 0.05 no longer needs every seed to agree: the sentence says what it does need
+    eight = claims_list([row("faster", "Norms converge faster", "supported", "supported", 8)])
+    assert "With n = 8 seeds, supported means an exact sign-flip p <= 0.05 in the claimed direction" in eight
     assert html.count("<ul class='claims'>") == 1
     items = html.split("<li>")[1:]
     assert len(items) == 4  # the two measures of "flatter minima" are one claim

@@ -99,7 +99,7 @@ def evaluate_row(table: pd.DataFrame, row: Row, settings: dict | None = None) ->
         if row.expect == "equivalent":
             p_tost = tost_p(d, row.margin)
     if n:
-        result = verdict(lo, hi, row.expect, row.margin, n, p_tost, s["alpha"])
+        result = verdict(d, lo, hi, row.expect, row.margin, p_tost, s["alpha"])
     elif row.require_learning and any(parts):
         result = NOT_APPLICABLE  # the runs exist, but a compared head did not learn in any seed
     else:

@@ -19,7 +19,7 @@ def seed_count(result: pd.DataFrame) -> int:
     return int(n.max()) if n.notna().any() else 0
 
 
-def reading_guide(result: pd.DataFrame) -> str:
+def reading_guide(result: pd.DataFrame, alpha: float) -> str:
     """What a verdict and the CI column mean at this study's number of seeds, stated before the tables so that a
     reader does not take "supported" for "significant" or the interval for a confidence statement."""
     n = seed_count(result)
@@ -28,18 +28,26 @@ def reading_guide(result: pd.DataFrame) -> str:
             "How to read the verdicts: fewer than 2 seeds per comparison, so every row is inconclusive — a single "
             "seed cannot tell an effect from seed-to-seed noise."
         )
-    return (
-        f"How to read the verdicts: with n = {n} seeds, **supported** means every seed's difference has the claimed "
-        f"sign (refuted: every seed's has the other sign); the exact test's smallest p is then 2^-{n} = "
-        f"{2.0**-n:.3g} (one-sided), so a verdict is consistency across seeds, not significance. The CI column is a "
-        f"percentile bootstrap interval, at n = {n} about [min, max] of the per-seed differences: a range, not a "
+    ci = (
+        "The CI column is a percentile bootstrap interval of the mean difference over the seeds: a range, not a "
         "significance test."
+    )
+    if 2 * 2.0**-n > alpha:  # the exact test's next p after 2^-n is above alpha: only full agreement passes
+        return (
+            f"How to read the verdicts: with n = {n} seeds, **supported** means every seed's difference has the "
+            f"claimed sign (refuted: every seed's has the other sign), the only pattern whose exact one-sided p, "
+            f"2^-{n} = {2.0**-n:.3g}, passes {alpha:g}; a verdict is consistency across seeds, not significance. " + ci
+        )
+    return (
+        f"How to read the verdicts: with n = {n} seeds, **supported** means the exact sign-flip test in the claimed "
+        f"direction gives p <= {alpha:g} and the CI lies on the claimed side of 0 (refuted: both on the other side). "
+        + ci
     )
 
 
 def to_markdown(result: pd.DataFrame, settings: dict | None = None) -> str:
     s = {**DEFAULTS, **(settings or {})}
-    lines = [reading_guide(result), ""]
+    lines = [reading_guide(result, s["alpha"]), ""]
     for _, g in result.groupby("claim_id", sort=False):
         first = g.iloc[0]
         lines += [f"### {first['claim']} — **{first['claim_verdict']}**", ""]
@@ -77,8 +85,9 @@ def to_markdown(result: pd.DataFrame, settings: dict | None = None) -> str:
         f"bootstrap interval ({s['bootstrap']} resamples) and the exact sign-flip p-value, sided as the 'sided' "
         "column says (> 0 / < 0 rows one-sided, ≠ rows two-sided, ≈ rows TOST: the larger p of two one-sided tests "
         "against ±margin). 'smallest p at n': the smallest p the exact test can reach with these seeds (2^-n "
-        "one-sided, 2^(1-n) two-sided): the test's power ceiling. With n seeds the interval is about [min, max] of "
-        f"the differences, so 'supported' means every seed agrees. '≈ 0' is supported only when TOST gives p <= "
+        "one-sided, 2^(1-n) two-sided): the test's power ceiling. '> 0' / '< 0' / '≠' rows are supported when the "
+        f"interval lies on the claimed side of 0 and the exact p is at most max({s['alpha']:g}, the smallest p) "
+        f"(at n <= 5 seeds: every seed agrees in sign). '≈ 0' is supported only when TOST gives p <= "
         f"{s['alpha']:g} — 'not testable at n seeds' when even the smallest p is above it. 'uninformative': the "
         "statistic is the same in every run compared. 'estimator too noisy': a stochastic estimate whose difference "
         f"at some seed is within {s['noise_z']:g} of its combined standard errors. Accuracies as fractions, tested "

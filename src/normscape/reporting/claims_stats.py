@@ -4,19 +4,22 @@
 * the **exact sign-flip** p-value (all 2^n sign patterns), sided per row: one-sided in the claimed direction
   for ``greater``/``less``, two-sided for ``different``, TOST (two one-sided tests against +-margin, the larger
   p) for ``equivalent``; beside it the smallest p the test can reach at this n and sidedness (its power ceiling);
-* the row's **verdict** from the interval: ``greater``/``less`` — supported when the interval excludes 0 on
-  the claimed side, refuted when it excludes 0 on the other; ``equivalent`` (no effect) — supported only when
-  TOST gives p <= alpha (and "not testable at n seeds" when 2^-n > alpha: an interval inside +-margin from 3
-  seeds is no evidence of equivalence), refuted when the interval lies outside +-margin; ``different`` —
-  supported when it excludes 0, refuted when it lies inside +-margin; otherwise (and always with fewer than 2
-  seeds) inconclusive. Two reasons replace a verdict: "uninformative" (the statistic has one value in every run
-  compared, e.g. epochs to plateau = 1) and "estimator too noisy" (a stochastic measure whose difference at some
-  seed is within ``noise_z`` of its combined standard errors: its sign there is not measured).
+* the row's **verdict** from the interval and the exact test together: ``greater``/``less`` — supported when
+  the interval excludes 0 on the claimed side *and* the one-sided exact p is at most max(alpha, 2^-n), refuted
+  likewise on the other side (so at n = 5 and alpha = 0.05 a verdict needs every seed's difference to have one
+  sign: one seed at 0 or across it gives p >= 2/32; the bootstrap interval alone would not, at n >= 4 it is
+  narrower than [min, max]); ``equivalent`` (no effect) — supported only when TOST gives p <= alpha (and "not
+  testable at n seeds" when 2^-n > alpha: an interval inside +-margin from 3 seeds is no evidence of
+  equivalence), refuted when the interval lies outside +-margin; ``different`` — supported when it excludes 0 and
+  the two-sided exact p is at most max(alpha, 2^(1-n)), refuted when it lies inside +-margin; otherwise (and
+  always with fewer than 2 seeds) inconclusive. Two reasons replace a verdict: "uninformative" (the statistic
+  has one value in every run compared, e.g. epochs to plateau = 1) and "estimator too noisy" (a stochastic
+  measure whose difference at some seed is within ``noise_z`` of its combined standard errors: its sign there is
+  not measured).
 
-With n seeds the percentile bootstrap interval spans roughly [min d_s, max d_s] (n = 3: it excludes 0 exactly
-when all seeds agree in sign), and the exact test cannot go below 2^-n (0.125 at n = 3): the table says so, and
-"supported" means "consistent across every seed", not "significant". A claim is supported/refuted when all its
-rows are, ``mixed`` when rows disagree, inconclusive otherwise.
+The exact test cannot go below 2^-n (0.031 at n = 5): while 2 x 2^-n > alpha, "supported" means "consistent
+across every seed", not "significant", and the table says so. A claim is supported/refuted when all its rows are,
+``mixed`` when rows disagree, inconclusive otherwise.
 """
 
 from __future__ import annotations
@@ -67,16 +70,24 @@ def tost_p(d: np.ndarray, margin: float) -> float:
     return max(sign_flip_p(d + margin, "greater"), sign_flip_p(d - margin, "less"))
 
 
-def verdict(lo: float, hi: float, expect: str, margin: float, n: int, p_tost: float = np.nan, alpha=0.05) -> str:
+def verdict(d: np.ndarray, lo: float, hi: float, expect: str, margin: float, p_tost=np.nan, alpha=0.05) -> str:
+    """The verdict of a row with per-seed differences ``d`` and bootstrap interval [lo, hi] (module docstring)."""
+    n = len(d)
     if n < 2:
         return "inconclusive"
+    # the exact test's level: alpha, or the smallest p it can reach (then every seed has to agree in sign)
+    level = max(alpha, smallest_p(n, expect)) * (1 + 1e-9)
     inside = -margin <= lo and hi <= margin
-    if expect == "greater":
-        return "supported" if lo > 0 else "refuted" if hi < 0 else "inconclusive"
-    if expect == "less":
-        return "supported" if hi < 0 else "refuted" if lo > 0 else "inconclusive"
+    if expect in ("greater", "less"):
+        other = "less" if expect == "greater" else "greater"
+        claimed, opposite = (lo > 0, hi < 0) if expect == "greater" else (hi < 0, lo > 0)
+        if claimed and sign_flip_p(d, expect) <= level:
+            return "supported"
+        return "refuted" if opposite and sign_flip_p(d, other) <= level else "inconclusive"
     if expect == "different":
-        return "supported" if lo > 0 or hi < 0 else "refuted" if inside else "inconclusive"
+        if (lo > 0 or hi < 0) and sign_flip_p(d, "two-sided") <= level:
+            return "supported"
+        return "refuted" if inside else "inconclusive"
     if expect == "equivalent":
         if lo > margin or hi < -margin:
             return "refuted"

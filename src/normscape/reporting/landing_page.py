@@ -210,17 +210,20 @@ def claim_sentence(groups: list[list[dict]]) -> str:
     return f"<li>{html.escape(claim)}: " + "; ".join(parts) + ".</li>"
 
 
-def claims_list(claim_rows: list[dict]) -> str:
+def claims_list(claim_rows: list[dict], alpha: float = 0.05) -> str:
     claims: dict[str, dict[str, list[dict]]] = {}
     for r in claim_rows:
         claims.setdefault(r["claim_id"].split("[")[0], {}).setdefault(r["claim_id"], []).append(r)
     n = max((int(_num(r.get("n_seeds"))) for r in claim_rows if math.isfinite(_num(r.get("n_seeds")))), default=0)
-    meaning = (
-        f" With n = {n} seeds, supported means every seed agrees (smallest possible p = 2^-{n} = {2.0**-n:.3g}), "
-        "not statistical significance."
-        if n >= 2
-        else ""
-    )
+    if n < 2:
+        meaning = ""
+    elif 2 * 2.0**-n > alpha:  # only full agreement reaches the test's level (normscape.reporting.claims_stats)
+        meaning = (
+            f" With n = {n} seeds, supported means every seed agrees (smallest possible p = 2^-{n} = {2.0**-n:.3g}), "
+            "not statistical significance."
+        )
+    else:
+        meaning = f" With n = {n} seeds, supported means an exact sign-flip p <= {alpha:g} in the claimed direction."
     return (
         f"<p><b>Claims.</b> Each claim with its verdict (details: the claims table).{meaning}</p>\n<ul class='claims'>"
         + "".join(claim_sentence(list(groups.values())) for groups in claims.values())
@@ -255,7 +258,7 @@ def overview_fragment(summary_csv, claims_csv, config: dict, categories: Iterabl
             [
                 what_was_run(config),
                 headline_table(_rows(summary_csv)),
-                claims_list(_rows(claims_csv)),
+                claims_list(_rows(claims_csv), config.get("claims", {}).get("alpha", 0.05)),
                 how_to_read(categories),
                 config_block(config),
             ]
