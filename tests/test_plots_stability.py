@@ -11,7 +11,7 @@ from stability_runs import files, lr_variant, ramp, write_run
 
 from normscape.curvature.edge_of_stability import PreconditionedSharpnessProbe, write_preconditioned_sharpness
 from normscape.figures import registry, style
-from normscape.figures.stability import threshold_label
+from normscape.figures.stability import batch_label, threshold_label
 from normscape.training.trainer import Trainer
 
 NAN = float("nan")
@@ -112,6 +112,9 @@ def test_stability_map(tmp_path):
     labels = fig.legends[0].get_texts()
     assert any("batch 1024, 6 epochs" in t.get_text() for t in labels)
     assert any("batch 32, 2 epochs" in t.get_text() for t in labels)
+    assert (
+        batch_label({"conditions": {"stability": {"batch_size": 64, "epochs": 1}}}, "stability") == "batch 64, 1 epoch"
+    )
     assert "within 2 points" in fig.get_suptitle() and math.isclose(none.get_xlim()[0], 1e-4 / 10**0.1)
     style.save(fig, tmp_path / "m.pdf", tmp_path / "m.png")
     assert (tmp_path / "m.png").stat().st_size > 10_000

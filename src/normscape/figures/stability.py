@@ -178,7 +178,7 @@ def batch_label(settings: dict, experiment: str) -> str:
     c = settings.get("conditions", {}).get(experiment, {})
     parts = [f"batch {c['batch_size']}" if "batch_size" in c else experiment]
     if "epochs" in c:
-        parts.append(f"{c['epochs']} epochs")
+        parts.append(f"{c['epochs']} epoch{'' if c['epochs'] == 1 else 's'}")
     return ", ".join(parts)
 
 
