@@ -99,3 +99,24 @@ def test_find_run_errors_name_the_problem(cfg):
         find_run(cfg, "nope", "none", "base", 0)
     with pytest.raises(ConfigError, match="not part of"):
         find_run(cfg, "convergence", "group", "base", 0)
+
+
+def test_the_checker_reads_a_file_as_the_workflow_does(tmp_path):
+    """`python -m normscape.pipeline.config my.yaml` checks my.yaml extending config.yaml (as --configfile does);
+    --alone checks it as the whole config."""
+    import subprocess
+    import sys
+
+    def check(*args):
+        command = [sys.executable, "-m", "normscape.pipeline.config", *args]
+        return subprocess.run(command, cwd=tmp_path, capture_output=True, text=True)
+
+    (tmp_path / "mine.yaml").write_text("seeds: [0]\nhessian:\n  samples: 500\n")
+    ok = check("mine.yaml")
+    assert ok.returncode == 0 and "mine.yaml: valid (extending config.yaml)" in ok.stdout, ok.stderr
+    alone = check("mine.yaml", "--alone")
+    assert alone.returncode == 1 and "defines no experiments" in alone.stderr and "Traceback" not in alone.stderr
+    (tmp_path / "old.yaml").write_text("landscape:\n  hessian:\n    samples: 500\n")
+    old = check("old.yaml")
+    assert old.returncode == 1 and "config key 'landscape.hessian' has moved to 'hessian'" in old.stderr
+    assert check().returncode == 2 and "Traceback" not in check().stderr  # no file: usage, not an IndexError

@@ -354,16 +354,33 @@ def find_run(cfg: dict, experiment: str, head: str, variant: str, seed: int | st
     )
 
 
-# python -m normscape.pipeline.config FILE: check a config file (syntax with line/column, schema)
-if __name__ == "__main__":
-    import sys
+def check_config_files(paths: list[str], alone: bool = False) -> dict:
+    """The config Snakemake would run with: the workflow's config.yaml (the working directory's, else the
+    repository's) extended by each file in order, as ``--configfile`` does; ``alone``: the files are the whole
+    config (``--replace-workflow-config``). Each file's syntax is checked first (line and column)."""
+    from snakemake.utils import update_config
 
     from normscape.pipeline.plugins import load_plugins
 
+    base = Path("config.yaml") if Path("config.yaml").is_file() else default_schema_path().parents[2] / "config.yaml"
+    cfg = {} if alone else load_yaml(base) or {}
+    for path in paths:
+        update_config(cfg, load_yaml(path) or {})
+    load_plugins(cfg.get("plugins"))  # their norms are allowed values
+    return validate_config(cfg)
+
+
+# python -m normscape.pipeline.config FILE [FILE ...] [--alone]: check config files as the workflow reads them
+if __name__ == "__main__":
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m normscape.pipeline.config", description=check_config_files.__doc__)
+    parser.add_argument("files", nargs="+", help="config files, given to snakemake with --configfile")
+    parser.add_argument("--alone", action="store_true", help="the files are the whole config, not extensions")
+    args = parser.parse_args()
     try:
-        cfg = load_yaml(sys.argv[1]) or {}
-        load_plugins(cfg.get("plugins") if isinstance(cfg, dict) else None)  # their norms are allowed values
-        validate_config(cfg)
+        check_config_files(args.files, args.alone)
     except ConfigError as err:
         sys.exit(f"normscape: {err}")
-    print(f"{sys.argv[1]}: valid")
+    print(f"{', '.join(args.files)}: valid" + ("" if args.alone else " (extending config.yaml)"))
