@@ -17,9 +17,11 @@ cores shows up as wall time of whichever side it overlaps).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +34,7 @@ sys.path.insert(0, str(REPO / "src"))
 
 from normscape.pipeline.config import load_yaml, validate_config  # noqa: E402
 from normscape.pipeline.measures import settings_of  # noqa: E402
+from normscape.pipeline.plugins import load_plugins  # noqa: E402
 
 EDGE_OF_STABILITY_EXPERIMENTS = ["stability", "stability_large_batch"]
 EDGE_OF_STABILITY_MEASURES = ["diagnostics.preconditioned_sharpness"]
@@ -66,17 +69,43 @@ def variant_config(config: dict, drop_experiments: list[str], disable: list[str]
     return variant
 
 
+INPUT_PATHS = [("data", "archive"), ("data", "root"), ("backbone", "weights"), ("downloads_dir",)]
+
+
+def absolute_inputs(overrides: dict) -> dict:
+    """The overrides with relative input paths made absolute (each side runs in its own directory)."""
+    overrides = copy.deepcopy(overrides)
+    for *sections, key in INPUT_PATHS:
+        holder = overrides
+        for section in sections:
+            holder = holder.get(section) if isinstance(holder, dict) else None
+        value = holder.get(key) if isinstance(holder, dict) else None
+        if isinstance(value, str) and not Path(value).is_absolute() and Path(value).exists():
+            holder[key] = str(Path(value).resolve())
+    return overrides
+
+
 def side_config(repo: Path, overrides: dict, downloads: Path) -> dict:
     """The config a side's code runs with: its own config.yaml, the overrides merged in as Snakemake merges a
-    --configfile, downloads shared by every side (fetched once, with the feature cache)."""
+    --configfile; downloads shared by every side (the user's downloads_dir, else one fetched with the features)."""
     config = load_yaml(repo / "config.yaml")
     update_config(config, overrides)
-    config["downloads_dir"] = str(downloads)
+    if "downloads_dir" not in overrides:
+        config["downloads_dir"] = str(downloads)
     return config
+
+
+def checked(config: dict) -> dict:
+    """``config`` validated (a copy; registered plugin norms allowed), so a bad variant fails before hours of work."""
+    config = copy.deepcopy(config)
+    load_plugins(config.get("plugins"))
+    return validate_config(config)
 
 
 def parse_time(stderr: str) -> dict:
     """The `/usr/bin/time -v` block at the end of a run's stderr."""
+    if "Command being timed" not in stderr:
+        return {"wall_s": None, "user_s": None, "system_s": None}  # killed before /usr/bin/time reported
     block = stderr[stderr.rfind("Command being timed") :]
     found = {key: re.search(re.escape(label) + r": (.*)", block) for key, label in TIME_KEYS.items()}
     values = {key: m.group(1).strip() for key, m in found.items() if m}
@@ -94,7 +123,10 @@ def run_study(side: Path, repo: Path, config: dict, cores: int, features: Path) 
     cache = side / Path(config.get("results_dir", "results")) / "features" / features.name
     cache.parent.mkdir(parents=True, exist_ok=True)
     if not cache.exists():
-        os.link(features, cache)  # the same file: no copy, and both sides read identical features
+        try:
+            os.link(features, cache)  # the same file: no copy, and both sides read identical features
+        except OSError:  # another filesystem
+            shutil.copy2(features, cache)
     command = ["/usr/bin/time", "-v", sys.executable, "-m", "snakemake", "-s", str(repo / "Snakefile")]
     command += ["--cores", str(cores), "all"]
     env = {**os.environ, "PYTHONPATH": str(repo / "src")}
@@ -115,8 +147,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     root = args.dir.resolve()
     root.mkdir(parents=True, exist_ok=True)
-    overrides = load_yaml(args.configfile) if args.configfile else {}
-    results_dir = Path(validate_config(side_config(REPO, overrides, root))["results_dir"])
+    done = [side for side in ("A", "B") if (root / side).exists()]
+    if done:
+        raise SystemExit(f"study_ab: {root} already has side(s) {done}: remove them or choose another directory")
+    overrides = absolute_inputs(load_yaml(args.configfile) or {}) if args.configfile else {}
+    results_dir = Path(checked(side_config(REPO, overrides, root))["results_dir"])
     if results_dir.is_absolute():
         raise SystemExit("study_ab: results_dir must be relative (each side writes its own results)")
     config = side_config(REPO, overrides, root / "features" / "downloads")
@@ -126,6 +161,11 @@ def main(argv: list[str] | None = None) -> int:
         if not repo_a.exists():
             git = ["git", "-C", str(REPO), "worktree", "add", "--detach", str(repo_a), args.baseline_rev]
             subprocess.run(git, check=True)
+    # a baseline revision runs with its own config.yaml (its keys may differ), the same overrides
+    base = side_config(repo_a, overrides, root / "features" / "downloads") if args.baseline_rev else config
+    config_a = variant_config(base, args.drop_experiments, args.disable)
+    if not args.baseline_rev:
+        checked(config_a)  # before hours of side B
     target = results_dir / "features" / "features.h5"
     features = root / "features" / target
     if not features.exists():  # untimed: extracted once, read by both sides
@@ -133,14 +173,12 @@ def main(argv: list[str] | None = None) -> int:
         (root / "features" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", str(args.cores)]
         subprocess.run([*command, str(target)], cwd=root / "features", check=True)
-    # a baseline revision runs with its own config.yaml (its keys may differ), the same overrides
-    base = side_config(repo_a, overrides, root / "features" / "downloads") if args.baseline_rev else config
-    config_a = variant_config(base, args.drop_experiments, args.disable)
     sides = {
         "B": run_study(root / "B", REPO, config, args.cores, features),
         "A": run_study(root / "A", repo_a, config_a, args.cores, features),
     }
-    growth = sides["B"]["wall_s"] / sides["A"]["wall_s"] - 1
+    timed = all(side["returncode"] == 0 and side["wall_s"] for side in sides.values())
+    growth = sides["B"]["wall_s"] / sides["A"]["wall_s"] - 1 if timed else None
     report = {
         "A": {**sides["A"], "dropped_experiments": args.drop_experiments, "disabled": args.disable},
         "B": sides["B"],
@@ -149,11 +187,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     (root / "ab.json").write_text(json.dumps(report, indent=2))
     for name, side in sides.items():
-        print(
-            f"{name}: wall {side['wall']} ({side['wall_s']:.0f} s), user {side['user_s']:.0f} s, "
-            f"system {side['system_s']:.0f} s, CPU {side['cpu_percent']}, exit {side['returncode']}"
-        )
-    print(f"wall time of B over A: {100 * growth:+.1f} %  ({root / 'ab.json'})")
+        print(f"{name}: " + ", ".join(f"{k} {side.get(k)}" for k in ("wall", "user_s", "system_s", "returncode")))
+    if growth is None:
+        print(f"no growth: a side failed or was not timed (logs: {root}/A, {root}/B; {root / 'ab.json'})")
+    else:
+        print(f"wall time of B over A: {100 * growth:+.1f} %  ({root / 'ab.json'})")
     return 1 if any(side["returncode"] for side in sides.values()) else 0
 
 

@@ -102,8 +102,8 @@ def test_find_run_errors_name_the_problem(cfg):
 
 
 def test_the_checker_reads_a_file_as_the_workflow_does(tmp_path):
-    """`python -m normscape.pipeline.config my.yaml` checks my.yaml extending config.yaml (as --configfile does);
-    --alone checks it as the whole config."""
+    """`python -m normscape.pipeline.config my.yaml` checks my.yaml extending the working directory's config.yaml
+    (as --configfile does); --alone checks it as the whole config."""
     import subprocess
     import sys
 
@@ -111,6 +111,7 @@ def test_the_checker_reads_a_file_as_the_workflow_does(tmp_path):
         command = [sys.executable, "-m", "normscape.pipeline.config", *args]
         return subprocess.run(command, cwd=tmp_path, capture_output=True, text=True)
 
+    (tmp_path / "config.yaml").write_text((REPO / "config.yaml").read_text())  # the workflow's configfile
     (tmp_path / "mine.yaml").write_text("seeds: [0]\nhessian:\n  samples: 500\n")
     ok = check("mine.yaml")
     assert ok.returncode == 0 and "mine.yaml: valid (extending config.yaml)" in ok.stdout, ok.stderr
@@ -120,3 +121,8 @@ def test_the_checker_reads_a_file_as_the_workflow_does(tmp_path):
     old = check("old.yaml")
     assert old.returncode == 1 and "config key 'landscape.hessian' has moved to 'hessian'" in old.stderr
     assert check().returncode == 2 and "Traceback" not in check().stderr  # no file: usage, not an IndexError
+    (tmp_path / "list.yaml").write_text("- a\n")
+    listed = check("list.yaml")
+    assert (
+        listed.returncode == 1 and "top level must be a mapping" in listed.stderr and "Traceback" not in listed.stderr
+    )

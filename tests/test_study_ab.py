@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 from conftest import REPO, SCHEMA, TINY_CONFIG
 
-from benchmarks.study_ab import main, parse_time, variant_config
+from benchmarks.study_ab import absolute_inputs, main, parse_time, variant_config
 from normscape.pipeline.config import validate_config
 
 
@@ -43,15 +42,29 @@ def test_parse_time_reads_usr_bin_time_v():
     timing = parse_time(stderr)
     assert timing["wall_s"] == 3600 + 46 * 60 + 13 and timing["user_s"] == 9983.12 and timing["system_s"] == 390.5
     assert parse_time(stderr.replace("1:46:13", "3:07.25"))["wall_s"] == pytest.approx(187.25)
+    assert parse_time("snakemake output, then killed")["wall_s"] is None  # no report: no growth, not a KeyError
+
+
+def test_relative_input_paths_become_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "archive.tar.gz").write_bytes(b"")
+    given = {"data": {"archive": "archive.tar.gz", "checksum": None}, "backbone": {"weights": "DEFAULT"}}
+    resolved = absolute_inputs(given)
+    assert (
+        resolved["data"]["archive"] == str(tmp_path / "archive.tar.gz") and given["data"]["archive"] == "archive.tar.gz"
+    )
+    assert resolved["backbone"]["weights"] == "DEFAULT"  # a torchvision weights name, not a file
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("time") is None and not Path("/usr/bin/time").exists(), reason="needs /usr/bin/time")
+@pytest.mark.skipif(not Path("/usr/bin/time").exists(), reason="needs /usr/bin/time (.ci/run installs it)")
 def test_both_sides_of_the_tiny_study_run_from_one_feature_cache(tmp_path, synthetic_archive):
     overrides = yaml.safe_load(TINY_CONFIG.read_text())
     overrides["data"]["archive"] = str(synthetic_archive)
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(overrides))
     assert main([str(tmp_path / "ab"), "--configfile", str(tmp_path / "tiny.yaml")]) == 0
+    with pytest.raises(SystemExit, match="already has side"):  # a second run would time two no-ops
+        main([str(tmp_path / "ab"), "--configfile", str(tmp_path / "tiny.yaml")])
     report = json.loads((tmp_path / "ab" / "ab.json").read_text())
     for side in ("A", "B"):
         assert report[side]["returncode"] == 0 and report[side]["wall_s"] > 0 and report[side]["user_s"] > 0

@@ -355,17 +355,19 @@ def find_run(cfg: dict, experiment: str, head: str, variant: str, seed: int | st
 
 
 def check_config_files(paths: list[str], alone: bool = False) -> dict:
-    """The config Snakemake would run with: the workflow's config.yaml (the working directory's, else the
-    repository's) extended by each file in order, as ``--configfile`` does; ``alone``: the files are the whole
-    config (``--replace-workflow-config``). Each file's syntax is checked first (line and column)."""
+    """The config Snakemake would run with here: the working directory's config.yaml (the workflow's configfile)
+    extended by each file in order, as ``--configfile`` does; ``alone``: the files are the whole config
+    (``--replace-workflow-config``). Each file's syntax is checked first (line and column)."""
     from snakemake.utils import update_config
 
     from normscape.pipeline.plugins import load_plugins
 
-    base = Path("config.yaml") if Path("config.yaml").is_file() else default_schema_path().parents[2] / "config.yaml"
-    cfg = {} if alone else load_yaml(base) or {}
+    cfg = (load_yaml("config.yaml") or {}) if Path("config.yaml").is_file() and not alone else {}
     for path in paths:
-        update_config(cfg, load_yaml(path) or {})
+        loaded = load_yaml(path) or {}
+        if not isinstance(loaded, dict) or not isinstance(cfg, dict):
+            raise ConfigError(f"config file {path}: the top level must be a mapping of keys to values.")
+        update_config(cfg, loaded)
     load_plugins(cfg.get("plugins"))  # their norms are allowed values
     return validate_config(cfg)
 

@@ -33,7 +33,7 @@ DEFAULTS = {
     "bootstrap": 10000,
     "seed": 0,
     "accuracy_margin": 0.005,  # |difference| below 0.5 percentage points counts as "no effect"
-    "alpha": 0.05,  # level of the exact tests: equivalence (TOST) needs p <= alpha, reachable only with enough seeds
+    "alpha": 0.05,  # level of the exact tests (directional rows: max(alpha, 2^-n)); TOST needs p <= alpha itself
     "noise_z": 2.0,  # a stochastic measure's difference counts only beyond this many of its standard errors
     "experiments": {
         "convergence": "convergence",

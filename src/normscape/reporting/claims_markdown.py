@@ -32,11 +32,17 @@ def reading_guide(result: pd.DataFrame, alpha: float) -> str:
         "The CI column is a percentile bootstrap interval of the mean difference over the seeds: a range, not a "
         "significance test."
     )
-    if 2 * 2.0**-n > alpha:  # the exact test's next p after 2^-n is above alpha: only full agreement passes
+    if 2.0**-n > alpha:  # the test cannot reach alpha: its level is raised to the smallest p, 2^-n
+        return (
+            f"How to read the verdicts: with n = {n} seeds the exact one-sided test cannot reach p <= {alpha:g} "
+            f"(its smallest p is 2^-{n} = {2.0**-n:.3g}), so **supported** means every seed's difference has the "
+            "claimed sign (refuted: every seed's has the other sign): consistency across seeds, not significance. " + ci
+        )
+    if 2 * 2.0**-n > alpha:  # only full agreement reaches alpha
         return (
             f"How to read the verdicts: with n = {n} seeds, **supported** means every seed's difference has the "
-            f"claimed sign (refuted: every seed's has the other sign), the only pattern whose exact one-sided p, "
-            f"2^-{n} = {2.0**-n:.3g}, passes {alpha:g}; a verdict is consistency across seeds, not significance. " + ci
+            f"claimed sign (refuted: every seed's has the other sign): the only pattern whose exact one-sided p, "
+            f"2^-{n} = {2.0**-n:.3g}, is at most {alpha:g}. " + ci
         )
     return (
         f"How to read the verdicts: with n = {n} seeds, **supported** means the exact sign-flip test in the claimed "
@@ -87,7 +93,7 @@ def to_markdown(result: pd.DataFrame, settings: dict | None = None) -> str:
         "against ±margin). 'smallest p at n': the smallest p the exact test can reach with these seeds (2^-n "
         "one-sided, 2^(1-n) two-sided): the test's power ceiling. '> 0' / '< 0' / '≠' rows are supported when the "
         f"interval lies on the claimed side of 0 and the exact p is at most max({s['alpha']:g}, the smallest p) "
-        f"(at n <= 5 seeds: every seed agrees in sign). '≈ 0' is supported only when TOST gives p <= "
+        "(with few seeds only full agreement in sign reaches it). '≈ 0' is supported only when TOST gives p <= "
         f"{s['alpha']:g} — 'not testable at n seeds' when even the smallest p is above it. 'uninformative': the "
         "statistic is the same in every run compared. 'estimator too noisy': a stochastic estimate whose difference "
         f"at some seed is within {s['noise_z']:g} of its combined standard errors. Accuracies as fractions, tested "

@@ -17,9 +17,9 @@
   measure whose difference at some seed is within ``noise_z`` of its combined standard errors: its sign there is
   not measured).
 
-The exact test cannot go below 2^-n (0.031 at n = 5): while 2 x 2^-n > alpha, "supported" means "consistent
-across every seed", not "significant", and the table says so. A claim is supported/refuted when all its rows are,
-``mixed`` when rows disagree, inconclusive otherwise.
+The exact test cannot go below 2^-n (0.031 at n = 5): while 2 x 2^-n > alpha, "supported" means "every seed
+agrees" (and, while 2^-n > alpha too, not "significant"); the table says which. A claim is supported/refuted
+when all its rows are, ``mixed`` when rows disagree, inconclusive otherwise.
 """
 
 from __future__ import annotations

@@ -217,11 +217,13 @@ def claims_list(claim_rows: list[dict], alpha: float = 0.05) -> str:
     n = max((int(_num(r.get("n_seeds"))) for r in claim_rows if math.isfinite(_num(r.get("n_seeds")))), default=0)
     if n < 2:
         meaning = ""
-    elif 2 * 2.0**-n > alpha:  # only full agreement reaches the test's level (normscape.reporting.claims_stats)
+    elif 2.0**-n > alpha:  # the exact test cannot reach alpha (normscape.reporting.claims_stats)
         meaning = (
             f" With n = {n} seeds, supported means every seed agrees (smallest possible p = 2^-{n} = {2.0**-n:.3g}), "
             "not statistical significance."
         )
+    elif 2 * 2.0**-n > alpha:  # only full agreement reaches alpha
+        meaning = f" With n = {n} seeds, supported means every seed agrees (exact p = 2^-{n} = {2.0**-n:.3g})."
     else:
         meaning = f" With n = {n} seeds, supported means an exact sign-flip p <= {alpha:g} in the claimed direction."
     return (
