@@ -61,6 +61,7 @@ def test_relative_input_paths_become_absolute(tmp_path, monkeypatch):
 def test_both_sides_of_the_tiny_study_run_from_one_feature_cache(tmp_path, synthetic_archive):
     overrides = yaml.safe_load(TINY_CONFIG.read_text())
     overrides["data"]["archive"] = str(synthetic_archive)
+    overrides["landscape"]["experiments"] = []  # the A/B is about training work: no landscapes or curvature jobs
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(overrides))
     assert main([str(tmp_path / "ab"), "--configfile", str(tmp_path / "tiny.yaml")]) == 0
     with pytest.raises(SystemExit, match="already has side"):  # a second run would time two no-ops
