@@ -52,7 +52,7 @@ def variant_config(config: dict, drop_experiments: list[str], disable: list[str]
     """``config`` without the experiments ``drop_experiments`` and with the measures at the dotted config paths
     ``disable`` switched off; every reference to a dropped experiment (a measure's ``experiments`` list,
     ``landscape.experiments``) goes with it, so the variant is a valid config of its own."""
-    variant = yaml.safe_load(yaml.safe_dump(config))
+    variant = copy.deepcopy(config)
     missing = [name for name in drop_experiments if name not in variant["experiments"]]
     if missing:
         raise SystemExit(f"study_ab: --drop-experiments names experiments the config lacks: {missing}")
@@ -151,10 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     if done:
         raise SystemExit(f"study_ab: {root} already has side(s) {done}: remove them or choose another directory")
     overrides = absolute_inputs(load_yaml(args.configfile) or {}) if args.configfile else {}
-    results_dir = Path(checked(side_config(REPO, overrides, root))["results_dir"])
+    config = side_config(REPO, overrides, root / "features" / "downloads")
+    results_dir = Path(checked(config)["results_dir"])
     if results_dir.is_absolute():
         raise SystemExit("study_ab: results_dir must be relative (each side writes its own results)")
-    config = side_config(REPO, overrides, root / "features" / "downloads")
     repo_a = REPO
     if args.baseline_rev:
         repo_a = root / "baseline"
