@@ -25,14 +25,16 @@ def glibc_version() -> tuple[int, ...]:
 @pytest.mark.skipif(not os.uname().sysname == "Linux", reason="glibc allocator settings")
 def test_tuned_allocator_stops_refaulting_large_activations():
     # 160 px: the expanded activations of a batch of 16 (16 x 96 x 80 x 80 floats, 39 MB) exceed glibc's largest
-    # mmap threshold, so with the defaults every batch maps them afresh and faults them in page by page.
+    # mmap threshold, so with the defaults every batch maps them afresh and faults them in page by page. The
+    # median batch is compared: a tuned heap that still grows after the warm-up (how far depends on the host's
+    # kernel choices) faults its new pages in once, in one batch, which is not the churn this test is about.
     from benchmarks.bench_allocator import probe
 
-    default = probe("default", 32, 160, 1, None)
-    tuned = probe("tuned", 32, 160, 1, None)
+    default = probe("default", 96, 160, 1, None)
+    tuned = probe("tuned", 96, 160, 1, None)
     assert tuned["tuned"] and not default["tuned"]
-    assert default["minor_faults_per_image"] > 200
-    assert tuned["minor_faults_per_image"] < default["minor_faults_per_image"] / 10
+    assert default["median_batch_minor_faults_per_image"] > 200
+    assert tuned["median_batch_minor_faults_per_image"] < default["median_batch_minor_faults_per_image"] / 10
 
 
 MMAPPED_BYTES_OF_ONE_8_MIB_BLOCK = """
