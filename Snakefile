@@ -41,6 +41,10 @@ include: "workflow/rules/report.smk"
 check_cached_files({"prepared dataset": rules.prepare_data.output[0], "feature file": FEATURES})
 
 
+onstart:
+    check_inputs_before_jobs()
+
+
 rule all:
     default_target: True
     input:
@@ -50,5 +54,5 @@ rule all:
 onsuccess:
     from normscape.reporting.overview import study_overview
 
-    if overview := study_overview(RESULTS):
+    if overview := study_overview(RESULTS, written_since=WORKFLOW_STARTED):
         print(overview)

@@ -166,6 +166,36 @@ def test_weights_that_are_not_a_state_dict_get_our_message(tiny_config, tmp_path
     assert "torch.save(model.state_dict(), path)" in out
     assert f"from a torchvision {cfg['backbone']['arch']} (backbone.arch)" in out  # the configured arch
     assert "weights_only" not in out and "Traceback" not in out
+    for name, content in (("notes.txt", b"weights: see the wiki\n"), ("noise.pth", bytes(range(256)) * 20)):
+        (tmp_path / name).write_bytes(content)
+        out = failing(edit(tiny_config, "backbone.weights", str(tmp_path / name)), tmp_path, dry=False)
+        assert f"backbone weights {tmp_path / name} is not a PyTorch state_dict: it is not a PyTorch file" in out
+
+
+@pytest.mark.slow
+def test_backbone_and_archive_mistakes_stop_the_workflow_before_the_feature_cache_is_touched(tiny_config, tmp_path):
+    """Snakemake deletes a job's outputs when the job starts, and records the params of a job that failed: a typo
+    found by the extraction job would cost the feature cache, and undoing it would rerun everything after it.
+    These are checked when Snakemake is about to start jobs (onstart), before anything is deleted."""
+    from pathlib import Path
+
+    path = write_config(tiny_config, tmp_path / "c.yaml")
+    features = Path(tiny_config["results_dir"]) / "features/features.h5"
+    run_snakemake([str(features), "--cores", "1"], configfile=path)
+    before = (features.read_bytes(), features.stat().st_mtime_ns)
+    noise = tmp_path / "noise.pth"
+    noise.write_bytes(bytes(range(256)) * 20)
+    for dotted, value, expect in (
+        ("backbone.arch", "resnet19", "backbone.arch 'resnet19' is not a torchvision classification model"),
+        ("backbone.weights", "IMAGENET1K_V9", "'IMAGENET1K_V9' is not a torchvision weights name of resnet18"),
+        ("backbone.weights", str(noise), f"backbone weights {noise} is not a PyTorch state_dict"),
+        ("data.checksum", "sha256:0123abcd", f"checksum mismatch for {tiny_config['data']['archive']}"),
+    ):
+        out = failing(edit(tiny_config, dotted, value), tmp_path, target=str(features), dry=False)
+        assert expect in out and "Traceback" not in out, (dotted, out[-2000:])
+        assert (features.read_bytes(), features.stat().st_mtime_ns) == before, dotted
+    proc = run_snakemake(["-n", str(features)], configfile=path)  # the config as it was: nothing to redo
+    assert "Nothing to be done" in proc.stdout + proc.stderr, (proc.stdout + proc.stderr)[-2000:]
 
 
 @pytest.mark.slow
@@ -302,7 +332,8 @@ def test_a_corrupt_run_file_is_one_message_naming_it_and_the_fix(tiny_config, tm
     cfg = edit(tiny_config, "experiments", {"convergence": {"heads": ["none"], "lr": 2.0e-3}})
     path = write_config(cfg, tmp_path / "c.yaml")
     figure = f"{cfg['results_dir']}/figures/fig6_grad_hist_fc2.png"
-    run_snakemake([figure, "--cores", "1"], configfile=path)
+    proc = run_snakemake([figure, "--cores", "1"], configfile=path)
+    assert "final test accuracy" not in proc.stdout  # the study's overview: only after a run that wrote the tables
     grads = Path(cfg["results_dir"]) / "runs/convergence/none/base/seed0/grads.h5"
     grads.write_bytes(grads.read_bytes()[:3000])
     Path(figure).unlink()
@@ -310,6 +341,67 @@ def test_a_corrupt_run_file_is_one_message_naming_it_and_the_fix(tiny_config, tm
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "Traceback" not in out, out[-3000:]
     assert f"{grads} is truncated or corrupt" in out and f"Rebuild it: rm {grads} && snakemake" in out, out[-3000:]
+    # A metrics.csv that lost its last epochs still parses: the figure job compares it with the run's summary
+    metrics, curves = grads.with_name("metrics.csv"), figure.replace("fig6_grad_hist_fc2", "fig4_convergence_accuracy")
+    metrics.write_text("".join(metrics.read_text().splitlines(keepends=True)[:-2]))
+    Path(curves).unlink(missing_ok=True)
+    proc = run_snakemake([curves, "--cores", "1"], configfile=path, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "Traceback" not in out, out[-3000:]
+    assert f"run metrics {metrics} is truncated or corrupt" in out and "its summary.json records 8" in out, out[-3000:]
+
+
+def write_run_files(run, epochs: int = 3):
+    """A run's metrics.csv (the columns training writes) and the summary.json that records its epochs."""
+    import json
+
+    columns = "epoch,train_loss,train_acc,val_loss,val_acc,lr,grad_norm_mean,grad_norm_median,grad_norm_p99,"
+    columns += "grad_norm_max,clipped_fraction,epoch_time_s,diverged"
+    rows = [f"{e},{2.0 / e},0.{e},{2.1 / e},0.{e},0.001,1.0,1.0,2.0,3.0,0.0,0.5,0" for e in range(1, epochs + 1)]
+    run.mkdir(parents=True)
+    (run / "metrics.csv").write_text("\n".join([columns, *rows]) + "\n")
+    (run / "summary.json").write_text(json.dumps({"epochs_completed": epochs}))
+    return run / "metrics.csv"
+
+
+@pytest.mark.parametrize(
+    "damage,expect",
+    [
+        (lambda text: text[: text.rindex("\n", 0, -1) + 1], "(2 rows), its summary.json records 3"),  # whole rows
+        (lambda text: text[:-3], "a row cut short"),  # mid-row: the row still parses, without its last fields
+        (lambda text: text.splitlines()[0] + "\n", "(0 rows), its summary.json records 3"),  # only the header
+        (lambda text: "", "No columns to parse"),
+    ],
+)
+def test_a_metrics_file_cut_short_is_one_message_not_a_shorter_run(tmp_path, damage, expect):
+    from normscape.pipeline.errors import DataError
+    from normscape.reporting.run_files import load_metrics
+
+    metrics = write_run_files(tmp_path / "runs/convergence/none/base/seed0")
+    assert load_metrics([metrics])["epoch"].tolist() == [1, 2, 3]
+    metrics.write_text(damage(metrics.read_text()))
+    with pytest.raises(DataError) as err:
+        load_metrics([metrics])
+    assert f"run metrics {metrics} is truncated or corrupt" in str(err.value) and expect in str(err.value)
+    assert f"Rebuild it: rm {metrics} && snakemake" in str(err.value)
+
+
+def test_truncated_run_files_are_named_by_the_integrity_check(tmp_path):
+    """What a job that failed on its inputs reports: a checkpoint cut in half is not a zip archive any more,
+    a JSON or CSV file cut short does not parse; an intact file is no problem."""
+    import torch
+
+    from normscape.pipeline.integrity import check_file
+
+    model = tmp_path / "model_final.pt"
+    torch.save({"state_dict": {"w": torch.arange(4096.0)}}, model)
+    summary = tmp_path / "summary.json"
+    summary.write_text('{"epochs_completed": 3, "final": {"val_acc": 0.5}}')
+    table = write_run_files(tmp_path / "run")
+    for path in (model, summary, table):
+        assert check_file(path) is None, path
+        path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+        assert check_file(path).startswith(f"{path} is truncated or corrupt ("), path
 
 
 def test_a_directory_without_config_yaml_says_so(tmp_path):

@@ -285,3 +285,7 @@ def test_a_finished_study_prints_its_overview(tiny_workflow):
     assert all(f"  - {claim}: " in text for claim in claims) and text.count("\n  - ") == len(claims)
     assert f"snakemake --report {results / 'report.html'}" in text
     assert study_overview(results / "nothing") is None
+    # what a run prints at its end: the tables if it wrote them, else nothing (they may predate a config edit)
+    written = (results / "tables" / "summary.csv").stat().st_mtime
+    assert study_overview(results, written_since=written) == text
+    assert study_overview(results, written_since=written + 1) is None

@@ -3,7 +3,12 @@
 import os
 import re
 import sys
+import time
 from pathlib import Path
+
+# When this Snakemake process read the workflow: the closing overview (Snakefile onsuccess) shows the tables only
+# when the run wrote them after this.
+WORKFLOW_STARTED = time.time()
 
 SRC_DIR = Path(workflow.basedir) / "src"
 # Scripts import the `normscape` package from src/ even when it is not pip-installed (conda envs, clusters).
@@ -73,6 +78,31 @@ def check_cached_files(files):
         problem = check_readable(path) if what == "feature file" else check_hdf5(path, what)
         if problem:
             sys.exit(f"normscape: {problem}")
+
+
+def check_inputs_before_jobs():
+    """Exit with one message when extraction or data preparation would fail on the configured backbone or
+    archive. These checks read contents (torchvision, the archive's bytes), too slow for every parse, so they
+    run once, when Snakemake is about to start jobs (onstart) and has deleted nothing yet: found by the job
+    itself, a mistake would cost the outputs Snakemake removes when the job starts (the feature cache), and
+    undoing it would still rerun everything downstream."""
+    from normscape.data.cifar import verify_checksum
+    from normscape.features.store import built_from
+    from normscape.pipeline.errors import NormscapeError
+
+    weights = backbone_weights_file() or None
+    if not built_from(FEATURES, config["backbone"], weights):
+        from normscape.features.backbones import backbone_problem
+
+        if problem := backbone_problem(config["backbone"], weights):
+            sys.exit(f"normscape: {problem}")
+    archive = DATA["archive"] or DATA_DOWNLOAD
+    checksum = datasets.resolved_checksum(DATA) if DATASET.url is not None else None
+    if checksum and archive and Path(archive).is_file():
+        try:
+            verify_checksum(archive, checksum)
+        except NormscapeError as exc:
+            sys.exit(f"normscape: {exc}")
 
 
 def all_targets():

@@ -135,9 +135,11 @@ def load_state_dict(path: str | Path, sha256: str | None = None, arch: str = "mo
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt files
         # Not torch's own text: it advises weights_only=False (unsafe for files from elsewhere) or filing an issue.
+        with open(path, "rb") as fh:  # torch.save writes a zip archive; old torch versions a bare pickle
+            torch_file = fh.read(4).startswith((b"PK\x03\x04", b"\x80"))
         what = (
             "a pickle of other Python objects (e.g. a whole model), not only tensors"
-            if "weights_only" in str(exc) or "Unpickl" in type(exc).__name__
+            if torch_file and ("weights_only" in str(exc) or "Unpickl" in type(exc).__name__)
             else f"not a PyTorch file at all, or truncated ({type(exc).__name__})"
         )
         raise WeightsError(
@@ -153,6 +155,26 @@ def load_state_dict(path: str | Path, sha256: str | None = None, arch: str = "mo
             "torch.save(model.state_dict(), path)."
         )
     return state
+
+
+def backbone_problem(backbone: dict, weights_file: str | Path | None) -> str | None:
+    """What would make feature extraction fail on this ``backbone`` config slice (an arch torchvision lacks, a
+    weights name the arch lacks, a local weights file that is no state_dict of the arch or misses its sha256),
+    or None. Checked before any job starts: found by the extraction job, the mistake would already have cost
+    the feature cache, which Snakemake deletes when the job starts. ``weights_file``: the local or downloaded
+    weights (a download not made yet is the download job's to verify)."""
+    arch, weights = backbone["arch"], str(backbone["weights"])
+    try:
+        check_arch(arch)
+        if weights == RANDOM_WEIGHTS:
+            return None
+        if weights_file is None or not Path(weights_file).is_file():
+            torchvision_weights(arch, weights)  # a name: is it one of the arch's?
+            return None
+        build_backbone(weights, weights_file, backbone.get("weights_sha256"), arch, backbone.get("input_size"))
+    except WeightsError as exc:
+        return str(exc)
+    return None
 
 
 def _last_linear(model: nn.Module) -> tuple[str, nn.Linear]:

@@ -8,6 +8,7 @@ opens the file and reads the last element of every dataset (a truncated file fai
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import h5py
@@ -50,8 +51,6 @@ def check_file(path: str | Path) -> str | None:
         return check_hdf5(path)
     try:
         if path.suffix == ".pt":
-            import zipfile
-
             with zipfile.ZipFile(path) as archive:  # torch.save's format: a zip archive with CRCs
                 bad = archive.testzip()
                 if bad is not None:
@@ -66,7 +65,7 @@ def check_file(path: str | Path) -> str | None:
             rows = list(csv.reader(path.open()))
             if not rows or any(len(row) != len(rows[0]) for row in rows):
                 raise ValueError("rows of unequal length")
-    except (OSError, ValueError, UnicodeDecodeError) as exc:  # zipfile.BadZipFile and JSONDecodeError included
+    except (OSError, ValueError, UnicodeDecodeError, zipfile.BadZipFile) as exc:  # JSONDecodeError: a ValueError
         return corrupt_message(path, exc)
     return None
 

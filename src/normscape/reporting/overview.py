@@ -2,7 +2,8 @@
 
 Final test accuracy (mean ± std over seeds) per head and experiment, each claim with its verdict, and where the
 full tables and the report are. Read from ``tables/summary.csv`` and ``tables/claims.csv`` (never computed
-here), and only when they exist: a run that targeted one figure prints nothing.
+here), and only when the run that ends wrote them: a run that targeted one figure, downloaded, or found the tables
+up to date prints nothing (tables from before a config edit would be shown as if they were its results).
 """
 
 from __future__ import annotations
@@ -27,11 +28,12 @@ def _accuracy(row: dict) -> str:
     return f"{100 * float(mean):.1f}{spread} %"
 
 
-def study_overview(results_dir: str | Path) -> str | None:
-    """The lines to print, or None when the study's tables are not there."""
+def study_overview(results_dir: str | Path, written_since: float | None = None) -> str | None:
+    """The lines to print, or None when the study's tables are not there (or, with ``written_since``, a
+    ``time.time()``, were last written before it)."""
     tables = Path(results_dir) / "tables"
     summary, claims = tables / "summary.csv", tables / "claims.csv"
-    if not summary.is_file():
+    if not summary.is_file() or (written_since is not None and summary.stat().st_mtime < written_since):
         return None
     rows = [r for r in _rows(summary) if r.get("variant") == "base"]
     experiments = list(dict.fromkeys(r["experiment"] for r in rows))
