@@ -31,6 +31,7 @@ def write_run(root, experiment, head, variant, seed, rng, final_acc, tau, epochs
     val = val + rng.normal(0, 0.0005, epochs)
     pd.DataFrame({"epoch": e, "val_acc": val, "train_loss": 1.0}).to_csv(run / "metrics.csv", index=False)
     summary = {"final": {"test_acc": final_acc}, "best": {"test_acc": final_acc, "val_acc": float(val.max())}}
+    summary["training"] = {"lr": 0.02 if experiment == "high_lr" else 0.002}  # as the run trained (claims say it)
     (run / "summary.json").write_text(json.dumps(summary))
     if sharp is not None:
         land = root / "landscapes" / experiment / head / variant / f"seed{seed}"
@@ -124,6 +125,9 @@ def test_claims_table_gives_the_known_verdicts(study):
         (result["claim_id"] == cid) & (result["comparison"] == comp) & ((result["statistic"] == stat) if stat else True)
     ].iloc[0]
     claim = lambda cid: result.loc[result["claim_id"] == cid, "claim_verdict"].iloc[0]  # noqa: E731
+    # the learning rate a claim names is the one its runs trained with
+    high_lr_claim = result.loc[result["claim_id"] == "high_lr_hurts_baseline_most", "claim"].iloc[0]
+    assert high_lr_claim == "Training at lr 0.02 hurts the baseline more than any normalised head"
     # convergence: BatchNorm/LayerNorm faster on both statistics; dead FRN has no speed
     for head in ("BatchNorm", "LayerNorm"):
         assert row("faster_convergence", f"{head} - baseline", "epochs_to_plateau")["verdict"] == "supported"

@@ -110,6 +110,13 @@ def norms_in(table: pd.DataFrame, experiment: str) -> list[str]:
     return sorted(table.loc[table["experiment"] == experiment, "head"].unique(), key=norm_sort_key)
 
 
+def experiment_lr(table: pd.DataFrame, experiment: str) -> str:
+    """'lr 0.01': the learning rate the runs of ``experiment`` trained with, as their summaries record it (the
+    config's, never a default written here); a generic name where they differ or none is recorded."""
+    lrs = table.loc[table["experiment"] == experiment, "lr"].dropna().unique() if "lr" in table else []
+    return f"lr {float(lrs[0]):g}" if len(lrs) == 1 else f"the learning rate of {experiment}"
+
+
 def study_claims(table: pd.DataFrame, settings: dict | None = None) -> list[Claim]:
     """The claims of the study and the README, as rows over the runs present in ``table``."""
     s = {**DEFAULTS, **(settings or {})}
@@ -150,7 +157,7 @@ def study_claims(table: pd.DataFrame, settings: dict | None = None) -> list[Clai
         ),
         Claim(
             "high_lr_hurts_baseline_most",
-            "Learning rate 1e-2 hurts the baseline more than any normalised head",
+            f"Training at {experiment_lr(table, high)} hurts the baseline more than any normalised head",
             [
                 Row(
                     acc,

@@ -29,7 +29,7 @@ import pandas as pd
 
 from normscape.curvature.edge_of_stability import NEAR_THRESHOLD
 from normscape.models.norms import NORM_LABELS
-from normscape.reporting.claims import Claim, Row, norms_in
+from normscape.reporting.claims import Claim, Row, experiment_lr, norms_in
 from normscape.reporting.critical_lr import TOLERANCE, seed_critical_lrs, sweep_runs
 from normscape.reporting.run_files import variant_value
 
@@ -161,13 +161,6 @@ def first_step_rows(table: pd.DataFrame, experiment: str) -> list[Row]:
     ]
 
 
-def probed_lr(table: pd.DataFrame, experiment: str) -> str:
-    """'lr 0.01': the learning rate the probes of ``experiment`` recorded (the config's, never one written here)."""
-    runs = table[table["experiment"] == experiment]
-    lrs = _column(runs, "preconditioned_sharpness.lr").dropna().unique()
-    return f"lr {lrs[0]:g}" if len(lrs) == 1 else f"the learning rate of {experiment}"
-
-
 def stability_claims(table: pd.DataFrame, settings: dict) -> list[Claim]:
     """The three claims over ``table`` (after :func:`with_stability_statistics`)."""
     e = experiment_names(settings)
@@ -187,7 +180,7 @@ def stability_claims(table: pd.DataFrame, settings: dict) -> list[Claim]:
         ),
         Claim(
             "eos_threshold_earlier",
-            f"At {probed_lr(table, e['high_lr'])} the baseline's preconditioned sharpness reaches the threshold "
+            f"At {experiment_lr(table, e['high_lr'])} the baseline's preconditioned sharpness reaches the threshold "
             "earlier than the normalised heads'",
             first_step_rows(table, e["high_lr"]),
         ),

@@ -79,6 +79,7 @@ def run_table(
             "best_test_acc": summary["best"]["test_acc"],
             "best_val_acc": summary["best"]["val_acc"],
             "diverged": float(bool(summary.get("diverged", False))),
+            "lr": summary.get("training", {}).get("lr"),  # what the run trained with (claims name it)
         }
     metrics = load_metrics(metrics_paths)
     if len(metrics):
