@@ -137,7 +137,9 @@ def run_study(side: Path, repo: Path, config: dict, cores: int, features: Path) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.study_ab", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("dir", type=Path, help="working directory (one subdirectory per side)")
     parser.add_argument("--configfile", type=Path, help="config overrides (e.g. the offline mirror's paths)")
     parser.add_argument("--cores", type=int, default=2)

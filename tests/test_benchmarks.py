@@ -119,3 +119,13 @@ def test_a_run_without_a_gpu_keeps_the_gpu_rows_of_the_last_run_with_one():
     assert [r["name"] for r in kept] == ["gpu_train_15_epochs"]
     assert kept[0]["details"] == {"measured_at": "2026-11-26T17:13:03Z", "device_type": "cuda", "device": "H100"}
     assert gpu_rows_to_keep(fresh + [previous["results"][1]], previous) == []  # measured again: not duplicated
+
+
+def test_a_selection_that_matches_no_benchmark_is_an_error_and_writes_nothing(tmp_path, capsys):
+    from benchmarks.__main__ import main
+
+    out = tmp_path / "results.json"
+    with pytest.raises(SystemExit) as exit_:
+        main(["--only", "trian", "--output", str(out)])
+    assert exit_.value.code == 2 and not out.exists()
+    assert "--only trian matches no benchmark module; the modules are: bench_allocator" in capsys.readouterr().err
