@@ -37,6 +37,12 @@ def config_digest(config: dict) -> str:
     return _digest(yaml.safe_dump(clean, sort_keys=True))
 
 
+def _without_title(markdown: str) -> str:
+    """A table file's text without its own top-level title: its section heading here says it."""
+    lines = markdown.strip().split("\n")
+    return "\n".join(lines[1:]).strip() if lines[0].startswith("# ") else markdown.strip()
+
+
 def render(summary_md: str, claims_md: str, features_attrs: dict[str, Any], config: dict, versions: dict) -> str:
     """The document's text (header, body, digest line)."""
     data, backbone = config["data"], config["backbone"]
@@ -74,8 +80,8 @@ def render(summary_md: str, claims_md: str, features_attrs: dict[str, Any], conf
             "",
             "## Reproduce",
             "",
-            "With the same archive and weights (checked by the checksums above), from a directory holding this",
-            "config.yaml:",
+            "With the same archive and weights (checked by the checksums above), in a checkout of this repository",
+            "(its config.yaml is the default study), with these paths in a file `real.yaml`:",
             "",
             "```yaml",
             "# real.yaml",
@@ -89,11 +95,11 @@ def render(summary_md: str, claims_md: str, features_attrs: dict[str, Any], conf
             "",
             "## Summary of all runs",
             "",
-            summary_md.strip(),
+            _without_title(summary_md),
             "",
             "## Claims",
             "",
-            claims_md.strip(),
+            _without_title(claims_md),
             "",
         ]
     )
