@@ -85,7 +85,8 @@ def check_inputs_before_jobs():
     archive. These checks read contents (torchvision, the archive's bytes), too slow for every parse, so they
     run once, when Snakemake is about to start jobs (onstart) and has deleted nothing yet: found by the job
     itself, a mistake would cost the outputs Snakemake removes when the job starts (the feature cache), and
-    undoing it would still rerun everything downstream."""
+    undoing it would still rerun everything downstream (Snakemake records a failed job's params:
+    docs/upstream/snakemake-failed-job-metadata.md)."""
     from normscape.data.cifar import verify_checksum
     from normscape.features.store import built_from
     from normscape.pipeline.errors import NormscapeError
