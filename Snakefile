@@ -39,6 +39,8 @@ include: "workflow/rules/report.smk"
 
 # A truncated or corrupt cache is reported now, before any job starts (and before Snakemake deletes anything).
 check_cached_files({"prepared dataset": rules.prepare_data.output[0], "feature file": FEATURES})
+# A requested file of a run the config does not define: one message naming what the experiment has.
+check_requested_runs(sys.argv[1:])
 
 
 onstart:

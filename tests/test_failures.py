@@ -404,6 +404,22 @@ def test_truncated_run_files_are_named_by_the_integrity_check(tmp_path):
         assert check_file(path).startswith(f"{path} is truncated or corrupt ("), path
 
 
+@pytest.mark.parametrize(
+    "run,expect",
+    [
+        ("runs/convergence/layer/base/seed0/summary.json", "run convergence/layer/base/seed0 is not part of"),
+        ("runs/convergence/none/base/seed7/metrics.csv", "run convergence/none/base/seed7 is not part of"),
+        ("landscapes/nope/none/base/seed0/landscape.h5", "experiment 'nope' is not defined in the config"),
+    ],
+)
+def test_a_requested_run_the_config_lacks_is_one_message(tiny_config, tmp_path, run, expect):
+    target = f"{tiny_config['results_dir']}/{run}"
+    out = failing(tiny_config, tmp_path, target=target)
+    assert f"normscape: {target}: {expect}" in out and "Traceback" not in out, out[-2000:]
+    if "not part of" in expect:  # what the experiment has, to pick from
+        assert "(its heads ['none', 'batch', 'rms'], variants ['base'], seeds [0])" in out, out[-2000:]
+
+
 def test_a_directory_without_config_yaml_says_so(tmp_path):
     """`snakemake -d DIR --configfile mine.yaml` reads DIR/config.yaml too; without one, and with a config file that
     only overrides some keys, there are no experiments to run."""

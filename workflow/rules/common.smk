@@ -106,6 +106,23 @@ def check_inputs_before_jobs():
             sys.exit(f"normscape: {exc}")
 
 
+def check_requested_runs(arguments):
+    """Exit with one message when a target is a file of a run the config does not define (under runs/ or
+    landscapes/), instead of Snakemake's input-function traceback or its bare "No rule to produce"."""
+    results = os.path.abspath(RESULTS)
+    for argument in arguments:
+        path = os.path.abspath(argument)
+        stage, _, inside = os.path.relpath(path, results).partition(os.sep)
+        if path.startswith(results + os.sep) and stage in ("runs", "landscapes"):
+            try:
+                key = paths.run_key(inside)
+                find_run(config, key["experiment"], key["head"], key["variant"], key["seed"])
+            except ValueError:  # not a run's file (a directory, another layout): Snakemake's own message
+                continue
+            except ConfigError as exc:
+                sys.exit(f"normscape: {argument}: {exc}")
+
+
 def all_targets():
     return [path for stage in STAGE_TARGETS.values() for path in stage]
 

@@ -345,12 +345,15 @@ def find_run(cfg: dict, experiment: str, head: str, variant: str, seed: int | st
         raise ConfigError(
             f"experiment {experiment!r} is not defined in the config (defined: {sorted(cfg['experiments'])})."
         )
-    for run in experiment_runs(cfg, experiment):
+    runs = experiment_runs(cfg, experiment)
+    for run in runs:
         if (run.head, run.variant, run.seed) == (head, variant, int(seed)):
             return run
+    has = {field: list(dict.fromkeys(getattr(run, field) for run in runs)) for field in ("head", "variant", "seed")}
     raise ConfigError(
-        f"run {experiment}/{head}/{variant}/seed{seed} is not part of the config's experiment "
-        f"{experiment!r}; check its heads, sweep values and seeds."
+        f"run {experiment}/{head}/{variant}/seed{seed} is not part of the config's experiment {experiment!r} "
+        f"(its heads {has['head']}, variants {has['variant']}, seeds {has['seed']}); check its heads, sweep values "
+        "and seeds."
     )
 
 
