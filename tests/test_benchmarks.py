@@ -129,3 +129,12 @@ def test_a_selection_that_matches_no_benchmark_is_an_error_and_writes_nothing(tm
         main(["--only", "trian", "--output", str(out)])
     assert exit_.value.code == 2 and not out.exists()
     assert "--only trian matches no benchmark module; the modules are: bench_allocator" in capsys.readouterr().err
+
+
+def test_the_readme_results_table_is_the_one_rendered_from_results_json():
+    """benchmarks/README.md's table is generated (python -m benchmarks writes both): never edited by hand."""
+    from benchmarks.__main__ import HERE, TABLE_END, TABLE_START, render_table
+
+    readme = (HERE / "README.md").read_text()
+    table = readme.split(TABLE_START, 1)[1].split(TABLE_END, 1)[0].strip()
+    assert table == render_table(json.loads((HERE / "results.json").read_text())).strip()
