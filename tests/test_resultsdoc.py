@@ -20,9 +20,11 @@ def test_the_results_document_is_generated_from_the_tables(tiny_workflow, tmp_pa
     run_snakemake(["--cores", "1", "docs/results.md"], cwd=tmp_path, configfile=config)
     text = (tmp_path / "docs" / "results.md").read_text()
     assert check(text) is None
-    # the tables are the workflow's own, verbatim; the inputs name the feature cache the runs were trained on
-    assert (results / "tables" / "summary.md").read_text().strip() in text
-    assert (results / "tables" / "claims.md").read_text().strip() in text
+    # the tables are the workflow's own, verbatim under the document's headings (their own titles left out);
+    # the inputs name the feature cache the runs were trained on
+    for table in ("summary.md", "claims.md"):
+        title, _, body = (results / "tables" / table).read_text().strip().partition("\n")
+        assert title.startswith("# ") and title not in text.splitlines() and body.strip() in text
     import h5py
 
     with h5py.File(results / "features" / "features.h5") as f:
