@@ -183,6 +183,12 @@ def test_backbone_and_archive_mistakes_stop_the_workflow_before_the_feature_cach
     features = Path(tiny_config["results_dir"]) / "features/features.h5"
     run_snakemake([str(features), "--cores", "1"], configfile=path)
     before = (features.read_bytes(), features.stat().st_mtime_ns)
+    # an ordinary run skips the check (it imports torchvision): the cache records these very settings
+    from normscape.features.store import built_from
+    from normscape.pipeline.config import validate_config
+
+    backbone = validate_config(copy.deepcopy(tiny_config))["backbone"]
+    assert built_from(features, backbone, None) and not built_from(features, {**backbone, "arch": "resnet34"}, None)
     noise = tmp_path / "noise.pth"
     noise.write_bytes(bytes(range(256)) * 20)
     for dotted, value, expect in (
