@@ -104,10 +104,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--output", type=Path, default=None, help="where to write the JSON (default depends on --quick)")
     args = ap.parse_args(argv)
     if args.only is not None:  # a selection that runs nothing would still rewrite results.json and the README
-        unknown = [sel for sel in args.only if not any(sel in name for name in modules())]
+        available = modules()
+        unknown = [sel for sel in args.only if not any(sel in name for name in available)]
         if unknown or not args.only:
             names = " ".join(unknown) or "(nothing)"
-            ap.error(f"--only {names} matches no benchmark module; the modules are: {', '.join(modules())}")
+            ap.error(f"--only {names} matches no benchmark module; the modules are: {', '.join(available)}")
 
     # Measure what the workflow's jobs run with: their environment, read by glibc's allocator when a process starts
     # (normscape.pipeline.runtime.JOB_ENV). Without it, the suite starts itself again with it (the same arguments).

@@ -317,16 +317,25 @@ def backbone_request(backbone: Mapping[str, Any]) -> str:
     return digest({**request, "torchvision": torchvision_version})
 
 
+def attrs_if_requested(path: str | Path | None, backbone: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The attributes of the feature cache at ``path`` when it records these backbone settings as its
+    ``backbone_request`` (extraction resolved exactly them, with this torchvision); else None (also for a
+    missing or unreadable file)."""
+    if path is None or not Path(path).is_file():
+        return None
+    try:
+        stored = read_attrs(path)
+    except (OSError, DataError):
+        return None
+    return stored if stored.get("backbone_request") == backbone_request(backbone) else None
+
+
 def built_from(path: str | Path, backbone: Mapping[str, Any], weights_file: str | Path | None) -> bool:
     """Whether the feature cache at ``path`` was extracted with exactly these backbone settings (as configured,
     by this torchvision) from a weights file not replaced since (older than the cache, as Snakemake judges it):
     then nothing can make extraction run again with them, and checking them (:func:`~normscape.features.
     backbones.backbone_problem`, seconds of imports) can be skipped. Reads attributes and mtimes only."""
-    try:
-        stored = read_attrs(path) if Path(path).is_file() else {}
-    except (OSError, DataError):
-        return False
-    if not stored or stored.get("backbone_request") != backbone_request(backbone):
+    if attrs_if_requested(path, backbone) is None:
         return False
     return not weights_file or Path(weights_file).stat().st_mtime <= Path(path).stat().st_mtime
 
@@ -345,15 +354,9 @@ def expected_attrs(
     from normscape.data.datasets import split_rule
 
     arch, weights = backbone["arch"], str(backbone["weights"])
-    resolved = None
-    if cache is not None and Path(cache).is_file():
-        try:
-            stored = read_attrs(cache)
-        except (OSError, DataError):
-            stored = {}
-        if stored.get("backbone_request") == backbone_request(backbone):
-            resolved = {"weights_id": stored.get("weights_id"), "input_size": stored.get("input_size")}
-    if resolved is None:
+    if (stored := attrs_if_requested(cache, backbone)) is not None:
+        resolved = {"weights_id": stored.get("weights_id"), "input_size": stored.get("input_size")}
+    else:
         resolved = _resolve_backbone(arch, weights, backbone["input_size"])
     expected = {
         "backbone": arch,
