@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from normscape.training.grad_histograms import GradHistogram, count_codes, octave_edges
@@ -60,14 +61,19 @@ def test_epochs_are_independent():
     assert hist.stacked("w")["counts"].shape == (2, len(hist.edges) - 1)
 
 
-def test_stacked_rows_count_as_each_row_alone_whatever_the_layout():
-    # a Linear weight's gradient is stored transposed in the stack: the counts must not care
+@pytest.mark.parametrize("shape", [(7, 5), (1280, 16)], ids=["small", "counted-in-lanes"])
+def test_stacked_rows_count_as_each_row_alone_whatever_the_layout(shape):
+    # a Linear weight's gradient is stored transposed in the stack: the counts must not care. A large one is counted
+    # in interleaved sub-histograms; long runs of zeros (a dead unit's gradient) and negatives must still land in
+    # the same bins as numpy's
     torch.manual_seed(0)
-    weight = (torch.randn(3, 7, 5) * 10.0 ** torch.empty(3, 7, 5).uniform_(-8, 1)).transpose(1, 2).contiguous()
-    weight = weight.transpose(1, 2)  # (3, 7, 5) stored as (3, 5, 7)
+    weight = torch.randn(3, *shape) * 10.0 ** torch.empty(3, *shape).uniform_(-8, 1)
+    weight[0, :, : shape[1] // 2] = 0.0
+    weight[2, : shape[0] // 3] = -0.0
+    weight = weight.transpose(1, 2).contiguous().transpose(1, 2)  # (3, in, out) stored as (3, out, in)
     bias = torch.randn(3, 4)
     bias[1, 2] = float("nan")
-    hist = GradHistogram(["w", "b"], [35, 4], 1e-6, 10.0, 4)
+    hist = GradHistogram(["w", "b"], [weight[0].numel(), 4], 1e-6, 10.0, 4)
     stacked = count_codes([weight, bias], hist.shift, hist.n_codes)
     assert stacked.shape == (3, 2, hist.n_codes)
     for row in range(3):
@@ -78,4 +84,6 @@ def test_stacked_rows_count_as_each_row_alone_whatever_the_layout():
         expected, _ = np.histogram(finite, hist.edges)
         counts = stacked[row].sum(0)[hist.lo_code : hist.hi_code].numpy()
         np.testing.assert_array_equal(counts, expected)
-        assert int(stacked[row].sum()) == 39  # every element once, NaN included (overflow)
+        assert int(stacked[row].sum()) == weight[0].numel() + 4  # every element once, NaN included (overflow)
+        below = int((weight[row].abs() < hist.edges[0]).sum())  # zeros of either sign included
+        assert int(stacked[row, 0, : hist.lo_code].sum()) == below

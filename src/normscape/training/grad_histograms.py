@@ -23,6 +23,12 @@ import numpy as np
 import torch
 
 MANTISSA_BITS = 23
+# count_codes' interleaved sub-histograms of a large tensor: how many (one int32 vector register of AVX-512), the
+# fewest elements per lane worth it, and the lanes' stride (counters): a multiple of LANE_ALIGN plus LANE_SKEW
+LANES = 16
+MIN_LANE_LENGTH = 512
+LANE_ALIGN = 512
+LANE_SKEW = 9
 
 
 def octave_edges(min_value: float, max_value: float, bins_per_octave: int) -> np.ndarray:
@@ -40,20 +46,31 @@ def count_codes(grads: Sequence[torch.Tensor], shift: int, n_codes: int) -> torc
     """Fine-bin counts of stacked gradients: ``grads`` one (S, *shape) float32 tensor per parameter (row s = run
     s, any strides); returns int64 (S, len(grads), n_codes), the count of each code of |g| per run and
     parameter. Each row is counted on its own, so a run's counts do not depend on the rows beside it."""
-    rows, k = grads[0].shape[0], len(grads)
+    rows = grads[0].shape[0]
     device = grads[0].device
+    slots = rows * 2 * n_codes
     # code of -x is code(x) - n_codes (arithmetic shift of a negative bit pattern): offset so that both halves of
-    # (run s, parameter j) land in its own 2 * n_codes slots, then fold the halves.
-    base = torch.arange(rows, dtype=torch.int32, device=device) * (k * 2 * n_codes) + n_codes
-    total = torch.zeros(rows * k * 2 * n_codes, dtype=torch.int64, device=device)
-    for j, g in enumerate(grads):
-        if g[0].numel() == 0:
+    # run s land in its own 2 * n_codes slots, then fold the halves.
+    run_offsets = torch.arange(rows, dtype=torch.int32, device=device).view(-1, 1, 1) * (2 * n_codes) + n_codes
+    # A large tensor is counted in LANES interleaved sub-histograms (element i in lane i % LANES). bincount adds
+    # one element at a time, and a run of equal codes (the zero gradients of a dead unit: most of fc1's gradient
+    # in some heads) makes each addition wait for the one before. The lanes lie a stride apart that is not a
+    # multiple of 4 KiB: counters 4 KiB apart alias in the CPU's store buffer and serialise again.
+    stride = -(-slots // LANE_ALIGN) * LANE_ALIGN + LANE_SKEW
+    lane_offsets = torch.arange(LANES, dtype=torch.int32, device=device).view(1, 1, -1) * stride
+    per_parameter = []
+    for g in grads:
+        flat = _rows_in_memory_order(g.detach())
+        if flat.shape[1] == 0:
+            per_parameter.append(torch.zeros(slots, dtype=torch.int64, device=device))
             continue
-        codes = _rows_in_memory_order(g.detach()).view(torch.int32) >> shift
-        codes += (base + j * 2 * n_codes).view(-1, 1)
-        total += torch.bincount(codes.view(-1), minlength=total.numel())
-    total = total.view(rows, k, 2, n_codes)
-    return total[:, :, 0] + total[:, :, 1]
+        lanes = LANES if flat.shape[1] % LANES == 0 and flat.shape[1] >= LANES * MIN_LANE_LENGTH else 1
+        codes = flat.view(torch.int32).view(rows, -1, lanes) >> shift
+        codes += run_offsets + lane_offsets[..., :lanes]
+        counts = torch.bincount(codes.view(-1), minlength=lanes * stride).view(lanes, stride)
+        per_parameter.append(counts[:, :slots].sum(0))
+    total = torch.stack(per_parameter).view(len(grads), rows, 2, n_codes)
+    return (total[:, :, 0] + total[:, :, 1]).transpose(0, 1).contiguous()
 
 
 def _rows_in_memory_order(t: torch.Tensor) -> torch.Tensor:
