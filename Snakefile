@@ -1,5 +1,5 @@
 # normscape: how the normalisation layer of a transfer-learning head shapes optimisation.
-# Run the whole study:   snakemake --cores 4 all
+# Run the whole study:   snakemake --cores all all
 # One figure only:       snakemake --cores 2 results/figures/<name>.pdf
 # On SLURM:              snakemake --profile profiles/slurm all
 import sys

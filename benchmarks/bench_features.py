@@ -2,7 +2,7 @@
 + fp32 eager with torch's threads.
 
 Both run the same MobileNet-V2 (the real weights from ``NORMSCAPE_BENCH_WEIGHTS`` when set, else random init)
-on the same synthetic 32x32 images. Ours is the workflow's extraction: with ``features.merge_shards`` > 1 (config.yaml)
+on the same synthetic 32x32 images. Ours is the workflow's extraction: with ``features.shards`` > 1 (config.yaml)
 that many single-thread job processes side by side (the job environment; images/s summed), else the 2-thread
 extractor; 2,048 images per round in all, the naive path on 256 in this process, 5 rounds alternating. The median
 images/s over rounds is reported, the best, every raw rate and the in-process 2-thread extractor's rate in

@@ -45,7 +45,7 @@ rule sharpness:
         ENV
     threads: 1
     resources:
-        mem_mb=1500,
+        mem_mb=2000,
         runtime=30,
     params:
         hessian=canonical(hessian_settings(config)),
@@ -106,7 +106,7 @@ rule matched:
         ENV
     threads: 1
     resources:
-        mem_mb=1500,
+        mem_mb=2000,
         runtime=30,
     params:
         settings=lambda wc: canonical(

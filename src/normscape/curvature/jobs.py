@@ -3,7 +3,9 @@
 :func:`compute_curvature_diagnostics` loads a trained head and the fixed training subset and writes
 ``spectrum.h5`` + ``spectrum.json`` (:mod:`normscape.curvature.spectrum`) and ``adaptive_sharpness.json``
 (:mod:`normscape.curvature.adaptive_sharpness`), in eval mode and — for BatchNorm heads — also in train mode with the
-run's training batch size. :func:`smoothness_probe` builds the Trainer's probe from its config slice.
+run's training batch size; :func:`compute_curvature` (the curvature rule) adds the provenance and records a diverged
+run. :func:`training_probes` builds a run's probes for the Trainer from their config slices (smoothness,
+preconditioned sharpness) and :func:`write_probe_records` writes each one's files after training.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Layout (``FORMAT_VERSION`` 2)::
 
     /<split>/features   float32 (N, D)   chunked by rows, D = 1280 for MobileNet-V2
-    /<split>/labels     int64   (N,)     class index 0..9
+    /<split>/labels     int64   (N,)     class index 0..num_classes-1
     /<split>/indices    int64   (N,)     row of the image in its source set (official train or test set)
     attrs on /          format_version, backbone, weights_id, weights_sha256, input_size, precision,
                         normalization (JSON), feature_dim, num_classes, class_names (JSON),

@@ -4,8 +4,8 @@
 job killed mid-write) the previous checkpoint stays intact. ``load_checkpoint`` returns None — start from
 scratch — when there is no checkpoint, when it cannot be read, or when its recorded ``provenance`` differs from
 the run's (:func:`normscape.training.job.run_provenance`: the config slice, the feature cache's identity, the engine
-version). Each discarded checkpoint gets ONE log line saying why (which part differs), so a resume is never
-silent or wrong.
+version, whether subnormal floats are flushed to zero). Each discarded checkpoint gets ONE log line saying why
+(which part differs), so a resume is never silent or wrong.
 ``discard_checkpoint`` removes it once the run has written all its outputs: a finished run needs no resume
 state (the checkpoint is not a Snakemake output, so removing it reruns nothing), and it is the largest file of a
 run (model, optimiser moments, best and initial weights and the whole trajectory).

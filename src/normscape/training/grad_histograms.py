@@ -5,10 +5,11 @@ Bins. Every octave [2^e, 2^(e+1)) between ``min`` and ``max`` (rounded out to po
 zero, so the bin of |g| is the float's bit pattern shifted right by ``23 - log2(bins_per_octave)``: an integer
 shift, no logarithm and no search (``torch.bucketize`` on log-spaced edges costs ~30x more). The sign is not
 cleared first: an arithmetic shift sends -x to code(x) - n_codes, so one offset add moves both signs into range
-and the halves are summed when an epoch is closed — three elementwise passes and ONE ``torch.bincount`` per
-parameter tensor for all runs of the stack (:func:`count_codes`; each (run, parameter) pair has its own range of
-codes). Counts equal ``numpy.histogram(|g|, edges)`` exactly (tests/test_gradhist.py), and the histogram of
-*every* gradient element of *every* step costs a small share of a step (benchmarks/bench_train.py measures it).
+and the halves are summed when an epoch is closed — two elementwise passes and ONE ``torch.bincount`` per
+parameter tensor for all runs of the stack (:func:`count_codes`; each run has its own range of codes). Counts
+equal ``numpy.histogram(|g|, edges)`` exactly (tests/test_gradhist.py). Counting *every* gradient element of
+*every* step is a sizeable share of a head's step, which is otherwise two small GEMMs and Adam: the row
+``grad_histogram_overhead`` of benchmarks/results.json measures it.
 
 Counts cover the whole float32 exponent range (no clamping per step); values below ``min`` (zeros included)
 are reported as underflow, values at or above ``max`` (inf/nan too) as overflow, when an epoch is closed.
