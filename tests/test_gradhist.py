@@ -87,3 +87,47 @@ def test_stacked_rows_count_as_each_row_alone_whatever_the_layout(shape):
         assert int(stacked[row].sum()) == weight[0].numel() + 4  # every element once, NaN included (overflow)
         below = int((weight[row].abs() < hist.edges[0]).sum())  # zeros of either sign included
         assert int(stacked[row, 0, : hist.lo_code].sum()) == below
+
+
+class _CountingProbe:
+    """Counts, on the steps it is called for, the gradient its run hands Adam (what the trainer's histogram counts)."""
+
+    def __init__(self, hist: GradHistogram, every: int):
+        self.hist, self.every, self.steps = hist, every, []
+
+    def wants(self, step: int) -> bool:
+        return step % self.every == 0
+
+    def __call__(self, view, step, xb, yb):
+        self.steps.append(step)
+        self.hist.update(view.flat_grad)
+
+
+def test_every_kth_step_is_counted_exactly_and_training_is_unchanged():
+    from normscape.training.trainer import Trainer
+
+    torch.manual_seed(0)
+    x = torch.randn(200, 12)
+    y = (x[:, 0] > 0).long() + (x[:, 1] > 0).long()
+    data = {"train": (x, y), "val": (x[:50], y[:50]), "test": (x[:50], y[:50])}
+    settings = {"min": 1e-9, "max": 10.0, "bins_per_octave": 4}
+    kwargs = dict(norm="batch", seeds=[0, 1], epochs=2, batch_size=32, lr=1e-2, hidden=8)
+    every_step = Trainer(data, grad_hist=settings, **kwargs)
+    every_step.fit()
+    reference = [GradHistogram(every_step.names, every_step.stack.sizes, 1e-9, 10.0, 4) for _ in range(2)]
+    probes = [_CountingProbe(hist, 3) for hist in reference]
+    every_third = Trainer(data, grad_hist={**settings, "every": 3}, probe=probes, **kwargs)
+    every_third.fit()
+    assert probes[0].steps == list(range(0, 14, 3))  # 7 steps per epoch, counted from each run's first
+    for run_all, run_third, hist in zip(every_step.runs, every_third.runs, reference):
+        assert run_all.metrics == [
+            {**m, "epoch_time_s": a["epoch_time_s"]} for m, a in zip(run_third.metrics, run_all.metrics)
+        ]
+        hist.close_epoch()  # the probe's counts of both epochs in one
+        for name in every_step.names:
+            counted = run_third.hist.stacked(name)
+            np.testing.assert_array_equal(counted["counts"].sum(0), hist.epochs[0][name]["counts"])
+            assert counted["counts"].sum() + counted["underflow"].sum() + counted["overflow"].sum() == (
+                len(probes[0].steps) * every_third.stack.sizes[every_step.names.index(name)]
+            )
+            assert run_all.hist.stacked(name)["counts"].sum() > counted["counts"].sum()

@@ -37,10 +37,12 @@ def load_features(path: str | Path) -> dict[str, tuple[torch.Tensor, torch.Tenso
     return out
 
 
-def write_grads_h5(path: Path, run: RunRecord, names: list[str]) -> None:
+def write_grads_h5(path: Path, run: RunRecord, names: list[str], every: int = 1) -> None:
     with atomic_path(path, suffix=".h5") as tmp, h5py.File(tmp, "w") as f:
         f.create_dataset("edges", data=run.hist.edges)
-        f.attrs["binning"] = "octaves split into equal-width bins; counts of |grad| after clipping, all steps"
+        steps = "all steps" if every == 1 else f"every {every}th optimiser step from the first"
+        f.attrs["binning"] = f"octaves split into equal-width bins; counts of |grad| after clipping, {steps}"
+        f.attrs["every"] = every
         for name in names:
             g = f.create_group(f"layers/{name}")
             for key, arr in run.hist.stacked(name).items():
@@ -232,7 +234,7 @@ def _write_run(trainer: Trainer, record: RunRecord, job: dict, landscape_inputs:
     }
     meta = {"provenance": provenance, "diverged": summary["diverged"], "diverged_reason": record.diverged_reason}
     write_metrics_csv(run_dir / "metrics.csv", record.metrics)
-    write_grads_h5(run_dir / "grads.h5", record, trainer.names)
+    write_grads_h5(run_dir / "grads.h5", record, trainer.names, trainer.hist_every)
     hc = trainer.head_config
     final_meta, best_meta = {**meta, "metrics": summary["final"]}, {**meta, "metrics": summary["best"]}
     _save_model(run_dir / "model_final.pt", trainer.run_state(record), hc, len(record.metrics), final_meta)

@@ -114,6 +114,8 @@ class Trainer(ResumableRuns):
             "dropout": dropout,
         }
         gh = grad_hist or {"min": 1e-9, "max": 10.0, "bins_per_octave": 4}
+        # counted steps: every ``every``-th optimiser step from the first (absent: every step)
+        self.hist_every = int(gh.get("every", 1))
         self.runs: list[RunRecord] = []
         for seed, run_lr, run_probe in zip(seeds, lrs, probes):
             with torch.random.fork_rng(devices=[]):
@@ -209,9 +211,10 @@ class Trainer(ResumableRuns):
                 coef = torch.where(coef < 1.0, coef, torch.ones_like(coef))  # NaN: no multiply
                 self.stack.scale_grads(coef.float())
                 post[:, i] = (norms.double() * coef).cpu().numpy()
-            # the gradient Adam receives (after clipping), counted for every run in one pass per parameter
-            hist_counts += count_codes(self.stack.grads(), shift, n_codes)
             step = (epoch - 1) * n_batches + i
+            # the gradient Adam receives (after clipping), counted for every run in one pass per parameter
+            if step % self.hist_every == 0:
+                hist_counts += count_codes(self.stack.grads(), shift, n_codes)
             for row, run in enumerate(active):
                 # a probe or tracker reads a run's tensors on the steps it measures (copies out of the stack)
                 if run.probe is not None and getattr(run.probe, "wants", lambda _: True)(step):

@@ -12,9 +12,9 @@ Logged:
   split seed, backbone, weights id and sha256, input size, precision: the feature store's attributes), so a
   synced run says what it was computed from;
 - per epoch (x axis ``epoch``): the metrics, and one histogram of log10 |grad| per parameter built from our own
-  counts over every step (``grad_log10_abs/<name>``); its first bin holds every value below ``grad_hist.min``
-  (zeros included) and its last bin every value at or above ``grad_hist.max`` (inf/NaN included), so nothing is
-  dropped (``grad_underflow/<name>``, ``grad_overflow/<name>`` give the two counts);
+  counts over every counted step (``grad_hist.every``; ``grad_log10_abs/<name>``); its first bin holds every value
+  below ``grad_hist.min`` (zeros included) and its last bin every value at or above ``grad_hist.max`` (inf/NaN
+  included), so nothing is dropped (``grad_underflow/<name>``, ``grad_overflow/<name>`` give the two counts);
 - every ``watch_log_freq`` optimiser steps (x axis ``train/step``), in ``wandb.watch``'s form: per parameter a
   64-bin histogram of the gradient the optimiser applies (``gradients/<name>``) and of the parameter
   (``parameters/<name>``) over that tensor's range; non-finite values, which ``wandb.watch`` drops, are counted
