@@ -14,6 +14,7 @@ REQUIRED = {
     "feature_extraction_224",
     "train_15_epochs",
     "grad_histogram_overhead",
+    "grad_histogram_overhead_none_lr0.01",
     "landscape_51x51",
     "snakemake_noop_dryrun",
     "extraction_page_faults",
