@@ -34,9 +34,6 @@ from normscape.pipeline.errors import ChecksumError, DataError, DownloadError
 
 log = logging.getLogger(__name__)
 
-IMAGE_SHAPE = (32, 32, 3)
-
-
 @dataclasses.dataclass(frozen=True)
 class CifarLayout:
     """Where an official CIFAR python archive keeps its batches, labels and class names."""
@@ -61,7 +58,7 @@ CIFAR10 = CifarLayout(
 )
 CIFAR100 = CifarLayout("CIFAR-100", "cifar-100-python", ("train",), "test", "meta", b"fine_labels", b"fine_label_names")
 # CIFAR-10 names kept for callers of the single-dataset reader
-ARCHIVE_DIR, TRAIN_BATCHES, TEST_BATCH, META = CIFAR10.folder, CIFAR10.train, CIFAR10.test, CIFAR10.meta
+ARCHIVE_DIR, TRAIN_BATCHES, TEST_BATCH = CIFAR10.folder, CIFAR10.train, CIFAR10.test
 
 
 # --------------------------------------------------------------------------------------------- checksums

@@ -12,7 +12,6 @@ import re
 from pathlib import Path
 
 RUN_LAYOUT = "{experiment}/{head}/{variant}/seed{seed}"
-RUN_FIELDS = tuple(re.findall(r"\{(\w+)\}", RUN_LAYOUT))
 # digits for the seed, one path component for every other field
 _FIELD_PATTERNS = {"seed": r"\d+"}
 RUN_PATH = re.compile(
