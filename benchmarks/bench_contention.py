@@ -15,7 +15,7 @@ alone and contended; plus the naive setting under contention: every CPU's worth 
 default (spinning) barriers. The configurations alternate over the rounds (machines are noisy) and each one's
 median is reported.
 ``value`` is the contended throughput of what the default study runs (extraction: the shards when
-``features.merge_shards`` > 1), ``naive_value`` the single-thread bar: ``ratio_vs_naive`` >= 1 is met.
+``features.shards`` > 1), ``naive_value`` the single-thread bar: ``ratio_vs_naive`` >= 1 is met.
 
 A single-thread stage beside one competitor on a 2-CPU machine runs on a CPU of its own: its throughput IS the
 bar, up to measurement noise, and a ratio of 0.99 or 1.01 says nothing more. Each row therefore states the bar's

@@ -92,11 +92,11 @@ def test_stacked_rows_count_as_each_row_alone_whatever_the_layout(shape):
 class _CountingProbe:
     """Counts, on the steps it is called for, the gradient its run hands Adam (what the trainer's histogram counts)."""
 
-    def __init__(self, hist: GradHistogram, every: int):
-        self.hist, self.every, self.steps = hist, every, []
+    def __init__(self, hist: GradHistogram, every: int, steps_per_epoch: int):
+        self.hist, self.every, self.steps_per_epoch, self.steps = hist, every, steps_per_epoch, []
 
     def wants(self, step: int) -> bool:
-        return step % self.every == 0
+        return step % self.steps_per_epoch % self.every == 0
 
     def __call__(self, view, step, xb, yb):
         self.steps.append(step)
@@ -115,10 +115,10 @@ def test_every_kth_step_is_counted_exactly_and_training_is_unchanged():
     every_step = Trainer(data, grad_hist=settings, **kwargs)
     every_step.fit()
     reference = [GradHistogram(every_step.names, every_step.stack.sizes, 1e-9, 10.0, 4) for _ in range(2)]
-    probes = [_CountingProbe(hist, 3) for hist in reference]
+    probes = [_CountingProbe(hist, 3, 7) for hist in reference]
     every_third = Trainer(data, grad_hist={**settings, "every": 3}, probe=probes, **kwargs)
     every_third.fit()
-    assert probes[0].steps == list(range(0, 14, 3))  # 7 steps per epoch, counted from each run's first
+    assert probes[0].steps == [0, 3, 6, 7, 10, 13]  # 7 steps per epoch: each epoch's from its first
     for run_all, run_third, hist in zip(every_step.runs, every_third.runs, reference):
         assert run_all.metrics == [
             {**m, "epoch_time_s": a["epoch_time_s"]} for m, a in zip(run_third.metrics, run_all.metrics)
@@ -127,7 +127,7 @@ def test_every_kth_step_is_counted_exactly_and_training_is_unchanged():
         for name in every_step.names:
             counted = run_third.hist.stacked(name)
             np.testing.assert_array_equal(counted["counts"].sum(0), hist.epochs[0][name]["counts"])
-            assert counted["counts"].sum() + counted["underflow"].sum() + counted["overflow"].sum() == (
-                len(probes[0].steps) * every_third.stack.sizes[every_step.names.index(name)]
-            )
+            per_epoch = counted["counts"].sum(1) + counted["underflow"] + counted["overflow"]
+            size = every_third.stack.sizes[every_step.names.index(name)]
+            assert per_epoch.tolist() == [3 * size, 3 * size]  # three steps counted in each epoch
             assert run_all.hist.stacked(name)["counts"].sum() > counted["counts"].sum()

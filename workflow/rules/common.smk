@@ -59,6 +59,12 @@ ENV = "../../envs/normscape.yaml"
 STAGE_TARGETS = {}
 
 
+def grad_hist_settings(cfg):
+    """The grad_hist slice a run is trained with: ``every: 1`` is what its absence means (every step), so it is left
+    out and a run's identity names ``every`` only when it changes what is counted."""
+    return {k: v for k, v in cfg["grad_hist"].items() if not (k == "every" and v == 1)}
+
+
 def canonical(obj):
     """A config slice with keys sorted recursively: Snakemake compares params by their text, so the key order
     (which depends on how the config was merged) must not make an unchanged slice look changed."""

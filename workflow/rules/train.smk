@@ -98,7 +98,7 @@ for EXPERIMENT in config["experiments"]:
             # the code the head is built from (its norm's builder and classes, the head module): an edited norm
             # retrains its runs
             model_code=lambda wc: code_digest(wc.head),
-            grad_hist=canonical(config["grad_hist"]),
+            grad_hist=canonical(grad_hist_settings(config)),
             # what the feature cache must have been built for (checked before training: never other features)
             features_request=canonical({"backbone": config["backbone"], "data": config["data"]}),
             wandb=canonical(config["tracking"]["wandb"]),

@@ -34,6 +34,7 @@ from normscape.pipeline.errors import ChecksumError, DataError, DownloadError
 
 log = logging.getLogger(__name__)
 
+
 @dataclasses.dataclass(frozen=True)
 class CifarLayout:
     """Where an official CIFAR python archive keeps its batches, labels and class names."""

@@ -68,7 +68,7 @@ def count_codes(grads: Sequence[torch.Tensor], shift: int, n_codes: int) -> torc
         lanes = LANES if flat.shape[1] % LANES == 0 and flat.shape[1] >= LANES * MIN_LANE_LENGTH else 1
         codes = flat.view(torch.int32).view(rows, -1, lanes) >> shift
         codes += run_offsets + lane_offsets[..., :lanes]
-        counts = torch.bincount(codes.view(-1), minlength=lanes * stride).view(lanes, stride)
+        counts = torch.bincount(codes.reshape(-1), minlength=lanes * stride).view(lanes, stride)
         per_parameter.append(counts[:, :slots].sum(0))
     total = torch.stack(per_parameter).view(len(grads), rows, 2, n_codes)
     return (total[:, :, 0] + total[:, :, 1]).transpose(0, 1).contiguous()

@@ -40,7 +40,7 @@ def load_features(path: str | Path) -> dict[str, tuple[torch.Tensor, torch.Tenso
 def write_grads_h5(path: Path, run: RunRecord, names: list[str], every: int = 1) -> None:
     with atomic_path(path, suffix=".h5") as tmp, h5py.File(tmp, "w") as f:
         f.create_dataset("edges", data=run.hist.edges)
-        steps = "all steps" if every == 1 else f"every {every}th optimiser step from the first"
+        steps = "all steps" if every == 1 else f"every {every} optimiser steps of each epoch, from its first"
         f.attrs["binning"] = f"octaves split into equal-width bins; counts of |grad| after clipping, {steps}"
         f.attrs["every"] = every
         for name in names:

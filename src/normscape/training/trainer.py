@@ -114,8 +114,11 @@ class Trainer(ResumableRuns):
             "dropout": dropout,
         }
         gh = grad_hist or {"min": 1e-9, "max": 10.0, "bins_per_octave": 4}
-        # counted steps: every ``every``-th optimiser step from the first (absent: every step)
+        # counted steps: every ``every``-th optimiser step of each epoch, from its first (absent: every step), so
+        # that every epoch has a histogram
         self.hist_every = int(gh.get("every", 1))
+        if self.hist_every < 1:
+            raise ValueError(f"grad_hist every must be at least 1, got {self.hist_every}")
         self.runs: list[RunRecord] = []
         for seed, run_lr, run_probe in zip(seeds, lrs, probes):
             with torch.random.fork_rng(devices=[]):
@@ -213,7 +216,7 @@ class Trainer(ResumableRuns):
                 post[:, i] = (norms.double() * coef).cpu().numpy()
             step = (epoch - 1) * n_batches + i
             # the gradient Adam receives (after clipping), counted for every run in one pass per parameter
-            if step % self.hist_every == 0:
+            if i % self.hist_every == 0:
                 hist_counts += count_codes(self.stack.grads(), shift, n_codes)
             for row, run in enumerate(active):
                 # a probe or tracker reads a run's tensors on the steps it measures (copies out of the stack)
