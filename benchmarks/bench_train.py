@@ -102,6 +102,15 @@ def subnormal_counts(trainer: Trainer) -> dict[str, int]:
     return {k: int(((v != 0) & (v.abs() < SMALLEST_NORMAL)).sum()) for k, v in tensors.items()}
 
 
+def after_first_epoch(epochs_s: list[float]) -> float:
+    """The mean epoch time after the first (all epochs when there is one). Subnormals appear from the second epoch
+    on: Adam's first moment of a weight whose gradient stays zero (a dead unit's) decays by beta1 every step and
+    falls below float32's smallest normal after ~700 steps; the fastest epoch, this suite's rule elsewhere, would
+    be the first and hide them."""
+    later = epochs_s[1:] or epochs_s
+    return sum(later) / len(later)
+
+
 def subnormal_epochs(data: dict, norm: str, lr: float, epochs: int) -> dict:
     """Epoch times of one head with subnormals kept and flushed (the same trainer setup, run twice)."""
     out = {}
@@ -163,9 +172,9 @@ def run(quick: bool) -> list[dict]:
         results.append(
             result(
                 f"subnormal_flush_{norm}_lr{lr:g}",
-                min(measured["flushed"]["epochs_s"]),
+                after_first_epoch(measured["flushed"]["epochs_s"]),
                 "s",
-                min(measured["kept"]["epochs_s"]),
+                after_first_epoch(measured["kept"]["epochs_s"]),
                 "flushed no slower",
                 False,
                 features=features,

@@ -12,8 +12,10 @@ Per run, as if it trained alone: its head is built under ``torch.manual_seed(see
 formula of ``torch.nn.utils.clip_grad_norm_`` over its own row), histograms, probe records, metrics,
 divergence, checkpoint, outputs and W&B run are its own. A run's numbers do not depend on which runs share its
 group (tests/test_train.py: a seed alone and in a group, every metric and tensor bitwise), so the group is not
-part of a run's identity. A run that diverges stops (its outputs are written, marked diverged) and leaves the
-stack; the others go on.
+part of a run's identity. That needs one thread on the CPU: with several, the BLAS splits a batched GEMM among
+them by the batch's size (MKL on an Intel Xeon: a group of 3 and a run alone differ from the first step), so an
+epoch trains on one intra-op thread whatever the process has (a job trains one group; jobs run side by side).
+A run that diverges stops (its outputs are written, marked diverged) and leaves the stack; the others go on.
 
 Subnormal floats: ``normscape.pipeline.runtime.flush_denormals`` is applied when a trainer is built (and in every
 torch job); the setting is part of every run's provenance (benchmarks/bench_train.py measures what it saves).
@@ -32,9 +34,10 @@ evaluation, the divergence rule and a run's summary in :mod:`normscape.training.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -55,6 +58,19 @@ CLIP_EPS = 1e-6  # as in torch.nn.utils.clip_grad_norm_
 # but retrained from scratch.
 ENGINE_VERSION = 7  # 3: divergence on non-finite parameters / exploded losses; 4: native step; 5: grouped torch;
 # 6: fused Adam where rows are aligned, per-stack norms and histograms; 7: per-run learning rates, named probes
+
+
+@contextlib.contextmanager
+def one_thread(device: torch.device) -> Iterator[None]:
+    """Torch's intra-op threads set to one on the CPU while the block runs (restored after): a run's numbers must
+    not depend on the size of the stack it trains in."""
+    threads = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -178,6 +194,10 @@ class Trainer(ResumableRuns):
     # ------------------------------------------------------------------------------------------- epochs
     def train_epoch(self, epoch: int) -> list[dict]:
         """One epoch of every active run (in stack order): their metric rows."""
+        with one_thread(self.device):
+            return self._train_epoch(epoch)
+
+    def _train_epoch(self, epoch: int) -> list[dict]:
         t0 = time.perf_counter()
         active = self.active
         x, y = self.data["train"]
