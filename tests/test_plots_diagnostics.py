@@ -142,12 +142,41 @@ def test_adaptive_sharpness_axes_take_the_scale_their_values_allow(measured):
 
     root, files = measured
     fig = plot_adaptive_sharpness(files["adaptive"], None, None)
-    for ax in fig.axes:  # every value drawn is positive: log, no empty negative half of a symmetric-log axis
-        assert ax.get_yscale() == "log" and ax.get_legend() is None
+    for ax in fig.axes:  # every y drawn, the error bars' ends included, is inside the axis its scale allows
+        assert ax.get_legend() is None
         lo, hi = ax.get_ylim()
         values = np.concatenate([line.get_ydata() for line in ax.lines if len(line.get_ydata())])
-        assert lo <= values.min() and hi >= values.max() and hi / lo < 100 * values.max() / values.min()
+        assert lo <= values.min() and hi >= values.max()
+        if (values > 0).all():  # log, with no empty decades; else no empty negative half is ever made up
+            assert ax.get_yscale() == "log" and hi / lo < 100 * values.max() / values.min()
+        else:
+            assert ax.get_yscale() in ("symlog", "linear")
     _, ax = plt.subplots()
     assert value_axis(ax, "y", np.array([-1e-3, 2e-5, 0.4])) == "symlog"  # both signs, over decades
     assert value_axis(ax, "y", np.array([-0.2, 0.1, 0.3])) == "linear"
     assert value_axis(ax, "y", np.array([1e-4, 0.1])) == "log"
+
+
+def test_an_error_bar_below_zero_takes_the_axis_off_log(tmp_path):
+    # positive means over decades whose spread over seeds reaches below zero: a log axis would cut the bar off unseen
+    import json
+
+    paths = []
+    for seed, (spread, narrow) in enumerate(((0.2, 0.9), (1.8, 1.1))):
+        record = {
+            "ball": "linf",
+            "average": {"0.02": 2e-5 * spread, "0.05": 5e-4 * spread},
+            "worst": {"0.001": 1e-4 * narrow, "0.002": 4e-2 * narrow},
+        }
+        path = tmp_path / "landscapes" / "convergence" / "batch" / "base" / f"seed{seed}" / "adaptive_sharpness.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({"eval": record}))  # the file's layout: {mode: numbers by radius}
+        paths.append(path)
+    fig = plot_adaptive_sharpness(paths, None, None)
+    average, worst = fig.axes
+    assert average.get_yscale() == "symlog"  # mean 2e-5, std 2.3e-5: the bar ends below zero
+    assert worst.get_yscale() == "log"  # every bar stays positive
+    for ax in (average, worst):
+        lo, hi = ax.get_ylim()
+        values = np.concatenate([line.get_ydata() for line in ax.lines if len(line.get_ydata())])
+        assert lo <= values.min() and hi >= values.max()

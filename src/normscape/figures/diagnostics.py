@@ -230,6 +230,7 @@ def plot_adaptive_sharpness(paths: list, pdf, png, title: str = "") -> dict:
         return _nothing_measured("Adaptive sharpness", pdf, png)
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.8), layout="constrained")
     drawn = {}
+    extents = {"average": [], "worst": []}  # every y drawn: the means and the error bars' ends
     radii_of = {"average": [], "worst": []}
     for head, files in by_head.items():
         runs = [read_adaptive_sharpness(p) for p in files]
@@ -241,6 +242,9 @@ def plot_adaptive_sharpness(paths: list, pdf, png, title: str = "") -> dict:
                 values = np.array([[r[mode][key][rho] for rho in radii] for r in runs], dtype=float)
                 std = values.std(0, ddof=1) if len(runs) > 1 else None
                 drawn[(head, mode, key)] = values.mean(0)
+                extents[key] += [values.mean(0)] + (
+                    [values.mean(0) - std, values.mean(0) + std] if std is not None else []
+                )
                 radii_of[key] += [float(r) for r in radii]
                 ax.errorbar(
                     [float(r) for r in radii],
@@ -258,8 +262,8 @@ def plot_adaptive_sharpness(paths: list, pdf, png, title: str = "") -> dict:
     for ax, key in zip(axes, ("average", "worst")):
         radii = np.array(radii_of[key])
         set_round_log_axis(ax, "x", radii.min(), radii.max(), pad=0.04)
-        shown = [v for (_, _, k), v in drawn.items() if k == key]
-        value_axis(ax, "y", np.concatenate(shown) if shown else np.zeros(0))
+        # an error bar reaching below zero takes the axis off log: a log axis would cut it off unseen
+        value_axis(ax, "y", np.concatenate(extents[key]) if extents[key] else np.zeros(0))
         ax.set_xlabel(f"radius ρ ({ball} ball, relative to |θ|)")
         ax.set_ylabel("loss increase (nats)")
         ax.set_title(f"{key}-case adaptive sharpness")
