@@ -72,12 +72,14 @@ def lanczos(
         if j > 0:
             w -= betas[-1] * basis[j - 1]
         q = basis[: j + 1]
+        norm = torch.linalg.vector_norm(w)
         for _ in range(2):
-            before = torch.linalg.vector_norm(w)
+            before = norm
             w -= q.t() @ (q @ w)
-            if torch.linalg.vector_norm(w) >= REORTHOGONALISE_BELOW * before:
+            norm = torch.linalg.vector_norm(w)
+            if norm >= REORTHOGONALISE_BELOW * before:
                 break
-        beta = float(torch.linalg.vector_norm(w))
+        beta = float(norm)
         scale = max(scale, abs(alpha), beta)
         if j == steps - 1 or beta <= BREAKDOWN * max(scale, 1e-300):
             break

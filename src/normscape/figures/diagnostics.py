@@ -240,15 +240,13 @@ def plot_adaptive_sharpness(paths: list, pdf, png, title: str = "") -> dict:
             for ax, key in zip(axes, ("average", "worst")):
                 radii = sorted(runs[0][mode][key], key=float)
                 values = np.array([[r[mode][key][rho] for rho in radii] for r in runs], dtype=float)
-                std = values.std(0, ddof=1) if len(runs) > 1 else None
-                drawn[(head, mode, key)] = values.mean(0)
-                extents[key] += [values.mean(0)] + (
-                    [values.mean(0) - std, values.mean(0) + std] if std is not None else []
-                )
+                mean, std = values.mean(0), values.std(0, ddof=1) if len(runs) > 1 else None
+                drawn[(head, mode, key)] = mean
+                extents[key] += [mean] + ([mean - std, mean + std] if std is not None else [])
                 radii_of[key] += [float(r) for r in radii]
                 ax.errorbar(
                     [float(r) for r in radii],
-                    values.mean(0),
+                    mean,
                     yerr=std,
                     color=NORM_COLOURS.get(head),
                     ls="--" if mode == "train" else "-",
