@@ -30,6 +30,9 @@ REQUIRED = {
     "subnormal_flush_frn_lr0.001",
     "subnormal_flush_none_lr0.001",
     "subnormal_flush_batch_lr0.001",
+    "grad_histogram_every4_batch_lr0.001",
+    "grad_histogram_every4_frn_lr0.001",
+    "grad_histogram_every4_none_lr0.01",
 }
 
 
