@@ -39,6 +39,7 @@ include: "workflow/rules/report.smk"
 
 # A truncated or corrupt cache is reported now, before any job starts (and before Snakemake deletes anything).
 check_cached_files({"prepared dataset": rules.prepare_data.output[0], "feature file": FEATURES})
+check_checksum_of_cached_features()
 # A requested file of a run the config does not define: one message naming what the experiment has.
 check_requested_runs(sys.argv[1:])
 
@@ -56,5 +57,5 @@ rule all:
 onsuccess:
     from normscape.reporting.overview import study_overview
 
-    if overview := study_overview(RESULTS, written_since=WORKFLOW_STARTED):
+    if overview := study_overview(RESULTS, written_since=WORKFLOW_STARTED, argv=sys.argv):
         print(overview)

@@ -31,6 +31,34 @@ def test_defaults_fill_missing_sections():
     assert hessian_settings(cfg)["samples"] == spectrum_settings(cfg)["samples"] == 2000
 
 
+def test_a_config_that_replaces_config_yaml_gets_its_values_as_defaults(cfg):
+    """`--replace-workflow-config` fills what a config leaves out from the schema's defaults: they are config.yaml's
+    values, but for two that change no number (tests/config/tiny.yaml relies on both): input_size null is the
+    weights' own crop size (224 for config.yaml's backbone), and features.shards only splits extraction into jobs."""
+    schema = yaml.safe_load(SCHEMA.read_text())
+    differ = []
+
+    def walk(node, values, path):
+        for key, sub in node.get("properties", {}).items():
+            if key not in values:
+                continue
+            if "default" in sub and not isinstance(sub["default"], dict) and sub["default"] != values[key]:
+                differ.append((".".join(path + [key]), sub["default"], values[key]))
+            if isinstance(values[key], dict):
+                walk(sub, values[key], path + [key])
+
+    walk(schema, cfg, [])
+    assert differ == [("backbone.input_size", None, 224), ("features.shards", 1, 2)]
+
+
+def test_an_experiment_set_to_null_is_left_out(cfg):
+    """How a --configfile extending config.yaml removes an experiment (Snakemake merges the files key by key)."""
+    cfg["experiments"]["stability"] = None
+    validated = validate_config(cfg, SCHEMA)
+    assert "stability" not in validated["experiments"] and "stability_large_batch" in validated["experiments"]
+    assert {run.experiment for run in enumerate_runs(validated)} == set(validated["experiments"])
+
+
 def test_one_hessian_section_sliced_per_rule(cfg):
     validate_config(cfg, SCHEMA)
     hessian = hessian_settings(cfg)

@@ -426,6 +426,16 @@ def test_a_requested_run_the_config_lacks_is_one_message(tiny_config, tmp_path, 
         assert "(its heads ['none', 'batch', 'rms'], variants ['base'], seeds [0])" in out, out[-2000:]
 
 
+def test_a_target_under_results_when_results_dir_is_elsewhere_names_the_path_to_ask_for(tiny_config, tmp_path):
+    """The README's paths start with results/, the default results_dir; with another one Snakemake only said
+    "No rule to produce"."""
+    target = "results/figures/fig4_convergence_accuracy.pdf"
+    out = failing(tiny_config, tmp_path, target=target)
+    results = tiny_config["results_dir"]
+    assert f"normscape: {target}: this config writes its results under results_dir = {results}; ask for " in out
+    assert f"{results}/figures/fig4_convergence_accuracy.pdf" in out and "Traceback" not in out, out[-2000:]
+
+
 def test_a_directory_without_config_yaml_says_so(tmp_path):
     """`snakemake -d DIR --configfile mine.yaml` reads DIR/config.yaml too; without one, and with a config file that
     only overrides some keys, there are no experiments to run."""
@@ -435,3 +445,36 @@ def test_a_directory_without_config_yaml_says_so(tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "Traceback" not in out and "KeyError" not in out, out[-2000:]
     assert "the config defines no experiments: Snakemake found no config.yaml" in out, out[-2000:]
+
+
+@pytest.mark.slow
+def test_a_copied_cache_built_for_other_settings_is_rebuilt_and_no_finished_run_is_lost(tiny_config, tmp_path):
+    """Snakemake rebuilds a cache whose settings changed only if it recorded them. A cache copied in from another
+    study has no record: without the stale flag the runs after it were started, their outputs removed, and each
+    job stopped at the cache's mismatch."""
+    import shutil
+    from pathlib import Path
+
+    from normscape.features.store import read_attrs
+    from normscape.pipeline.config import BASE_VARIANT
+
+    built = Path(tiny_config["results_dir"]) / "features/features.h5"
+    run_snakemake([str(built), "--cores", "1"], configfile=write_config(tiny_config, tmp_path / "first.yaml"))
+    cfg = {**tiny_config, "results_dir": str(tmp_path / "copied")}
+    features = tmp_path / "copied/features/features.h5"
+    features.parent.mkdir(parents=True)
+    shutil.copy2(built, features)
+    run = tmp_path / "copied/runs/convergence/batch" / BASE_VARIANT / "seed0/summary.json"
+    path = write_config(cfg, tmp_path / "copied.yaml")
+    proc = run_snakemake([str(run), "--cores", "1"], configfile=path)
+    assert "extract_features" not in proc.stdout + proc.stderr  # the copy serves the config it was built for
+    edited = write_config(edit(cfg, "backbone.input_size", 48), tmp_path / "edited.yaml")
+    plan = run_snakemake(["-n", str(run)], configfile=edited).stdout
+    assert "rule extract_features" in plan, plan[-3000:]
+    marker = features.parent / "config_check.txt"
+    assert "other settings: input_size: file has 64, config wants 48" in marker.read_text()
+    run_snakemake([str(run), "--cores", "1"], configfile=edited)
+    assert run.is_file() and read_attrs(features)["input_size"] == 48
+    proc = run_snakemake(["-n", str(run)], configfile=edited)
+    assert "Nothing to be done" in proc.stdout + proc.stderr, (proc.stdout + proc.stderr)[-3000:]
+    assert marker.read_text().startswith("the feature cache matches the config")

@@ -191,6 +191,27 @@ def test_map_split_equals_load_split(tmp_path, features_file):
         store.map_split(cut, "val")
 
 
+def test_bytes_damaged_inside_a_split_are_reported_not_trained_on(tmp_path, features_file):
+    """Random bytes written into the middle of the file keep it a valid HDF5 file of valid floats (some NaN):
+    without the writer's CRC, training reported the damage as divergence. Read whole, a split is checked."""
+    import h5py
+
+    damaged = tmp_path / "damaged.h5"
+    damaged.write_bytes(features_file.read_bytes())
+    with h5py.File(damaged, "r") as f:
+        offset = store._file_extent(f["train/features"])
+    with damaged.open("r+b") as fh:
+        fh.seek(offset + 4 * 1280 * 700)  # row 700 of the training split
+        fh.write(np.random.default_rng(0).bytes(4096))
+    for read in (store.map_split, store.load_split):
+        with pytest.raises(DataError, match=r"corrupt in split 'train' \(its features are not the bytes that were"):
+            read(damaged, "train")
+        np.testing.assert_array_equal(read(damaged, "val")[0], store.load_split(features_file, "val")[0])
+    assert store.read_attrs(features_file)["features_crc32"]["train"] == store.features_crc32(
+        store.load_split(features_file, "train")[0]
+    )
+
+
 def test_truncated_feature_file_is_reported(tmp_path, features_file):
     bad = tmp_path / "trunc.h5"
     bad.write_bytes(features_file.read_bytes()[:4096])

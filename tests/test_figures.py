@@ -203,6 +203,29 @@ def test_landscape_figures_show_every_head_with_its_data(tiny_workflow):
     assert len(data_axes(registry.draw("fig5_trajectory_pca", inputs, {}))) == 3
 
 
+def test_a_path_on_one_line_gets_a_readable_pca_panel(tiny_workflow, tmp_path):
+    """Two epochs give three trajectory points and one line: PC2 explains ~1e-28 of the variance and its grid is a
+    sliver; on equal scales the panel collapsed to a flat strip with overlapping tick labels."""
+    import shutil
+
+    import h5py
+
+    from normscape.figures import registry
+
+    _, _, results = tiny_workflow
+    source = results / "landscapes" / "convergence" / "none" / "base" / "seed0" / "landscape.h5"
+    line = tmp_path / "landscapes" / "convergence" / "none" / "base" / "seed0" / "landscape.h5"
+    line.parent.mkdir(parents=True)
+    shutil.copy(source, line)
+    with h5py.File(line, "r+") as f:
+        f["pca/explained_variance_ratio"][1] = 3e-28
+        f["pca/betas"][...] = np.linspace(-2.5e-4, 2.5e-4, len(f["pca/betas"]))
+    (degenerate,) = data_axes(registry.draw("fig5_trajectory_pca", {"landscapes": [str(line)]}, {}))
+    (normal,) = data_axes(registry.draw("fig5_trajectory_pca", {"landscapes": [str(source)]}, {}))
+    assert degenerate.get_aspect() == "auto" and normal.get_aspect() == 1.0
+    assert [t.get_text() for t in degenerate.texts] == ["path on one line: PC2 arbitrary"] and not normal.texts
+
+
 def test_gradient_heatmaps_show_the_histogram_fractions(tiny_workflow):
     import h5py
     from matplotlib import colors

@@ -218,3 +218,26 @@ def test_diagnostics_outputs_have_sane_numbers(tiny_workflow):
     for name in ("fig_smoothness", "fig_hessian_density", "fig_adaptive_sharpness"):
         assert (results / "figures" / f"{name}.pdf").stat().st_size > 0
         assert (results / "figures" / f"{name}.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize(
+    "section,edit",
+    [
+        ("tracking", {"wandb": {"mode": "offline", "timeout_s": 5, "project": "elsewhere"}}),
+        ("backbone", {"batch_size": 7, "device": "cpu"}),
+        ("data", {"checksum": "the archive's own, written out"}),
+    ],
+)
+def test_settings_that_change_no_number_rerun_nothing(tiny_workflow, tmp_path, section, edit):
+    """How runs are reported (W&B), how extraction runs (batch size, device) and how the archive is verified change
+    no result: Snakemake reruns a job whose params changed, so none of them is a param of a job that reads them.
+    Only the landing page, which shows the whole config, is written again (seconds)."""
+    import hashlib
+    from pathlib import Path
+
+    path, cfg, _ = tiny_workflow
+    if section == "data":
+        edit = {"checksum": "sha256:" + hashlib.sha256(Path(cfg["data"]["archive"]).read_bytes()).hexdigest()}
+    edited = {**cfg, section: {**cfg[section], **edit}}
+    proc = run_snakemake(["-n", "all"], configfile=write_config(edited, tmp_path / "e.yaml"))
+    assert set(planned_jobs(proc)) <= {"overview", "all"}, proc.stdout[-3000:]

@@ -372,6 +372,9 @@ def test_store_without_identity_is_reported(features_file, tmp_path):
 def test_exploded_finite_loss_is_divergence():
     params = torch.ones(3)
     assert divergence_reason(2.0, 2.1, params, initial_loss=2.3) is None
+    assert divergence_reason(1e6, 646.0, params, initial_loss=2.43) == (
+        f"loss exploded (train 1e+06, val 646: above 2.43e+03, {DIVERGENCE_LOSS_FACTOR:g} x the initial val loss 2.43)"
+    )
     assert "loss exploded" in divergence_reason(1e19, 1e18, params, initial_loss=2.3)
     assert "loss exploded" in divergence_reason(2.3 * DIVERGENCE_LOSS_FACTOR * 1.01, 2.0, params, 2.3)
     assert "non-finite loss" in divergence_reason(float("nan"), 2.0, params, 2.3)

@@ -276,7 +276,7 @@ def test_a_finished_study_prints_its_overview(tiny_workflow):
 
     from normscape.reporting.overview import study_overview
 
-    _, _, results = tiny_workflow
+    path, _, results = tiny_workflow
     text = study_overview(results)
     rows = list(csv.DictReader((results / "tables" / "summary.csv").open()))
     none = next(r for r in rows if (r["experiment"], r["head"], r["variant"]) == ("convergence", "none", "base"))
@@ -289,3 +289,11 @@ def test_a_finished_study_prints_its_overview(tiny_workflow):
     written = (results / "tables" / "summary.csv").stat().st_mtime
     assert study_overview(results, written_since=written) == text
     assert study_overview(results, written_since=written + 1) is None
+    # the report command repeats the options that chose the config (without them it reads config.yaml's runs)
+    argv = ["snakemake", "all", "--cores", "2", "--configfile", str(path), "--replace-workflow-config", "-k"]
+    argv += ["--config", "figures={smoothing_window: 1}", "seeds=[0]", "--keep-going"]
+    line = next(x for x in study_overview(results, argv=argv).splitlines() if x.startswith("report: "))
+    assert line == (
+        f"report: snakemake --report {results / 'report.html'} --configfile {path} --replace-workflow-config "
+        "--config 'figures={smoothing_window: 1}' 'seeds=[0]'  (one self-contained HTML file)"
+    )

@@ -225,10 +225,11 @@ def test_jobstats_sums_per_stage(tmp_path, capsys):
     assert main([str(tmp_path / "nope")]) == 2
 
 
-@pytest.mark.parametrize("outcome", ["finished", "user_error"])
+@pytest.mark.parametrize("outcome", ["finished", "user_error", "interrupted"])
 def test_a_script_job_ends_with_its_log_complete_and_the_right_status(tmp_path, outcome):
     """A finished job ends as any Python process does: exit status 0 and the log, usage line last, complete on
-    disk; a user error exits 1 with its one message in the log and on stderr, no traceback."""
+    disk; a user error exits 1 with its one message in the log and on stderr, no traceback; Ctrl-C (SIGINT to the
+    terminal's process group) exits 130 with one line saying how to go on, no traceback."""
     import subprocess
     import sys
 
@@ -236,7 +237,7 @@ def test_a_script_job_ends_with_its_log_complete_and_the_right_status(tmp_path, 
 
     log = tmp_path / "job.log"
     script = f"""
-import types
+import os, signal, types
 from normscape.pipeline.errors import ConfigError
 from normscape.pipeline.runtime import script_main
 
@@ -245,6 +246,8 @@ def main(smk):
         fh.write("written")
     if {outcome == "user_error"}:
         raise ConfigError("training.lr must be positive: fix config.yaml")
+    if {outcome == "interrupted"}:
+        os.kill(os.getpid(), signal.SIGINT)
 
 script_main(types.SimpleNamespace(log=[{str(log)!r}], threads=1), main)
 """
@@ -254,6 +257,9 @@ script_main(types.SimpleNamespace(log=[{str(log)!r}], threads=1), main)
     if outcome == "finished":
         assert proc.returncode == 0, proc.stderr
         assert parse_usage(text.splitlines()[-1]) is not None and text.endswith("\n"), text
-    else:
+    elif outcome == "user_error":
         assert proc.returncode == 1 and "training.lr must be positive" in text and "Traceback" not in text
         assert proc.stderr.count("training.lr must be positive") == 1 and "Traceback" not in proc.stderr
+    else:
+        assert proc.returncode == 130 and "interrupted: run the same command again" in text, proc.stderr
+        assert proc.stderr.count("interrupted") == 1 and "Traceback" not in proc.stderr

@@ -241,6 +241,27 @@ def test_runs_are_tagged_capture_the_console_and_record_absolute_artifact_paths(
     assert "a line the console capture keeps" in output_log.read_text()
 
 
+@pytest.mark.slow
+def test_a_diverged_runs_checkpoints_are_logged_with_its_non_finite_metrics_as_text(tmp_path, caplog):
+    """W&B keeps an artifact's metadata as strict JSON: a diverged run's NaN / inf final metrics made the artifact
+    fail ("Out of range float values are not JSON compliant"), so exactly the runs one wants to inspect had none."""
+    import json
+
+    model = tmp_path / "model_final.pt"
+    model.write_bytes(b"weights")
+    settings = {"mode": "offline", "project": "p", "entity": None, "log_checkpoints": True, "timeout_s": 60}
+    tracker = WandbTracker(settings, tmp_path / "wandb", run_name="high_lr/none/base/seed0", group="high_lr", config={})
+    final = {"test_acc": 0.1, "test_loss": float("nan"), "train_loss": float("inf")}
+    with caplog.at_level("WARNING"):
+        tracker.log_summary({"final": final, "best": {"test_acc": 0.1}}, [model])
+        tracker.finish()
+    assert "artifact failed" not in caplog.text
+    (run_file,) = find_run_files(tmp_path / "wandb")
+    assert read_artifact_paths(run_file) == [str(model.resolve())]
+    metadata = json.dumps({"final": final})  # what strict JSON refuses ...
+    assert "NaN" in metadata and b'"test_loss":"nan","train_loss":"inf"' in run_file.read_bytes()  # W&B got this
+
+
 def test_the_summary_table_is_one_wandb_table_in_its_own_run(tmp_path):
     import json
 

@@ -39,6 +39,7 @@ from normscape.pipeline.measures import (  # noqa: E402
     training_probes,
 )
 from normscape.pipeline.runtime import job_environment  # noqa: E402
+from normscape.features.store import stale_for  # noqa: E402
 
 # Every job inherits these (OpenMP's and glibc's settings must be in place when a job's process starts); a value
 # already set wins (normscape.pipeline.runtime.job_environment).
@@ -65,6 +66,17 @@ def grad_hist_settings(cfg):
     return {k: v for k, v in cfg["grad_hist"].items() if not (k == "every" and v == 1)}
 
 
+def features_request():
+    """What a feature cache must have been built for, as the config states it: the backbone settings that define
+    the features (not how extraction runs: batch size, device) and the dataset's split. A job that reads the cache
+    checks it against this slice before use; anything outside it would only rerun jobs whose numbers it cannot
+    change (Snakemake reruns a job whose params changed)."""
+    from normscape.features.store import BACKBONE_REQUEST_KEYS
+
+    backbone = {key: config["backbone"].get(key) for key in BACKBONE_REQUEST_KEYS}
+    return canonical({"backbone": backbone, "data": {k: DATA[k] for k in datasets.SPLIT_KEYS if k in DATA}})
+
+
 def canonical(obj):
     """A config slice with keys sorted recursively: Snakemake compares params by their text, so the key order
     (which depends on how the config was merged) must not make an unchanged slice look changed."""
@@ -84,6 +96,44 @@ def check_cached_files(files):
         problem = check_readable(path) if what == "feature file" else check_hdf5(path, what)
         if problem:
             sys.exit(f"normscape: {problem}")
+
+
+def cache_check_input(marker, differences):
+    """The feature cache's rule's input that rebuilds a cache Snakemake has no record of when it differs from what
+    the config asks (``differences``): ``marker`` holds the verdict and always exists (a changed set of inputs would
+    rerun the rule too). Written when the verdict changes; a newer "differs" verdict is newer than the cache, so
+    the rule runs until it has written a matching cache; a "matches" verdict is ``ancient`` (its mtime ignored)."""
+    verdict = (
+        "the feature cache was built for other settings: " + "; ".join(differences)
+        if differences
+        else "the feature cache matches the config (or is not built yet)"
+    ) + "\n"
+    marker = Path(marker)
+    if not marker.is_file() or marker.read_text() != verdict:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(verdict)
+    return {"config_check": str(marker) if differences else ancient(str(marker))}
+
+
+def check_checksum_of_cached_features():
+    """Exit when data.checksum (a sha256) is not that of the archive the feature cache was built from. It is no
+    job's param (it changes no byte), so with everything up to date no job would verify the archive against it,
+    and the results would stand beside a config that disowns their data. Reads one attribute."""
+    from normscape.features.store import read_attrs
+
+    checksum = datasets.resolved_checksum(DATA) if DATASET.url is not None else None
+    if not checksum or not checksum.lower().startswith("sha256:") or not Path(FEATURES).is_file():
+        return
+    try:
+        recorded = str(read_attrs(FEATURES).get("data_checksum") or "")
+    except Exception:  # noqa: BLE001 - an unreadable cache is check_cached_files' to report
+        return
+    if recorded.startswith("sha256:") and recorded.lower() != checksum.lower():
+        sys.exit(
+            f"normscape: checksum mismatch for {DATA['archive'] or DATA_DOWNLOAD}: data.checksum is {checksum}, but "
+            f"the feature cache {FEATURES} was built from an archive with {recorded}. Fix data.checksum, or delete "
+            "the cache to rebuild it from the archive the config names."
+        )
 
 
 def check_inputs_before_jobs():
@@ -117,6 +167,12 @@ def check_requested_runs(arguments):
     landscapes/), instead of Snakemake's input-function traceback or its bare "No rule to produce"."""
     results = os.path.abspath(RESULTS)
     for argument in arguments:
+        first, _, rest = argument.partition("/")
+        if first == "results" and rest and os.path.abspath(first) != results:  # the README's paths, another results_dir
+            sys.exit(
+                f"normscape: {argument}: this config writes its results under results_dir = {RESULTS}; "
+                f"ask for {os.path.join(RESULTS, rest)}"
+            )
         path = os.path.abspath(argument)
         stage, _, inside = os.path.relpath(path, results).partition(os.sep)
         if path.startswith(results + os.sep) and stage in ("runs", "landscapes"):

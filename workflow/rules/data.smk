@@ -15,9 +15,10 @@ if DATASET.url is not None:
         resources:
             mem_mb=512,
             runtime=60,
+        # data.checksum is read from the config by the script: it says how the archive is verified (before any job
+        # starts, too: common.smk) and changes none of its bytes; a changed param would download it again
         params:
             url=datasets.resolved_url(DATA),
-            checksum=datasets.resolved_checksum(DATA),
         script:
             "../scripts/download_data.py"
 
@@ -41,6 +42,7 @@ rule prepare_data:
     params:
         # the archive, or the image tree's root (its files are the inputs)
         source=lambda wildcards, input: input.archive if hasattr(input, "archive") else data_source(),
-        data=canonical({k: v for k, v in DATA.items() if k not in ("url", "archive", "root")}),
+        # not data.checksum (read from the config by the script, as for download_data)
+        data=canonical({k: v for k, v in DATA.items() if k not in ("url", "archive", "root", "checksum")}),
     script:
         "../scripts/prepare_data.py"

@@ -61,8 +61,8 @@ rule summary_table:
         runtime=10,
     params:
         plateau_fraction=config["claims"]["plateau_fraction"],
-        # the table is also logged to W&B, as a wandb.Table in one run named "summary"
-        wandb=canonical(config["tracking"]["wandb"]),
+        # the table is also logged to W&B, as a wandb.Table in one run named "summary" (tracking.wandb is read from
+        # the config by the script: a changed param would rerun the rule for a setting that changes no number)
         wandb_dir=f"{RESULTS}/wandb",
     script:
         "../scripts/summary_table.py"

@@ -100,8 +100,9 @@ for EXPERIMENT in config["experiments"]:
             model_code=lambda wc: code_digest(wc.head),
             grad_hist=canonical(grad_hist_settings(config)),
             # what the feature cache must have been built for (checked before training: never other features)
-            features_request=canonical({"backbone": config["backbone"], "data": config["data"]}),
-            wandb=canonical(config["tracking"]["wandb"]),
+            features_request=features_request(),
+            # tracking.wandb is read from the config by the script, not passed here: how a run is reported changes
+            # none of its numbers, and a changed param would retrain it
             wandb_dir=f"{RESULTS}/wandb",
             # each probe's slice only for the experiments it probes (None otherwise): editing it reruns only those
             probes=probe_settings(EXPERIMENT),

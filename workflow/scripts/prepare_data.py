@@ -5,7 +5,8 @@ from normscape.pipeline.runtime import script_main
 
 
 def main(smk):
-    prepare_dataset(smk.params.source, smk.output[0], dict(smk.params.data))
+    checksum = smk.config["data"]["checksum"]  # not a param (see the rule)
+    prepare_dataset(smk.params.source, smk.output[0], {**smk.params.data, "checksum": checksum})
 
 
 script_main(snakemake, main)  # noqa: F821

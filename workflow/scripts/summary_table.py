@@ -14,7 +14,8 @@ def main(smk):
         list(smk.input.metrics),
         smk.params.plateau_fraction,
     )
-    log_summary_table(dict(smk.params.wandb), smk.params.wandb_dir, smk.output.csv)  # never fails the rule
+    wandb_settings = smk.config["tracking"]["wandb"]  # not a param (see the rule)
+    log_summary_table(dict(wandb_settings), smk.params.wandb_dir, smk.output.csv)  # never fails the rule
 
 
 script_main(snakemake, main)  # noqa: F821

@@ -14,6 +14,7 @@ def main(smk):
     from normscape.training.job import train_group  # imports torch: only jobs that train pay for it
 
     p = smk.params
+    wandb_settings = smk.config["tracking"]["wandb"]  # not a param (see the rule)
     runs = [dict(run) for run in p.runs]
     run_dirs = [Path(summary).parent for summary in smk.output.summary]
 
@@ -21,8 +22,8 @@ def main(smk):
         config = {**resolved, "provenance": provenance(smk.input.features)}
         run = resolved["run"]
         name = run_id(run["experiment"], run["head"], run["variant"], run["seed"])
-        wandb = WandbTracker(dict(p.wandb), p.wandb_dir, run_name=name, group=run["experiment"], config=config)
-        wandb.watch(p.wandb["watch_log_freq"], record.steps_done)  # a resumed run continues its step count
+        wandb = WandbTracker(dict(wandb_settings), p.wandb_dir, run_name=name, group=run["experiment"], config=config)
+        wandb.watch(wandb_settings["watch_log_freq"], record.steps_done)  # a resumed run continues its step count
         return wandb
 
     train_group(

@@ -130,6 +130,10 @@ register(DatasetSpec("imagefolder", _read_image_folder, pooled=True))
 
 
 # ------------------------------------------------------------------------------------------------ prepare
+# The data keys a split depends on (split_rule reads them): with the dataset, what a feature cache was built for.
+SPLIT_KEYS = ("dataset", "split_seed", "val_size", "test_size", "val_fraction", "test_fraction")
+
+
 def split_rule(data: dict) -> str:
     """The split of ``data`` (a data config) in words: recorded by the prepared file and the feature cache, and
     compared with the config before a cache is used (features.store.expected_attrs)."""

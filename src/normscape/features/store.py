@@ -9,7 +9,8 @@ Layout (``FORMAT_VERSION`` 2)::
                         normalization (JSON), feature_dim, num_classes, class_names (JSON),
                         data_checksum, split_seed, split_sizes (JSON), split_fingerprint, identity,
                         backbone_request (digest of the backbone settings as configured; not part of the
-                        identity), versions (JSON), created (ISO 8601 UTC)
+                        identity), features_crc32 (JSON: each split's features as written; checked
+                        when a split is read whole), versions (JSON), created (ISO 8601 UTC)
 
 Provenance: ``identity`` is a digest of everything the features were computed from — the ``IDENTITY_ATTRS``
 (backbone, weights and their sha256, input size, precision, preprocessing, data archive checksum) plus
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -93,7 +95,14 @@ def _attr_value(value: Any) -> Any:
 
 
 # Attributes write_features computes from the arrays it writes (never taken from the caller).
-DERIVED_ATTRS = ("split_sizes", "split_fingerprint", "identity")
+DERIVED_ATTRS = ("split_sizes", "split_fingerprint", "identity", "features_crc32")
+
+
+def features_crc32(features: np.ndarray) -> int:
+    """CRC-32 of a split's float32 features, in row order (~0.1 s for CIFAR-10's training split): bytes damaged
+    inside the file (a bad disk, a partial copy) read back as valid floats, often NaN, that no HDF5 check notices
+    and training would report as divergence."""
+    return zlib.crc32(np.ascontiguousarray(features, dtype=np.float32).reshape(-1).view(np.uint8))
 
 
 def write_features(path: str | Path, splits: Mapping[str, Mapping[str, np.ndarray]], attrs: Mapping[str, Any]) -> None:
@@ -104,6 +113,7 @@ def write_features(path: str | Path, splits: Mapping[str, Mapping[str, np.ndarra
         "split_sizes": {name: int(len(arrays["labels"])) for name, arrays in splits.items()},
         "split_fingerprint": fingerprint,
         "identity": compute_identity(attrs, fingerprint),
+        "features_crc32": {name: features_crc32(arrays["features"]) for name, arrays in splits.items()},
     }
     with atomic_path(path, suffix=".h5") as tmp:
         with h5py.File(tmp, "w") as f:
@@ -162,6 +172,20 @@ def _require_split(f: h5py.File, path: str | Path, split: str) -> None:
         )
 
 
+def _verified(path: str | Path, recorded: Any, split: str, features: np.ndarray) -> np.ndarray:
+    """``features`` after checking them against ``recorded``, the file's ``features_crc32`` attribute (None in a
+    file written before there was one: not checked)."""
+    if isinstance(recorded, bytes):
+        recorded = recorded.decode()
+    expected = json.loads(recorded).get(split) if recorded else None
+    if expected is not None and features_crc32(features) != expected:
+        raise DataError(
+            f"feature file {path} is corrupt in split {split!r} (its features are not the bytes that were written: "
+            f"CRC-32 mismatch). Rebuild it: {rebuild_command(path)}"
+        )
+    return features
+
+
 def _corrupt_split(path: str | Path, split: str, exc: Exception) -> DataError:
     return DataError(
         f"feature file {path} is corrupt in split {split!r} ({_short(exc)}). Rebuild it: {rebuild_command(path)}"
@@ -173,9 +197,10 @@ def load_split(path: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     with _open(path) as f:
         _require_split(f, path, split)
         try:
-            return f[split]["features"][()], f[split]["labels"][()]
+            features, labels = f[split]["features"][()], f[split]["labels"][()]
         except (OSError, KeyError) as exc:
             raise _corrupt_split(path, split, exc) from None
+        return _verified(path, f.attrs.get("features_crc32"), split, features), labels
 
 
 def _file_extent(features: h5py.Dataset) -> int | None:
@@ -218,14 +243,16 @@ def map_split(path: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
             features = f[split]["features"]
             offset, shape = _file_extent(features), features.shape
             labels = f[split]["labels"][()] if offset is not None else None
+            recorded = f.attrs.get("features_crc32")
         except (OSError, KeyError) as exc:
             raise _corrupt_split(path, split, exc) from None
     if offset is None:
         return load_split(path, split)
     try:
-        return np.memmap(path, dtype="<f4", mode="c", offset=offset, shape=shape), labels
+        mapped = np.memmap(path, dtype="<f4", mode="c", offset=offset, shape=shape)
     except (OSError, ValueError) as exc:  # e.g. a file cut short after its header
         raise _corrupt_split(path, split, exc) from None
+    return _verified(path, recorded, split, mapped), labels
 
 
 def split_length(path: str | Path, split: str) -> int:
@@ -382,6 +409,18 @@ def _resolve_backbone(arch: str, weights: str, input_size: int | None) -> dict[s
     else:
         weights_id = f"file:{Path(weights).name}"
     return {"weights_id": weights_id, "input_size": input_size or preprocessing(arch, weights)["input_size"]}
+
+
+def stale_for(path: str | Path, backbone: Mapping[str, Any], data: Mapping[str, Any]) -> list[str]:
+    """How the feature cache at ``path`` differs from what the config asks (:func:`check_attrs`' lines); empty
+    when it matches, or is missing or unreadable (reported elsewhere). Reads attributes; imports torchvision only
+    when the recorded backbone request differs (:func:`expected_attrs`)."""
+    if not Path(path).is_file():
+        return []
+    try:
+        return check_attrs(path, expected_attrs(backbone, data, cache=path))
+    except Exception:  # noqa: BLE001 - unreadable cache or bad backbone settings: their own checks say so
+        return []
 
 
 def require_compatible(path: str | Path, expected: Mapping[str, Any]) -> str:

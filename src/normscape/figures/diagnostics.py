@@ -267,7 +267,8 @@ def plot_adaptive_sharpness(paths: list, pdf, png, title: str = "") -> dict:
         ax.set_title(f"{key}-case adaptive sharpness")
         ax.grid(alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncol=3, frameon=False, fontsize=7)
+    # long handles: the train-mode curves' dashes show between the error-bar markers
+    fig.legend(handles, labels, loc="outside lower center", ncol=3, frameon=False, fontsize=7, handlelength=4)
     what = "adaptive sharpness of the trained heads (mean ± std over seeds)"
     fig.suptitle(f"{title}: {what}" if title else what)
     return _finish(fig, drawn, pdf, png)

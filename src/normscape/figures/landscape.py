@@ -117,6 +117,11 @@ def landscape_contours(landscapes: list[str], title: str = "") -> plt.Figure:
     return fig
 
 
+# PC2's share of the path's variance below which the path is one line (rounding): PC2 is then any direction
+# orthogonal to it, and on PC1's scale its grid is a sliver
+DEGENERATE_PC2 = 1e-6
+
+
 def landscape_pca(landscapes: list[str], title: str = "") -> plt.Figure:
     """The optimisation path on its first two principal components over the loss on that plane; both PCs in
     the same units on equal scales, so the path's shape is not stretched along the minor component."""
@@ -147,7 +152,10 @@ def landscape_pca(landscapes: list[str], title: str = "") -> plt.Figure:
         ax.set_ylabel(f"PC2 ({100 * ev[1]:.0f}% var.)")
         ax.set_xlim(p["alphas"][0], p["alphas"][-1])
         ax.set_ylim(p["betas"][0], p["betas"][-1])
-        ax.set_aspect("equal", adjustable="box")
+        if ev[1] < DEGENERATE_PC2:  # e.g. two epochs: three points, one line; PC2's sliver drawn at full height
+            ax.text(0.5, 0.03, "path on one line: PC2 arbitrary", transform=ax.transAxes, ha="center", fontsize=7)
+        else:
+            ax.set_aspect("equal", adjustable="box")
         ax.set_title(NORM_LABELS.get(head, head))
         _colorbar(fig, cs, ax, lo, hi, log=True)
     place_legend(fig, axes[0][0])

@@ -56,7 +56,7 @@ NORMS: dict[str, NormSpec] = {}
 
 def register(spec: NormSpec) -> NormSpec:
     if spec.name in NORMS:
-        raise ValueError(f"norm {spec.name!r} is registered twice")
+        raise ValueError(f"norm {spec.name!r} is registered twice: choose a new name (taken: {', '.join(NORMS)})")
     NORMS[spec.name] = spec
     return spec
 

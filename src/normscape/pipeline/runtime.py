@@ -201,6 +201,9 @@ def script_main(smk: Any, main: Callable[[Any], None], torch_job: bool = False) 
     except NormscapeError as exc:
         log.error("%s", exc)
         sys.exit(1)
+    except KeyboardInterrupt:  # Ctrl-C reaches every job of the terminal's process group
+        log.error("interrupted: run the same command again to go on (a training resumes after its last finished epoch)")
+        sys.exit(130)
     except Exception as exc:
         if is_disk_full(exc):  # a write outside atomic_path (a figure, a log, W&B): the same one message
             log.error("%s", disk_full_error(getattr(exc, "filename", None) or smk.output[0]))

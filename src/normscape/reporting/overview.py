@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import csv
 import math
+import shlex
+from collections.abc import Sequence
 from pathlib import Path
 
 from normscape.models.norms import label
@@ -28,9 +30,42 @@ def _accuracy(row: dict) -> str:
     return f"{100 * float(mean):.1f}{spread} %"
 
 
-def study_overview(results_dir: str | Path, written_since: float | None = None) -> str | None:
+# Snakemake's options that say which workflow and config a command reads (True: followed by values): the report
+# command must repeat them, or it reads another config (config.yaml's runs, not this study's).
+CONFIG_OPTIONS = {
+    "--configfile": True,
+    "--configfiles": True,
+    "--config": True,
+    "-C": True,
+    "--replace-workflow-config": False,
+    "--profile": True,
+    "--workflow-profile": True,
+    "--snakefile": True,
+    "-s": True,
+    "--directory": True,
+    "-d": True,
+}
+
+
+def config_options(argv: Sequence[str]) -> list[str]:
+    """The options of a Snakemake command line (``sys.argv``) that choose its workflow and config, in order. An
+    option's values run to the next argument starting with "-", as Snakemake reads them."""
+    kept, taking = [], False
+    for arg in argv[1:]:
+        name = arg.split("=", 1)[0]
+        if arg.startswith("-"):
+            taking = name in CONFIG_OPTIONS and CONFIG_OPTIONS[name] and "=" not in arg
+            if name in CONFIG_OPTIONS:
+                kept.append(arg)
+        elif taking:
+            kept.append(arg)
+    return kept
+
+
+def study_overview(results_dir: str | Path, written_since: float | None = None, argv: Sequence[str] = ()) -> str | None:
     """The lines to print, or None when the study's tables are not there (or, with ``written_since``, a
-    ``time.time()``, were last written before it)."""
+    ``time.time()``, were last written before it). ``argv``: the Snakemake command line that ran, whose config
+    options the report command repeats."""
     tables = Path(results_dir) / "tables"
     summary, claims = tables / "summary.csv", tables / "claims.csv"
     if not summary.is_file() or (written_since is not None and summary.stat().st_mtime < written_since):
@@ -53,6 +88,8 @@ def study_overview(results_dir: str | Path, written_since: float | None = None) 
     lines += [
         "",
         f"tables: {tables}/summary.md, {tables}/claims.md; figures: {Path(results_dir) / 'figures'}/",
-        f"report: snakemake --report {Path(results_dir) / 'report.html'}  (one self-contained HTML file)",
+        "report: "
+        + shlex.join(["snakemake", "--report", str(Path(results_dir) / "report.html"), *config_options(argv)])
+        + "  (one self-contained HTML file)",
     ]
     return "\n".join(lines)

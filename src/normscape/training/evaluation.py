@@ -33,8 +33,8 @@ def divergence_reason(train_loss: float, val_loss: float, params: torch.Tensor, 
     limit = DIVERGENCE_LOSS_FACTOR * initial_loss
     if max(train_loss, val_loss) > limit:
         return (
-            f"loss exploded (train {train_loss:.3g}, val {val_loss:.3g} > {DIVERGENCE_LOSS_FACTOR:g} x the "
-            f"initial val loss {initial_loss:.3g})"
+            f"loss exploded (train {train_loss:.3g}, val {val_loss:.3g}: above {limit:.3g}, "
+            f"{DIVERGENCE_LOSS_FACTOR:g} x the initial val loss {initial_loss:.3g})"
         )
     return None
 

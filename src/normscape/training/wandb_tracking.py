@@ -51,6 +51,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from normscape.training.wandb_payload import (
+    json_safe,
     log_abs_histogram,
     range_histogram,
     run_tags,
@@ -296,7 +297,7 @@ class WandbTracker:
                 art = wandb.Artifact(
                     name=f"model-{self.run.name}".replace("/", "-"),
                     type="model",
-                    metadata={"final": summary.get("final"), "best": summary.get("best")},
+                    metadata=json_safe({"final": summary.get("final"), "best": summary.get("best")}),
                 )
                 # immutable: the manifest points at the run's own files instead of a staging copy (offline
                 # runs keep their staged files until `wandb sync`), skip_cache: no cache copy after upload.
