@@ -47,10 +47,13 @@ def compare(every_step: list, sampled: list) -> dict:
             for name in full:
                 layer = errors.setdefault(name, {"mean_abs": [], "max_abs": [], "total_variation": []})
                 a, b = with_out_of_range(full[name]), with_out_of_range(sample[name])
-                layer["total_variation"].append(0.5 * float(np.abs(a / a.sum() - b / b.sum()).sum()))
+                if a.sum() and b.sum():
+                    layer["total_variation"].append(0.5 * float(np.abs(a / a.sum() - b / b.sum()).sum()))
                 for key in ("mean_abs", "max_abs"):
-                    if np.isfinite(full[name][key]):  # NaN: nothing counted in range (e.g. a gradient always zero)
-                        layer[key].append(abs(sample[name][key] / full[name][key] - 1))
+                    want, got = full[name][key], sample[name][key]
+                    if np.isfinite(want) and want != 0:  # NaN: nothing counted in range (a gradient always zero)
+                        # a sample that counted nothing in range missed the whole layer: error 1
+                        layer[key].append(abs(got / want - 1) if np.isfinite(got) else 1.0)
     return {
         name: {key: {"median": float(np.median(v)), "max": float(max(v))} for key, v in layer.items() if v}
         for name, layer in errors.items()

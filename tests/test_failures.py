@@ -471,7 +471,7 @@ def test_a_copied_cache_built_for_other_settings_is_rebuilt_and_no_finished_run_
     edited = write_config(edit(cfg, "backbone.input_size", 48), tmp_path / "edited.yaml")
     plan = run_snakemake(["-n", str(run)], configfile=edited).stdout
     assert "rule extract_features" in plan, plan[-3000:]
-    marker = features.parent / "config_check.txt"
+    marker = features.parent / "cache_verdict.txt"
     assert "other settings: input_size: file has 64, config wants 48" in marker.read_text()
     run_snakemake([str(run), "--cores", "1"], configfile=edited)
     assert run.is_file() and read_attrs(features)["input_size"] == 48

@@ -224,14 +224,13 @@ def test_diagnostics_outputs_have_sane_numbers(tiny_workflow):
     "section,edit",
     [
         ("tracking", {"wandb": {"mode": "offline", "timeout_s": 5, "project": "elsewhere"}}),
-        ("backbone", {"batch_size": 7, "device": "cpu"}),
         ("data", {"checksum": "the archive's own, written out"}),
     ],
 )
 def test_settings_that_change_no_number_rerun_nothing(tiny_workflow, tmp_path, section, edit):
-    """How runs are reported (W&B), how extraction runs (batch size, device) and how the archive is verified change
-    no result: Snakemake reruns a job whose params changed, so none of them is a param of a job that reads them.
-    Only the landing page, which shows the whole config, is written again (seconds)."""
+    """How runs are reported (W&B) and how a local archive is verified change no result: Snakemake reruns a job
+    whose params changed, so neither is a param of a job that reads it. Only the landing page, which shows the
+    whole config, is written again (seconds)."""
     import hashlib
     from pathlib import Path
 

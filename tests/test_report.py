@@ -291,9 +291,18 @@ def test_a_finished_study_prints_its_overview(tiny_workflow):
     assert study_overview(results, written_since=written + 1) is None
     # the report command repeats the options that chose the config (without them it reads config.yaml's runs)
     argv = ["snakemake", "all", "--cores", "2", "--configfile", str(path), "--replace-workflow-config", "-k"]
-    argv += ["--config", "figures={smoothing_window: 1}", "seeds=[0]", "--keep-going"]
+    argv += ["--config", "figures={smoothing_window: 1}", "seeds=[0]", "--keep-going", "--profile", "p", "all"]
     line = next(x for x in study_overview(results, argv=argv).splitlines() if x.startswith("report: "))
     assert line == (
         f"report: snakemake --report {results / 'report.html'} --configfile {path} --replace-workflow-config "
-        "--config 'figures={smoothing_window: 1}' 'seeds=[0]'  (one self-contained HTML file)"
+        "--config 'figures={smoothing_window: 1}' 'seeds=[0]' --profile p  (one self-contained HTML file)"
     )
+    from normscape.reporting.overview import config_options
+
+    assert config_options(["snakemake", "-j2", "-d/x", "all", "-s", "S", "t.pdf", "--directory=/y", "-Cseeds=[0]"]) == [
+        "-d/x",
+        "-s",
+        "S",
+        "--directory=/y",
+        "-Cseeds=[0]",
+    ]

@@ -27,7 +27,7 @@ from normscape.pipeline.config import (  # noqa: E402
 from normscape.data import datasets  # noqa: E402
 from normscape.pipeline import paths  # noqa: E402
 from normscape.figures.registry import FIGURES as FIGURE_SPECS, INPUT_KINDS as FIGURE_INPUT_KINDS  # noqa: E402
-from normscape.pipeline.errors import ConfigError  # noqa: E402
+from normscape.pipeline.errors import ConfigError, NormscapeError  # noqa: E402
 from normscape.pipeline.plugins import load_plugins  # noqa: E402
 from normscape.models.norms import code_digest  # noqa: E402
 from normscape.pipeline.measures import (  # noqa: E402
@@ -39,7 +39,8 @@ from normscape.pipeline.measures import (  # noqa: E402
     training_probes,
 )
 from normscape.pipeline.runtime import job_environment  # noqa: E402
-from normscape.features.store import stale_for  # noqa: E402
+from normscape.features.store import cache_differences, is_weights_name  # noqa: E402
+from normscape.pipeline.atomic import atomic_path  # noqa: E402
 
 # Every job inherits these (OpenMP's and glibc's settings must be in place when a job's process starts); a value
 # already set wins (normscape.pipeline.runtime.job_environment).
@@ -98,27 +99,34 @@ def check_cached_files(files):
             sys.exit(f"normscape: {problem}")
 
 
-def cache_check_input(marker, differences):
-    """The feature cache's rule's input that rebuilds a cache Snakemake has no record of when it differs from what
-    the config asks (``differences``): ``marker`` holds the verdict and always exists (a changed set of inputs would
-    rerun the rule too). Written when the verdict changes; a newer "differs" verdict is newer than the cache, so
-    the rule runs until it has written a matching cache; a "matches" verdict is ``ancient`` (its mtime ignored)."""
+def cache_verdict_input(verdict_file, differences):
+    """The feature cache's rule's input that rebuilds a cache Snakemake has no record of (one copied in) when it
+    differs from what the config asks (``differences``). ``verdict_file`` says whether it does and always exists (a
+    changed set of inputs would rerun the rule too). "Differs": the file is kept newer than the cache, so the rule
+    runs until it has written a matching cache; "matches": ``ancient`` (its mtime ignored). Written atomically
+    (on a cluster every job parses the workflow); where results/ cannot be written, nothing is decided here."""
     verdict = (
         "the feature cache was built for other settings: " + "; ".join(differences)
         if differences
         else "the feature cache matches the config (or is not built yet)"
     ) + "\n"
-    marker = Path(marker)
-    if not marker.is_file() or marker.read_text() != verdict:
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_text(verdict)
-    return {"config_check": str(marker) if differences else ancient(str(marker))}
+    path = Path(verdict_file)
+    try:
+        stale = differences and path.is_file() and path.stat().st_mtime <= Path(FEATURES).stat().st_mtime
+        if stale or not path.is_file() or path.read_text() != verdict:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path) as tmp:
+                Path(tmp).write_text(verdict)
+    except (OSError, NormscapeError):  # read-only results, a full disk: the jobs' own checks still hold
+        return {}
+    return {"cache_verdict": verdict_file if differences else ancient(verdict_file)}
 
 
 def check_checksum_of_cached_features():
-    """Exit when data.checksum (a sha256) is not that of the archive the feature cache was built from. It is no
-    job's param (it changes no byte), so with everything up to date no job would verify the archive against it,
-    and the results would stand beside a config that disowns their data. Reads one attribute."""
+    """Exit when data.checksum (a sha256) differs from the one the feature cache records and the archive does not
+    have it either. data.checksum is no job's param (it changes no byte), so with everything up to date no job
+    would verify the archive against it. Reads one attribute; hashes the archive only when the two differ."""
+    from normscape.data.cifar import verify_checksum
     from normscape.features.store import read_attrs
 
     checksum = datasets.resolved_checksum(DATA) if DATASET.url is not None else None
@@ -126,14 +134,14 @@ def check_checksum_of_cached_features():
         return
     try:
         recorded = str(read_attrs(FEATURES).get("data_checksum") or "")
-    except Exception:  # noqa: BLE001 - an unreadable cache is check_cached_files' to report
+    except (OSError, NormscapeError):  # an unreadable cache is check_cached_files' to report
         return
-    if recorded.startswith("sha256:") and recorded.lower() != checksum.lower():
-        sys.exit(
-            f"normscape: checksum mismatch for {DATA['archive'] or DATA_DOWNLOAD}: data.checksum is {checksum}, but "
-            f"the feature cache {FEATURES} was built from an archive with {recorded}. Fix data.checksum, or delete "
-            "the cache to rebuild it from the archive the config names."
-        )
+    archive = DATA["archive"] or DATA_DOWNLOAD
+    if recorded.lower() != checksum.lower() and archive and Path(archive).is_file():
+        try:
+            verify_checksum(archive, checksum)
+        except NormscapeError as exc:
+            sys.exit(f"normscape: {exc}")
 
 
 def check_inputs_before_jobs():
@@ -162,18 +170,24 @@ def check_inputs_before_jobs():
             sys.exit(f"normscape: {exc}")
 
 
+# What results_dir holds (a target under one of them names a result)
+RESULT_STAGE_DIRS = ("runs", "landscapes", "figures", "tables", "features", "report", "report.html", "report.zip")
+
+
 def check_requested_runs(arguments):
     """Exit with one message when a target is a file of a run the config does not define (under runs/ or
     landscapes/), instead of Snakemake's input-function traceback or its bare "No rule to produce"."""
     results = os.path.abspath(RESULTS)
     for argument in arguments:
+        path = os.path.abspath(argument)
         first, _, rest = argument.partition("/")
-        if first == "results" and rest and os.path.abspath(first) != results:  # the README's paths, another results_dir
+        # a README path (results/<stage>/...) while results_dir is elsewhere (not inside it: results/ablation)
+        readme_path = first == "results" and rest.split("/")[0] in RESULT_STAGE_DIRS
+        if readme_path and not path.startswith(results + os.sep) and os.path.abspath(first) != results:
             sys.exit(
                 f"normscape: {argument}: this config writes its results under results_dir = {RESULTS}; "
                 f"ask for {os.path.join(RESULTS, rest)}"
             )
-        path = os.path.abspath(argument)
         stage, _, inside = os.path.relpath(path, results).partition(os.sep)
         if path.startswith(results + os.sep) and stage in ("runs", "landscapes"):
             try:
@@ -302,12 +316,6 @@ def data_inputs():
 def download_targets():
     """The files the download rule fetches (none for a local archive or image root)."""
     return [] if DATA["archive"] or DATASET.url is None else [DATA_DOWNLOAD]
-
-
-def is_weights_name(weights):
-    """A torchvision weights name (IMAGENET1K_V1, DEFAULT, ...) rather than `random` or a file path. Whether the
-    arch has it is checked by download_weights (torchvision is not imported while the workflow parses)."""
-    return re.fullmatch(r"[A-Z][A-Z0-9_]*", weights) is not None
 
 
 def backbone_weights_file():

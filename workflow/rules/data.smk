@@ -15,10 +15,9 @@ if DATASET.url is not None:
         resources:
             mem_mb=512,
             runtime=60,
-        # data.checksum is read from the config by the script: it says how the archive is verified (before any job
-        # starts, too: common.smk) and changes none of its bytes; a changed param would download it again
         params:
             url=datasets.resolved_url(DATA),
+            checksum=datasets.resolved_checksum(DATA),
         script:
             "../scripts/download_data.py"
 
@@ -42,7 +41,8 @@ rule prepare_data:
     params:
         # the archive, or the image tree's root (its files are the inputs)
         source=lambda wildcards, input: input.archive if hasattr(input, "archive") else data_source(),
-        # not data.checksum (read from the config by the script, as for download_data)
+        # not data.checksum (read from the config by the script): how a local archive is verified changes none of
+        # the prepared bytes (a downloaded one is verified by download_data, whose param it stays)
         data=canonical({k: v for k, v in DATA.items() if k not in ("url", "archive", "root", "checksum")}),
     script:
         "../scripts/prepare_data.py"

@@ -34,7 +34,9 @@ rule download:
 # in (another study's, benchmarks.study_ab's) has no record, and the jobs after it would start, remove their outputs
 # and stop at the mismatch. A cache that records other settings than the config's is therefore rebuilt whatever
 # Snakemake recorded: a marker naming the difference, written now, is a newer input of the rule that writes it.
-CACHE_CHECK = cache_check_input(f"{RESULTS}/features/config_check.txt", stale_for(FEATURES, config["backbone"], DATA))
+CACHE_VERDICT = cache_verdict_input(
+    f"{RESULTS}/features/cache_verdict.txt", cache_differences(FEATURES, config["backbone"], DATA)
+)
 
 
 # features.shards > 1: each shard (a batch-aligned block of rows of every split) is its own single-thread job,
@@ -42,7 +44,7 @@ CACHE_CHECK = cache_check_input(f"{RESULTS}/features/config_check.txt", stale_fo
 # them into the same file, bit for bit. Changing the shard count rebuilds the features (identical bits).
 rule extract_features:
     input:
-        **(CACHE_CHECK if SHARDS == 1 else {}),
+        **(CACHE_VERDICT if SHARDS == 1 else {}),
         dataset=rules.prepare_data.output[0],
         weights=backbone_weights_file(),
     output:
@@ -58,9 +60,7 @@ rule extract_features:
         mem_mb=2500,
         runtime=90,
     params:
-        # the settings that define the features; how extraction runs (backbone.batch_size, backbone.device) is read
-        # from the config by the script: a changed param would rebuild the cache and retrain everything after it
-        backbone=features_request()["backbone"],
+        backbone=canonical(config["backbone"]),
         shard=lambda wc: [int(wc.index), SHARDS] if SHARDS > 1 else None,
     script:
         "../scripts/extract_features.py"
@@ -70,7 +70,7 @@ if SHARDS > 1:
 
     rule merge_features:
         input:
-            **CACHE_CHECK,
+            **CACHE_VERDICT,
             parts=expand(f"{RESULTS}/{FEATURE_SHARD}.h5", index=range(SHARDS)),
         output:
             FEATURES,

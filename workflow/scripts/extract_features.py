@@ -6,7 +6,6 @@ from normscape.pipeline.runtime import script_main
 
 def main(smk):
     b = smk.params.backbone
-    how = smk.config["backbone"]  # batch_size, device: not params (see the rule)
     extract_features(
         smk.input.dataset,
         smk.output[0],
@@ -15,8 +14,8 @@ def main(smk):
         weights_sha256=b["weights_sha256"],
         input_size=b["input_size"],
         precision=b["precision"],
-        batch_size=how["batch_size"],
-        device=how["device"],
+        batch_size=b["batch_size"],
+        device=b["device"],
         arch=b["arch"],
         shard=tuple(smk.params.shard) if smk.params.shard else None,
     )

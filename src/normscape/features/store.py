@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
@@ -177,7 +178,10 @@ def _verified(path: str | Path, recorded: Any, split: str, features: np.ndarray)
     file written before there was one: not checked)."""
     if isinstance(recorded, bytes):
         recorded = recorded.decode()
-    expected = json.loads(recorded).get(split) if recorded else None
+    try:
+        expected = json.loads(recorded).get(split) if recorded else None
+    except (ValueError, AttributeError) as exc:  # not the JSON object the writer records
+        raise _corrupt_split(path, split, exc) from None
     if expected is not None and features_crc32(features) != expected:
         raise DataError(
             f"feature file {path} is corrupt in split {split!r} (its features are not the bytes that were written: "
@@ -411,15 +415,38 @@ def _resolve_backbone(arch: str, weights: str, input_size: int | None) -> dict[s
     return {"weights_id": weights_id, "input_size": input_size or preprocessing(arch, weights)["input_size"]}
 
 
-def stale_for(path: str | Path, backbone: Mapping[str, Any], data: Mapping[str, Any]) -> list[str]:
-    """How the feature cache at ``path`` differs from what the config asks (:func:`check_attrs`' lines); empty
-    when it matches, or is missing or unreadable (reported elsewhere). Reads attributes; imports torchvision only
-    when the recorded backbone request differs (:func:`expected_attrs`)."""
+def is_weights_name(weights: str) -> bool:
+    """A torchvision weights name (IMAGENET1K_V1, DEFAULT, ...) rather than ``random`` or a file path. Whether the
+    arch has it is checked by download_weights (torchvision is not imported while the workflow parses)."""
+    return re.fullmatch(r"[A-Z][A-Z0-9_]*", weights) is not None
+
+
+def cache_differences(path: str | Path, backbone: Mapping[str, Any], data: Mapping[str, Any]) -> list[str]:
+    """How the feature cache at ``path`` differs from what the config asks (:func:`check_attrs`' lines), among the
+    settings that need no resolving: arch, precision, dataset, split, and the input size, weights file and weights
+    sha256 where the config names them (a torchvision weights name or a null input size would need torchvision,
+    ~1.5 s on every parse; the train jobs' :func:`require_compatible` checks those). Empty when the cache matches,
+    is missing or is unreadable (reported by its own check). For the workflow, when it is parsed."""
+    from normscape.data.datasets import split_rule
+
     if not Path(path).is_file():
         return []
+    weights = str(backbone["weights"])
+    expected = {
+        "backbone": backbone["arch"],
+        "precision": "fp32" if backbone["precision"] == "auto" else backbone["precision"],
+        "dataset": data["dataset"],
+        "split_rule": split_rule(data),
+    }
+    if backbone.get("input_size"):
+        expected["input_size"] = backbone["input_size"]
+    if backbone.get("weights_sha256"):
+        expected["weights_sha256"] = str(backbone["weights_sha256"]).lower()
+    if not is_weights_name(weights):  # random, or a file
+        expected["weights_id"] = weights if weights == "random" else f"file:{Path(weights).name}"
     try:
-        return check_attrs(path, expected_attrs(backbone, data, cache=path))
-    except Exception:  # noqa: BLE001 - unreadable cache or bad backbone settings: their own checks say so
+        return check_attrs(path, expected)
+    except (OSError, DataError):
         return []
 
 

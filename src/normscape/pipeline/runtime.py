@@ -191,10 +191,10 @@ def script_main(smk: Any, main: Callable[[Any], None], torch_job: bool = False) 
             TUNABLES_ENV,
             ", ".join(missing),
         )
-    set_threads(getattr(smk, "threads", 1))
-    if torch_job:
-        log.info("subnormal floats flushed to zero: %s", flush_denormals())
     try:
+        set_threads(getattr(smk, "threads", 1))
+        if torch_job:
+            log.info("subnormal floats flushed to zero: %s", flush_denormals())
         load_plugins(getattr(smk, "config", {}).get("plugins"))  # the user's norms etc., as the workflow saw them
         main(smk)
         log.info("%s", format_usage(job_usage()))

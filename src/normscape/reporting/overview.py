@@ -30,35 +30,45 @@ def _accuracy(row: dict) -> str:
     return f"{100 * float(mean):.1f}{spread} %"
 
 
-# Snakemake's options that say which workflow and config a command reads (True: followed by values): the report
-# command must repeat them, or it reads another config (config.yaml's runs, not this study's).
+# Snakemake's options that say which workflow and config a command reads, with how many values each takes (None:
+# every word up to the next option): the report command must repeat them, or it reads another config.
 CONFIG_OPTIONS = {
-    "--configfile": True,
-    "--configfiles": True,
-    "--config": True,
-    "-C": True,
-    "--replace-workflow-config": False,
-    "--profile": True,
-    "--workflow-profile": True,
-    "--snakefile": True,
-    "-s": True,
-    "--directory": True,
-    "-d": True,
+    "--configfile": None,
+    "--configfiles": None,
+    "--config": None,
+    "-C": None,
+    "--replace-workflow-config": 0,
+    "--profile": 1,
+    "--workflow-profile": 1,
+    "--snakefile": 1,
+    "-s": 1,
+    "--directory": 1,
+    "-d": 1,
 }
 
 
 def config_options(argv: Sequence[str]) -> list[str]:
-    """The options of a Snakemake command line (``sys.argv``) that choose its workflow and config, in order. An
-    option's values run to the next argument starting with "-", as Snakemake reads them."""
-    kept, taking = [], False
+    """The options of a Snakemake command line (``sys.argv``) that choose its workflow and config, in order, with
+    their values: one word for a one-value option, every word up to the next option for ``--config(file)``
+    (Snakemake reads those so too), attached forms (``--profile=p``, ``-dDIR``) as they are."""
+    kept, wanted = [], 0
     for arg in argv[1:]:
-        name = arg.split("=", 1)[0]
-        if arg.startswith("-"):
-            taking = name in CONFIG_OPTIONS and CONFIG_OPTIONS[name] and "=" not in arg
-            if name in CONFIG_OPTIONS:
+        if not arg.startswith("-"):
+            if wanted:
                 kept.append(arg)
-        elif taking:
+                wanted -= 1
+            continue
+        name = arg.split("=", 1)[0]
+        short = name[:2] if not name.startswith("--") else name
+        if name in CONFIG_OPTIONS:
             kept.append(arg)
+            count = CONFIG_OPTIONS[name]
+            wanted = 0 if "=" in arg or count == 0 else (count if count is not None else len(argv))
+        elif short in CONFIG_OPTIONS and len(arg) > 2:  # -dDIR, -Cseeds=[0]
+            kept.append(arg)
+            wanted = 0
+        else:
+            wanted = 0
     return kept
 
 
