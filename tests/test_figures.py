@@ -182,6 +182,21 @@ def test_convergence_figure_draws_each_heads_mean_curve(tiny_workflow):
         np.testing.assert_allclose(raw.get_xdata(), metrics["epoch"].to_numpy())
 
 
+def test_a_running_average_is_drawn_only_over_more_epochs_than_its_window():
+    """Centred over 3 epochs, a 2-epoch curve's average is one flat line across the panel: left out."""
+    import matplotlib.pyplot as plt
+
+    from normscape.figures.curves import plot_curves
+
+    for epochs, lines in ((2, 1), (4, 2)):
+        df = pd.DataFrame({"epoch": range(1, epochs + 1), "head": "batch", "val_acc": np.linspace(0.3, 0.8, epochs)})
+        df["diverged"] = 0
+        fig, ax = plt.subplots()
+        plot_curves(ax, df, "val_acc", "head", window=3)
+        assert len(ax.lines) == lines, epochs
+        plt.close(fig)
+
+
 def test_landscape_figures_show_every_head_with_its_data(tiny_workflow):
     import h5py
 

@@ -50,8 +50,8 @@ def plot_curves(
     styles: dict | None = None,
     label_of: Callable[[str], str] | None = None,
 ) -> Curves:
-    """Mean over seeds (the line) and +-1 std band, one curve per value of ``group``; with ``window`` > 1 a
-    centred running average drawn thin and light over it. Returns what it drew, from which
+    """Mean over seeds (the line) and +-1 std band, one curve per value of ``group``; with ``window`` > 1 (and
+    more epochs than that) a centred running average drawn thin and light over it. Returns what it drew, from which
     :func:`finish_curve_axes` fits the axis."""
     order = list(styles or {})  # the styles' order (e.g. without clipping before with), else heads' / by name
     keys = sorted(
@@ -68,7 +68,7 @@ def plot_curves(
         std = np.nan_to_num(stats["std"].to_numpy())
         single = {"marker": "o", "ms": 3} if len(mean) == 1 else {}  # a one-epoch curve: a point, not nothing
         ax.plot(stats["epoch"], mean, lw=1.6, label=legend_label(name, int(stats["count"].max())), **single, **style)
-        if window > 1:
+        if 1 < window < len(mean):  # over no more epochs than its window it is one flat line: nothing to show
             solid = {k: v for k, v in style.items() if k != "ls"}
             ax.plot(stats["epoch"], centred_average(mean, window), lw=0.8, alpha=0.45, ls=":", **solid)
         ax.fill_between(stats["epoch"], mean - std, mean + std, alpha=0.15, color=style.get("color"), lw=0)

@@ -78,7 +78,7 @@ def landscape_surfaces(landscapes: list[str], title: str = "") -> plt.Figure:
         ax.set_title(NORM_LABELS.get(head, head))
         ax.set_xlabel("α (d1)")
         ax.set_ylabel("β (d2)")
-        ax.set_zlabel("loss")
+        # no z label: in a panel this narrow it lands on the z tick labels; the colour bar beside it says "loss"
         _colorbar(fig, surface, ax, lo, hi, log=False)
     fig.suptitle(f"{joined(title, seeds)}: loss surface around each trained head (z and colour scale per head)")
     return fig
