@@ -54,8 +54,10 @@ def test_a_config_that_replaces_config_yaml_gets_its_values_as_defaults(cfg):
 def test_an_experiment_set_to_null_is_left_out(cfg):
     """How a --configfile extending config.yaml removes an experiment (Snakemake merges the files key by key)."""
     cfg["experiments"]["stability"] = None
+    cfg["experiments"]["batch_size"] = "null"  # as --config 'experiments={batch_size: null}' passes it
     validated = validate_config(cfg, SCHEMA)
     assert "stability" not in validated["experiments"] and "stability_large_batch" in validated["experiments"]
+    assert "batch_size" not in validated["experiments"]
     assert {run.experiment for run in enumerate_runs(validated)} == set(validated["experiments"])
 
 

@@ -477,4 +477,8 @@ def test_a_copied_cache_built_for_other_settings_is_rebuilt_and_no_finished_run_
     assert run.is_file() and read_attrs(features)["input_size"] == 48
     proc = run_snakemake(["-n", str(run)], configfile=edited)
     assert "Nothing to be done" in proc.stdout + proc.stderr, (proc.stdout + proc.stderr)[-3000:]
-    assert marker.read_text().startswith("the feature cache matches the config")
+    assert "the feature cache matches the config" in marker.read_text()
+    # input_size left to the weights' own (null): resolved as extraction would, so the cache is rebuilt too
+    unset = write_config(edit(cfg, "backbone.input_size", None), tmp_path / "unset.yaml")
+    plan = run_snakemake(["-n", str(run)], configfile=unset).stdout
+    assert "rule extract_features" in plan and "input_size: file has 48, config wants" in marker.read_text()

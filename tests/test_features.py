@@ -204,12 +204,21 @@ def test_bytes_damaged_inside_a_split_are_reported_not_trained_on(tmp_path, feat
         fh.seek(offset + 4 * 1280 * 700)  # row 700 of the training split
         fh.write(np.random.default_rng(0).bytes(4096))
     for read in (store.map_split, store.load_split):
-        with pytest.raises(DataError, match=r"corrupt in split 'train' \(its features are not the bytes that were"):
+        with pytest.raises(DataError, match=r"corrupt in split 'train' \(its features or labels are not the bytes"):
             read(damaged, "train")
         np.testing.assert_array_equal(read(damaged, "val")[0], store.load_split(features_file, "val")[0])
-    assert store.read_attrs(features_file)["features_crc32"]["train"] == store.features_crc32(
-        store.load_split(features_file, "train")[0]
+    assert store.read_attrs(features_file)["split_crc32"]["train"] == store.split_crc32(
+        *store.load_split(features_file, "train")
     )
+    # the labels too: damaged, they were an obscure error deep in training
+    damaged.write_bytes(features_file.read_bytes())
+    with h5py.File(damaged, "r") as f:
+        labels_at = f["val/labels"].id.get_offset()
+    with damaged.open("r+b") as fh:
+        fh.seek(labels_at + 8 * 10)
+        fh.write(np.random.default_rng(1).bytes(64))
+    with pytest.raises(DataError, match=r"corrupt in split 'val' \(its features or labels are not the bytes"):
+        store.map_split(damaged, "val")
 
 
 def test_truncated_feature_file_is_reported(tmp_path, features_file):

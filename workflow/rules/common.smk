@@ -39,7 +39,7 @@ from normscape.pipeline.measures import (  # noqa: E402
     training_probes,
 )
 from normscape.pipeline.runtime import job_environment  # noqa: E402
-from normscape.features.store import cache_differences, is_weights_name  # noqa: E402
+from normscape.features.store import backbone_request, cache_differences, digest  # noqa: E402
 from normscape.pipeline.atomic import atomic_path  # noqa: E402
 
 # Every job inherits these (OpenMP's and glibc's settings must be in place when a job's process starts); a value
@@ -99,27 +99,36 @@ def check_cached_files(files):
             sys.exit(f"normscape: {problem}")
 
 
-def cache_verdict_input(verdict_file, differences):
+def cache_verdict_input(verdict_file):
     """The feature cache's rule's input that rebuilds a cache Snakemake has no record of (one copied in) when it
-    differs from what the config asks (``differences``). ``verdict_file`` says whether it does and always exists (a
-    changed set of inputs would rerun the rule too). "Differs": the file is kept newer than the cache, so the rule
-    runs until it has written a matching cache; "matches": ``ancient`` (its mtime ignored). Written atomically
-    (on a cluster every job parses the workflow); where results/ cannot be written, nothing is decided here."""
-    verdict = (
-        "the feature cache was built for other settings: " + "; ".join(differences)
-        if differences
-        else "the feature cache matches the config (or is not built yet)"
-    ) + "\n"
-    path = Path(verdict_file)
+    differs from what the config asks (:func:`~normscape.features.store.cache_differences`). ``verdict_file``
+    says whether it does, under a key of the request and the cache file's size and mtime (the answer is reused
+    while the key holds: finding it may import torchvision), and always exists (a changed set of inputs would rerun
+    the rule too). "Differs": the file is kept newer than the cache, so the rule runs until it has written a
+    matching cache; "matches": ``ancient`` (its mtime ignored). Written atomically (on a cluster every job parses
+    the workflow); where results/ cannot be written, nothing is decided here."""
+    path, cache = Path(verdict_file), Path(FEATURES)
     try:
-        stale = differences and path.is_file() and path.stat().st_mtime <= Path(FEATURES).stat().st_mtime
-        if stale or not path.is_file() or path.read_text() != verdict:
-            path.parent.mkdir(parents=True, exist_ok=True)
+        stat = cache.stat() if cache.is_file() else None
+        request = {"backbone": backbone_request(config["backbone"]), "data": features_request()["data"]}
+        key = "key " + digest({**request, "cache": [stat.st_size, stat.st_mtime_ns] if stat else None})
+        lines = path.read_text().splitlines() if path.is_file() else []
+        if lines[:1] == [key]:
+            verdict = lines[1]
+        else:
+            differences = cache_differences(cache, config["backbone"], DATA)
+            verdict = (
+                "the feature cache was built for other settings: " + "; ".join(differences)
+                if differences
+                else "the feature cache matches the config (or is not built yet)"
+            )
+        stale = not verdict.startswith("the feature cache matches")
+        if lines != [key, verdict] or (stale and path.stat().st_mtime <= stat.st_mtime):
             with atomic_path(path) as tmp:
-                Path(tmp).write_text(verdict)
+                Path(tmp).write_text(f"{key}\n{verdict}\n")
     except (OSError, NormscapeError):  # read-only results, a full disk: the jobs' own checks still hold
         return {}
-    return {"cache_verdict": verdict_file if differences else ancient(verdict_file)}
+    return {"cache_verdict": verdict_file if stale else ancient(verdict_file)}
 
 
 def check_checksum_of_cached_features():
@@ -155,6 +164,16 @@ def check_inputs_before_jobs():
     from normscape.features.store import built_from
     from normscape.pipeline.errors import NormscapeError
 
+    # a damaged feature cache (its CRC, ~0.3 s) is found now, not by the train jobs after Snakemake removed their
+    # outputs; a cache that will be rebuilt is checked too (it is read whole by nothing else in this process)
+    if Path(FEATURES).is_file():
+        from normscape.features.store import SPLITS, map_split
+
+        try:
+            for split in SPLITS:
+                map_split(FEATURES, split)
+        except NormscapeError as exc:
+            sys.exit(f"normscape: {exc}")
     weights = backbone_weights_file() or None
     if not built_from(FEATURES, config["backbone"], weights):
         from normscape.features.backbones import backbone_problem
@@ -316,6 +335,12 @@ def data_inputs():
 def download_targets():
     """The files the download rule fetches (none for a local archive or image root)."""
     return [] if DATA["archive"] or DATASET.url is None else [DATA_DOWNLOAD]
+
+
+def is_weights_name(weights):
+    """A torchvision weights name (IMAGENET1K_V1, DEFAULT, ...) rather than `random` or a file path. Whether the
+    arch has it is checked by download_weights (torchvision is not imported while the workflow parses)."""
+    return re.fullmatch(r"[A-Z][A-Z0-9_]*", weights) is not None
 
 
 def backbone_weights_file():

@@ -34,9 +34,7 @@ rule download:
 # in (another study's, benchmarks.study_ab's) has no record, and the jobs after it would start, remove their outputs
 # and stop at the mismatch. A cache that records other settings than the config's is therefore rebuilt whatever
 # Snakemake recorded: a marker naming the difference, written now, is a newer input of the rule that writes it.
-CACHE_VERDICT = cache_verdict_input(
-    f"{RESULTS}/features/cache_verdict.txt", cache_differences(FEATURES, config["backbone"], DATA)
-)
+CACHE_VERDICT = cache_verdict_input(f"{RESULTS}/features/cache_verdict.txt")
 
 
 # features.shards > 1: each shard (a batch-aligned block of rows of every split) is its own single-thread job,

@@ -9,8 +9,8 @@ Layout (``FORMAT_VERSION`` 2)::
                         normalization (JSON), feature_dim, num_classes, class_names (JSON),
                         data_checksum, split_seed, split_sizes (JSON), split_fingerprint, identity,
                         backbone_request (digest of the backbone settings as configured; not part of the
-                        identity), features_crc32 (JSON: each split's features as written; checked
-                        when a split is read whole), versions (JSON), created (ISO 8601 UTC)
+                        identity), split_crc32 (JSON: CRC-32 of each split's features and labels as
+                        written; checked when a split is read whole), versions (JSON), created (ISO 8601 UTC)
 
 Provenance: ``identity`` is a digest of everything the features were computed from — the ``IDENTITY_ATTRS``
 (backbone, weights and their sha256, input size, precision, preprocessing, data archive checksum) plus
@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
@@ -96,14 +95,15 @@ def _attr_value(value: Any) -> Any:
 
 
 # Attributes write_features computes from the arrays it writes (never taken from the caller).
-DERIVED_ATTRS = ("split_sizes", "split_fingerprint", "identity", "features_crc32")
+DERIVED_ATTRS = ("split_sizes", "split_fingerprint", "identity", "split_crc32")
 
 
-def features_crc32(features: np.ndarray) -> int:
-    """CRC-32 of a split's float32 features, in row order (~0.1 s for CIFAR-10's training split): bytes damaged
-    inside the file (a bad disk, a partial copy) read back as valid floats, often NaN, that no HDF5 check notices
-    and training would report as divergence."""
-    return zlib.crc32(np.ascontiguousarray(features, dtype=np.float32).reshape(-1).view(np.uint8))
+def split_crc32(features: np.ndarray, labels: np.ndarray) -> int:
+    """CRC-32 of a split's float32 features and int64 labels, in row order (~0.1 s for CIFAR-10's training split):
+    bytes damaged inside the file (a bad disk, a partial copy) read back as valid numbers (NaN features, labels
+    out of range) that no HDF5 check notices, and training would report as divergence or fail obscurely."""
+    crc = zlib.crc32(np.ascontiguousarray(features, dtype=np.float32).reshape(-1).view(np.uint8))
+    return zlib.crc32(np.ascontiguousarray(labels, dtype=np.int64).reshape(-1).view(np.uint8), crc)
 
 
 def write_features(path: str | Path, splits: Mapping[str, Mapping[str, np.ndarray]], attrs: Mapping[str, Any]) -> None:
@@ -114,7 +114,7 @@ def write_features(path: str | Path, splits: Mapping[str, Mapping[str, np.ndarra
         "split_sizes": {name: int(len(arrays["labels"])) for name, arrays in splits.items()},
         "split_fingerprint": fingerprint,
         "identity": compute_identity(attrs, fingerprint),
-        "features_crc32": {name: features_crc32(arrays["features"]) for name, arrays in splits.items()},
+        "split_crc32": {name: split_crc32(arrays["features"], arrays["labels"]) for name, arrays in splits.items()},
     }
     with atomic_path(path, suffix=".h5") as tmp:
         with h5py.File(tmp, "w") as f:
@@ -173,19 +173,19 @@ def _require_split(f: h5py.File, path: str | Path, split: str) -> None:
         )
 
 
-def _verified(path: str | Path, recorded: Any, split: str, features: np.ndarray) -> np.ndarray:
-    """``features`` after checking them against ``recorded``, the file's ``features_crc32`` attribute (None in a
-    file written before there was one: not checked)."""
+def _verified(path: str | Path, recorded: Any, split: str, features: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """``features`` after checking them and ``labels`` against ``recorded``, the file's ``split_crc32`` attribute
+    (None in a file written before there was one: not checked)."""
     if isinstance(recorded, bytes):
         recorded = recorded.decode()
     try:
         expected = json.loads(recorded).get(split) if recorded else None
     except (ValueError, AttributeError) as exc:  # not the JSON object the writer records
         raise _corrupt_split(path, split, exc) from None
-    if expected is not None and features_crc32(features) != expected:
+    if expected is not None and split_crc32(features, labels) != expected:
         raise DataError(
-            f"feature file {path} is corrupt in split {split!r} (its features are not the bytes that were written: "
-            f"CRC-32 mismatch). Rebuild it: {rebuild_command(path)}"
+            f"feature file {path} is corrupt in split {split!r} (its features or labels are not the bytes that were "
+            f"written: CRC-32 mismatch). Rebuild it: {rebuild_command(path)}"
         )
     return features
 
@@ -204,7 +204,7 @@ def load_split(path: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
             features, labels = f[split]["features"][()], f[split]["labels"][()]
         except (OSError, KeyError) as exc:
             raise _corrupt_split(path, split, exc) from None
-        return _verified(path, f.attrs.get("features_crc32"), split, features), labels
+        return _verified(path, f.attrs.get("split_crc32"), split, features, labels), labels
 
 
 def _file_extent(features: h5py.Dataset) -> int | None:
@@ -247,7 +247,7 @@ def map_split(path: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
             features = f[split]["features"]
             offset, shape = _file_extent(features), features.shape
             labels = f[split]["labels"][()] if offset is not None else None
-            recorded = f.attrs.get("features_crc32")
+            recorded = f.attrs.get("split_crc32")
         except (OSError, KeyError) as exc:
             raise _corrupt_split(path, split, exc) from None
     if offset is None:
@@ -256,7 +256,7 @@ def map_split(path: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
         mapped = np.memmap(path, dtype="<f4", mode="c", offset=offset, shape=shape)
     except (OSError, ValueError) as exc:  # e.g. a file cut short after its header
         raise _corrupt_split(path, split, exc) from None
-    return _verified(path, recorded, split, mapped), labels
+    return _verified(path, recorded, split, mapped, labels), labels
 
 
 def split_length(path: str | Path, split: str) -> int:
@@ -415,38 +415,16 @@ def _resolve_backbone(arch: str, weights: str, input_size: int | None) -> dict[s
     return {"weights_id": weights_id, "input_size": input_size or preprocessing(arch, weights)["input_size"]}
 
 
-def is_weights_name(weights: str) -> bool:
-    """A torchvision weights name (IMAGENET1K_V1, DEFAULT, ...) rather than ``random`` or a file path. Whether the
-    arch has it is checked by download_weights (torchvision is not imported while the workflow parses)."""
-    return re.fullmatch(r"[A-Z][A-Z0-9_]*", weights) is not None
-
-
 def cache_differences(path: str | Path, backbone: Mapping[str, Any], data: Mapping[str, Any]) -> list[str]:
-    """How the feature cache at ``path`` differs from what the config asks (:func:`check_attrs`' lines), among the
-    settings that need no resolving: arch, precision, dataset, split, and the input size, weights file and weights
-    sha256 where the config names them (a torchvision weights name or a null input size would need torchvision,
-    ~1.5 s on every parse; the train jobs' :func:`require_compatible` checks those). Empty when the cache matches,
-    is missing or is unreadable (reported by its own check). For the workflow, when it is parsed."""
-    from normscape.data.datasets import split_rule
-
+    """How the feature cache at ``path`` differs from what the config asks (:func:`check_attrs`' lines); empty
+    when it matches, or is missing or unreadable (reported by its own check). Resolving what the config leaves to
+    defaults imports torchvision (~1.5 s) when the cache records another backbone request
+    (:func:`expected_attrs`): the workflow keeps the answer per request and cache file (workflow/rules/common.smk)."""
     if not Path(path).is_file():
         return []
-    weights = str(backbone["weights"])
-    expected = {
-        "backbone": backbone["arch"],
-        "precision": "fp32" if backbone["precision"] == "auto" else backbone["precision"],
-        "dataset": data["dataset"],
-        "split_rule": split_rule(data),
-    }
-    if backbone.get("input_size"):
-        expected["input_size"] = backbone["input_size"]
-    if backbone.get("weights_sha256"):
-        expected["weights_sha256"] = str(backbone["weights_sha256"]).lower()
-    if not is_weights_name(weights):  # random, or a file
-        expected["weights_id"] = weights if weights == "random" else f"file:{Path(weights).name}"
     try:
-        return check_attrs(path, expected)
-    except (OSError, DataError):
+        return check_attrs(path, expected_attrs(backbone, data, cache=path))
+    except Exception:  # noqa: BLE001 - unreadable cache, bad backbone settings: their own checks say so
         return []
 
 

@@ -268,8 +268,8 @@ def validate_config(config: dict, schema_path: str | Path | None = None) -> dict
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(moved))
     if isinstance(config.get("experiments"), dict):
         # an experiment set to null is left out: how a --configfile extending config.yaml removes one (Snakemake
-        # merges the files key by key, so leaving it out of the file keeps config.yaml's)
-        for name in [name for name, value in config["experiments"].items() if value is None]:
+        # merges the files key by key, so leaving it out of the file keeps config.yaml's); --config passes the word
+        for name in [name for name, value in config["experiments"].items() if value in (None, "null", "None")]:
             del config["experiments"][name]
     schema = with_registered_names(load_yaml(schema_path or default_schema_path()))
     _coerce_cli_strings(config, schema, schema)
