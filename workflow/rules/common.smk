@@ -100,25 +100,26 @@ def check_cached_files(files):
 
 
 def cache_verdict_input(verdict_file):
-    """The feature cache's rule's input that rebuilds a cache Snakemake has no record of (one copied in) when it
-    differs from what the config asks (:func:`~normscape.features.store.cache_differences`). ``verdict_file``
-    says whether it does, under a key of the request and the cache file's size and mtime (the answer is reused
-    while the key holds: finding it may import torchvision), and always exists (a changed set of inputs would rerun
-    the rule too). "Differs": the file is kept newer than the cache, so the rule runs until it has written a
-    matching cache; "matches": ``ancient`` (its mtime ignored). Written atomically (on a cluster every job parses
-    the workflow); where results/ cannot be written, nothing is decided here."""
+    """The input of the job that writes the feature cache which rebuilds a cache Snakemake has no record of (one
+    copied in) when it differs from what the config asks (:func:`~normscape.features.store.cache_differences`).
+    ``verdict_file`` says whether it does, under a key of the request and the cache file's size and mtime (the
+    answer is reused while the key holds, as finding it may import torchvision), and always exists (a changed set
+    of inputs would rerun that job too). If it differs, the file is kept newer than the cache, so the job runs
+    until it has written a matching cache; if it matches, the input is ``ancient`` (its mtime ignored). Written
+    atomically (on a cluster every job parses the workflow); where results/ cannot be written, nothing is decided
+    here."""
     path, cache = Path(verdict_file), Path(FEATURES)
     try:
         stat = cache.stat() if cache.is_file() else None
         request = {"backbone": backbone_request(config["backbone"]), "data": features_request()["data"]}
-        key = "key " + digest({**request, "cache": [stat.st_size, stat.st_mtime_ns] if stat else None})
+        key = f"key {digest({**request, 'cache': [stat.st_size, stat.st_mtime_ns] if stat else None})}"
         lines = path.read_text().splitlines() if path.is_file() else []
         if lines[:1] == [key]:
             verdict = lines[1]
         else:
             differences = cache_differences(cache, config["backbone"], DATA)
             verdict = (
-                "the feature cache was built for other settings: " + "; ".join(differences)
+                f"the feature cache was built for other settings: {'; '.join(differences)}"
                 if differences
                 else "the feature cache matches the config (or is not built yet)"
             )
