@@ -39,7 +39,7 @@ from normscape.pipeline.measures import (  # noqa: E402
     training_probes,
 )
 from normscape.pipeline.runtime import job_environment  # noqa: E402
-from normscape.features.store import backbone_request, cache_differences, digest  # noqa: E402
+from normscape.features.store import cache_differences  # noqa: E402
 from normscape.pipeline.atomic import atomic_path  # noqa: E402
 
 # Every job inherits these (OpenMP's and glibc's settings must be in place when a job's process starts); a value
@@ -101,35 +101,28 @@ def check_cached_files(files):
 
 def cache_verdict_input(verdict_file):
     """The input of the job that writes the feature cache which rebuilds a cache Snakemake has no record of (one
-    copied in) when it differs from what the config asks (:func:`~normscape.features.store.cache_differences`).
-    ``verdict_file`` says whether it does, under a key of the request and the cache file's size and mtime (the
-    answer is reused while the key holds, as finding it may import torchvision), and always exists (a changed set
-    of inputs would rerun that job too). If it differs, the file is kept newer than the cache, so the job runs
-    until it has written a matching cache; if it matches, the input is ``ancient`` (its mtime ignored). Written
-    atomically (on a cluster every job parses the workflow); where results/ cannot be written, nothing is decided
-    here."""
+    copied in) when it differs from what the config asks (:func:`~normscape.features.store.cache_differences`;
+    it imports torchvision only for a cache that records another backbone request than the config's).
+    ``verdict_file`` says whether it does and always exists (a changed set of inputs would rerun that job too);
+    it is written only when the verdict changes, so building the cache leaves it as it was. If the cache differs,
+    the file is kept newer than the cache, so the job runs until it has written a matching cache; if it matches,
+    the input is ``ancient`` (its mtime ignored). Written atomically (on a cluster every job parses the
+    workflow); where results/ cannot be written, nothing is decided here."""
     path, cache = Path(verdict_file), Path(FEATURES)
+    differences = cache_differences(cache, config["backbone"], DATA)
+    verdict = (
+        f"the feature cache was built for other settings: {'; '.join(differences)}\n"
+        if differences
+        else "the feature cache matches the config (or is not built yet)\n"
+    )
     try:
-        stat = cache.stat() if cache.is_file() else None
-        request = {"backbone": backbone_request(config["backbone"]), "data": features_request()["data"]}
-        key = f"key {digest({**request, 'cache': [stat.st_size, stat.st_mtime_ns] if stat else None})}"
-        lines = path.read_text().splitlines() if path.is_file() else []
-        if lines[:1] == [key]:
-            verdict = lines[1]
-        else:
-            differences = cache_differences(cache, config["backbone"], DATA)
-            verdict = (
-                f"the feature cache was built for other settings: {'; '.join(differences)}"
-                if differences
-                else "the feature cache matches the config (or is not built yet)"
-            )
-        stale = not verdict.startswith("the feature cache matches")
-        if lines != [key, verdict] or (stale and path.stat().st_mtime <= stat.st_mtime):
+        behind = differences and path.is_file() and path.stat().st_mtime <= cache.stat().st_mtime
+        if behind or not path.is_file() or path.read_text() != verdict:
             with atomic_path(path) as tmp:
-                Path(tmp).write_text(f"{key}\n{verdict}\n")
+                Path(tmp).write_text(verdict)
     except (OSError, NormscapeError):  # read-only results, a full disk: the jobs' own checks still hold
         return {}
-    return {"cache_verdict": verdict_file if stale else ancient(verdict_file)}
+    return {"cache_verdict": verdict_file if differences else ancient(verdict_file)}
 
 
 def check_checksum_of_cached_features():

@@ -418,8 +418,8 @@ def _resolve_backbone(arch: str, weights: str, input_size: int | None) -> dict[s
 def cache_differences(path: str | Path, backbone: Mapping[str, Any], data: Mapping[str, Any]) -> list[str]:
     """How the feature cache at ``path`` differs from what the config asks (:func:`check_attrs`' lines); empty
     when it matches, or is missing or unreadable (reported by its own check). Resolving what the config leaves to
-    defaults imports torchvision (~1.5 s) when the cache records another backbone request
-    (:func:`expected_attrs`): the workflow keeps the answer per request and cache file (workflow/rules/common.smk)."""
+    defaults imports torchvision (~1.5 s) only when the cache records another backbone request than the config's
+    (:func:`expected_attrs`): a cache this workflow built records the config's."""
     if not Path(path).is_file():
         return []
     try:
