@@ -125,6 +125,12 @@ def cache_verdict_input(verdict_file):
     return {"cache_verdict": verdict_file if differences else ancient(verdict_file)}
 
 
+def archive_and_checksum():
+    """The archive prepare_data reads (local or downloaded; None for an image tree) and the checksum it must have
+    (``official`` resolved; None where the dataset has no archive to verify)."""
+    return DATA["archive"] or DATA_DOWNLOAD, datasets.resolved_checksum(DATA) if DATASET.url is not None else None
+
+
 def check_checksum_of_cached_features():
     """Exit when data.checksum (a sha256) differs from the one the feature cache records and the archive does not
     have it either. data.checksum is no job's param (it changes no byte), so with everything up to date no job
@@ -132,14 +138,13 @@ def check_checksum_of_cached_features():
     from normscape.data.cifar import verify_checksum
     from normscape.features.store import read_attrs
 
-    checksum = datasets.resolved_checksum(DATA) if DATASET.url is not None else None
+    archive, checksum = archive_and_checksum()
     if not checksum or not checksum.lower().startswith("sha256:") or not Path(FEATURES).is_file():
         return
     try:
         recorded = str(read_attrs(FEATURES).get("data_checksum") or "")
     except (OSError, NormscapeError):  # an unreadable cache is check_cached_files' to report
         return
-    archive = DATA["archive"] or DATA_DOWNLOAD
     if recorded.lower() != checksum.lower() and archive and Path(archive).is_file():
         try:
             verify_checksum(archive, checksum)
@@ -156,7 +161,6 @@ def check_inputs_before_jobs():
     docs/upstream/snakemake-failed-job-metadata.md)."""
     from normscape.data.cifar import verify_checksum
     from normscape.features.store import built_from
-    from normscape.pipeline.errors import NormscapeError
 
     # a damaged feature cache (its CRC, ~0.3 s) is found now, not by the train jobs after Snakemake removed their
     # outputs; a cache that will be rebuilt is checked too (it is read whole by nothing else in this process)
@@ -174,8 +178,7 @@ def check_inputs_before_jobs():
 
         if problem := backbone_problem(config["backbone"], weights):
             sys.exit(f"normscape: {problem}")
-    archive = DATA["archive"] or DATA_DOWNLOAD
-    checksum = datasets.resolved_checksum(DATA) if DATASET.url is not None else None
+    archive, checksum = archive_and_checksum()
     if checksum and archive and Path(archive).is_file():
         try:
             verify_checksum(archive, checksum)

@@ -173,9 +173,9 @@ def _require_split(f: h5py.File, path: str | Path, split: str) -> None:
         )
 
 
-def _verified(path: str | Path, recorded: Any, split: str, features: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """``features`` after checking them and ``labels`` against ``recorded``, the file's ``split_crc32`` attribute
-    (None in a file written before there was one: not checked)."""
+def _check_crc(path: str | Path, recorded: Any, split: str, features: np.ndarray, labels: np.ndarray) -> None:
+    """Raise :class:`DataError` unless ``features`` and ``labels`` match ``recorded``, the file's ``split_crc32``
+    attribute (None in a file written before there was one: not checked)."""
     if isinstance(recorded, bytes):
         recorded = recorded.decode()
     try:
@@ -187,7 +187,6 @@ def _verified(path: str | Path, recorded: Any, split: str, features: np.ndarray,
             f"feature file {path} is corrupt in split {split!r} (its features or labels are not the bytes that were "
             f"written: CRC-32 mismatch). Rebuild it: {rebuild_command(path)}"
         )
-    return features
 
 
 def _corrupt_split(path: str | Path, split: str, exc: Exception) -> DataError:
@@ -204,7 +203,8 @@ def load_split(path: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
             features, labels = f[split]["features"][()], f[split]["labels"][()]
         except (OSError, KeyError) as exc:
             raise _corrupt_split(path, split, exc) from None
-        return _verified(path, f.attrs.get("split_crc32"), split, features, labels), labels
+        _check_crc(path, f.attrs.get("split_crc32"), split, features, labels)
+    return features, labels
 
 
 def _file_extent(features: h5py.Dataset) -> int | None:
@@ -256,7 +256,8 @@ def map_split(path: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
         mapped = np.memmap(path, dtype="<f4", mode="c", offset=offset, shape=shape)
     except (OSError, ValueError) as exc:  # e.g. a file cut short after its header
         raise _corrupt_split(path, split, exc) from None
-    return _verified(path, recorded, split, mapped, labels), labels
+    _check_crc(path, recorded, split, mapped, labels)
+    return mapped, labels
 
 
 def split_length(path: str | Path, split: str) -> int:

@@ -13,7 +13,7 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -100,19 +100,21 @@ def write_text(target: str | os.PathLike, text: str) -> None:
 
 def write_json(target: str | os.PathLike, obj: Any) -> None:
     """Strict JSON: NaN and infinities (e.g. the losses of a diverged run) are written as null."""
-    text = json.dumps(_finite(obj), indent=2, sort_keys=True, default=_json_default, allow_nan=False)
+    text = json.dumps(strict_json(obj), indent=2, sort_keys=True, default=_json_default, allow_nan=False)
     write_text(target, text + "\n")
 
 
-def _finite(obj: Any) -> Any:
+def strict_json(obj: Any, non_finite: Callable[[float], Any] = lambda _: None) -> Any:
+    """``obj`` with every NaN or infinity replaced by ``non_finite(value)`` (default None): strict JSON has no such
+    numbers, and a diverged run's losses are exactly those."""
     if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
+        return obj if math.isfinite(obj) else non_finite(obj)
     if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
+        return {k: strict_json(v, non_finite) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
+        return [strict_json(v, non_finite) for v in obj]
     if getattr(obj, "shape", None) == ():  # numpy / torch scalars
-        return _finite(obj.item())
+        return strict_json(obj.item(), non_finite)
     return obj
 
 

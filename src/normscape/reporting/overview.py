@@ -59,16 +59,14 @@ def config_options(argv: Sequence[str]) -> list[str]:
                 wanted -= 1
             continue
         name = arg.split("=", 1)[0]
-        short = name[:2] if not name.startswith("--") else name
+        short = name if name.startswith("--") else name[:2]
+        wanted = 0
         if name in CONFIG_OPTIONS:
             kept.append(arg)
-            count = CONFIG_OPTIONS[name]
-            wanted = 0 if "=" in arg or count == 0 else (count if count is not None else len(argv))
+            if "=" not in arg:
+                wanted = len(argv) if CONFIG_OPTIONS[name] is None else CONFIG_OPTIONS[name]
         elif short in CONFIG_OPTIONS and len(arg) > 2:  # -dDIR, -Cseeds=[0]
             kept.append(arg)
-            wanted = 0
-        else:
-            wanted = 0
     return kept
 
 

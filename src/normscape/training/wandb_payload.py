@@ -9,7 +9,6 @@ counted beside them (``wandb.watch`` drops them).
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -78,18 +77,6 @@ def log_abs_histogram(counts: np.ndarray, edges: np.ndarray, underflow: int, ove
     counts = np.concatenate([[underflow], counts, [overflow]])
     log_edges = np.concatenate([[log_edges[0] - lo_w], log_edges, [log_edges[-1] + hi_w]])
     return counts, log_edges
-
-
-def json_safe(value: Any) -> Any:
-    """``value`` with every non-finite float written as text ("nan", "inf", "-inf"): W&B stores an artifact's
-    metadata as strict JSON, which has no such numbers, and a diverged run's final metrics are exactly those."""
-    if isinstance(value, dict):
-        return {key: json_safe(v) for key, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return value
 
 
 def run_tags(config: dict) -> list[str]:

@@ -50,8 +50,8 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from normscape.pipeline.atomic import strict_json
 from normscape.training.wandb_payload import (
-    json_safe,
     log_abs_histogram,
     range_histogram,
     run_tags,
@@ -297,7 +297,8 @@ class WandbTracker:
                 art = wandb.Artifact(
                     name=f"model-{self.run.name}".replace("/", "-"),
                     type="model",
-                    metadata=json_safe({"final": summary.get("final"), "best": summary.get("best")}),
+                    # strict JSON, the non-finite metrics of a diverged run as text ("nan", "inf")
+                    metadata=strict_json({"final": summary.get("final"), "best": summary.get("best")}, non_finite=str),
                 )
                 # immutable: the manifest points at the run's own files instead of a staging copy (offline
                 # runs keep their staged files until `wandb sync`), skip_cache: no cache copy after upload.
